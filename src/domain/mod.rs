@@ -1,0 +1,14 @@
+//! Pure rules and types: no actix, no Redis, no I/O.
+
+pub mod directory;
+pub mod error;
+pub mod id;
+pub mod policy;
+pub mod session;
+pub mod visibility;
+
+pub use directory::{Account, Agent, AgentRef, Portal};
+pub use error::DomainError;
+pub use id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId};
+pub use policy::{Policy, PolicyInput, SessionMode};
+pub use session::{Command, Event, Invitation, Message, Outcome, Session};

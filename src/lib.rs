@@ -1,0 +1,3 @@
+//! collabd: session collaboration for remote support.
+
+pub mod domain;
