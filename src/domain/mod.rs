@@ -12,3 +12,8 @@ pub use error::DomainError;
 pub use id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId};
 pub use policy::{Policy, PolicyInput, SessionMode};
 pub use session::{Command, Event, Invitation, Message, Outcome, Session};
+
+#[cfg(test)]
+mod session_rules_tests;
+#[cfg(test)]
+mod visibility_props;

@@ -1,0 +1,1 @@
+//! Property test: the customer never observes what it must not.
