@@ -1,3 +1,4 @@
 //! collabd: session collaboration for remote support.
 
 pub mod domain;
+pub mod backplane;

@@ -1,0 +1,2 @@
+//! The backplane contract, written against the trait alone so that every
+//! implementation runs the same suite.
