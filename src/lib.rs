@@ -1,4 +1,9 @@
 //! collabd: session collaboration for remote support.
 
-pub mod domain;
+pub mod actors;
 pub mod backplane;
+pub mod domain;
+pub mod http;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;

@@ -55,12 +55,18 @@ impl MemoryBackplane {
     /// An empty backplane.
     pub fn new() -> Self {
         let (due_tx, due_rx) = mpsc::unbounded_channel();
-        Self { store: Mutex::new(Store::default()), due_tx, due_rx: Mutex::new(Some(due_rx)) }
+        Self {
+            store: Mutex::new(Store::default()),
+            due_tx,
+            due_rx: Mutex::new(Some(due_rx)),
+        }
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock leaves plain maps behind; they stay usable.
-        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -82,7 +88,11 @@ fn key<T: Clone>(account: &AccountId, id: &T) -> Key<T> {
 #[async_trait]
 impl Backplane for MemoryBackplane {
     async fn put_account(&self, account: Account) -> Result<bool> {
-        Ok(self.store().accounts.insert(account.id.clone(), account).is_none())
+        Ok(self
+            .store()
+            .accounts
+            .insert(account.id.clone(), account)
+            .is_none())
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>> {
@@ -96,7 +106,12 @@ impl Backplane for MemoryBackplane {
     }
 
     async fn portal(&self, account: &AccountId, id: &PortalId) -> Result<Option<Portal>> {
-        Ok(self.store().portals.get(account).and_then(|p| p.get(id)).cloned())
+        Ok(self
+            .store()
+            .portals
+            .get(account)
+            .and_then(|p| p.get(id))
+            .cloned())
     }
 
     async fn portals(&self, account: &AccountId) -> Result<Vec<Portal>> {
@@ -109,7 +124,11 @@ impl Backplane for MemoryBackplane {
     }
 
     async fn put_agent(&self, account: &AccountId, agent: Agent) -> Result<bool> {
-        Ok(self.store().agents.insert(key(account, &agent.id), agent).is_none())
+        Ok(self
+            .store()
+            .agents
+            .insert(key(account, &agent.id), agent)
+            .is_none())
     }
 
     async fn agent(&self, account: &AccountId, id: &AgentId) -> Result<Option<Agent>> {
@@ -122,7 +141,10 @@ impl Backplane for MemoryBackplane {
         agent: &AgentId,
         portal: &PortalId,
     ) -> Result<Option<PortalId>> {
-        Ok(self.store().presence.insert(key(account, agent), portal.clone()))
+        Ok(self
+            .store()
+            .presence
+            .insert(key(account, agent), portal.clone()))
     }
 
     async fn logout(&self, account: &AccountId, agent: &AgentId) -> Result<Option<PortalId>> {
@@ -139,7 +161,10 @@ impl Backplane for MemoryBackplane {
             .presence
             .iter()
             .filter(|((acc, _), _)| acc == account)
-            .map(|((_, agent), portal)| Online { agent: agent.clone(), portal: portal.clone() })
+            .map(|((_, agent), portal)| Online {
+                agent: agent.clone(),
+                portal: portal.clone(),
+            })
             .collect();
         online.sort_by(|a, b| a.agent.cmp(&b.agent));
         Ok(online)
@@ -158,12 +183,21 @@ impl Backplane for MemoryBackplane {
         }
         let version = current + 1;
         let session_id = commit.session.id.clone();
-        s.sessions.insert(k.clone(), Versioned { version, session: commit.session });
+        s.sessions.insert(
+            k.clone(),
+            Versioned {
+                version,
+                session: commit.session,
+            },
+        );
         if let Some(m) = commit.message {
             s.messages.entry(k).or_default().push(m);
         }
         for agent in commit.delta.joined {
-            s.agent_sessions.entry(key(account, &agent)).or_default().insert(session_id.clone());
+            s.agent_sessions
+                .entry(key(account, &agent))
+                .or_default()
+                .insert(session_id.clone());
         }
         for agent in commit.delta.left {
             if let Some(set) = s.agent_sessions.get_mut(&key(account, &agent)) {
@@ -193,7 +227,12 @@ impl Backplane for MemoryBackplane {
     }
 
     async fn messages(&self, account: &AccountId, session: &SessionId) -> Result<Vec<Message>> {
-        Ok(self.store().messages.get(&key(account, session)).cloned().unwrap_or_default())
+        Ok(self
+            .store()
+            .messages
+            .get(&key(account, session))
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn agent_sessions(&self, account: &AccountId, agent: &AgentId) -> Result<Vec<SessionId>> {
@@ -227,7 +266,11 @@ impl Backplane for MemoryBackplane {
         account: &AccountId,
         invitation: &InvitationId,
     ) -> Result<Option<SessionId>> {
-        Ok(self.store().invitations.get(&key(account, invitation)).cloned())
+        Ok(self
+            .store()
+            .invitations
+            .get(&key(account, invitation))
+            .cloned())
     }
 
     async fn claim(
@@ -263,7 +306,10 @@ impl Backplane for MemoryBackplane {
     ) -> Result<()> {
         let mut s = self.store();
         let k = key(account, invitation);
-        if s.claims.get(&k).is_some_and(|(holder, _, _)| holder == agent) {
+        if s.claims
+            .get(&k)
+            .is_some_and(|(holder, _, _)| holder == agent)
+        {
             s.claims.remove(&k);
         }
         Ok(())
@@ -286,7 +332,9 @@ impl Backplane for MemoryBackplane {
 
     async fn schedule(&self, deadline: Deadline) -> Result<()> {
         let due = self.due_tx.clone();
-        let wait = (deadline.at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let wait = (deadline.at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             let _ = due.send(deadline);

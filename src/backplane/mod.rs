@@ -206,8 +206,12 @@ pub trait Backplane: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<Claim>;
     /// Gives a claim back (the claimer could not join after all).
-    async fn release(&self, account: &AccountId, invitation: &InvitationId, agent: &AgentId)
-    -> Result<()>;
+    async fn release(
+        &self,
+        account: &AccountId,
+        invitation: &InvitationId,
+        agent: &AgentId,
+    ) -> Result<()>;
 
     /// Publishes to a topic (at most once; a hint, not the truth).
     async fn publish(&self, topic: Topic, message: BusMessage) -> Result<()>;

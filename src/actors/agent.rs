@@ -1,0 +1,197 @@
+//! `AgentActor`: one per agent with a live event stream on this node. It owns
+//! the agent's outboxes, listens on the agent's topic, and is a member of
+//! the local `PortalActor` of the portal the agent is logged into.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::outbox::{CloseStreams, Connect, Outbox, broadcast};
+use super::portal::{Join, Leave};
+use super::{Metrics, Node, reads};
+use crate::backplane::{BusMessage, Route, Topic};
+use crate::domain::visibility::{ClientEvent, Viewer, view};
+use crate::domain::{AccountId, AgentId, Event, PortalId, SessionId};
+
+/// How often the actor forgets clients that went away, and stops once none is left.
+const CLIENT_CHECK: Duration = Duration::from_secs(5);
+
+/// The agent actor.
+pub struct AgentActor {
+    node: Arc<Node>,
+    account: AccountId,
+    agent: AgentId,
+    clients: Vec<Outbox>,
+    portal: Option<PortalId>,
+}
+
+impl AgentActor {
+    /// An agent actor for `account`/`agent`.
+    pub fn new(node: Arc<Node>, account: AccountId, agent: AgentId) -> Self {
+        Self {
+            node,
+            account,
+            agent,
+            clients: Vec::new(),
+            portal: None,
+        }
+    }
+
+    fn deliver(&mut self, event: &ClientEvent) {
+        let (delivered, slow) = broadcast(&mut self.clients, event);
+        self.node
+            .metrics
+            .events_delivered
+            .fetch_add(delivered as u64, Ordering::Relaxed);
+        self.node
+            .metrics
+            .slow_clients_dropped
+            .fetch_add(slow as u64, Ordering::Relaxed);
+        if slow > 0 {
+            tracing::info!(agent = %self.agent, "dropped a slow agent stream");
+        }
+    }
+
+    /// Moves this agent's membership to the local actor of `portal`.
+    fn move_to(&mut self, portal: Option<PortalId>, ctx: &mut Context<Self>) {
+        if portal == self.portal {
+            return;
+        }
+        if let Some(old) = self.portal.take() {
+            self.node
+                .portal(&self.account, &old)
+                .do_send(Leave(self.agent.clone()));
+        }
+        if let Some(new) = &portal {
+            self.node
+                .portal(&self.account, new)
+                .do_send(Join(self.agent.clone(), ctx.address()));
+        }
+        self.portal = portal;
+    }
+}
+
+impl Actor for AgentActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Subscribe before reading presence, so a login in between is not missed.
+        let topic = Topic::Agent(self.account.clone(), self.agent.clone());
+        ctx.add_stream(BroadcastStream::new(self.node.backplane.subscribe(&topic)));
+        let (node, account, agent) = (self.node.clone(), self.account.clone(), self.agent.clone());
+        ctx.wait(
+            async move { node.backplane.presence(&account, &agent).await }
+                .into_actor(self)
+                .map(|presence, act, ctx| match presence {
+                    Ok(portal) => act.move_to(portal, ctx),
+                    Err(e) => tracing::warn!(error = %e, "could not read presence"),
+                }),
+        );
+        ctx.run_interval(CLIENT_CHECK, |act, ctx| {
+            act.clients.retain(|c| !c.is_closed());
+            if act.clients.is_empty() {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(old) = self.portal.take() {
+            self.node
+                .portal(&self.account, &old)
+                .do_send(Leave(self.agent.clone()));
+        }
+        self.node.forget_agent(&self.account, &self.agent);
+    }
+}
+
+impl Handler<Connect> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, Connect(mut outbox): Connect, ctx: &mut Self::Context) {
+        Metrics::inc(&self.node.metrics.streams_opened);
+        let (node, account, agent) = (self.node.clone(), self.account.clone(), self.agent.clone());
+        // ctx.wait: no delivery overtakes the snapshot.
+        ctx.wait(
+            async move { reads::agent_snapshot(&node, &account, &agent).await }
+                .into_actor(self)
+                .map(move |snapshot, act, _| match snapshot {
+                    Ok(snapshot) => {
+                        outbox.push(&snapshot);
+                        act.clients.push(outbox);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "agent snapshot failed; closing stream"),
+                }),
+        );
+    }
+}
+
+impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for AgentActor {
+    fn handle(
+        &mut self,
+        item: Result<Arc<BusMessage>, BroadcastStreamRecvError>,
+        ctx: &mut Self::Context,
+    ) {
+        let msg = match item {
+            Ok(msg) => msg,
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                tracing::warn!(agent = %self.agent, lost = n, "agent topic lagged; closing streams to resync");
+                self.clients.clear();
+                return;
+            }
+        };
+        match msg.as_ref() {
+            BusMessage::Session {
+                session,
+                route,
+                event,
+            } => {
+                let viewer = match route {
+                    Route::Participant => Viewer::Participant(&self.agent),
+                    Route::Recipient => Viewer::Recipient(&self.agent),
+                    Route::Customer => return,
+                };
+                if let Some(client_event) = view(&viewer, session, event) {
+                    self.deliver(&client_event);
+                }
+            }
+            BusMessage::Presence { portal, .. } => self.move_to(portal.clone(), ctx),
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+/// An invitation event fanned out by the local `PortalActor`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Offer {
+    /// The session.
+    pub session: SessionId,
+    /// The offer or withdrawal.
+    pub event: Arc<Event>,
+}
+
+impl Handler<Offer> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Offer, _: &mut Self::Context) {
+        if let Some(client_event) = view(&Viewer::Recipient(&self.agent), &msg.session, &msg.event)
+        {
+            self.deliver(&client_event);
+        }
+    }
+}
+
+impl Handler<CloseStreams> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseStreams, ctx: &mut Self::Context) {
+        self.clients.clear();
+        ctx.stop();
+    }
+}

@@ -1,0 +1,224 @@
+//! One actix actor per live entity on this node — [`SessionActor`],
+//! [`AgentActor`], [`PortalActor`] — and the [`Node`] that finds or starts
+//! them. Actors talk to other nodes only through the backplane.
+
+pub mod agent;
+pub mod outbox;
+pub mod portal;
+pub mod reads;
+pub mod session;
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix::{Actor, Addr, ArbiterHandle};
+
+pub use agent::AgentActor;
+pub use portal::PortalActor;
+pub use session::SessionActor;
+
+use crate::backplane::{Backplane, BackplaneError};
+use crate::domain::{AccountId, AgentId, DomainError, PortalId, SessionId};
+use crate::settings::Settings;
+
+/// Why a request could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Failure {
+    /// A domain rule refused it.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// Something named does not exist (in the caller's account).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The backplane cannot be reached.
+    #[error(transparent)]
+    Backplane(#[from] BackplaneError),
+    /// Too many concurrent changes to one session; the client may retry.
+    #[error("the session is changing too fast; retry")]
+    Contended,
+    /// This node is shutting down or an actor is gone.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<actix::MailboxError> for Failure {
+    fn from(e: actix::MailboxError) -> Self {
+        Failure::Unavailable(e.to_string())
+    }
+}
+
+/// Counters exported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Sessions created on this node.
+    pub sessions_created: AtomicU64,
+    /// Invitations sent from this node.
+    pub invitations_sent: AtomicU64,
+    /// Accepts that won their claim.
+    pub accepts_won: AtomicU64,
+    /// Accepts refused because another agent won.
+    pub accepts_lost: AtomicU64,
+    /// Commits retried after a version conflict.
+    pub commit_conflicts: AtomicU64,
+    /// Event streams opened.
+    pub streams_opened: AtomicU64,
+    /// Clients dropped because their outbox was full.
+    pub slow_clients_dropped: AtomicU64,
+    /// Events written to client outboxes.
+    pub events_delivered: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Key<T> = (AccountId, T);
+
+/// This node: its backplane, settings, counters, and its live actors.
+pub struct Node {
+    /// Shared state between nodes.
+    pub backplane: Arc<dyn Backplane>,
+    /// Configuration.
+    pub settings: Settings,
+    /// Counters.
+    pub metrics: Metrics,
+    arbiter: ArbiterHandle,
+    sessions: Mutex<HashMap<Key<SessionId>, Addr<SessionActor>>>,
+    agents: Mutex<HashMap<Key<AgentId>, Addr<AgentActor>>>,
+    portals: Mutex<HashMap<Key<PortalId>, Addr<PortalActor>>>,
+}
+
+/// Finds a live actor or starts one, under the map's lock so two callers
+/// never start two actors for one entity.
+fn find_or_start<K: Eq + Hash, A: Actor<Context = actix::Context<A>>>(
+    map: &Mutex<HashMap<K, Addr<A>>>,
+    key: K,
+    start: impl FnOnce() -> Addr<A>,
+) -> Addr<A> {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(addr) = map.get(&key) {
+        if addr.connected() {
+            return addr.clone();
+        }
+    }
+    let addr = start();
+    map.insert(key, addr.clone());
+    addr
+}
+
+fn forget<K: Eq + Hash, A: Actor>(map: &Mutex<HashMap<K, Addr<A>>>, key: &K) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if map.get(key).is_some_and(|addr| !addr.connected()) {
+        map.remove(key);
+    }
+}
+
+impl Node {
+    /// A node whose actors run on `arbiter`.
+    pub fn new(
+        backplane: Arc<dyn Backplane>,
+        settings: Settings,
+        arbiter: ArbiterHandle,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            backplane,
+            settings,
+            metrics: Metrics::default(),
+            arbiter,
+            sessions: Mutex::default(),
+            agents: Mutex::default(),
+            portals: Mutex::default(),
+        })
+    }
+
+    /// The actor serializing commands for a session on this node.
+    pub fn session(self: &Arc<Self>, account: &AccountId, id: &SessionId) -> Addr<SessionActor> {
+        let key = (account.clone(), id.clone());
+        find_or_start(&self.sessions, key, || {
+            let actor = SessionActor::new(self.clone(), account.clone(), id.clone());
+            SessionActor::start_in_arbiter(&self.arbiter, move |_| actor)
+        })
+    }
+
+    /// The actor owning an agent's streams on this node.
+    pub fn agent(self: &Arc<Self>, account: &AccountId, id: &AgentId) -> Addr<AgentActor> {
+        let key = (account.clone(), id.clone());
+        find_or_start(&self.agents, key, || {
+            let actor = AgentActor::new(self.clone(), account.clone(), id.clone());
+            AgentActor::start_in_arbiter(&self.arbiter, move |_| actor)
+        })
+    }
+
+    /// The actor fanning a portal's invitations out to this node's agents.
+    pub fn portal(self: &Arc<Self>, account: &AccountId, id: &PortalId) -> Addr<PortalActor> {
+        let key = (account.clone(), id.clone());
+        find_or_start(&self.portals, key, || {
+            let actor = PortalActor::new(self.clone(), account.clone(), id.clone());
+            PortalActor::start_in_arbiter(&self.arbiter, move |_| actor)
+        })
+    }
+
+    /// The agent actor, only if one is running.
+    pub fn agent_if_live(&self, account: &AccountId, id: &AgentId) -> Option<Addr<AgentActor>> {
+        let map = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(account.clone(), id.clone()))
+            .filter(|a| a.connected())
+            .cloned()
+    }
+
+    pub(crate) fn forget_session(&self, account: &AccountId, id: &SessionId) {
+        forget(&self.sessions, &(account.clone(), id.clone()));
+    }
+
+    pub(crate) fn forget_agent(&self, account: &AccountId, id: &AgentId) {
+        forget(&self.agents, &(account.clone(), id.clone()));
+    }
+
+    pub(crate) fn forget_portal(&self, account: &AccountId, id: &PortalId) {
+        forget(&self.portals, &(account.clone(), id.clone()));
+    }
+
+    /// Closes every event stream on this node (on shutdown): clients see the
+    /// stream end cleanly and reconnect elsewhere, starting from a snapshot.
+    pub fn close_streams(&self) {
+        let agents: Vec<_> = self
+            .agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for a in agents {
+            a.do_send(outbox::CloseStreams);
+        }
+        let sessions: Vec<_> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in sessions {
+            s.do_send(outbox::CloseStreams);
+        }
+    }
+
+    /// Live actors on this node: (sessions, agents, portals).
+    pub fn actor_counts(&self) -> (usize, usize, usize) {
+        let n = |len: usize| len;
+        (
+            n(self
+                .sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len()),
+            n(self.agents.lock().unwrap_or_else(|p| p.into_inner()).len()),
+            n(self.portals.lock().unwrap_or_else(|p| p.into_inner()).len()),
+        )
+    }
+}

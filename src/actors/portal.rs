@@ -1,0 +1,117 @@
+//! `PortalActor`: one per portal with at least one agent stream on this
+//! node. It listens on the portal's topic — one delivery per node however
+//! many agents the portal has — and fans offers and withdrawals out to its
+//! local agents.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::Node;
+use super::agent::{AgentActor, Offer};
+use crate::backplane::{BusMessage, Route, Topic};
+use crate::domain::{AccountId, AgentId, Event, PortalId};
+
+/// The portal actor.
+pub struct PortalActor {
+    node: Arc<Node>,
+    account: AccountId,
+    portal: PortalId,
+    members: HashMap<AgentId, Addr<AgentActor>>,
+}
+
+impl PortalActor {
+    /// A portal actor for `account`/`portal`.
+    pub fn new(node: Arc<Node>, account: AccountId, portal: PortalId) -> Self {
+        Self {
+            node,
+            account,
+            portal,
+            members: HashMap::new(),
+        }
+    }
+}
+
+impl Actor for PortalActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let topic = Topic::Portal(self.account.clone(), self.portal.clone());
+        ctx.add_stream(BroadcastStream::new(self.node.backplane.subscribe(&topic)));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.node.forget_portal(&self.account, &self.portal);
+    }
+}
+
+/// A local agent logged into this portal.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join(pub AgentId, pub Addr<AgentActor>);
+
+/// A local agent left this portal (or its streams closed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave(pub AgentId);
+
+impl Handler<Join> for PortalActor {
+    type Result = ();
+
+    fn handle(&mut self, Join(agent, addr): Join, _: &mut Self::Context) {
+        self.members.insert(agent, addr);
+    }
+}
+
+impl Handler<Leave> for PortalActor {
+    type Result = ();
+
+    fn handle(&mut self, Leave(agent): Leave, ctx: &mut Self::Context) {
+        self.members.remove(&agent);
+        if self.members.is_empty() {
+            ctx.stop();
+        }
+    }
+}
+
+impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for PortalActor {
+    fn handle(
+        &mut self,
+        item: Result<Arc<BusMessage>, BroadcastStreamRecvError>,
+        _: &mut Self::Context,
+    ) {
+        let msg = match item {
+            Ok(msg) => msg,
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                tracing::warn!(portal = %self.portal, lost = n, "portal topic lagged");
+                return;
+            }
+        };
+        let BusMessage::Session {
+            session,
+            route: Route::Recipient,
+            event,
+        } = msg.as_ref()
+        else {
+            return;
+        };
+        let recipients = match event.as_ref() {
+            Event::InvitationOffered { invitation, .. } => &invitation.recipients,
+            Event::InvitationWithdrawn { recipients, .. } => recipients,
+            _ => return,
+        };
+        for agent in recipients {
+            if let Some(addr) = self.members.get(agent) {
+                addr.do_send(Offer {
+                    session: session.clone(),
+                    event: event.clone(),
+                });
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}

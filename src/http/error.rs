@@ -1,0 +1,184 @@
+//! The one error type that reaches the wire: RFC 9457 problem details with
+//! a stable machine-readable `code`, and the table that maps every failure
+//! to its status and code.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::actors::Failure;
+use crate::backplane::BackplaneError;
+use crate::domain::DomainError;
+
+/// A problem+json error.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiError {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the problem type.
+    pub title: &'static str,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong this time.
+    pub detail: String,
+    /// Stable code, e.g. `invitation_taken`.
+    pub code: &'static str,
+}
+
+impl ApiError {
+    /// An error with this status, code and detail.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("https://collabd.dev/problems/{code}"),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code,
+        }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    /// 403 `forbidden`.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    /// 503 `unavailable`.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .insert_header(ContentType(mime_problem()))
+            .body(serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+fn mime_problem() -> actix_web::mime::Mime {
+    "application/problem+json"
+        .parse()
+        .unwrap_or(actix_web::mime::APPLICATION_JSON)
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        use DomainError as D;
+        let (status, code) = match &e {
+            D::FeatureDisabled(_) => (StatusCode::FORBIDDEN, "feature_disabled"),
+            D::AgentUnavailable => (StatusCode::CONFLICT, "agent_unavailable"),
+            D::AlreadyParticipant => (StatusCode::CONFLICT, "already_participant"),
+            D::NoAgentsOnline => (StatusCode::CONFLICT, "no_agents_online"),
+            D::SessionFull => (StatusCode::CONFLICT, "session_full"),
+            D::SessionEnded => (StatusCode::CONFLICT, "session_ended"),
+            D::NotARecipient => (StatusCode::FORBIDDEN, "not_a_recipient"),
+            D::InvitationTaken => (StatusCode::CONFLICT, "invitation_taken"),
+            D::InvitationClosed => (StatusCode::CONFLICT, "invitation_closed"),
+            D::AgentBusy => (StatusCode::CONFLICT, "agent_busy"),
+            D::NotParticipant | D::NotLead => (StatusCode::FORBIDDEN, "forbidden"),
+            D::InvitationNotFound => (StatusCode::NOT_FOUND, "not_found"),
+            D::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            D::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<BackplaneError> for ApiError {
+    fn from(e: BackplaneError) -> Self {
+        tracing::warn!(error = %e, "backplane failure");
+        ApiError::unavailable("the shared store is unreachable; retry shortly")
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(e: Failure) -> Self {
+        match e {
+            Failure::Domain(d) => d.into(),
+            Failure::NotFound(what) => ApiError::not_found(what),
+            Failure::Backplane(b) => b.into(),
+            Failure::Contended => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            Failure::Unavailable(detail) => {
+                tracing::warn!(%detail, "actor unavailable");
+                ApiError::unavailable("this node is shutting down; retry")
+            }
+        }
+    }
+}
+
+/// A JSON body that did not parse, or was too large.
+pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as J;
+    match &err {
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than this server accepts",
+        ),
+        J::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "send the body as application/json",
+        ),
+        J::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
+        _ => ApiError::invalid(format!("unreadable body: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_domain_error_has_a_stable_code() {
+        assert_eq!(
+            ApiError::from(DomainError::InvitationTaken).code,
+            "invitation_taken"
+        );
+        assert_eq!(ApiError::from(DomainError::InvitationTaken).status, 409);
+        assert_eq!(
+            ApiError::from(DomainError::FeatureDisabled("masking")).code,
+            "feature_disabled"
+        );
+        assert_eq!(ApiError::from(DomainError::NotLead).status, 403);
+        assert_eq!(ApiError::from(DomainError::Invalid("x".into())).status, 400);
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(e: actix::MailboxError) -> Self {
+        Failure::from(e).into()
+    }
+}

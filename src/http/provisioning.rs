@@ -1,0 +1,193 @@
+//! Admin: accounts, portals, agents, agent tokens.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Admin;
+use super::error::ApiError;
+use super::token::Subject;
+use super::{AppState, lookup_id};
+use crate::domain::directory::parse_name;
+use crate::domain::{Account, AccountId, Agent, AgentId, PolicyInput, Portal, PortalId};
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/accounts/{account}", web::put().to(put_account))
+        .route(
+            "/accounts/{account}/portals/{portal}",
+            web::put().to(put_portal),
+        )
+        .route(
+            "/accounts/{account}/agents/{agent}",
+            web::put().to(put_agent),
+        )
+        .route(
+            "/accounts/{account}/agents/{agent}/tokens",
+            web::post().to(mint_token),
+        );
+}
+
+/// An id a caller chooses: a bad one is a bad request.
+fn new_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::invalid(format!(
+            "{what} id must match [a-z0-9][a-z0-9_-]{{0,63}}, got {raw:?}"
+        ))
+    })
+}
+
+fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountBody {
+    name: String,
+    #[serde(default)]
+    policy: PolicyInput,
+}
+
+async fn put_account(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<AccountBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id: AccountId = new_id(&path, "account")?;
+    let body = body.into_inner();
+    let name = parse_name("name", &body.name).map_err(ApiError::invalid)?;
+    let policy = body.policy.into_policy().map_err(ApiError::invalid)?;
+    let account = Account { id, name, policy };
+    let created = state.node.backplane.put_account(account.clone()).await?;
+    Ok(HttpResponse::build(created_or_ok(created)).json(account))
+}
+
+async fn existing_account(state: &AppState, raw: &str) -> Result<AccountId, ApiError> {
+    let id: AccountId = lookup_id(raw, "account")?;
+    state
+        .node
+        .backplane
+        .account(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account"))?;
+    Ok(id)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortalBody {
+    name: String,
+}
+
+async fn put_portal(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<PortalBody>,
+) -> Result<HttpResponse, ApiError> {
+    let account = existing_account(&state, &path.0).await?;
+    let id: PortalId = new_id(&path.1, "portal")?;
+    let name = parse_name("name", &body.name).map_err(ApiError::invalid)?;
+    let portal = Portal { id, name };
+    let created = state
+        .node
+        .backplane
+        .put_portal(&account, portal.clone())
+        .await?;
+    Ok(HttpResponse::build(created_or_ok(created)).json(portal))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentBody {
+    name: String,
+    #[serde(default)]
+    portals: Vec<PortalId>,
+}
+
+async fn put_agent(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<AgentBody>,
+) -> Result<HttpResponse, ApiError> {
+    let account = existing_account(&state, &path.0).await?;
+    let id: AgentId = new_id(&path.1, "agent")?;
+    let body = body.into_inner();
+    let name = parse_name("name", &body.name).map_err(ApiError::invalid)?;
+    let mut portals = body.portals;
+    portals.sort();
+    portals.dedup();
+    for portal in &portals {
+        if state
+            .node
+            .backplane
+            .portal(&account, portal)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::invalid(format!(
+                "portal {portal:?} does not exist in this account"
+            )));
+        }
+    }
+    let agent = Agent { id, name, portals };
+    let created = state
+        .node
+        .backplane
+        .put_agent(&account, agent.clone())
+        .await?;
+    Ok(HttpResponse::build(created_or_ok(created)).json(agent))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    /// Lifetime in seconds; at most the configured `auth.agent_token_ttl_secs`.
+    ttl_secs: Option<u64>,
+}
+
+async fn mint_token(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let account = existing_account(&state, &path.0).await?;
+    let agent: AgentId = lookup_id(&path.1, "agent")?;
+    state
+        .node
+        .backplane
+        .agent(&account, &agent)
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent"))?;
+    let body: TokenBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TokenBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
+    };
+    let max = state.node.settings.auth.agent_token_ttl_secs;
+    let ttl = body.ttl_secs.unwrap_or(max);
+    if ttl == 0 || ttl > max {
+        return Err(ApiError::invalid(format!("ttl_secs must be 1 to {max}")));
+    }
+    let expires_at = Utc::now() + Duration::seconds(ttl as i64);
+    let token = state.tokens.mint(
+        Subject::Agent {
+            account: account.clone(),
+            agent: agent.clone(),
+        },
+        expires_at,
+    );
+    Ok(HttpResponse::Created().json(json!({
+        "token": token, "expires_at": expires_at, "account": account, "agent": agent,
+    })))
+}

@@ -1,0 +1,190 @@
+//! Typed configuration: built-in defaults < `config/default.toml` <
+//! `--config FILE` < `COLLABD__SECTION__KEY` environment variables.
+
+use std::path::Path;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+/// Everything a node is configured with.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// The HTTP listener.
+    pub http: HttpSettings,
+    /// This node.
+    pub node: NodeSettings,
+    /// Tokens.
+    pub auth: AuthSettings,
+    /// How nodes share state.
+    pub backplane: BackplaneSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Event streams.
+    pub sse: SseSettings,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    /// Address to listen on, e.g. `127.0.0.1:8080` (port 0 picks a free one).
+    pub listen: String,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Largest JSON request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Seconds to wait for requests in flight on shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// This node's identity.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeSettings {
+    /// A name for this node in logs and metrics; empty means generated.
+    pub id: String,
+}
+
+/// Token issuing and checking.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// The admin bearer token.
+    pub admin_token: String,
+    /// The key agent and customer tokens are signed with (HMAC-SHA256).
+    pub secret: String,
+    /// How long a minted agent token is valid.
+    pub agent_token_ttl_secs: u64,
+    /// How long a customer token is valid.
+    pub customer_token_ttl_secs: u64,
+}
+
+/// Which backplane, and where.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BackplaneSettings {
+    /// `memory` (embedded, one node) or `redis` (cluster).
+    pub kind: BackplaneKind,
+    /// Redis URL for `redis`.
+    pub redis_url: String,
+    /// Key and channel prefix, so deployments can share a Redis.
+    pub namespace: String,
+}
+
+/// The backplane implementations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackplaneKind {
+    /// In-process, one node.
+    Memory,
+    /// Shared Redis, many nodes.
+    Redis,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `collabd=debug,info`.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Event streams.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SseSettings {
+    /// Seconds between `: keep-alive` comments.
+    pub keep_alive_secs: u64,
+    /// Events buffered per client; a client further behind is disconnected.
+    pub outbox: usize,
+}
+
+/// The defaults every layer starts from (the same as `config/default.toml`).
+const DEFAULTS: &str = r#"
+[http]
+listen = "127.0.0.1:8080"
+workers = 0
+max_body_bytes = 65536
+shutdown_timeout_secs = 5
+
+[node]
+id = ""
+
+[auth]
+admin_token = "dev-admin-token"
+secret = "dev-secret-change-me"
+agent_token_ttl_secs = 86400
+customer_token_ttl_secs = 86400
+
+[backplane]
+kind = "memory"
+redis_url = "redis://127.0.0.1:6379"
+namespace = "collabd"
+
+[log]
+format = "pretty"
+level = "info"
+
+[sse]
+keep_alive_secs = 15
+outbox = 256
+"#;
+
+impl Settings {
+    /// Loads the layers; `file` is the `--config` argument.
+    pub fn load(file: Option<&Path>) -> Result<Self, config::ConfigError> {
+        let mut builder = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(File::with_name("config/default").required(false));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).required(true));
+        }
+        let mut settings: Settings = builder
+            .add_source(
+                Environment::with_prefix("COLLABD")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        if settings.node.id.is_empty() {
+            settings.node.id = crate::domain::id::random_id("node");
+        }
+        Ok(settings)
+    }
+
+    /// Settings for tests: memory backplane, a free port, one worker.
+    pub fn for_tests() -> Self {
+        let mut s: Settings = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .and_then(Config::try_deserialize)
+            .unwrap_or_else(|e| panic!("built-in defaults must parse: {e}"));
+        s.http.listen = "127.0.0.1:0".into();
+        s.http.workers = 1;
+        s.http.shutdown_timeout_secs = 1;
+        s.node.id = crate::domain::id::random_id("node");
+        s.auth.admin_token = "test-admin-token".into();
+        s.auth.secret = crate::domain::id::random_id("secret");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_tests_get_a_free_port() {
+        let s = Settings::for_tests();
+        assert_eq!(s.http.listen, "127.0.0.1:0");
+        assert_eq!(s.backplane.kind, BackplaneKind::Memory);
+        assert_eq!(s.sse.keep_alive_secs, 15);
+    }
+}

@@ -1,0 +1,147 @@
+//! Building and running a node: `Application::build(settings)` binds the
+//! listener (port 0 picks a free one) and wires backplane, actors and HTTP.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Arbiter;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, middleware, web};
+use tokio::sync::mpsc;
+
+use crate::actors::Node;
+use crate::actors::session::Execute;
+use crate::backplane::memory::MemoryBackplane;
+use crate::backplane::{Backplane, Deadline};
+use crate::domain::Command;
+use crate::http::token::Tokens;
+use crate::http::{AppState, configure};
+use crate::settings::{BackplaneKind, Settings};
+
+/// A node, bound and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    node: Arc<Node>,
+}
+
+impl Application {
+    /// Binds `http.listen`, starts the actors' arbiter and the timer worker.
+    pub async fn build(settings: Settings) -> std::io::Result<Self> {
+        let backplane: Arc<dyn Backplane> = match settings.backplane.kind {
+            BackplaneKind::Memory => Arc::new(MemoryBackplane::new()),
+            BackplaneKind::Redis => {
+                return Err(std::io::Error::other(
+                    "backplane.kind = \"redis\" is not available in this build yet; use \"memory\"",
+                ));
+            }
+        };
+        Self::build_with(settings, backplane).await
+    }
+
+    /// Like [`Application::build`], on a given backplane.
+    pub async fn build_with(
+        settings: Settings,
+        backplane: Arc<dyn Backplane>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(&settings.http.listen)?;
+        let port = listener.local_addr()?.port();
+        // Shared actors live on one arbiter made before the server: the
+        // server's factory runs once per worker.
+        let arbiter = Arbiter::new();
+        let node = Node::new(backplane, settings.clone(), arbiter.handle());
+        if let Some(due) = node.backplane.take_due() {
+            arbiter.spawn(expire_due(node.clone(), due));
+        }
+        let state = web::Data::new(AppState {
+            node: node.clone(),
+            tokens: Tokens::new(&settings.auth.secret),
+        });
+        let max_body = settings.http.max_body_bytes;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(middleware::Logger::new("%r %s %Dms").log_target("collabd::http"))
+                .configure(configure(max_body))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(settings.http.shutdown_timeout_secs);
+        if settings.http.workers > 0 {
+            server = server.workers(settings.http.workers);
+        }
+        let server = server.run();
+        tracing::info!(node = %settings.node.id, "listening on {}", display_addr(&settings.http.listen, port));
+        Ok(Self { port, server, node })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop it gracefully.
+    pub fn handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            server: self.server.handle(),
+            node: self.node.clone(),
+        }
+    }
+
+    /// Serves until stopped (by a [`ShutdownHandle`]).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Stops a node: closes every event stream cleanly, then the server.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    server: ServerHandle,
+    node: Arc<Node>,
+}
+
+impl ShutdownHandle {
+    /// Graceful stop: streams end, requests in flight finish.
+    pub async fn stop(&self) {
+        tracing::info!("shutting down: closing event streams");
+        self.node.close_streams();
+        // Let the actors drop their outboxes before the server waits on connections.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.server.stop(true).await;
+    }
+}
+
+fn display_addr(listen: &str, port: u16) -> String {
+    match listen.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:{port}"),
+        None => listen.to_owned(),
+    }
+}
+
+/// Expires invitations whose timer fell due; the session rule ignores
+/// timers for invitations that were meanwhile accepted or closed.
+async fn expire_due(node: Arc<Node>, mut due: mpsc::UnboundedReceiver<Deadline>) {
+    while let Some(deadline) = due.recv().await {
+        let policy = match node.backplane.account(&deadline.account).await {
+            Ok(Some(account)) => account.policy,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot expire invitation now");
+                continue;
+            }
+        };
+        let command = Command::Expire {
+            invitation: deadline.invitation.clone(),
+        };
+        let session = node.session(&deadline.account, &deadline.session);
+        match session.send(Execute { policy, command }).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, invitation = %deadline.invitation, "expiry failed")
+            }
+            Err(e) => tracing::warn!(error = %e, "session actor unavailable for expiry"),
+        }
+    }
+}
