@@ -3,7 +3,6 @@
 //! the local `PortalActor` of the portal the agent is logged into.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -43,14 +42,7 @@ impl AgentActor {
 
     fn deliver(&mut self, event: &ClientEvent) {
         let (delivered, slow) = broadcast(&mut self.clients, event);
-        self.node
-            .metrics
-            .events_delivered
-            .fetch_add(delivered as u64, Ordering::Relaxed);
-        self.node
-            .metrics
-            .slow_clients_dropped
-            .fetch_add(slow as u64, Ordering::Relaxed);
+        self.node.metrics.record_delivery(delivered, slow);
         if slow > 0 {
             tracing::info!(agent = %self.agent, "dropped a slow agent stream");
         }

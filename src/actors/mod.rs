@@ -75,6 +75,14 @@ impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Counts one fan-out to clients: events queued and slow clients dropped.
+    pub fn record_delivery(&self, delivered: usize, slow: usize) {
+        self.events_delivered
+            .fetch_add(delivered as u64, Ordering::Relaxed);
+        self.slow_clients_dropped
+            .fetch_add(slow as u64, Ordering::Relaxed);
+    }
 }
 
 type Key<T> = (AccountId, T);
@@ -101,10 +109,10 @@ fn find_or_start<K: Eq + Hash, A: Actor<Context = actix::Context<A>>>(
     start: impl FnOnce() -> Addr<A>,
 ) -> Addr<A> {
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(addr) = map.get(&key) {
-        if addr.connected() {
-            return addr.clone();
-        }
+    if let Some(addr) = map.get(&key)
+        && addr.connected()
+    {
+        return addr.clone();
     }
     let addr = start();
     map.insert(key, addr.clone());

@@ -120,14 +120,15 @@ pub async fn offers(
             continue;
         };
         for inv in invitations {
-            if let Some(i) = current.session.invitation(&inv) {
-                if i.is_pending() && i.is_live_recipient(agent) {
-                    out.push(offer_view(&current.session, i));
-                }
+            if let Some(i) = current.session.invitation(&inv)
+                && i.is_pending()
+                && i.is_live_recipient(agent)
+            {
+                out.push(offer_view(&current.session, i));
             }
         }
     }
-    out.sort_by(|a, b| a.invitation.created_at.cmp(&b.invitation.created_at));
+    out.sort_by_key(|o| o.invitation.created_at);
     Ok(out)
 }
 

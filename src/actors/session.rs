@@ -239,14 +239,14 @@ pub fn deliveries(
             route,
             event: event.clone(),
         };
-        if let Some(first) = agents.first() {
-            if view(&Viewer::Participant(first), &after.id, &event).is_some() {
-                for agent in &agents {
-                    out.push((
-                        Topic::Agent(account.clone(), (*agent).clone()),
-                        msg(Route::Participant),
-                    ));
-                }
+        if let Some(first) = agents.first()
+            && view(&Viewer::Participant(first), &after.id, &event).is_some()
+        {
+            for agent in &agents {
+                out.push((
+                    Topic::Agent(account.clone(), (*agent).clone()),
+                    msg(Route::Participant),
+                ));
             }
         }
         if view(&Viewer::Customer, &after.id, &event).is_some() {
@@ -372,18 +372,10 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Sessio
                     route: Route::Customer,
                     event,
                 } = msg.as_ref()
+                    && let Some(client_event) = view(&Viewer::Customer, session, event)
                 {
-                    if let Some(client_event) = view(&Viewer::Customer, session, event) {
-                        let (delivered, slow) = broadcast(&mut self.customers, &client_event);
-                        self.node
-                            .metrics
-                            .events_delivered
-                            .fetch_add(delivered as u64, std::sync::atomic::Ordering::Relaxed);
-                        self.node
-                            .metrics
-                            .slow_clients_dropped
-                            .fetch_add(slow as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
+                    let (delivered, slow) = broadcast(&mut self.customers, &client_event);
+                    self.node.metrics.record_delivery(delivered, slow);
                 }
             }
             Err(BroadcastStreamRecvError::Lagged(n)) => {

@@ -72,11 +72,11 @@ impl MemoryBackplane {
 
 impl Store {
     fn publish(&mut self, topic: Topic, message: BusMessage) {
-        if let Some(tx) = self.topics.get(&topic) {
-            if tx.send(Arc::new(message)).is_err() {
-                // Nobody listens any more: forget the topic.
-                self.topics.remove(&topic);
-            }
+        if let Some(tx) = self.topics.get(&topic)
+            && tx.send(Arc::new(message)).is_err()
+        {
+            // Nobody listens any more: forget the topic.
+            self.topics.remove(&topic);
         }
     }
 }
@@ -283,14 +283,14 @@ impl Backplane for MemoryBackplane {
         let mut s = self.store();
         let now = Instant::now();
         let k = key(account, invitation);
-        if let Some((holder, fence, until)) = s.claims.get(&k) {
-            if *until > now {
-                return Ok(if holder == agent {
-                    Claim::Won { fence: *fence }
-                } else {
-                    Claim::Lost { by: holder.clone() }
-                });
-            }
+        if let Some((holder, fence, until)) = s.claims.get(&k)
+            && *until > now
+        {
+            return Ok(if holder == agent {
+                Claim::Won { fence: *fence }
+            } else {
+                Claim::Lost { by: holder.clone() }
+            });
         }
         s.fence += 1;
         let fence = s.fence;

@@ -710,20 +710,19 @@ impl Session {
         if comment.is_some() && !policy.comments {
             return Err(DomainError::FeatureDisabled("invitation comments"));
         }
-        if let Some(c) = &comment {
-            if c.chars().count() > MAX_COMMENT_CHARS {
-                return Err(DomainError::Invalid(format!(
-                    "comment must be at most {MAX_COMMENT_CHARS} characters"
-                )));
-            }
+        if let Some(c) = &comment
+            && c.chars().count() > MAX_COMMENT_CHARS
+        {
+            return Err(DomainError::Invalid(format!(
+                "comment must be at most {MAX_COMMENT_CHARS} characters"
+            )));
         }
         if self.participants.len() as u32 >= policy.max_agents_per_session {
             return Err(DomainError::SessionFull);
         }
         let mut recipients: Vec<AgentId> = Vec::new();
         for agent in online {
-            if &agent != &inviter.id && !self.is_participant(&agent) && !recipients.contains(&agent)
-            {
+            if agent != inviter.id && !self.is_participant(&agent) && !recipients.contains(&agent) {
                 recipients.push(agent);
             }
         }

@@ -56,7 +56,11 @@ fn index_of(agent: &AgentId) -> usize {
 }
 
 fn client_text(event: &ClientEvent) -> String {
-    format!("{} {}", event.name, serde_json::to_string(&event.data).unwrap())
+    format!(
+        "{} {}",
+        event.name,
+        serde_json::to_string(&event.data).unwrap()
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -472,7 +476,10 @@ impl Run {
                     assert!(offer.contains(invitation.id.as_str()), "{offer}");
                     assert!(offer.contains(CUSTOMER_NAME), "{offer}");
                     if let Some(comment) = &invitation.comment {
-                        assert!(offer.contains(comment), "{agent} must read {comment}: {offer}");
+                        assert!(
+                            offer.contains(comment),
+                            "{agent} must read {comment}: {offer}"
+                        );
                         self.coverage.comments_offered_to_recipients += 1;
                     }
                 }
@@ -486,7 +493,10 @@ impl Run {
             }
             Event::CustomerReconnectRequired { generation } => {
                 assert!(shows("reconnect_required"), "{customer:?}");
-                assert!(shows(&format!("\"generation\":{generation}")), "{customer:?}");
+                assert!(
+                    shows(&format!("\"generation\":{generation}")),
+                    "{customer:?}"
+                );
                 self.coverage.reconnects_shown += 1;
             }
             Event::SessionEnded { .. } => {
@@ -502,7 +512,10 @@ impl Run {
             }
             Event::InvitationAccepted { invitation } => {
                 assert_eq!(customer, None);
-                let by = invitation.accepted_by.as_ref().expect("accepted by someone");
+                let by = invitation
+                    .accepted_by
+                    .as_ref()
+                    .expect("accepted by someone");
                 assert!(invitation.recipients.contains(by), "{invitation:?}");
             }
             Event::InvitationDeclined { .. }
@@ -589,8 +602,10 @@ proptest! {
 /// far; this run, with a fixed seed, shows they reach every case.
 #[test]
 fn the_random_sessions_reach_every_secret_and_every_positive() {
-    let mut runner =
-        TestRunner::new_with_rng(config(128), TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let mut runner = TestRunner::new_with_rng(
+        config(128),
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
     let total = RefCell::new(Coverage::default());
     runner
         .run(&ops(), |(max_agents, ops)| {

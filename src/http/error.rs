@@ -157,6 +157,12 @@ pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
     }
 }
 
+impl From<actix::MailboxError> for ApiError {
+    fn from(e: actix::MailboxError) -> Self {
+        Failure::from(e).into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,11 +180,5 @@ mod tests {
         );
         assert_eq!(ApiError::from(DomainError::NotLead).status, 403);
         assert_eq!(ApiError::from(DomainError::Invalid("x".into())).status, 400);
-    }
-}
-
-impl From<actix::MailboxError> for ApiError {
-    fn from(e: actix::MailboxError) -> Self {
-        Failure::from(e).into()
     }
 }
