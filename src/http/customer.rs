@@ -8,13 +8,12 @@ use serde_json::json;
 
 use super::auth::CustomerCaller;
 use super::error::ApiError;
-use super::{AppState, sse};
+use super::{AppState, run_command, sse};
 use crate::actors::outbox::{Connect, Outbox};
 use crate::actors::reads;
-use crate::actors::session::Execute;
 use crate::domain::session::{Audience, Poster};
 use crate::domain::visibility::{Viewer, customer_session_view, message_view};
-use crate::domain::{Command, MessageId, Outcome};
+use crate::domain::{Command, MessageId};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/customer/session", web::get().to(session))
@@ -22,22 +21,6 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/customer/messages", web::get().to(messages))
         .route("/customer/messages", web::post().to(post_message))
         .route("/customer/reconnected", web::post().to(reconnected));
-}
-
-async fn run(
-    state: &AppState,
-    caller: &CustomerCaller,
-    command: Command,
-) -> Result<Outcome, ApiError> {
-    let execute = Execute {
-        policy: caller.account.policy.clone(),
-        command,
-    };
-    Ok(state
-        .node
-        .session(&caller.account.id, &caller.session)
-        .send(execute)
-        .await??)
 }
 
 async fn session(
@@ -75,7 +58,7 @@ async fn post_message(
         text: body.into_inner().text,
         audience: Audience::Everyone,
     };
-    let outcome = run(&state, &caller, command).await?;
+    let outcome = run_command(&state, &caller.account, &caller.session, command).await?;
     let message = outcome
         .message
         .as_ref()
@@ -100,7 +83,7 @@ async fn reconnected(
         generation: body.generation,
         screen_shared: body.screen_shared,
     };
-    let outcome = run(&state, &caller, command).await?;
+    let outcome = run_command(&state, &caller.account, &caller.session, command).await?;
     Ok(HttpResponse::Ok().json(customer_session_view(&outcome.session)))
 }
 

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use actix_web::{HttpResponse, web};
 
 use crate::actors::Node;
+use crate::actors::session::Execute;
+use crate::domain::{Account, Command, Outcome, SessionId};
 use error::ApiError;
 use token::Tokens;
 
@@ -31,6 +33,25 @@ pub struct AppState {
 /// An id from the path of a lookup: one that cannot exist is simply not found.
 pub fn lookup_id<T: FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found(what))
+}
+
+/// Runs a command on a session through this node's session actor, under
+/// the account's current policy.
+pub async fn run_command(
+    state: &AppState,
+    account: &Account,
+    session: &SessionId,
+    command: Command,
+) -> Result<Outcome, ApiError> {
+    let execute = Execute {
+        policy: account.policy.clone(),
+        command,
+    };
+    Ok(state
+        .node
+        .session(&account.id, session)
+        .send(execute)
+        .await??)
 }
 
 /// Mounts every route.

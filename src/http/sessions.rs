@@ -9,13 +9,13 @@ use serde_json::json;
 use super::auth::AgentCaller;
 use super::error::ApiError;
 use super::token::Subject;
-use super::{AppState, lookup_id};
-use crate::actors::session::{self as session_actor, Accept, Execute};
+use super::{AppState, lookup_id, run_command};
+use crate::actors::session::{self as session_actor, Accept};
 use crate::domain::directory::parse_name;
 use crate::domain::session::{Audience, Poster, Target};
 use crate::domain::visibility::{InvitationView, Viewer, agent_session_view, message_view};
 use crate::domain::{
-    Command, DomainError, InvitationId, MessageId, Outcome, Session, SessionId, SessionMode,
+    Command, DomainError, InvitationId, MessageId, Session, SessionId, SessionMode,
 };
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
@@ -32,24 +32,6 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/sessions/{session}/end", web::post().to(end))
         .route("/invitations/{invitation}/accept", web::post().to(accept))
         .route("/invitations/{invitation}/decline", web::post().to(decline));
-}
-
-/// Runs a command on a session through its actor.
-async fn run(
-    state: &AppState,
-    caller: &AgentCaller,
-    session: &SessionId,
-    command: Command,
-) -> Result<Outcome, ApiError> {
-    let execute = Execute {
-        policy: caller.account.policy.clone(),
-        command,
-    };
-    Ok(state
-        .node
-        .session(&caller.account.id, session)
-        .send(execute)
-        .await??)
 }
 
 /// Loads a session the caller takes part in: another account's or unknown
@@ -183,7 +165,7 @@ async fn invite(
         comment,
         online,
     };
-    let outcome = run(&state, &caller, &session.id, command).await?;
+    let outcome = run_command(&state, &caller.account, &session.id, command).await?;
     let invitation = outcome
         .session
         .invitation(&id)
@@ -198,9 +180,9 @@ async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let session = participant_session(&state, &caller, &path.0).await?;
     let id: InvitationId = lookup_id(&path.1, "invitation")?;
-    let outcome = run(
+    let outcome = run_command(
         &state,
-        &caller,
+        &caller.account,
         &session.id,
         Command::Cancel {
             invitation: id.clone(),
@@ -241,7 +223,7 @@ async fn post_message(
         text: body.text,
         audience: body.audience,
     };
-    let outcome = run(&state, &caller, &session.id, command).await?;
+    let outcome = run_command(&state, &caller.account, &session.id, command).await?;
     let message = outcome
         .message
         .as_ref()
@@ -274,9 +256,9 @@ async fn leave(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let session = participant_session(&state, &caller, &path).await?;
-    let outcome = run(
+    let outcome = run_command(
         &state,
-        &caller,
+        &caller.account,
         &session.id,
         Command::Leave {
             agent: caller.agent.id.clone(),
@@ -292,9 +274,9 @@ async fn end(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let session = participant_session(&state, &caller, &path).await?;
-    let outcome = run(
+    let outcome = run_command(
         &state,
-        &caller,
+        &caller.account,
         &session.id,
         Command::End {
             by: caller.agent.id.clone(),
@@ -355,7 +337,7 @@ async fn decline(
         invitation: id.clone(),
         agent: caller.agent.id.clone(),
     };
-    let outcome = run(&state, &caller, &session, command).await?;
+    let outcome = run_command(&state, &caller.account, &session, command).await?;
     let invitation = outcome
         .session
         .invitation(&id)
