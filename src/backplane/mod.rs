@@ -3,6 +3,7 @@
 //! claims, timers and fan-out — goes through the [`Backplane`] trait.
 //! `memory` is the embedded implementation; a Redis one plugs in beside it.
 
+pub mod codec;
 pub mod conformance;
 pub mod memory;
 
