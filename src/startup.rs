@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::actors::Node;
 use crate::actors::session::Execute;
 use crate::backplane::memory::MemoryBackplane;
+use crate::backplane::redis::RedisBackplane;
 use crate::backplane::{Backplane, Deadline};
 use crate::domain::Command;
 use crate::http::token::Tokens;
@@ -32,9 +33,7 @@ impl Application {
         let backplane: Arc<dyn Backplane> = match settings.backplane.kind {
             BackplaneKind::Memory => Arc::new(MemoryBackplane::new()),
             BackplaneKind::Redis => {
-                return Err(std::io::Error::other(
-                    "backplane.kind = \"redis\" is not available in this build yet; use \"memory\"",
-                ));
+                RedisBackplane::start(&settings.backplane).map_err(std::io::Error::other)?
             }
         };
         Self::build_with(settings, backplane).await
@@ -54,6 +53,7 @@ impl Application {
         if let Some(due) = node.backplane.take_due() {
             arbiter.spawn(expire_due(node.clone(), due));
         }
+        arbiter.spawn(resync_on_reconnect(node.clone()));
         let state = web::Data::new(AppState {
             node: node.clone(),
             tokens: Tokens::new(&settings.auth.secret),
@@ -143,5 +143,20 @@ async fn expire_due(node: Arc<Node>, mut due: mpsc::UnboundedReceiver<Deadline>)
             }
             Err(e) => tracing::warn!(error = %e, "session actor unavailable for expiry"),
         }
+    }
+}
+
+/// After the backplane's fan-out was interrupted and restored, every local
+/// stream re-reads the truth (messages published during the gap are lost).
+async fn resync_on_reconnect(node: Arc<Node>) {
+    let mut resyncs = node.backplane.resyncs();
+    let mut first = true;
+    while resyncs.changed().await.is_ok() {
+        // The first connection is not a reconnection: nothing was missed.
+        if std::mem::take(&mut first) && *resyncs.borrow() == 1 {
+            continue;
+        }
+        tracing::info!("backplane fan-out restored; resyncing local streams");
+        node.resync_streams();
     }
 }

@@ -9,9 +9,9 @@ use actix::prelude::*;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::outbox::{CloseStreams, Connect, Outbox, broadcast};
+use super::outbox::{CloseStreams, Connect, Outbox, Resync, broadcast};
 use super::portal::{Join, Leave};
-use super::{Metrics, Node, reads};
+use super::{Failure, Metrics, Node, reads};
 use crate::backplane::{BusMessage, Route, Topic};
 use crate::domain::visibility::{ClientEvent, Viewer, view};
 use crate::domain::{AccountId, AgentId, Event, PortalId, SessionId};
@@ -71,18 +71,30 @@ impl Actor for AgentActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Subscribe before reading presence, so a login in between is not missed.
-        let topic = Topic::Agent(self.account.clone(), self.agent.clone());
-        ctx.add_stream(BroadcastStream::new(self.node.backplane.subscribe(&topic)));
+        self.node
+            .backplane
+            .hold_presence(&self.account, &self.agent, true);
         let (node, account, agent) = (self.node.clone(), self.account.clone(), self.agent.clone());
-        ctx.wait(
-            async move { node.backplane.presence(&account, &agent).await }
-                .into_actor(self)
-                .map(|presence, act, ctx| match presence {
-                    Ok(portal) => act.move_to(portal, ctx),
-                    Err(e) => tracing::warn!(error = %e, "could not read presence"),
-                }),
-        );
+        // Subscribe before reading presence, so a login in between is not
+        // missed; ctx.wait: no client is served before both are done.
+        let setup = async move {
+            let rx = node
+                .backplane
+                .subscribe(&Topic::Agent(account.clone(), agent.clone()))
+                .await?;
+            let portal = node.backplane.presence(&account, &agent).await?;
+            Ok::<_, Failure>((rx, portal))
+        };
+        ctx.wait(setup.into_actor(self).map(|setup, act, ctx| match setup {
+            Ok((rx, portal)) => {
+                ctx.add_stream(BroadcastStream::new(rx));
+                act.move_to(portal, ctx);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, agent = %act.agent, "cannot serve agent streams now");
+                ctx.stop();
+            }
+        }));
         ctx.run_interval(CLIENT_CHECK, |act, ctx| {
             act.clients.retain(|c| !c.is_closed());
             if act.clients.is_empty() {
@@ -92,6 +104,9 @@ impl Actor for AgentActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.node
+            .backplane
+            .hold_presence(&self.account, &self.agent, false);
         if let Some(old) = self.portal.take() {
             self.node
                 .portal(&self.account, &old)
@@ -119,6 +134,29 @@ impl Handler<Connect> for AgentActor {
                     Err(e) => tracing::warn!(error = %e, "agent snapshot failed; closing stream"),
                 }),
         );
+    }
+}
+
+impl Handler<Resync> for AgentActor {
+    type Result = ();
+
+    /// Messages may have been lost: re-read presence and send every client
+    /// a fresh snapshot (clients treat a `snapshot` as a full reset).
+    fn handle(&mut self, _: Resync, ctx: &mut Self::Context) {
+        let (node, account, agent) = (self.node.clone(), self.account.clone(), self.agent.clone());
+        let fresh = async move {
+            let portal = node.backplane.presence(&account, &agent).await?;
+            let snapshot = reads::agent_snapshot(&node, &account, &agent).await?;
+            Ok::<_, Failure>((portal, snapshot))
+        };
+        ctx.wait(fresh.into_actor(self).map(|fresh, act, ctx| match fresh {
+            Ok((portal, snapshot)) => {
+                act.move_to(portal, ctx);
+                act.deliver(&snapshot);
+            }
+            // The truth cannot be read now: close the streams; clients reconnect.
+            Err(_) => act.clients.clear(),
+        }));
     }
 }
 

@@ -101,6 +101,11 @@ pub struct Node {
     portals: Mutex<HashMap<Key<PortalId>, Addr<PortalActor>>>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps hold plain addresses; a panic elsewhere leaves them usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Finds a live actor or starts one, under the map's lock so two callers
 /// never start two actors for one entity.
 fn find_or_start<K: Eq + Hash, A: Actor<Context = actix::Context<A>>>(
@@ -108,7 +113,7 @@ fn find_or_start<K: Eq + Hash, A: Actor<Context = actix::Context<A>>>(
     key: K,
     start: impl FnOnce() -> Addr<A>,
 ) -> Addr<A> {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = lock(map);
     if let Some(addr) = map.get(&key)
         && addr.connected()
     {
@@ -120,7 +125,7 @@ fn find_or_start<K: Eq + Hash, A: Actor<Context = actix::Context<A>>>(
 }
 
 fn forget<K: Eq + Hash, A: Actor>(map: &Mutex<HashMap<K, Addr<A>>>, key: &K) {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = lock(map);
     if map.get(key).is_some_and(|addr| !addr.connected()) {
         map.remove(key);
     }
@@ -173,7 +178,7 @@ impl Node {
 
     /// The agent actor, only if one is running.
     pub fn agent_if_live(&self, account: &AccountId, id: &AgentId) -> Option<Addr<AgentActor>> {
-        let map = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let map = lock(&self.agents);
         map.get(&(account.clone(), id.clone()))
             .filter(|a| a.connected())
             .cloned()
@@ -194,39 +199,35 @@ impl Node {
     /// Closes every event stream on this node (on shutdown): clients see the
     /// stream end cleanly and reconnect elsewhere, starting from a snapshot.
     pub fn close_streams(&self) {
-        let agents: Vec<_> = self
-            .agents
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let agents: Vec<_> = lock(&self.agents).values().cloned().collect();
         for a in agents {
             a.do_send(outbox::CloseStreams);
         }
-        let sessions: Vec<_> = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let sessions: Vec<_> = lock(&self.sessions).values().cloned().collect();
         for s in sessions {
             s.do_send(outbox::CloseStreams);
         }
     }
 
+    /// Makes every stream on this node re-read the shared state (after the
+    /// backplane's fan-out was interrupted and messages may have been lost).
+    pub fn resync_streams(&self) {
+        let agents: Vec<_> = lock(&self.agents).values().cloned().collect();
+        for a in agents {
+            a.do_send(outbox::Resync);
+        }
+        let sessions: Vec<_> = lock(&self.sessions).values().cloned().collect();
+        for s in sessions {
+            s.do_send(outbox::Resync);
+        }
+    }
+
     /// Live actors on this node: (sessions, agents, portals).
     pub fn actor_counts(&self) -> (usize, usize, usize) {
-        let n = |len: usize| len;
         (
-            n(self
-                .sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .len()),
-            n(self.agents.lock().unwrap_or_else(|p| p.into_inner()).len()),
-            n(self.portals.lock().unwrap_or_else(|p| p.into_inner()).len()),
+            lock(&self.sessions).len(),
+            lock(&self.agents).len(),
+            lock(&self.portals).len(),
         )
     }
 }

@@ -88,6 +88,12 @@ pub fn broadcast(outboxes: &mut Vec<Outbox>, event: &ClientEvent) -> (usize, usi
 #[rtype(result = "()")]
 pub struct CloseStreams;
 
+/// Fan-out was interrupted (messages may be lost): send every client a
+/// fresh `snapshot` built from the shared state.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resync;
+
 /// Adds a client stream to an actor; it first receives a snapshot.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -40,7 +40,18 @@ impl Actor for PortalActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let topic = Topic::Portal(self.account.clone(), self.portal.clone());
-        ctx.add_stream(BroadcastStream::new(self.node.backplane.subscribe(&topic)));
+        let node = self.node.clone();
+        ctx.wait(async move { node.backplane.subscribe(&topic).await }.into_actor(self).map(
+            |subscribed, act, ctx| match subscribed {
+                Ok(rx) => {
+                    ctx.add_stream(BroadcastStream::new(rx));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, portal = %act.portal, "cannot subscribe to portal");
+                    ctx.stop();
+                }
+            },
+        ));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

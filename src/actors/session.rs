@@ -10,7 +10,7 @@ use chrono::Utc;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::outbox::{CloseStreams, Connect, Outbox, broadcast};
+use super::outbox::{CloseStreams, Connect, Outbox, Resync, broadcast};
 use super::{Failure, Metrics, Node, reads};
 use crate::backplane::{BusMessage, Claim, Commit, Committed, Deadline, Route, Topic};
 use crate::domain::session::{IndexDelta, Target};
@@ -336,24 +336,58 @@ impl Handler<Connect> for SessionActor {
     /// committed after the snapshot is missed.
     fn handle(&mut self, Connect(mut outbox): Connect, ctx: &mut Self::Context) {
         self.idle_checks = 0;
-        if !self.subscribed {
-            let topic = Topic::Session(self.account.clone(), self.id.clone());
-            ctx.add_stream(BroadcastStream::new(self.node.backplane.subscribe(&topic)));
-            self.subscribed = true;
-        }
         Metrics::inc(&self.node.metrics.streams_opened);
+        let subscribe = !self.subscribed;
         let (node, account, id) = (self.node.clone(), self.account.clone(), self.id.clone());
+        let setup = async move {
+            let rx = match subscribe {
+                true => Some(
+                    node.backplane
+                        .subscribe(&Topic::Session(account.clone(), id.clone()))
+                        .await?,
+                ),
+                false => None,
+            };
+            Ok::<_, Failure>((rx, reads::customer_snapshot(&node, &account, &id).await?))
+        };
         ctx.wait(
-            async move { reads::customer_snapshot(&node, &account, &id).await }
+            setup
                 .into_actor(self)
-                .map(move |snapshot, act, _| match snapshot {
-                    Ok(snapshot) => {
+                .map(move |setup, act, ctx| match setup {
+                    Ok((rx, snapshot)) => {
+                        if let Some(rx) = rx {
+                            ctx.add_stream(BroadcastStream::new(rx));
+                            act.subscribed = true;
+                        }
                         outbox.push(&snapshot);
                         act.customers.push(outbox);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "customer snapshot failed; closing stream")
+                        tracing::warn!(error = %e, "customer stream setup failed; closing it")
                     }
+                }),
+        );
+    }
+}
+
+impl Handler<Resync> for SessionActor {
+    type Result = ();
+
+    /// Messages may have been lost: send each customer client a fresh snapshot.
+    fn handle(&mut self, _: Resync, ctx: &mut Self::Context) {
+        if self.customers.is_empty() {
+            return;
+        }
+        let (node, account, id) = (self.node.clone(), self.account.clone(), self.id.clone());
+        ctx.wait(
+            async move { reads::customer_snapshot(&node, &account, &id).await }
+                .into_actor(self)
+                .map(|snapshot, act, _| match snapshot {
+                    Ok(snapshot) => {
+                        let (delivered, slow) = broadcast(&mut act.customers, &snapshot);
+                        act.node.metrics.record_delivery(delivered, slow);
+                    }
+                    Err(_) => act.customers.clear(),
                 }),
         );
     }

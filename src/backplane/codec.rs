@@ -67,7 +67,10 @@ mod tests {
         Account {
             id: AccountId::parse("acme").unwrap(),
             name: "Acme".into(),
-            policy: Policy { session_modes: vec![SessionMode::Web], ..Policy::default() },
+            policy: Policy {
+                session_modes: vec![SessionMode::Web],
+                ..Policy::default()
+            },
         }
     }
 
@@ -75,7 +78,10 @@ mod tests {
     fn values_round_trip() {
         let a = account();
         assert_eq!(decode::<Account>(&encode(&a)).unwrap(), a);
-        let p = Portal { id: PortalId::parse("p1").unwrap(), name: "Tier 1".into() };
+        let p = Portal {
+            id: PortalId::parse("p1").unwrap(),
+            name: "Tier 1".into(),
+        };
         assert_eq!(decode::<Portal>(&encode(&p)).unwrap(), p);
     }
 
@@ -101,11 +107,20 @@ mod tests {
     fn unknown_versions_and_garbage_are_refused() {
         let mut bytes = encode(&account());
         bytes[0] = 9;
-        assert!(matches!(decode::<Account>(&bytes), Err(CodecError::UnknownVersion(9))));
+        assert!(matches!(
+            decode::<Account>(&bytes),
+            Err(CodecError::UnknownVersion(9))
+        ));
         assert!(matches!(decode::<Account>(&[]), Err(CodecError::Empty)));
-        assert!(matches!(decode::<Account>(&[1, 200]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<Account>(&[1, 200]),
+            Err(CodecError::Malformed(_))
+        ));
         let mut trailing = encode(&account());
         trailing.push(0);
-        assert!(matches!(decode::<Account>(&trailing), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<Account>(&trailing),
+            Err(CodecError::Malformed(_))
+        ));
     }
 }

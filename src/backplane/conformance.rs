@@ -441,7 +441,7 @@ pub async fn commit_is_versioned_and_a_conflict_changes_nothing(bp: &dyn Backpla
     let s1 = new_session(&acc, &lead);
     let sid = s1.id.clone();
     let topic = Topic::Session(acc.clone(), sid.clone());
-    let mut rx = bp.subscribe(&topic);
+    let mut rx = bp.subscribe(&topic).await.unwrap();
 
     assert_eq!(bp.load(&acc, &sid).await.unwrap(), None, "no session yet");
     assert_eq!(
@@ -702,9 +702,12 @@ pub async fn published_messages_reach_only_the_topics_subscribers(bp: &dyn Backp
         Topic::Agent(other_acc.clone(), lead.clone()),
         Topic::Portal(other_acc.clone(), p.clone()),
     ];
-    let mut rx1 = bp.subscribe(&topic);
-    let mut rx2 = bp.subscribe(&topic);
-    let mut other_rx: Vec<_> = others.iter().map(|t| bp.subscribe(t)).collect();
+    let mut rx1 = bp.subscribe(&topic).await.unwrap();
+    let mut rx2 = bp.subscribe(&topic).await.unwrap();
+    let mut other_rx = Vec::new();
+    for t in &others {
+        other_rx.push(bp.subscribe(t).await.unwrap());
+    }
 
     let first = ended_msg(&sid);
     let mut c = commit(0, &s);
@@ -756,12 +759,12 @@ pub async fn a_late_subscriber_sees_only_later_messages(bp: &dyn Backplane) {
     let acc = account_id();
     let a = agent_id();
     let topic = Topic::Agent(acc.clone(), a.clone());
-    let mut early = bp.subscribe(&topic);
+    let mut early = bp.subscribe(&topic).await.unwrap();
     let before = presence_msg(&a, None);
     bp.publish(topic.clone(), before.clone()).await.unwrap();
     assert_eq!(next(&mut early, "early subscriber").await, before);
 
-    let mut late = bp.subscribe(&topic);
+    let mut late = bp.subscribe(&topic).await.unwrap();
     let after = presence_msg(&a, Some(&portal_id()));
     bp.publish(topic.clone(), after.clone()).await.unwrap();
     assert_eq!(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{
     Backplane, BusMessage, Claim, Commit, Committed, Deadline, Online, Result, Topic, Versioned,
@@ -43,6 +43,7 @@ pub struct MemoryBackplane {
     store: Mutex<Store>,
     due_tx: mpsc::UnboundedSender<Deadline>,
     due_rx: Mutex<Option<mpsc::UnboundedReceiver<Deadline>>>,
+    resync: watch::Sender<u64>,
 }
 
 impl Default for MemoryBackplane {
@@ -59,6 +60,7 @@ impl MemoryBackplane {
             store: Mutex::new(Store::default()),
             due_tx,
             due_rx: Mutex::new(Some(due_rx)),
+            resync: watch::Sender::new(0),
         }
     }
 
@@ -320,14 +322,19 @@ impl Backplane for MemoryBackplane {
         Ok(())
     }
 
-    fn subscribe(&self, topic: &Topic) -> broadcast::Receiver<Arc<BusMessage>> {
+    async fn subscribe(&self, topic: &Topic) -> Result<broadcast::Receiver<Arc<BusMessage>>> {
         let mut s = self.store();
         if let Some(tx) = s.topics.get(topic) {
-            return tx.subscribe();
+            return Ok(tx.subscribe());
         }
         let (tx, rx) = broadcast::channel(TOPIC_CAPACITY);
         s.topics.insert(topic.clone(), tx);
-        rx
+        Ok(rx)
+    }
+
+    fn resyncs(&self) -> watch::Receiver<u64> {
+        // In one process nothing is ever lost between publisher and subscriber.
+        self.resync.subscribe()
     }
 
     async fn schedule(&self, deadline: Deadline) -> Result<()> {

@@ -6,13 +6,15 @@
 pub mod codec;
 pub mod conformance;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::{broadcast, mpsc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::domain::session::IndexDelta;
 use crate::domain::{
@@ -33,7 +35,7 @@ pub enum Topic {
 
 /// For whom a delivered session event is meant; the receiving node applies
 /// the visibility gate with the matching viewer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Route {
     /// The session's agents.
     Participant,
@@ -113,7 +115,7 @@ pub enum Claim {
 }
 
 /// A timer: expire `invitation` of `session` at `at`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deadline {
     /// When.
     pub at: DateTime<Utc>,
@@ -216,8 +218,15 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// Publishes to a topic (at most once; a hint, not the truth).
     async fn publish(&self, topic: Topic, message: BusMessage) -> Result<()>;
-    /// Subscribes this node to a topic.
-    fn subscribe(&self, topic: &Topic) -> broadcast::Receiver<Arc<BusMessage>>;
+    /// Subscribes this node to a topic; returns once messages published from
+    /// now on will arrive.
+    async fn subscribe(&self, topic: &Topic) -> Result<broadcast::Receiver<Arc<BusMessage>>>;
+    /// This node serves a stream of `agent` (`held`) or stopped serving one:
+    /// where presence expires, the node keeps such agents online.
+    fn hold_presence(&self, _account: &AccountId, _agent: &AgentId, _held: bool) {}
+    /// Bumped each time fan-out was interrupted and restored (messages may
+    /// have been lost meanwhile): local streams must re-read the truth.
+    fn resyncs(&self) -> watch::Receiver<u64>;
 
     /// Arms a timer; it fires once on one node through [`Backplane::take_due`].
     async fn schedule(&self, deadline: Deadline) -> Result<()>;
