@@ -16,6 +16,7 @@ use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::RedisBackplane;
 use crate::backplane::{Backplane, Deadline};
 use crate::domain::Command;
+use crate::http::error::problem_for_plain_errors;
 use crate::http::token::Tokens;
 use crate::http::{AppState, configure};
 use crate::settings::{BackplaneKind, Settings};
@@ -62,6 +63,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(middleware::ErrorHandlers::new().default_handler(problem_for_plain_errors))
                 .wrap(middleware::Logger::new("%r %s %Dms").log_target("collabd::http"))
                 .configure(configure(max_body))
         })
