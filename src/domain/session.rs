@@ -852,13 +852,26 @@ impl Session {
         reason: WithdrawReason,
         events: &mut Vec<Event>,
     ) {
+        self.close_for(id, status, reason, None, events);
+    }
+
+    /// Closes a pending invitation and withdraws the alerts of `holders`
+    /// (by default, every live recipient).
+    fn close_for(
+        &mut self,
+        id: &InvitationId,
+        status: InvitationStatus,
+        reason: WithdrawReason,
+        holders: Option<Vec<AgentId>>,
+        events: &mut Vec<Event>,
+    ) {
         let Some(inv) = self.invitations.iter_mut().find(|i| &i.id == id) else {
             return;
         };
         if !inv.is_pending() {
             return;
         }
-        let recipients = inv.live_recipients();
+        let recipients = holders.unwrap_or_else(|| inv.live_recipients());
         inv.status = status;
         inv.closed_reason = Some(reason);
         let invitation = inv.clone();
@@ -894,16 +907,13 @@ impl Session {
             inv.unavailable.push(agent.clone());
             if inv.live_recipients().is_empty() {
                 // Nobody is left who could take it.
-                inv.unavailable.pop();
-                self.close(
+                self.close_for(
                     &id,
                     InvitationStatus::Cancelled,
                     WithdrawReason::RecipientUnavailable,
+                    Some(vec![agent.clone()]),
                     events,
                 );
-                if let Some(inv) = self.invitations.iter_mut().find(|i| i.id == id) {
-                    inv.unavailable.push(agent.clone());
-                }
             } else {
                 events.push(Event::InvitationWithdrawn {
                     invitation: inv.clone(),

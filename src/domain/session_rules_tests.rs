@@ -1037,9 +1037,6 @@ fn an_agent_logging_out_who_holds_no_alert_changes_nothing() {
 }
 
 #[test]
-#[ignore = "BUG: session.rs recipient_gone (lines 894-905) pops the agent from `unavailable` \
-            before close() snapshots the invitation, so InvitationCancelled/InvitationWithdrawn \
-            carry a copy that differs from the stored one"]
 fn the_invitation_in_a_logout_cancellation_is_the_invitation_as_stored() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, direct("ann"), &["ann"]));
