@@ -1,0 +1,187 @@
+//! Operations: health, readiness, metrics, the OpenAPI document, slow
+//! clients, and graceful shutdown.
+
+use std::time::Duration;
+
+use awc::http::Method;
+use serde_json::{Value, json};
+
+use crate::common::{ACME, EVENT_WAIT, TestApp, id_of};
+
+/// Messages a test posts at most while waiting for a stream nobody reads
+/// to fill up (about 4 KB each, far more than any socket buffers).
+const MAX_FILLER_MESSAGES: usize = 3000;
+
+/// The value of a counter on `/metrics`.
+async fn counter(app: &TestApp, name: &str) -> u64 {
+    let reply = app.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(reply.status, 200);
+    reply
+        .text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no counter {name} in:\n{}", reply.text))
+}
+
+#[actix_rt::test]
+async fn health_and_readiness_answer_200() {
+    let app = TestApp::spawn().await;
+    let health = app.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(health.status, 200, "{}", health.text);
+    let ready = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+}
+
+#[actix_rt::test]
+async fn metrics_are_prometheus_text_with_collabd_counters() {
+    let app = TestApp::spawn().await;
+    let reply = app.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.content_type.starts_with("text/plain"),
+        "{}",
+        reply.content_type
+    );
+    for name in [
+        "collabd_sessions_created_total",
+        "collabd_invitations_sent_total",
+        "collabd_accepts_won_total",
+        "collabd_streams_opened_total",
+        "collabd_slow_clients_dropped_total",
+    ] {
+        assert!(
+            reply.text.contains(&format!("# TYPE {name} counter")),
+            "{name} missing from:\n{}",
+            reply.text
+        );
+    }
+    assert_eq!(counter(&app, "collabd_sessions_created_total").await, 0);
+
+    app.acme(json!({})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    app.create_session(&ann.token, "web", "Carol").await;
+    assert_eq!(counter(&app, "collabd_sessions_created_total").await, 1);
+}
+
+#[actix_rt::test]
+async fn openapi_json_is_a_json_document_with_an_openapi_version() {
+    let app = TestApp::spawn().await;
+    let reply = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.content_type.starts_with("application/json"),
+        "{}",
+        reply.content_type
+    );
+    let version = reply.json["openapi"].as_str().unwrap_or_default();
+    assert!(version.starts_with('3'), "openapi version {version:?}");
+    let paths = reply.json["paths"].as_object().cloned().unwrap_or_default();
+    for path in [
+        "/v1/sessions",
+        "/v1/invitations/{invitation}/accept",
+        "/v1/me/events",
+    ] {
+        assert!(paths.contains_key(path), "{path} is not documented");
+    }
+}
+
+#[actix_rt::test]
+async fn a_slow_client_is_dropped_without_delaying_another_agents_stream() {
+    let app = TestApp::spawn_with(|s| s.sse.outbox = 4).await;
+    app.acme(json!({})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let bob = app.online(ACME, "bob", "Bob", "support").await;
+    let cid = app.online(ACME, "cid", "Cid", "support").await;
+    let (session, _) = app.create_session(&ann.token, "web", "Carol").await;
+    let session = id_of(&session);
+    app.bring_in(&ann, &session, &bob, false).await;
+    app.bring_in(&ann, &session, &cid, false).await;
+
+    // Bob's stream is opened and never read; Cid's is read all along.
+    let mut slow = app.connect_stream("/v1/me/events", &bob.token).await;
+    let (mut cids, _) = app.agent_events(&cid.token).await;
+    let reader = actix_rt::spawn(async move {
+        let mut numbers = Vec::new();
+        let mut previous: Option<u64> = None;
+        while let Some(event) = cids.next_event(EVENT_WAIT).await {
+            assert_eq!(event.name, "message");
+            // Consecutive ids: nothing was skipped for Cid.
+            if let Some(previous) = previous {
+                assert_eq!(event.id, previous + 1, "a gap in Cid's stream");
+            }
+            previous = Some(event.id);
+            let text = event.data["message"]["text"].as_str().unwrap_or_default();
+            if text == "last" {
+                break;
+            }
+            numbers.push(text.split(' ').next().unwrap_or_default().to_owned());
+        }
+        numbers
+    });
+
+    let filler = "x".repeat(3990);
+    let mut sent = 0;
+    while counter(&app, "collabd_slow_clients_dropped_total").await == 0 {
+        assert!(
+            sent < MAX_FILLER_MESSAGES,
+            "no stream was dropped after {sent} messages to a stream nobody reads"
+        );
+        for _ in 0..20 {
+            app.say(
+                &ann.token,
+                &session,
+                &format!("{sent:05} {filler}"),
+                "agents",
+            )
+            .await
+            .expect_status(201);
+            sent += 1;
+        }
+    }
+    app.say(&ann.token, &session, "last", "agents")
+        .await
+        .expect_status(201);
+
+    let numbers = reader
+        .await
+        .unwrap_or_else(|e| panic!("Cid's stream reader failed: {e}"));
+    let expected: Vec<String> = (0..sent).map(|n| format!("{n:05}")).collect();
+    assert_eq!(numbers, expected, "Cid missed or reordered messages");
+
+    // What was buffered for Bob drains, then his stream ends: he was dropped.
+    let buffered = slow.expect_end(Duration::from_secs(30)).await;
+    assert_eq!(buffered.first().map(|e| e.name.as_str()), Some("snapshot"));
+    assert!(
+        buffered.len() < sent + 2,
+        "the slow stream got every event ({}), it was not dropped",
+        buffered.len()
+    );
+    assert!(!buffered.iter().any(|e| e.data["message"]["text"] == "last"));
+}
+
+#[actix_rt::test]
+async fn a_graceful_shutdown_ends_every_open_event_stream() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let (_, customer) = app.create_session(&ann.token, "web", "Carol").await;
+    let (mut anns, _) = app.agent_events(&ann.token).await;
+    let (mut carols, _) = app.customer_events(&customer).await;
+
+    app.handle().stop().await;
+
+    let after: Vec<Value> = anns
+        .expect_end(EVENT_WAIT)
+        .await
+        .into_iter()
+        .map(|e| e.data)
+        .collect();
+    assert!(after.is_empty(), "events after shutdown: {after:?}");
+    carols.expect_end(EVENT_WAIT).await;
+}

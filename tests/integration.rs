@@ -1,0 +1,23 @@
+//! End-to-end tests of collabd over HTTP: each test starts its own node on
+//! a free port and speaks only the public contract (API.md). One binary for
+//! all of them (STYLE.md); the modules live in `tests/e2e/`.
+
+#[path = "e2e/common.rs"]
+mod common;
+
+#[path = "e2e/bad_input.rs"]
+mod bad_input;
+#[path = "e2e/customer.rs"]
+mod customer;
+#[path = "e2e/invitations.rs"]
+mod invitations;
+#[path = "e2e/operations.rs"]
+mod operations;
+#[path = "e2e/presence.rs"]
+mod presence;
+#[path = "e2e/provisioning.rs"]
+mod provisioning;
+#[path = "e2e/sessions.rs"]
+mod sessions;
+#[path = "e2e/tenancy.rs"]
+mod tenancy;
