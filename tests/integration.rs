@@ -5,6 +5,9 @@
 #[path = "e2e/common.rs"]
 mod common;
 
+/// Cluster mode: real redis-server processes and real collabd nodes.
+mod cluster;
+
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
 #[path = "e2e/customer.rs"]

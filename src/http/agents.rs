@@ -10,10 +10,9 @@ use serde_json::json;
 
 use super::auth::AgentCaller;
 use super::error::ApiError;
-use super::{AppState, sse};
+use super::{AppState, run_command, sse};
 use crate::actors::outbox::{Connect, Outbox};
 use crate::actors::reads;
-use crate::actors::session::Execute;
 use crate::backplane::{BusMessage, Topic};
 use crate::domain::{Command, PortalId};
 
@@ -70,18 +69,14 @@ async fn login(
 }
 
 /// Logging out withdraws the agent's open alerts: nobody may join a session
-/// through an invitation it received while it is gone.
+/// through an invitation it received while it is gone. Order matters: out
+/// of presence first (no new offers), then the withdrawals (still delivered
+/// through its portal), then the presence change that moves its streams
+/// out of the portal's fan-out.
 async fn logout(caller: AgentCaller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (account, agent) = (&caller.account.id, &caller.agent.id);
     let backplane = &state.node.backplane;
     backplane.logout(account, agent).await?;
-    let presence = BusMessage::Presence {
-        agent: agent.clone(),
-        portal: None,
-    };
-    backplane
-        .publish(Topic::Agent(account.clone(), agent.clone()), presence)
-        .await?;
     let sessions: BTreeSet<_> = backplane
         .offers(account, agent)
         .await?
@@ -92,16 +87,15 @@ async fn logout(caller: AgentCaller, state: web::Data<AppState>) -> Result<HttpR
         let command = Command::RecipientGone {
             agent: agent.clone(),
         };
-        let execute = Execute {
-            policy: caller.account.policy.clone(),
-            command,
-        };
-        state
-            .node
-            .session(account, &session)
-            .send(execute)
-            .await??;
+        run_command(&state, &caller.account, &session, command).await?;
     }
+    let presence = BusMessage::Presence {
+        agent: agent.clone(),
+        portal: None,
+    };
+    backplane
+        .publish(Topic::Agent(account.clone(), agent.clone()), presence)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

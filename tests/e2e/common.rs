@@ -32,7 +32,8 @@ pub struct TestApp {
     pub port: u16,
     /// A client for ordinary request/response calls.
     pub client: awc::Client,
-    handle: ShutdownHandle,
+    /// Set when the node runs in this test's process.
+    handle: Option<ShutdownHandle>,
 }
 
 /// A response: its status, content type, raw body and the body as JSON
@@ -127,7 +128,19 @@ impl TestApp {
             client: awc::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .finish(),
-            handle,
+            handle: Some(handle),
+        }
+    }
+
+    /// A node running in another process on `port` (cluster tests), started
+    /// with the same admin token.
+    pub fn remote(port: u16) -> Self {
+        Self {
+            port,
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .finish(),
+            handle: None,
         }
     }
 
@@ -138,7 +151,9 @@ impl TestApp {
 
     /// A handle to stop the node gracefully.
     pub fn handle(&self) -> ShutdownHandle {
-        self.handle.clone()
+        self.handle
+            .clone()
+            .unwrap_or_else(|| panic!("the node does not run in this process"))
     }
 
     // ---- plain HTTP -------------------------------------------------------

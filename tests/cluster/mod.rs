@@ -1,0 +1,9 @@
+//! Cluster mode: real `redis-server` processes and real collabd nodes.
+
+// Fixtures that cannot start must fail the test loudly.
+#![allow(clippy::expect_used)]
+
+pub mod support;
+
+mod conformance;
+mod scenarios;

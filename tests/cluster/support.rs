@@ -1,0 +1,238 @@
+//! Real processes for cluster tests: a `redis-server` on a free port that a
+//! test can kill and restart (with persistence on), and collabd nodes run
+//! from the built binary that a test can `kill -9`. Everything is cleaned
+//! up on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The admin token every cluster node is started with: the one the shared
+/// test helpers speak.
+pub const CLUSTER_ADMIN: &str = crate::common::ADMIN;
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn scratch_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "collabd-test-{what}-{}-{:x}",
+        std::process::id(),
+        rand_u64()
+    ));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+/// A redis-server of our own.
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one on a free port, persisting to a scratch directory (AOF).
+    pub fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            dir: scratch_dir("redis"),
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ])
+            .arg("--appendfsync")
+            .arg("always")
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf)
+                .map(|n| buf[..n].starts_with(b"+PONG"))
+                .unwrap_or(false)
+    }
+
+    /// Kills it (SIGKILL); its data stays on disk.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// Runs one command with redis-cli and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `INFO commandstats` as (command, calls) pairs.
+    pub fn command_calls(&self) -> std::collections::HashMap<String, u64> {
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("cmdstat_")?;
+                let (name, stats) = rest.split_once(':')?;
+                let calls = stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A collabd node process on the Redis backplane.
+pub struct Node {
+    /// Its port.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts the built binary against `redis_url` in `namespace`, and waits
+    /// until it logs `listening on`.
+    pub fn start(redis_url: &str, namespace: &str, name: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_collabd"))
+            .env("COLLABD__HTTP__LISTEN", "127.0.0.1:0")
+            .env("COLLABD__HTTP__WORKERS", "1")
+            .env("COLLABD__HTTP__SHUTDOWN_TIMEOUT_SECS", "1")
+            .env("COLLABD__NODE__ID", name)
+            .env("COLLABD__AUTH__ADMIN_TOKEN", CLUSTER_ADMIN)
+            .env("COLLABD__AUTH__SECRET", format!("secret-{namespace}"))
+            .env("COLLABD__BACKPLANE__KIND", "redis")
+            .env("COLLABD__BACKPLANE__REDIS_URL", redis_url)
+            .env("COLLABD__BACKPLANE__NAMESPACE", namespace)
+            .env("COLLABD__LOG__FORMAT", "json")
+            .env("COLLABD__LOG__LEVEL", "warn,collabd::startup=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the collabd binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = listening_port(&line) {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(START_TIMEOUT)
+            .expect("the node logs `listening on`");
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    /// `kill -9`: no shutdown, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn listening_port(line: &str) -> Option<u16> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == ':')
+        .collect();
+    addr.rsplit_once(':')?.1.parse().ok()
+}
+
+/// Starts `n` nodes on one Redis in a fresh namespace.
+pub fn cluster(redis: &RedisServer, n: usize) -> (String, Vec<Node>) {
+    let namespace = format!("t{:x}", rand_u64());
+    let nodes = (0..n)
+        .map(|i| Node::start(&redis.url(), &namespace, &format!("node-{i}")))
+        .collect();
+    (namespace, nodes)
+}
