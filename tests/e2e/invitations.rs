@@ -548,6 +548,8 @@ async fn logging_out_withdraws_a_portal_invitation_only_from_the_agent_who_left(
     let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
     let bob = app.online(ACME, "bob", "Bob", "support").await;
     let cid = app.online(ACME, "cid", "Cid", "support").await;
+    let (mut bob_live, _) = app.agent_events(&bob.token).await;
+    let (mut cid_live, _) = app.agent_events(&cid.token).await;
     let invitation = app
         .invite(
             &ann.token,
@@ -557,8 +559,16 @@ async fn logging_out_withdraws_a_portal_invitation_only_from_the_agent_who_left(
         .await
         .expect_status(201);
     let inv = id_of(&invitation);
+    bob_live.expect("invitation_offered", EVENT_WAIT).await;
+    cid_live.expect("invitation_offered", EVENT_WAIT).await;
 
     assert_eq!(app.logout(&bob.token).await.status, 204);
+
+    // Bob's open stream is told at once; Cid's alert stays.
+    let withdrawn = bob_live.expect("invitation_withdrawn", EVENT_WAIT).await;
+    assert_eq!(withdrawn["invitation"], inv.as_str());
+    assert_eq!(withdrawn["reason"], "recipient_unavailable");
+    cid_live.assert_silent(QUIET).await;
 
     // Bob's alert is gone (DESIGN invariant 2: absent from his next
     // snapshot), even once he is back; Cid still holds it and can take it.
