@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Failure, Node};
+use crate::domain::session::Target;
 use crate::domain::visibility::{
     AgentSessionView, ClientEvent, OfferView, Viewer, agent_session_view, customer_session_view,
     message_view, offer_view,
@@ -104,15 +105,26 @@ pub async fn me(node: &Node, account: &AccountId, agent: &AgentId) -> Result<MeV
     })
 }
 
-/// Open invitations offered to `agent`, as its alerts show them.
+/// Open invitations offered to `agent`, as its alerts show them: those sent
+/// to it directly or to a portal it may log into, in which it is still a
+/// live recipient.
 pub async fn offers(
     node: &Node,
     account: &AccountId,
     agent: &AgentId,
 ) -> Result<Vec<OfferView>, Failure> {
+    let profile = node
+        .backplane
+        .agent(account, agent)
+        .await?
+        .ok_or(Failure::NotFound("agent"))?;
+    let targets = std::iter::once(Target::Agent(agent.clone()))
+        .chain(profile.portals.iter().cloned().map(Target::Portal));
     let mut by_session: BTreeMap<SessionId, Vec<_>> = BTreeMap::new();
-    for (inv, session) in node.backplane.offers(account, agent).await? {
-        by_session.entry(session).or_default().push(inv);
+    for target in targets {
+        for (inv, session) in node.backplane.open_invitations(account, &target).await? {
+            by_session.entry(session).or_default().push(inv);
+        }
     }
     let mut out = Vec::new();
     for (session, invitations) in by_session {

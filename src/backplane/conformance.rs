@@ -32,7 +32,7 @@ use super::{
     Backplane, BusMessage, Claim, Commit, Committed, Deadline, Online, Route, Topic, Versioned,
 };
 use crate::domain::id::random_id;
-use crate::domain::session::{Audience, Author, IndexDelta};
+use crate::domain::session::{Audience, Author, IndexDelta, Target};
 use crate::domain::{
     Account, AccountId, Agent, AgentId, AgentRef, Event, InvitationId, Message, MessageId, Policy,
     Portal, PortalId, Session, SessionId, SessionMode,
@@ -548,8 +548,9 @@ pub async fn commit_is_versioned_and_a_conflict_changes_nothing(bp: &dyn Backpla
     );
 }
 
-/// A commit applies its `IndexDelta` (agent_sessions joined/left, offers
-/// offered/withdrawn, `invitation_session` set for offered invitations) and
+/// A commit applies its `IndexDelta` (agent_sessions joined/left, open
+/// invitations by target opened/closed, `invitation_session` set for opened
+/// invitations) and
 /// appends its message, oldest first. All of it is scoped by account.
 pub async fn commit_applies_the_index_delta_and_appends_the_message(bp: &dyn Backplane) {
     let acc = account_id();
@@ -579,10 +580,14 @@ pub async fn commit_applies_the_index_delta_and_appends_the_message(bp: &dyn Bac
     );
     assert_eq!(bp.messages(&acc, &sid).await.unwrap(), vec![m1.clone()]);
 
-    // v2: `b` joins, `inv` offered to `c` and `d`; no message.
+    // v2: `b` joins, `inv` opens for agent `c` and `inv_p` for a portal; no message.
+    let portal = Target::Portal(PortalId::parse("support").unwrap());
+    let to_c = Target::Agent(c.clone());
+    let to_d = Target::Agent(d.clone());
+    let inv_p = InvitationId::random();
     let mut c2 = commit(1, &s);
     c2.delta.joined = vec![b.clone()];
-    c2.delta.offered = vec![(inv.clone(), vec![c.clone(), d.clone()])];
+    c2.delta.opened = vec![(inv.clone(), to_c.clone()), (inv_p.clone(), portal.clone())];
     assert_eq!(bp.commit(&acc, c2).await.unwrap(), Committed::Stored(2));
     assert_eq!(
         bp.agent_sessions(&acc, &a).await.unwrap(),
@@ -593,13 +598,14 @@ pub async fn commit_applies_the_index_delta_and_appends_the_message(bp: &dyn Bac
         vec![sid.clone()]
     );
     assert_eq!(
-        bp.offers(&acc, &c).await.unwrap(),
+        bp.open_invitations(&acc, &to_c).await.unwrap(),
         vec![(inv.clone(), sid.clone())]
     );
     assert_eq!(
-        bp.offers(&acc, &d).await.unwrap(),
-        vec![(inv.clone(), sid.clone())]
+        bp.open_invitations(&acc, &portal).await.unwrap(),
+        vec![(inv_p.clone(), sid.clone())]
     );
+    assert!(bp.open_invitations(&acc, &to_d).await.unwrap().is_empty());
     assert_eq!(
         bp.invitation_session(&acc, &inv).await.unwrap(),
         Some(sid.clone())
@@ -610,11 +616,11 @@ pub async fn commit_applies_the_index_delta_and_appends_the_message(bp: &dyn Bac
         "no message: none added"
     );
 
-    // v3: `a` leaves, `c`'s alert withdrawn, second message.
+    // v3: `a` leaves, `inv` closes, second message.
     let m2 = message(2, "bye");
     let mut c3 = commit(2, &s);
     c3.delta.left = vec![a.clone()];
-    c3.delta.withdrawn = vec![(inv.clone(), vec![c.clone()])];
+    c3.delta.closed = vec![(inv.clone(), to_c.clone())];
     c3.message = Some(m2.clone());
     assert_eq!(bp.commit(&acc, c3).await.unwrap(), Committed::Stored(3));
     assert!(
@@ -627,13 +633,13 @@ pub async fn commit_applies_the_index_delta_and_appends_the_message(bp: &dyn Bac
         "`b` stays"
     );
     assert!(
-        bp.offers(&acc, &c).await.unwrap().is_empty(),
-        "`c`'s alert withdrawn"
+        bp.open_invitations(&acc, &to_c).await.unwrap().is_empty(),
+        "`inv` closed"
     );
     assert_eq!(
-        bp.offers(&acc, &d).await.unwrap(),
-        vec![(inv.clone(), sid.clone())],
-        "`d` keeps it"
+        bp.open_invitations(&acc, &portal).await.unwrap(),
+        vec![(inv_p.clone(), sid.clone())],
+        "the portal's stays open"
     );
     assert_eq!(
         bp.messages(&acc, &sid).await.unwrap(),
@@ -646,16 +652,16 @@ pub async fn commit_applies_the_index_delta_and_appends_the_message(bp: &dyn Bac
     let inv2 = InvitationId::random();
     let mut c4 = commit(0, &s2);
     c4.delta.joined = vec![b.clone()];
-    c4.delta.offered = vec![(inv2.clone(), vec![d.clone()])];
+    c4.delta.opened = vec![(inv2.clone(), portal.clone())];
     assert_eq!(bp.commit(&acc, c4).await.unwrap(), Committed::Stored(1));
     assert_eq!(
         sorted(bp.agent_sessions(&acc, &b).await.unwrap()),
         sorted(vec![sid.clone(), s2.id.clone()])
     );
     assert_eq!(
-        sorted(bp.offers(&acc, &d).await.unwrap()),
+        sorted(bp.open_invitations(&acc, &portal).await.unwrap()),
         sorted(vec![
-            (inv.clone(), sid.clone()),
+            (inv_p.clone(), sid.clone()),
             (inv2.clone(), s2.id.clone())
         ])
     );
@@ -668,8 +674,19 @@ pub async fn commit_applies_the_index_delta_and_appends_the_message(bp: &dyn Bac
     let other = account_id();
     for agent in [&a, &b, &c, &d] {
         assert!(bp.agent_sessions(&other, agent).await.unwrap().is_empty());
-        assert!(bp.offers(&other, agent).await.unwrap().is_empty());
+        assert!(
+            bp.open_invitations(&other, &Target::Agent(agent.clone()))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
+    assert!(
+        bp.open_invitations(&other, &portal)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(bp.invitation_session(&other, &inv).await.unwrap(), None);
     assert!(bp.messages(&other, &sid).await.unwrap().is_empty());
 }

@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::{
     Backplane, BusMessage, Claim, Commit, Committed, Deadline, Online, Result, Topic, Versioned,
 };
+use crate::domain::session::Target;
 use crate::domain::{
     Account, AccountId, Agent, AgentId, InvitationId, Message, Portal, PortalId, SessionId,
 };
@@ -31,7 +32,7 @@ struct Store {
     sessions: HashMap<Key<SessionId>, Versioned>,
     messages: HashMap<Key<SessionId>, Vec<Message>>,
     agent_sessions: HashMap<Key<AgentId>, HashSet<SessionId>>,
-    offers: HashMap<Key<AgentId>, HashMap<InvitationId, SessionId>>,
+    open: HashMap<Key<Target>, HashMap<InvitationId, SessionId>>,
     invitations: HashMap<Key<InvitationId>, SessionId>,
     claims: HashMap<Key<InvitationId>, (AgentId, u64, Instant)>,
     fence: u64,
@@ -206,20 +207,16 @@ impl Backplane for MemoryBackplane {
                 set.remove(&session_id);
             }
         }
-        for (inv, agents) in commit.delta.offered {
+        for (inv, target) in commit.delta.opened {
             s.invitations.insert(key(account, &inv), session_id.clone());
-            for agent in agents {
-                s.offers
-                    .entry(key(account, &agent))
-                    .or_default()
-                    .insert(inv.clone(), session_id.clone());
-            }
+            s.open
+                .entry(key(account, &target))
+                .or_default()
+                .insert(inv, session_id.clone());
         }
-        for (inv, agents) in commit.delta.withdrawn {
-            for agent in agents {
-                if let Some(offers) = s.offers.get_mut(&key(account, &agent)) {
-                    offers.remove(&inv);
-                }
+        for (inv, target) in commit.delta.closed {
+            if let Some(open) = s.open.get_mut(&key(account, &target)) {
+                open.remove(&inv);
             }
         }
         for (topic, message) in commit.publish {
@@ -248,15 +245,15 @@ impl Backplane for MemoryBackplane {
         Ok(ids)
     }
 
-    async fn offers(
+    async fn open_invitations(
         &self,
         account: &AccountId,
-        agent: &AgentId,
+        target: &Target,
     ) -> Result<Vec<(InvitationId, SessionId)>> {
         let s = self.store();
         let mut offers: Vec<(InvitationId, SessionId)> = s
-            .offers
-            .get(&key(account, agent))
+            .open
+            .get(&key(account, target))
             .map(|m| m.iter().map(|(i, s)| (i.clone(), s.clone())).collect())
             .unwrap_or_default();
         offers.sort();

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::domain::session::IndexDelta;
+use crate::domain::session::{IndexDelta, Target};
 use crate::domain::{
     Account, AccountId, Agent, AgentId, Event, InvitationId, Message, Portal, PortalId, Session,
     SessionId,
@@ -187,11 +187,12 @@ pub trait Backplane: Send + Sync + 'static {
     async fn messages(&self, account: &AccountId, session: &SessionId) -> Result<Vec<Message>>;
     /// Active sessions an agent is in.
     async fn agent_sessions(&self, account: &AccountId, agent: &AgentId) -> Result<Vec<SessionId>>;
-    /// Open invitations offered to an agent, with their sessions.
-    async fn offers(
+    /// Open invitations sent to a target (one agent, or a portal), with
+    /// their sessions.
+    async fn open_invitations(
         &self,
         account: &AccountId,
-        agent: &AgentId,
+        target: &Target,
     ) -> Result<Vec<(InvitationId, SessionId)>>;
     /// The session an invitation belongs to.
     async fn invitation_session(

@@ -34,6 +34,7 @@ use super::{
     Backplane, BackplaneError, BusMessage, Claim, Commit, Committed, Deadline, Online, Result,
     Route, Topic, Versioned,
 };
+use crate::domain::session::Target;
 use crate::domain::{
     Account, AccountId, Agent, AgentId, Event, InvitationId, Message, Portal, PortalId, Session,
     SessionId,
@@ -256,6 +257,16 @@ impl RedisBackplane {
             Topic::Session(a, s) => self.key(&["chan", a.as_str(), "session", s.as_str()]),
             Topic::Agent(a, g) => self.key(&["chan", a.as_str(), "agent", g.as_str()]),
             Topic::Portal(a, p) => self.key(&["chan", a.as_str(), "portal", p.as_str()]),
+        }
+    }
+
+    /// The hash of open invitations sent to `target`.
+    fn open_key(&self, account: &AccountId, target: &Target) -> String {
+        match target {
+            Target::Agent(agent) => self.key(&["open", account.as_str(), "agent", agent.as_str()]),
+            Target::Portal(portal) => {
+                self.key(&["open", account.as_str(), "portal", portal.as_str()])
+            }
         }
     }
 
@@ -505,31 +516,27 @@ impl Backplane for RedisBackplane {
                 String::new(),
             ));
         }
-        for (inv, agents) in &delta.offered {
+        for (inv, target) in &delta.opened {
             ops.push((
                 "set",
                 self.key(&["invitation", a, inv.as_str()]),
                 sid.clone(),
                 String::new(),
             ));
-            for agent in agents {
-                ops.push((
-                    "hset",
-                    self.key(&["offers", a, agent.as_str()]),
-                    inv.to_string(),
-                    sid.clone(),
-                ));
-            }
+            ops.push((
+                "hset",
+                self.open_key(account, target),
+                inv.to_string(),
+                sid.clone(),
+            ));
         }
-        for (inv, agents) in &delta.withdrawn {
-            for agent in agents {
-                ops.push((
-                    "hdel",
-                    self.key(&["offers", a, agent.as_str()]),
-                    inv.to_string(),
-                    String::new(),
-                ));
-            }
+        for (inv, target) in &delta.closed {
+            ops.push((
+                "hdel",
+                self.open_key(account, target),
+                inv.to_string(),
+                String::new(),
+            ));
         }
         invocation.arg(ops.len());
         for (kind, key, x, y) in ops {
@@ -582,14 +589,14 @@ impl Backplane for RedisBackplane {
         Ok(ids)
     }
 
-    async fn offers(
+    async fn open_invitations(
         &self,
         account: &AccountId,
-        agent: &AgentId,
+        target: &Target,
     ) -> Result<Vec<(InvitationId, SessionId)>> {
         let all: HashMap<String, String> = self
             .conn()
-            .hgetall(self.key(&["offers", account.as_str(), agent.as_str()]))
+            .hgetall(self.open_key(account, target))
             .await
             .map_err(unavailable)?;
         let mut offers: Vec<_> = all

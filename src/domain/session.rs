@@ -1027,17 +1027,22 @@ impl Session {
 }
 
 /// How a command changed the indexes kept beside sessions: who is in which
-/// session, and who holds which alert. Derived, never stored in the session.
+/// session, and which invitations are open for which target. Derived, never
+/// stored in the session. Open invitations are indexed by their target (one
+/// agent, or a portal) rather than by recipient, so that opening or closing
+/// a portal invitation costs the same however many agents the portal has;
+/// a recipient's own decline or logout changes no index (readers check
+/// [`Invitation::is_live_recipient`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IndexDelta {
     /// Agents now in the session who were not before.
     pub joined: Vec<AgentId>,
     /// Agents no longer in the session (or the session ended).
     pub left: Vec<AgentId>,
-    /// New alerts: invitation and the agents holding it.
-    pub offered: Vec<(InvitationId, Vec<AgentId>)>,
-    /// Alerts gone: invitation and the agents no longer holding it.
-    pub withdrawn: Vec<(InvitationId, Vec<AgentId>)>,
+    /// Invitations that opened, and for whom.
+    pub opened: Vec<(InvitationId, Target)>,
+    /// Invitations that closed (accepted, declined, cancelled, expired).
+    pub closed: Vec<(InvitationId, Target)>,
 }
 
 impl IndexDelta {
@@ -1050,11 +1055,10 @@ impl IndexDelta {
                 Vec::new()
             }
         };
-        let holders = |s: &Session, id: &InvitationId| -> Vec<AgentId> {
-            s.invitation(id)
-                .filter(|i| i.is_pending())
-                .map(Invitation::live_recipients)
-                .unwrap_or_default()
+        let was_open = |id: &InvitationId| {
+            before
+                .and_then(|b| b.invitation(id))
+                .is_some_and(Invitation::is_pending)
         };
         let was = before.map(active).unwrap_or_default();
         let now = active(after);
@@ -1064,15 +1068,10 @@ impl IndexDelta {
             ..Default::default()
         };
         for inv in &after.invitations {
-            let old = before.map(|b| holders(b, &inv.id)).unwrap_or_default();
-            let new = holders(after, &inv.id);
-            let added: Vec<AgentId> = new.iter().filter(|a| !old.contains(a)).cloned().collect();
-            let removed: Vec<AgentId> = old.iter().filter(|a| !new.contains(a)).cloned().collect();
-            if !added.is_empty() {
-                delta.offered.push((inv.id.clone(), added));
-            }
-            if !removed.is_empty() {
-                delta.withdrawn.push((inv.id.clone(), removed));
+            match (was_open(&inv.id), inv.is_pending()) {
+                (false, true) => delta.opened.push((inv.id.clone(), inv.target.clone())),
+                (true, false) => delta.closed.push((inv.id.clone(), inv.target.clone())),
+                _ => {}
             }
         }
         delta

@@ -1333,21 +1333,21 @@ fn the_index_delta_of_a_new_session_joins_its_lead() {
 }
 
 #[test]
-fn the_index_delta_of_an_invitation_offers_the_alert_to_its_recipients() {
+fn the_index_delta_of_an_invitation_opens_it_for_its_target_however_many_recipients() {
     let mut spec = Spec::new();
     let before = spec.session.clone();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
     assert_eq!(
         IndexDelta::between(Some(&before), &spec.session),
         IndexDelta {
-            offered: vec![(i, ids(&["ann", "bob"]))],
+            opened: vec![(i, portal())],
             ..Default::default()
         }
     );
 }
 
 #[test]
-fn the_index_delta_of_an_accept_joins_the_winner_and_withdraws_every_alert() {
+fn the_index_delta_of_an_accept_joins_the_winner_and_closes_the_invitation() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
     let before = spec.session.clone();
@@ -1356,14 +1356,14 @@ fn the_index_delta_of_an_accept_joins_the_winner_and_withdraws_every_alert() {
         IndexDelta::between(Some(&before), &spec.session),
         IndexDelta {
             joined: ids(&["bob"]),
-            withdrawn: vec![(i, ids(&["ann", "bob"]))],
+            closed: vec![(i, portal())],
             ..Default::default()
         }
     );
 }
 
 #[test]
-fn the_index_delta_of_a_decline_or_logout_withdraws_only_that_recipients_alert() {
+fn the_index_delta_of_a_decline_or_logout_of_one_recipient_changes_no_index() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob", "cid"]));
     for (who, command) in [("ann", decline(&i, "ann")), ("bob", gone("bob"))] {
@@ -1371,10 +1371,15 @@ fn the_index_delta_of_a_decline_or_logout_withdraws_only_that_recipients_alert()
         spec.run(command);
         assert_eq!(
             IndexDelta::between(Some(&before), &spec.session),
-            IndexDelta {
-                withdrawn: vec![(i.clone(), ids(&[who]))],
-                ..Default::default()
-            }
+            IndexDelta::default(),
+            "{who}: readers check the live recipients"
+        );
+        assert!(
+            !spec
+                .session
+                .invitation(&i)
+                .unwrap()
+                .is_live_recipient(&AgentId::parse(who).unwrap())
         );
     }
 }
@@ -1394,7 +1399,7 @@ fn the_index_delta_of_a_leave_lets_the_agent_go() {
 }
 
 #[test]
-fn the_index_delta_of_ending_lets_every_agent_go_and_withdraws_every_alert() {
+fn the_index_delta_of_ending_lets_every_agent_go_and_closes_every_invitation() {
     let mut spec = Spec::with_participants(&["ann"]);
     let i = spec.send(invite(LEAD, portal(), &["bob"]));
     let before = spec.session.clone();
@@ -1403,7 +1408,7 @@ fn the_index_delta_of_ending_lets_every_agent_go_and_withdraws_every_alert() {
         IndexDelta::between(Some(&before), &spec.session),
         IndexDelta {
             left: ids(&[LEAD, "ann"]),
-            withdrawn: vec![(i, ids(&["bob"]))],
+            closed: vec![(i, portal())],
             ..Default::default()
         }
     );

@@ -77,12 +77,8 @@ async fn logout(caller: AgentCaller, state: web::Data<AppState>) -> Result<HttpR
     let (account, agent) = (&caller.account.id, &caller.agent.id);
     let backplane = &state.node.backplane;
     backplane.logout(account, agent).await?;
-    let sessions: BTreeSet<_> = backplane
-        .offers(account, agent)
-        .await?
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
+    let offers = reads::offers(&state.node, account, agent).await?;
+    let sessions: BTreeSet<_> = offers.into_iter().map(|o| o.invitation.session).collect();
     for session in sessions {
         let command = Command::RecipientGone {
             agent: agent.clone(),

@@ -341,6 +341,7 @@ async fn a_portal_invitation_costs_the_same_redis_publishes_and_one_subscription
     apps[0].acme(json!({})).await;
     let lead = apps[0].online(ACME, "lead", "Lead", "billing").await;
     let mut publishes = Vec::new();
+    let mut commands = Vec::new();
     let mut streams = Vec::new();
     for (round, portal_size) in [(0usize, 3usize), (1, 30)] {
         let portal = format!("p{round}");
@@ -369,9 +370,28 @@ async fn a_portal_invitation_costs_the_same_redis_publishes_and_one_subscription
             .await
             .expect_status(201);
         let after = redis.command_calls();
-        publishes.push(
-            after.get("publish").copied().unwrap_or(0)
-                - before.get("publish").copied().unwrap_or(0),
+        let delta = |name: &str| {
+            after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0)
+        };
+        publishes.push(delta("publish"));
+        // Everything the request itself sent, without the nodes' background
+        // loops (timer polls, presence heartbeats, pub/sub pings) and INFO.
+        let background = [
+            "evalsha",
+            "zadd",
+            "zrangebyscore",
+            "zrem",
+            "ping",
+            "info",
+            "subscribe",
+            "unsubscribe",
+        ];
+        commands.push(
+            after
+                .keys()
+                .filter(|k| !background.contains(&k.as_str()))
+                .map(|k| delta(k))
+                .sum::<u64>(),
         );
         // One subscription per node holding agents of the portal, not one per agent.
         let channel = format!("collabd:{namespace}:chan:{ACME}:portal:{portal}");
@@ -385,6 +405,10 @@ async fn a_portal_invitation_costs_the_same_redis_publishes_and_one_subscription
     // The offer to the portal and the note to the inviter: the same two
     // publishes for 3 agents as for 30.
     assert_eq!(publishes, [2, 2], "PUBLISH calls per portal invitation");
+    assert_eq!(
+        commands[0], commands[1],
+        "Redis commands per portal invitation, 3 vs 30 agents"
+    );
     for stream in &mut streams {
         stream.wait_for("invitation_offered", EVENT_WAIT).await;
     }
