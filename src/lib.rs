@@ -4,6 +4,7 @@ pub mod actors;
 pub mod backplane;
 pub mod domain;
 pub mod http;
+pub mod load;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

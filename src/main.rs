@@ -1,18 +1,31 @@
 //! `collabd` (= `collabd serve`): runs a node. `collabd load`: the load
-//! generator (not built yet).
+//! generator (`collabd load --help`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+use collabd::load::{LoadArgs, LoadError};
 use collabd::settings::Settings;
 use collabd::startup::Application;
 
 const USAGE: &str = "usage: collabd [serve] [--config FILE]\n\
+                     \x20      collabd load --nodes URL[,URL...] --admin-token TOKEN [...] (see collabd load --help)\n\
                      \n\
                      Runs a collabd node. Configuration: built-in defaults < config/default.toml\n\
                      < --config FILE < environment COLLABD__SECTION__KEY (e.g. COLLABD__HTTP__LISTEN).";
 
+/// Exit status of a load run that counted an invariant break, so CI fails.
+const EXIT_INVARIANT_BROKEN: u8 = 3;
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("load") {
+        // clap prints --help and argument errors itself (exit 0 / 2).
+        let args = LoadArgs::parse_from(
+            std::iter::once("collabd load".to_owned()).chain(std::env::args().skip(2)),
+        );
+        return load(args);
+    }
     let mut args = std::env::args().skip(1).peekable();
     let mut config: Option<PathBuf> = None;
     if args.peek().map(String::as_str) == Some("serve") {
@@ -27,10 +40,6 @@ fn main() -> ExitCode {
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
-            }
-            "load" => {
-                eprintln!("collabd load: the load generator is not part of this build yet");
-                return ExitCode::from(2);
             }
             other => return usage_error(&format!("unknown argument {other:?}")),
         }
@@ -47,6 +56,31 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "collabd stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(args: LoadArgs) -> ExitCode {
+    match actix_web::rt::System::new().block_on(collabd::load::run(args)) {
+        Ok(report) => {
+            println!("{}", report.table());
+            if report.invariant_breaks() > 0 {
+                eprintln!(
+                    "collabd load: {} invariant break(s) counted",
+                    report.invariant_breaks()
+                );
+                ExitCode::from(EXIT_INVARIANT_BROKEN)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e @ LoadError::Arguments(_)) => {
+            eprintln!("collabd load: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("collabd load: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,383 @@
+//! `collabd load`: an open-loop load generator that drives running nodes
+//! over the public HTTP API only (API.md), verifies every outcome from the
+//! event streams and the HTTP answers, and measures latencies with HDR
+//! histograms.
+//!
+//! Layout: [`client`] speaks HTTP and SSE, [`scenario`] provisions the
+//! account and runs the schedule, [`report`] turns what was observed into
+//! figures, a table and JSON, [`floor`] measures raw Redis round trips.
+
+pub mod client;
+pub mod floor;
+pub mod report;
+pub mod scenario;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::Rng;
+
+pub use report::Report;
+
+/// Arguments of `collabd load`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "collabd load",
+    about = "Drives running collabd nodes over the public HTTP API and verifies every outcome.",
+    long_about = "Drives running collabd nodes over the public HTTP API only: provisions its own \
+                  account (random id), logs agents in through the nodes round-robin, holds one \
+                  event stream per agent on a different node than its login, creates sessions \
+                  (each with a customer stream) and sends invitations open-loop at --rate. \
+                  Recipients accept after --accept-delay. Every alert, acceptance and withdrawal \
+                  is checked against the streams; latencies are HDR histograms.\n\n\
+                  Exit status: 0 when no invariant broke, 3 when any did (two winners, no winner \
+                  although someone accepted in time, a missing alert or withdrawal, a customer \
+                  leak), 1 when the run could not be carried out, 2 for bad arguments."
+)]
+pub struct LoadArgs {
+    /// Base URLs of the nodes to drive, comma-separated
+    /// (e.g. http://127.0.0.1:8081,http://127.0.0.1:8082). Nothing else is contacted.
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    pub nodes: Vec<String>,
+    /// The nodes' admin token (auth.admin_token), used to provision the run's account.
+    #[arg(long)]
+    pub admin_token: String,
+    /// Agents to provision, log in and hold an event stream for.
+    #[arg(long, default_value_t = 100)]
+    pub agents: usize,
+    /// Portals; agent i is a member of portal i mod P and logs in there.
+    #[arg(long, default_value_t = 4)]
+    pub portals: usize,
+    /// Live sessions, each with its own lead agent and customer stream;
+    /// every invitation goes out from one of them, chosen at random.
+    #[arg(long, default_value_t = 10)]
+    pub sessions: usize,
+    /// Invitations per second, open-loop: each is sent on schedule whether
+    /// or not earlier ones were answered. 0 only connects and holds the streams.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// How long to send invitations (e.g. 30s, 500ms, 2m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// How long after the last invitation to keep listening for alerts,
+    /// acceptances and withdrawals before judging.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Delay between a recipient's alert and its accept: `fixed:10ms`,
+    /// `uniform:0ms..50ms` or `exp:20ms` (exponential with that mean).
+    #[arg(long, default_value = "uniform:0ms..50ms")]
+    pub accept_delay: Delay,
+    /// How many of a portal invitation's recipients race to accept it
+    /// (chosen per invitation); the others only see the alert and its withdrawal.
+    #[arg(long, default_value_t = 3)]
+    pub racers: usize,
+    /// Shares of invitations: `portal` (vs direct to one agent), `masked`,
+    /// `comment` (carries a comment), each in [0, 1].
+    #[arg(long, default_value = "portal=0.8,masked=0.3,comment=0.5")]
+    pub mix: Mix,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// A Redis URL: first measure the floor (PUBLISH → subscriber and
+    /// SET NX round trips from this process) and report latencies as ratios to it.
+    #[arg(long)]
+    pub redis: Option<String>,
+}
+
+impl LoadArgs {
+    /// Rejects combinations that cannot run, before anything is sent.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let bad = |m: &str| Err(LoadError::Arguments(m.to_owned()));
+        if self.nodes.is_empty() {
+            return bad("--nodes needs at least one URL");
+        }
+        for node in &self.nodes {
+            if !(node.starts_with("http://") || node.starts_with("https://")) {
+                return bad(&format!("--nodes: {node:?} is not an http:// URL"));
+            }
+        }
+        if self.portals == 0 || self.sessions == 0 {
+            return bad("--portals and --sessions must be at least 1");
+        }
+        // Every session needs its own lead and someone else to invite.
+        if self.agents < self.sessions + 1 || self.agents < self.portals {
+            return bad("--agents must exceed --sessions and be at least --portals");
+        }
+        if !self.rate.is_finite() || self.rate < 0.0 {
+            return bad("--rate must be a non-negative number");
+        }
+        if self.racers == 0 {
+            return bad("--racers must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Why a run could not be carried out (invariant breaks are not errors:
+/// they are figures of the report).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The arguments do not describe a runnable load.
+    #[error("invalid arguments: {0}")]
+    Arguments(String),
+    /// Provisioning, login or stream set-up failed.
+    #[error("set-up failed: {0}")]
+    Setup(String),
+    /// The Redis floor could not be measured.
+    #[error("redis floor: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The report could not be written.
+    #[error("report: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the load described by `args` and returns what it observed.
+pub async fn run(args: LoadArgs) -> Result<Report, LoadError> {
+    args.validate()?;
+    let floor = match &args.redis {
+        Some(url) => Some(floor::measure(url).await?),
+        None => None,
+    };
+    let observed = scenario::run(&args).await?;
+    let report = Report::build(&args, observed, floor);
+    if let Some(path) = &args.report {
+        std::fs::write(path, report.to_json())?;
+    }
+    Ok(report)
+}
+
+/// A duration such as `250ms`, `3s`, `1.5s`, `2m` or `100us`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 250ms or 3s"))?;
+    let seconds = match unit.trim() {
+        "us" | "µs" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" | "" => value,
+        "m" | "min" => value * 60.0,
+        other => return Err(format!("unknown duration unit {other:?} (us, ms, s, m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// How long a recipient waits between its alert and its accept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Delay {
+    /// Always this long.
+    Fixed(Duration),
+    /// Uniform between the two bounds.
+    Uniform(Duration, Duration),
+    /// Exponential with this mean.
+    Exponential(Duration),
+}
+
+/// The longest delay ever sampled, so a heavy exponential tail cannot
+/// push an accept past the run's end.
+const MAX_DELAY: Duration = Duration::from_secs(10);
+
+impl Delay {
+    /// One delay drawn from the distribution.
+    pub fn sample(&self, rng: &mut impl Rng) -> Duration {
+        let drawn = match *self {
+            Delay::Fixed(d) => d,
+            Delay::Uniform(low, high) if high > low => {
+                let span = (high - low).as_secs_f64();
+                low + Duration::from_secs_f64(rng.random::<f64>() * span)
+            }
+            Delay::Uniform(low, _) => low,
+            Delay::Exponential(mean) => {
+                // 1 - u lies in (0, 1], so the logarithm is finite.
+                let u: f64 = rng.random();
+                Duration::try_from_secs_f64(-(1.0 - u).ln() * mean.as_secs_f64())
+                    .unwrap_or(MAX_DELAY)
+            }
+        };
+        drawn.min(MAX_DELAY)
+    }
+}
+
+impl FromStr for Delay {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (kind, rest) = text
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?}: expected fixed:D, uniform:A..B or exp:MEAN"))?;
+        match kind {
+            "fixed" => Ok(Delay::Fixed(parse_duration(rest)?)),
+            "exp" => Ok(Delay::Exponential(parse_duration(rest)?)),
+            "uniform" => {
+                let (low, high) = rest
+                    .split_once("..")
+                    .ok_or_else(|| format!("{text:?}: expected uniform:A..B"))?;
+                let (low, high) = (parse_duration(low)?, parse_duration(high)?);
+                if high < low {
+                    return Err(format!("{text:?}: the upper bound is below the lower"));
+                }
+                Ok(Delay::Uniform(low, high))
+            }
+            other => Err(format!(
+                "unknown distribution {other:?} (fixed, uniform, exp)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Delay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+        match self {
+            Delay::Fixed(d) => write!(f, "fixed:{}ms", ms(d)),
+            Delay::Uniform(a, b) => write!(f, "uniform:{}ms..{}ms", ms(a), ms(b)),
+            Delay::Exponential(m) => write!(f, "exp:{}ms", ms(m)),
+        }
+    }
+}
+
+/// Shares of the kinds of invitations sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mix {
+    /// Share of portal invitations (the rest are direct).
+    pub portal: f64,
+    /// Share of masked invitations.
+    pub masked: f64,
+    /// Share of invitations with a comment.
+    pub comment: f64,
+}
+
+impl FromStr for Mix {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut mix = Mix {
+            portal: 0.8,
+            masked: 0.3,
+            comment: 0.5,
+        };
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected key=share"))?;
+            let share: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{part:?}: the share is not a number"))?;
+            if !(0.0..=1.0).contains(&share) {
+                return Err(format!("{part:?}: a share lies in [0, 1]"));
+            }
+            match key.trim() {
+                "portal" => mix.portal = share,
+                "masked" => mix.masked = share,
+                "comment" => mix.comment = share,
+                other => {
+                    return Err(format!(
+                        "unknown mix key {other:?} (portal, masked, comment)"
+                    ));
+                }
+            }
+        }
+        Ok(mix)
+    }
+}
+
+impl fmt::Display for Mix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "portal={},masked={},comment={}",
+            self.portal, self.masked, self.comment
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn delay_distributions_parse_and_stay_in_bounds() {
+        let uniform: Delay = "uniform:0ms..50ms".parse().unwrap();
+        assert_eq!(
+            uniform,
+            Delay::Uniform(Duration::ZERO, Duration::from_millis(50))
+        );
+        let mut rng = rand::rng();
+        for _ in 0..1000 {
+            assert!(uniform.sample(&mut rng) <= Duration::from_millis(50));
+        }
+        let exp: Delay = "exp:20ms".parse().unwrap();
+        assert_eq!(exp, Delay::Exponential(Duration::from_millis(20)));
+        assert!(exp.sample(&mut rng) <= MAX_DELAY);
+        assert!("uniform:50ms..10ms".parse::<Delay>().is_err());
+        assert!("normal:5ms".parse::<Delay>().is_err());
+    }
+
+    #[test]
+    fn a_mix_overrides_only_the_shares_it_names() {
+        let mix: Mix = "portal=1,comment=0".parse().unwrap();
+        assert_eq!(
+            mix,
+            Mix {
+                portal: 1.0,
+                masked: 0.3,
+                comment: 0.0
+            }
+        );
+        assert!("portal=1.5".parse::<Mix>().is_err());
+        assert!("colour=0.5".parse::<Mix>().is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses_every_flag() {
+        let args = LoadArgs::try_parse_from([
+            "collabd load",
+            "--nodes",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--admin-token",
+            "t",
+            "--agents",
+            "40",
+            "--duration",
+            "3s",
+            "--accept-delay",
+            "exp:20ms",
+        ])
+        .unwrap();
+        assert_eq!(args.nodes.len(), 2);
+        assert_eq!(args.agents, 40);
+        assert_eq!(args.duration, Duration::from_secs(3));
+        assert!(args.validate().is_ok());
+        let too_few = LoadArgs::try_parse_from([
+            "collabd load",
+            "--nodes",
+            "http://127.0.0.1:1",
+            "--admin-token",
+            "t",
+            "--agents",
+            "5",
+            "--sessions",
+            "5",
+        ])
+        .unwrap();
+        assert!(too_few.validate().is_err());
+    }
+}

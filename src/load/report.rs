@@ -1,0 +1,476 @@
+//! What a run observed, as HDR histograms and counts, and the two ways it
+//! is shown: a table for people and JSON under stable keys for CI.
+//!
+//! Latencies, all measured by the generator's clock:
+//! - `invite_to_alert`: the invitation's POST was sent → its
+//!   `invitation_offered` arrived on a recipient's stream (one sample per
+//!   recipient);
+//! - `accept`: round trip of `POST /v1/invitations/{id}/accept`, won or lost;
+//! - `withdraw`: the winning accept was sent → `invitation_withdrawn`
+//!   arrived on another recipient's stream (one sample per other recipient);
+//! - `invite`: round trip of the invitation's POST.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::floor::Floor;
+use super::{LoadArgs, LoadError};
+
+/// The largest latency a histogram tells apart (one hour, in µs); longer
+/// ones are counted as this.
+const MAX_MICROS: u64 = 3_600_000_000;
+
+/// A latency distribution, recorded in microseconds.
+#[derive(Debug, Clone)]
+pub struct Latency(Histogram<u64>);
+
+impl Latency {
+    /// An empty distribution with three significant digits.
+    pub fn new() -> Result<Self, LoadError> {
+        Histogram::new_with_bounds(1, MAX_MICROS, 3)
+            .map(Self)
+            .map_err(|e| LoadError::Setup(format!("histogram: {e}")))
+    }
+
+    /// Records one latency.
+    pub fn record(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(MAX_MICROS);
+        self.0.saturating_record(micros.max(1));
+    }
+
+    /// How many latencies were recorded.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The usual quantiles, in milliseconds.
+    pub fn quantiles(&self) -> Quantiles {
+        let ms = |micros: u64| round3(micros as f64 / 1000.0);
+        if self.0.is_empty() {
+            return Quantiles::default();
+        }
+        Quantiles {
+            count: self.0.len(),
+            p50: ms(self.0.value_at_quantile(0.50)),
+            p90: ms(self.0.value_at_quantile(0.90)),
+            p99: ms(self.0.value_at_quantile(0.99)),
+            p999: ms(self.0.value_at_quantile(0.999)),
+            max: ms(self.0.max()),
+            mean: round3(self.0.mean() / 1000.0),
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Quantiles of one latency, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Quantiles {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+    /// Arithmetic mean.
+    pub mean: f64,
+}
+
+/// Everything a run observed, before it is turned into a report.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The run's id (its account id).
+    pub run: String,
+    /// How long set-up (provisioning, logins, streams) took.
+    pub setup: Duration,
+    /// How long invitations were being sent.
+    pub sending: Duration,
+    /// Invitations whose POST was sent.
+    pub sent: u64,
+    /// Invitations created (201).
+    pub invitations: u64,
+    /// `invitation_offered` events received for them by their recipients.
+    pub alerts: u64,
+    /// Accept attempts answered.
+    pub accepts: u64,
+    /// Invitations with exactly one winner.
+    pub winners: u64,
+    /// Accepts answered 409 `invitation_taken` (someone else was first).
+    pub lost_races: u64,
+    /// Invitations with two or more winners.
+    pub double_winners: u64,
+    /// Invitations nobody won although a recipient accepted in time and
+    /// every refusal said it was taken.
+    pub no_winners: u64,
+    /// Recipients whose alert never arrived.
+    pub missing_alerts: u64,
+    /// Recipients other than the winner whose alert was never withdrawn.
+    pub missing_withdrawals: u64,
+    /// Customer stream events carrying something a customer must not see.
+    pub customer_leaks: u64,
+    /// Event streams the server closed during the run (each reconnected).
+    pub stream_drops: u64,
+    /// Non-2xx answers and transport failures, by `"<call> <status> <code>"`.
+    pub errors: BTreeMap<String, u64>,
+    /// Invitation sent → alert on each recipient's stream.
+    pub invite_to_alert: Latency,
+    /// Accept round trips.
+    pub accept: Latency,
+    /// Winning accept sent → withdrawal on each other recipient's stream.
+    pub withdraw: Latency,
+    /// Invitation POST round trips.
+    pub invite: Latency,
+}
+
+impl Observed {
+    /// Nothing observed yet.
+    pub fn new(run: String) -> Result<Self, LoadError> {
+        Ok(Self {
+            run,
+            setup: Duration::ZERO,
+            sending: Duration::ZERO,
+            sent: 0,
+            invitations: 0,
+            alerts: 0,
+            accepts: 0,
+            winners: 0,
+            lost_races: 0,
+            double_winners: 0,
+            no_winners: 0,
+            missing_alerts: 0,
+            missing_withdrawals: 0,
+            customer_leaks: 0,
+            stream_drops: 0,
+            errors: BTreeMap::new(),
+            invite_to_alert: Latency::new()?,
+            accept: Latency::new()?,
+            withdraw: Latency::new()?,
+            invite: Latency::new()?,
+        })
+    }
+}
+
+/// The report: figures under stable keys (the JSON is what CI reads).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The run's id (its account id).
+    pub run: String,
+    /// The nodes driven.
+    pub nodes: Vec<String>,
+    /// Agents connected.
+    pub agents: usize,
+    /// Portals.
+    pub portals: usize,
+    /// Sessions.
+    pub sessions: usize,
+    /// Invitations per second asked for.
+    pub rate: f64,
+    /// Seconds of sending asked for.
+    pub duration_s: f64,
+    /// The accept delay distribution.
+    pub accept_delay: String,
+    /// The invitation mix.
+    pub mix: String,
+    /// Racers per portal invitation.
+    pub racers: usize,
+    /// Seconds spent provisioning and connecting.
+    pub setup_s: f64,
+    /// Invitations whose POST was sent.
+    pub invitations_sent: u64,
+    /// Invitations created (201).
+    pub invitations: u64,
+    /// Created invitations per second of sending.
+    pub invitations_per_s: f64,
+    /// Alerts received.
+    pub alerts: u64,
+    /// Alerts per second of sending.
+    pub alerts_per_s: f64,
+    /// Accept attempts answered.
+    pub accepts: u64,
+    /// Invitations with exactly one winner.
+    pub winners: u64,
+    /// Accepts that lost the race (409 `invitation_taken`).
+    pub lost_races: u64,
+    /// Invariant break: two or more winners.
+    pub double_winners: u64,
+    /// Invariant break: nobody won although someone accepted in time.
+    pub no_winners: u64,
+    /// Invariant break: alerts that never arrived.
+    pub missing_alerts: u64,
+    /// Invariant break: alerts never withdrawn.
+    pub missing_withdrawals: u64,
+    /// Invariant break: customer events carrying agent ids, comments,
+    /// masked agents' names or invitation ids.
+    pub customer_leaks: u64,
+    /// Streams the server closed during the run.
+    pub stream_drops: u64,
+    /// Errors (non-2xx other than lost races, and transport failures).
+    pub errors: u64,
+    /// Errors by `"<call> <status> <code>"`.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Latency quantiles in milliseconds.
+    pub latency_ms: Latencies,
+    /// The Redis floor in milliseconds, when `--redis` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_ms: Option<FloorQuantiles>,
+    /// Our latencies divided by the floor, when `--redis` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratios: Option<Ratios>,
+}
+
+/// The measured latencies.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latencies {
+    /// Invitation sent → alert.
+    pub invite_to_alert: Quantiles,
+    /// Accept round trip.
+    pub accept: Quantiles,
+    /// Winning accept sent → withdrawal.
+    pub withdraw: Quantiles,
+    /// Invitation POST round trip.
+    pub invite: Quantiles,
+}
+
+/// The raw Redis round trips.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorQuantiles {
+    /// `PUBLISH` → message on a subscribed connection.
+    pub publish: Quantiles,
+    /// `SET key value NX PX ttl` round trip.
+    pub set_nx: Quantiles,
+}
+
+/// p50 and p99 of one of our latencies over the matching floor.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Ratio {
+    /// Median over median.
+    pub p50: f64,
+    /// p99 over p99.
+    pub p99: f64,
+}
+
+/// Our latencies as multiples of the floor: fan-outs over PUBLISH, the
+/// accept over SET NX (it is a claim plus a commit).
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratios {
+    /// Invitation → alert over PUBLISH → subscriber.
+    pub invite_to_alert: Ratio,
+    /// Accept over SET NX.
+    pub accept: Ratio,
+    /// Withdrawal over PUBLISH → subscriber.
+    pub withdraw: Ratio,
+}
+
+fn ratio(ours: &Quantiles, floor: &Quantiles) -> Ratio {
+    let div = |a: f64, b: f64| if b > 0.0 { round3(a / b) } else { 0.0 };
+    Ratio {
+        p50: div(ours.p50, floor.p50),
+        p99: div(ours.p99, floor.p99),
+    }
+}
+
+impl Report {
+    /// The report of a run.
+    pub fn build(args: &LoadArgs, observed: Observed, floor: Option<Floor>) -> Self {
+        let seconds = observed.sending.as_secs_f64();
+        let per_s = |n: u64| {
+            if seconds > 0.0 {
+                round3(n as f64 / seconds)
+            } else {
+                0.0
+            }
+        };
+        let latency_ms = Latencies {
+            invite_to_alert: observed.invite_to_alert.quantiles(),
+            accept: observed.accept.quantiles(),
+            withdraw: observed.withdraw.quantiles(),
+            invite: observed.invite.quantiles(),
+        };
+        let floor_ms = floor.map(|f| FloorQuantiles {
+            publish: f.publish.quantiles(),
+            set_nx: f.set_nx.quantiles(),
+        });
+        let ratios = floor_ms.as_ref().map(|f| Ratios {
+            invite_to_alert: ratio(&latency_ms.invite_to_alert, &f.publish),
+            accept: ratio(&latency_ms.accept, &f.set_nx),
+            withdraw: ratio(&latency_ms.withdraw, &f.publish),
+        });
+        Self {
+            run: observed.run,
+            nodes: args.nodes.clone(),
+            agents: args.agents,
+            portals: args.portals,
+            sessions: args.sessions,
+            rate: args.rate,
+            duration_s: args.duration.as_secs_f64(),
+            accept_delay: args.accept_delay.to_string(),
+            mix: args.mix.to_string(),
+            racers: args.racers,
+            setup_s: round3(observed.setup.as_secs_f64()),
+            invitations_sent: observed.sent,
+            invitations: observed.invitations,
+            invitations_per_s: per_s(observed.invitations),
+            alerts: observed.alerts,
+            alerts_per_s: per_s(observed.alerts),
+            accepts: observed.accepts,
+            winners: observed.winners,
+            lost_races: observed.lost_races,
+            double_winners: observed.double_winners,
+            no_winners: observed.no_winners,
+            missing_alerts: observed.missing_alerts,
+            missing_withdrawals: observed.missing_withdrawals,
+            customer_leaks: observed.customer_leaks,
+            stream_drops: observed.stream_drops,
+            errors: observed.errors.values().sum(),
+            errors_by_code: observed.errors,
+            latency_ms,
+            floor_ms,
+            ratios,
+        }
+    }
+
+    /// Invariant breaks counted (any makes the run fail).
+    pub fn invariant_breaks(&self) -> u64 {
+        self.double_winners
+            + self.no_winners
+            + self.missing_alerts
+            + self.missing_withdrawals
+            + self.customer_leaks
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        // Serializing plain structs, strings and finite numbers cannot fail;
+        // an empty object would still be valid JSON if it did.
+        serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// The summary table for people.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "collabd load {} — {} node(s), {} agents, {} portals, {} sessions, {} inv/s for {}s (accept delay {}, mix {}, {} racers)",
+            self.run,
+            self.nodes.len(),
+            self.agents,
+            self.portals,
+            self.sessions,
+            self.rate,
+            self.duration_s,
+            self.accept_delay,
+            self.mix,
+            self.racers
+        );
+        let _ = writeln!(
+            out,
+            "set-up {:.1}s; invitations {} created of {} sent ({:.1}/s); alerts {} ({:.1}/s); accepts {} ({} won, {} lost races)",
+            self.setup_s,
+            self.invitations,
+            self.invitations_sent,
+            self.invitations_per_s,
+            self.alerts,
+            self.alerts_per_s,
+            self.accepts,
+            self.winners,
+            self.lost_races
+        );
+        let _ = writeln!(
+            out,
+            "\n{:<22}{:>9}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max"
+        );
+        let mut row = |name: &str, q: &Quantiles| {
+            let _ = writeln!(
+                out,
+                "{:<22}{:>9}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}",
+                name, q.count, q.p50, q.p90, q.p99, q.p999, q.max
+            );
+        };
+        row("invite → alert", &self.latency_ms.invite_to_alert);
+        row("accept round trip", &self.latency_ms.accept);
+        row("accept → withdrawal", &self.latency_ms.withdraw);
+        row("invite round trip", &self.latency_ms.invite);
+        if let Some(floor) = &self.floor_ms {
+            row("floor: PUBLISH → sub", &floor.publish);
+            row("floor: SET NX", &floor.set_nx);
+        }
+        if let Some(r) = &self.ratios {
+            let _ = writeln!(
+                out,
+                "\nover the floor (p50 / p99): invite → alert {:.1}x / {:.1}x PUBLISH; accept {:.1}x / {:.1}x SET NX; withdrawal {:.1}x / {:.1}x PUBLISH",
+                r.invite_to_alert.p50,
+                r.invite_to_alert.p99,
+                r.accept.p50,
+                r.accept.p99,
+                r.withdraw.p50,
+                r.withdraw.p99
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\ninvariant breaks: {} (double winners {}, no winner {}, missing alerts {}, missing withdrawals {}, customer leaks {}); stream drops {}",
+            self.invariant_breaks(),
+            self.double_winners,
+            self.no_winners,
+            self.missing_alerts,
+            self.missing_withdrawals,
+            self.customer_leaks,
+            self.stream_drops
+        );
+        let _ = write!(out, "errors: {}", self.errors);
+        for (code, n) in &self.errors_by_code {
+            let _ = write!(out, "\n  {n:>7}  {code}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_in_milliseconds_with_three_significant_digits() {
+        let mut latency = Latency::new().unwrap();
+        for ms in 1..=100 {
+            latency.record(Duration::from_millis(ms));
+        }
+        let q = latency.quantiles();
+        assert_eq!(q.count, 100);
+        assert!((q.p50 - 50.0).abs() < 0.1, "{q:?}");
+        assert!((q.p99 - 99.0).abs() < 0.1, "{q:?}");
+        assert!((q.max - 100.0).abs() < 0.1, "{q:?}");
+        assert_eq!(Latency::new().unwrap().quantiles(), Quantiles::default());
+    }
+
+    #[test]
+    fn ratios_divide_matching_quantiles_and_survive_an_empty_floor() {
+        let ours = Quantiles {
+            p50: 4.0,
+            p99: 10.0,
+            ..Quantiles::default()
+        };
+        let floor = Quantiles {
+            p50: 0.5,
+            p99: 2.0,
+            ..Quantiles::default()
+        };
+        let r = ratio(&ours, &floor);
+        assert_eq!((r.p50, r.p99), (8.0, 5.0));
+        let r = ratio(&ours, &Quantiles::default());
+        assert_eq!((r.p50, r.p99), (0.0, 0.0));
+    }
+}
