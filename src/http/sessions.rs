@@ -255,17 +255,10 @@ async fn leave(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = participant_session(&state, &caller, &path).await?;
-    let outcome = run_command(
-        &state,
-        &caller.account,
-        &session.id,
-        Command::Leave {
-            agent: caller.agent.id.clone(),
-        },
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(agent_session_view(&outcome.session)))
+    let command = Command::Leave {
+        agent: caller.agent.id.clone(),
+    };
+    participant_command(&state, &caller, &path, command).await
 }
 
 async fn end(
@@ -273,16 +266,21 @@ async fn end(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = participant_session(&state, &caller, &path).await?;
-    let outcome = run_command(
-        &state,
-        &caller.account,
-        &session.id,
-        Command::End {
-            by: caller.agent.id.clone(),
-        },
-    )
-    .await?;
+    let command = Command::End {
+        by: caller.agent.id.clone(),
+    };
+    participant_command(&state, &caller, &path, command).await
+}
+
+/// Runs a participant's command on a session and answers the session as it is now.
+async fn participant_command(
+    state: &AppState,
+    caller: &AgentCaller,
+    raw: &str,
+    command: Command,
+) -> Result<HttpResponse, ApiError> {
+    let session = participant_session(state, caller, raw).await?;
+    let outcome = run_command(state, &caller.account, &session.id, command).await?;
     Ok(HttpResponse::Ok().json(agent_session_view(&outcome.session)))
 }
 
