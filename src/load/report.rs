@@ -8,7 +8,9 @@
 //! - `accept`: round trip of `POST /v1/invitations/{id}/accept`, won or lost;
 //! - `withdraw`: the winning accept was sent → `invitation_withdrawn`
 //!   arrived on another recipient's stream (one sample per other recipient);
-//! - `invite`: round trip of the invitation's POST.
+//! - `invite`: round trip of the invitation's POST;
+//! - `schedule_lag`: how late the generator sent each invitation against its
+//!   open-loop schedule (the generator's own health, not the server's).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -132,6 +134,8 @@ pub struct Observed {
     pub withdraw: Latency,
     /// Invitation POST round trips.
     pub invite: Latency,
+    /// How late each invitation left against its schedule.
+    pub schedule_lag: Latency,
 }
 
 impl Observed {
@@ -158,6 +162,7 @@ impl Observed {
             accept: Latency::new()?,
             withdraw: Latency::new()?,
             invite: Latency::new()?,
+            schedule_lag: Latency::new()?,
         })
     }
 }
@@ -241,6 +246,8 @@ pub struct Latencies {
     pub withdraw: Quantiles,
     /// Invitation POST round trip.
     pub invite: Quantiles,
+    /// How late the generator sent each invitation against its schedule.
+    pub schedule_lag: Quantiles,
 }
 
 /// The raw Redis round trips.
@@ -297,6 +304,7 @@ impl Report {
             accept: observed.accept.quantiles(),
             withdraw: observed.withdraw.quantiles(),
             invite: observed.invite.quantiles(),
+            schedule_lag: observed.schedule_lag.quantiles(),
         };
         let floor_ms = floor.map(|f| FloorQuantiles {
             publish: f.publish.quantiles(),
@@ -403,6 +411,7 @@ impl Report {
         row("accept round trip", &self.latency_ms.accept);
         row("accept → withdrawal", &self.latency_ms.withdraw);
         row("invite round trip", &self.latency_ms.invite);
+        row("generator lag", &self.latency_ms.schedule_lag);
         if let Some(floor) = &self.floor_ms {
             row("floor: PUBLISH → sub", &floor.publish);
             row("floor: SET NX", &floor.set_nx);

@@ -8,6 +8,7 @@
 //! to the ledger; each invitation and each accept is a task of its own;
 //! judging happens once, after the drain.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -228,6 +229,7 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     progress.set_length(expected);
     progress.set_style(bar_style());
     let ticker = actix_web::rt::spawn(show_progress(Rc::clone(&run), progress.clone()));
+    let mut lag = super::report::Latency::new()?;
     if args.rate > 0.0 {
         let mut k: u64 = 0;
         loop {
@@ -236,6 +238,9 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
                 break;
             }
             tokio::time::sleep_until(at).await;
+            // How late the generator itself is: if this grows, the figures
+            // measure the generator, not the nodes.
+            lag.record(Instant::now().saturating_duration_since(at));
             actix_web::rt::spawn(invite(Rc::clone(&run), k));
             k += 1;
         }
@@ -255,6 +260,7 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     observed.setup = setup;
     observed.sending = sending;
     observed.stream_drops = run.counters.drops.get();
+    observed.schedule_lag = lag;
     Ok(observed)
 }
 
@@ -486,11 +492,15 @@ async fn wait_until_ready(run: &Rc<Run>, progress: &ProgressBar) -> Result<(), L
     Ok(())
 }
 
+/// The fields of an alert the generator needs. The recipient list is
+/// borrowed from the frame: a portal alert names every recipient, so owning
+/// copies would cost O(recipients²) allocations per invitation.
 #[derive(Deserialize)]
-struct OfferHead {
+struct OfferHead<'a> {
     id: String,
     session: String,
-    recipients: Vec<String>,
+    #[serde(borrow)]
+    recipients: Vec<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -601,9 +611,9 @@ fn on_agent_event(run: &Rc<Run>, me: usize, frame: Frame, at: Instant, first: &m
 /// Whether `me` is one of the `racers` recipients who try to accept:
 /// a window of consecutive recipients starting at a position drawn from the
 /// invitation id, so every reader reaches the same verdict on its own.
-fn is_racer(invitation: &str, recipients: &[String], me: &str, racers: usize) -> bool {
+fn is_racer<S: AsRef<str>>(invitation: &str, recipients: &[S], me: &str, racers: usize) -> bool {
     let n = recipients.len();
-    let Some(position) = recipients.iter().position(|r| r == me) else {
+    let Some(position) = recipients.iter().position(|r| r.as_ref() == me) else {
         return false;
     };
     let mut hasher = DefaultHasher::new();
@@ -720,6 +730,20 @@ async fn accept(run: Rc<Run>, me: usize, invitation: String, session: String) {
         )
         .await
     else {
+        // Unanswered: it may have won, so the race cannot be judged as
+        // "nobody won" (status 0 is no refusal).
+        run.ledger
+            .borrow_mut()
+            .attempts
+            .entry(invitation)
+            .or_default()
+            .push(Attempt {
+                agent: me,
+                sent_at,
+                answered_at: sent_at,
+                status: 0,
+                code: None,
+            });
         return;
     };
     let answered_at = Instant::now();
@@ -782,7 +806,7 @@ fn judge(run: &Run) -> Result<Observed, LoadError> {
         }
         let attempts = ledger.attempts.get(id).unwrap_or(&empty);
         let mut winners: HashSet<usize> = HashSet::new();
-        for a in attempts {
+        for a in attempts.iter().filter(|a| a.status != 0) {
             o.accepts += 1;
             o.accept
                 .record(a.answered_at.saturating_duration_since(a.sent_at));
