@@ -40,6 +40,8 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 /// The account's invitation TTL: far longer than any run's accept delay,
 /// so expiry never decides a race.
 const INVITATION_TTL_SECS: u64 = 120;
+/// How long ending the sessions and logging the agents out may take.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(30);
 
 /// One provisioned agent.
 struct Agent {
@@ -261,7 +263,67 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     observed.sending = sending;
     observed.stream_drops = run.counters.drops.get();
     observed.schedule_lag = lag;
+    progress.set_message("cleaning up");
+    clean_up(&run).await;
+    observed.errors = run.errors.borrow().clone();
     Ok(observed)
+}
+
+/// Ends the run's sessions and logs its agents out. Without it every run
+/// leaves its agents online (a logged-in agent keeps its actor and its
+/// presence heartbeat on the node), and the next run on the same nodes
+/// measures nodes carrying every earlier run.
+async fn clean_up(run: &Rc<Run>) {
+    let deadline = Instant::now() + CLEANUP_LIMIT;
+    run.end.set(deadline);
+    let sessions: Vec<(String, usize)> = run
+        .sessions
+        .borrow()
+        .iter()
+        .map(|s| (s.id.clone(), s.lead))
+        .collect();
+    for_each(sessions.len(), |s| {
+        let (id, lead) = &sessions[s];
+        let agent = &run.agents[*lead];
+        let path = format!("/v1/sessions/{id}/end");
+        async move {
+            if let Some(a) = run
+                .call(
+                    "cleanup end",
+                    agent.login_node,
+                    Method::POST,
+                    &path,
+                    &agent.token,
+                    None,
+                )
+                .await
+                && !a.ok()
+            {
+                run.error("cleanup end", &a.error_key());
+            }
+        }
+    })
+    .await;
+    for_each(run.agents.len(), |i| {
+        let agent = &run.agents[i];
+        async move {
+            if let Some(a) = run
+                .call(
+                    "cleanup logout",
+                    agent.login_node,
+                    Method::POST,
+                    "/v1/me/logout",
+                    &agent.token,
+                    None,
+                )
+                .await
+                && !a.ok()
+            {
+                run.error("cleanup logout", &a.error_key());
+            }
+        }
+    })
+    .await;
 }
 
 fn progress_bar() -> ProgressBar {
