@@ -9,12 +9,12 @@ use actix::prelude::*;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::outbox::{CloseStreams, Connect, Outbox, Resync, broadcast};
+use super::outbox::{CloseStreams, Connect, Outbox, Prepared, Resync, broadcast};
 use super::portal::{Join, Leave};
 use super::{Failure, Metrics, Node, reads};
 use crate::backplane::{BusMessage, Route, Topic};
-use crate::domain::visibility::{ClientEvent, Viewer, view};
-use crate::domain::{AccountId, AgentId, Event, PortalId, SessionId};
+use crate::domain::visibility::{Viewer, view};
+use crate::domain::{AccountId, AgentId, PortalId};
 
 /// How often the actor forgets clients that went away, and stops once none is left.
 const CLIENT_CHECK: Duration = Duration::from_secs(5);
@@ -40,7 +40,7 @@ impl AgentActor {
         }
     }
 
-    fn deliver(&mut self, event: &ClientEvent) {
+    fn deliver(&mut self, event: &Prepared) {
         let (delivered, slow) = broadcast(&mut self.clients, event);
         self.node.metrics.record_delivery(delivered, slow);
         if slow > 0 {
@@ -128,7 +128,7 @@ impl Handler<Connect> for AgentActor {
                 .into_actor(self)
                 .map(move |snapshot, act, _| match snapshot {
                     Ok(snapshot) => {
-                        outbox.push(&snapshot);
+                        outbox.push(&Prepared::from(&snapshot));
                         act.clients.push(outbox);
                     }
                     Err(e) => tracing::warn!(error = %e, "agent snapshot failed; closing stream"),
@@ -152,7 +152,7 @@ impl Handler<Resync> for AgentActor {
         ctx.wait(fresh.into_actor(self).map(|fresh, act, ctx| match fresh {
             Ok((portal, snapshot)) => {
                 act.move_to(portal, ctx);
-                act.deliver(&snapshot);
+                act.deliver(&Prepared::from(&snapshot));
             }
             // The truth cannot be read now: close the streams; clients reconnect.
             Err(_) => act.clients.clear(),
@@ -186,7 +186,7 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for AgentA
                     Route::Customer => return,
                 };
                 if let Some(client_event) = view(&viewer, session, event) {
-                    self.deliver(&client_event);
+                    self.deliver(&Prepared::from(&client_event));
                 }
             }
             BusMessage::Presence { portal, .. } => self.move_to(portal.clone(), ctx),
@@ -196,24 +196,17 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for AgentA
     fn finished(&mut self, _: &mut Self::Context) {}
 }
 
-/// An invitation event fanned out by the local `PortalActor`.
+/// An offer or withdrawal fanned out by the local `PortalActor`, already
+/// through the visibility gate for a recipient (only recipients get it).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Offer {
-    /// The session.
-    pub session: SessionId,
-    /// The offer or withdrawal.
-    pub event: Arc<Event>,
-}
+pub struct Offer(pub Arc<Prepared>);
 
 impl Handler<Offer> for AgentActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Offer, _: &mut Self::Context) {
-        if let Some(client_event) = view(&Viewer::Recipient(&self.agent), &msg.session, &msg.event)
-        {
-            self.deliver(&client_event);
-        }
+    fn handle(&mut self, Offer(prepared): Offer, _: &mut Self::Context) {
+        self.deliver(&prepared);
     }
 }
 

@@ -2,6 +2,8 @@
 //! slow or vanished client can never slow the fan-out; one that falls
 //! behind is dropped and resyncs from a snapshot when it reconnects.
 
+use std::sync::Arc;
+
 use actix::Message;
 use tokio::sync::mpsc;
 
@@ -14,8 +16,28 @@ pub struct StreamItem {
     pub seq: u64,
     /// Event type.
     pub name: &'static str,
+    /// JSON text, shared by every stream it goes to.
+    pub data: Arc<str>,
+}
+
+/// A client event serialized once, to be pushed into any number of outboxes
+/// (a portal offer goes to every local recipient: one serialization, not one
+/// per recipient).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Event type.
+    pub name: &'static str,
     /// JSON text.
-    pub data: String,
+    pub data: Arc<str>,
+}
+
+impl From<&ClientEvent> for Prepared {
+    fn from(event: &ClientEvent) -> Self {
+        Self {
+            name: event.name,
+            data: event.data.to_string().into(),
+        }
+    }
 }
 
 /// The sending side of one client's stream.
@@ -44,12 +66,12 @@ impl Outbox {
     }
 
     /// Queues an event without waiting.
-    pub fn push(&mut self, event: &ClientEvent) -> Pushed {
+    pub fn push(&mut self, event: &Prepared) -> Pushed {
         self.seq += 1;
         let item = StreamItem {
             seq: self.seq,
             name: event.name,
-            data: event.data.to_string(),
+            data: event.data.clone(),
         };
         match self.tx.try_send(item) {
             Ok(()) => Pushed::Queued,
@@ -66,7 +88,7 @@ impl Outbox {
 
 /// Pushes `event` to every outbox, dropping clients that are gone or too
 /// slow; returns how many were dropped for being slow.
-pub fn broadcast(outboxes: &mut Vec<Outbox>, event: &ClientEvent) -> (usize, usize) {
+pub fn broadcast(outboxes: &mut Vec<Outbox>, event: &Prepared) -> (usize, usize) {
     let mut slow = 0;
     let mut delivered = 0;
     outboxes.retain_mut(|o| match o.push(event) {
@@ -104,11 +126,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn event() -> ClientEvent {
-        ClientEvent {
+    fn event() -> Prepared {
+        Prepared::from(&ClientEvent {
             name: "message",
             data: json!({"x": 1}),
-        }
+        })
     }
 
     #[test]

@@ -12,7 +12,9 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::Node;
 use super::agent::{AgentActor, Offer};
+use super::outbox::Prepared;
 use crate::backplane::{BusMessage, Route, Topic};
+use crate::domain::visibility::{Viewer, view};
 use crate::domain::{AccountId, AgentId, Event, PortalId};
 
 /// The portal actor.
@@ -114,13 +116,22 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Portal
             Event::InvitationWithdrawn { recipients, .. } => recipients,
             _ => return,
         };
-        for agent in recipients {
-            if let Some(addr) = self.members.get(agent) {
-                addr.do_send(Offer {
-                    session: session.clone(),
-                    event: event.clone(),
-                });
-            }
+        let local: Vec<&Addr<AgentActor>> = recipients
+            .iter()
+            .filter_map(|agent| self.members.get(agent))
+            .collect();
+        let Some(first) = recipients.iter().find(|a| self.members.contains_key(*a)) else {
+            return;
+        };
+        // What a recipient sees of an offer or withdrawal does not depend on
+        // which recipient looks (visibility.rs checks this): view and
+        // serialize once per node, not once per recipient.
+        let Some(client_event) = view(&Viewer::Recipient(first), session, event) else {
+            return;
+        };
+        let prepared = Arc::new(Prepared::from(&client_event));
+        for addr in local {
+            addr.do_send(Offer(prepared.clone()));
         }
     }
 

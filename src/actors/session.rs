@@ -10,7 +10,7 @@ use chrono::Utc;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::outbox::{CloseStreams, Connect, Outbox, Resync, broadcast};
+use super::outbox::{CloseStreams, Connect, Outbox, Prepared, Resync, broadcast};
 use super::{Failure, Metrics, Node, reads};
 use crate::backplane::{BusMessage, Claim, Commit, Committed, Deadline, Route, Topic};
 use crate::domain::session::{IndexDelta, Target};
@@ -359,7 +359,7 @@ impl Handler<Connect> for SessionActor {
                             ctx.add_stream(BroadcastStream::new(rx));
                             act.subscribed = true;
                         }
-                        outbox.push(&snapshot);
+                        outbox.push(&Prepared::from(&snapshot));
                         act.customers.push(outbox);
                     }
                     Err(e) => {
@@ -384,7 +384,8 @@ impl Handler<Resync> for SessionActor {
                 .into_actor(self)
                 .map(|snapshot, act, _| match snapshot {
                     Ok(snapshot) => {
-                        let (delivered, slow) = broadcast(&mut act.customers, &snapshot);
+                        let (delivered, slow) =
+                            broadcast(&mut act.customers, &Prepared::from(&snapshot));
                         act.node.metrics.record_delivery(delivered, slow);
                     }
                     Err(_) => act.customers.clear(),
@@ -408,7 +409,8 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Sessio
                 } = msg.as_ref()
                     && let Some(client_event) = view(&Viewer::Customer, session, event)
                 {
-                    let (delivered, slow) = broadcast(&mut self.customers, &client_event);
+                    let (delivered, slow) =
+                        broadcast(&mut self.customers, &Prepared::from(&client_event));
                     self.node.metrics.record_delivery(delivered, slow);
                 }
             }

@@ -384,3 +384,68 @@ fn participant_view(
     };
     Some(ClientEvent { name, data })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::policy::{Policy, SessionMode};
+    use crate::domain::session::{Command, Session, Target, WithdrawReason};
+    use crate::domain::{AccountId, AgentRef, InvitationId, PortalId};
+
+    fn id(s: &str) -> AgentId {
+        AgentId::parse(s).unwrap()
+    }
+
+    /// PortalActor views an offer once per node for the first local
+    /// recipient and hands the result to every other one: that is only
+    /// right because a recipient's view does not depend on who looks.
+    #[test]
+    fn every_recipient_sees_the_same_offer_and_withdrawal() {
+        let now = chrono::Utc::now();
+        let policy = Policy::default();
+        let lead = AgentRef {
+            id: id("lead"),
+            name: "Lead".into(),
+        };
+        let session = Session::create(
+            SessionId::random(),
+            AccountId::parse("acme").unwrap(),
+            SessionMode::Web,
+            lead,
+            "Carl".into(),
+            &policy,
+            now,
+        )
+        .unwrap();
+        let invite = Command::Invite {
+            id: InvitationId::random(),
+            inviter: id("lead"),
+            target: Target::Portal(PortalId::parse("support").unwrap()),
+            masked: true,
+            comment: Some("note".into()),
+            online: vec![id("ann"), id("bob"), id("cid")],
+        };
+        let outcome = session.apply(invite, &policy, now).unwrap();
+        let offered = &outcome.events[0];
+        let Event::InvitationOffered { invitation, .. } = offered else {
+            panic!("an offer")
+        };
+        let withdrawn = Event::InvitationWithdrawn {
+            invitation: invitation.clone(),
+            recipients: vec![id("ann"), id("bob"), id("cid")],
+            reason: WithdrawReason::AcceptedByOther,
+        };
+        for event in [offered, &withdrawn] {
+            let views: Vec<_> = ["ann", "bob", "cid"]
+                .iter()
+                .map(|a| view(&Viewer::Recipient(&id(a)), &session.id, event))
+                .collect();
+            assert!(views[0].is_some());
+            assert!(views.iter().all(|v| v == &views[0]), "{views:?}");
+            assert_eq!(
+                view(&Viewer::Recipient(&id("zed")), &session.id, event),
+                None
+            );
+        }
+    }
+}

@@ -15,7 +15,7 @@ use crate::actors::outbox::StreamItem;
 pub fn respond(rx: mpsc::Receiver<StreamItem>, keep_alive: Duration) -> impl Responder {
     let events = ReceiverStream::new(rx).map(|item| {
         sse::Event::Data(
-            sse::Data::new(item.data)
+            sse::Data::new(&*item.data)
                 .event(item.name)
                 .id(item.seq.to_string()),
         )
