@@ -99,11 +99,16 @@ impl Actor for AgentActor {
             act.clients.retain(|c| !c.is_closed());
             if act.clients.is_empty() {
                 ctx.stop();
+            } else if let Some(portal) = &act.portal {
+                // Joining is idempotent; re-asserting it heals a Join that
+                // reached a portal actor just as it stopped.
+                let join = Join(act.agent.clone(), ctx.address());
+                act.node.portal(&act.account, portal).do_send(join);
             }
         });
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
         self.node
             .backplane
             .hold_presence(&self.account, &self.agent, false);
@@ -112,7 +117,8 @@ impl Actor for AgentActor {
                 .portal(&self.account, &old)
                 .do_send(Leave(self.agent.clone()));
         }
-        self.node.forget_agent(&self.account, &self.agent);
+        self.node
+            .forget_agent(&self.account, &self.agent, &ctx.address());
     }
 }
 

@@ -124,9 +124,11 @@ fn find_or_start<K: Eq + Hash, A: Actor<Context = actix::Context<A>>>(
     addr
 }
 
-fn forget<K: Eq + Hash, A: Actor>(map: &Mutex<HashMap<K, Addr<A>>>, key: &K) {
+/// Removes a stopping actor from its map — only if the entry is still this
+/// actor (a successor may already have been started under the same key).
+fn forget<K: Eq + Hash, A: Actor>(map: &Mutex<HashMap<K, Addr<A>>>, key: &K, addr: &Addr<A>) {
     let mut map = lock(map);
-    if map.get(key).is_some_and(|addr| !addr.connected()) {
+    if map.get(key) == Some(addr) {
         map.remove(key);
     }
 }
@@ -184,16 +186,26 @@ impl Node {
             .cloned()
     }
 
-    pub(crate) fn forget_session(&self, account: &AccountId, id: &SessionId) {
-        forget(&self.sessions, &(account.clone(), id.clone()));
+    pub(crate) fn forget_session(
+        &self,
+        account: &AccountId,
+        id: &SessionId,
+        addr: &Addr<SessionActor>,
+    ) {
+        forget(&self.sessions, &(account.clone(), id.clone()), addr);
     }
 
-    pub(crate) fn forget_agent(&self, account: &AccountId, id: &AgentId) {
-        forget(&self.agents, &(account.clone(), id.clone()));
+    pub(crate) fn forget_agent(&self, account: &AccountId, id: &AgentId, addr: &Addr<AgentActor>) {
+        forget(&self.agents, &(account.clone(), id.clone()), addr);
     }
 
-    pub(crate) fn forget_portal(&self, account: &AccountId, id: &PortalId) {
-        forget(&self.portals, &(account.clone(), id.clone()));
+    pub(crate) fn forget_portal(
+        &self,
+        account: &AccountId,
+        id: &PortalId,
+        addr: &Addr<PortalActor>,
+    ) {
+        forget(&self.portals, &(account.clone(), id.clone()), addr);
     }
 
     /// Closes every event stream on this node (on shutdown): clients see the

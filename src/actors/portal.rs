@@ -56,8 +56,9 @@ impl Actor for PortalActor {
         ));
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.node.forget_portal(&self.account, &self.portal);
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.node
+            .forget_portal(&self.account, &self.portal, &ctx.address());
     }
 }
 
@@ -85,6 +86,9 @@ impl Handler<Leave> for PortalActor {
     fn handle(&mut self, Leave(agent): Leave, ctx: &mut Self::Context) {
         self.members.remove(&agent);
         if self.members.is_empty() {
+            // Out of the registry now, so the next Join starts a fresh actor.
+            self.node
+                .forget_portal(&self.account, &self.portal, &ctx.address());
             ctx.stop();
         }
     }

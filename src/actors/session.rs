@@ -67,8 +67,9 @@ impl Actor for SessionActor {
         });
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.node.forget_session(&self.account, &self.id);
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.node
+            .forget_session(&self.account, &self.id, &ctx.address());
     }
 }
 

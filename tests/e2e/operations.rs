@@ -185,3 +185,37 @@ async fn a_graceful_shutdown_ends_every_open_event_stream() {
     assert!(after.is_empty(), "events after shutdown: {after:?}");
     carols.expect_end(EVENT_WAIT).await;
 }
+
+/// `collabd_live_actors{kind="…"}` from `/metrics`.
+async fn live_actors(app: &TestApp, kind: &str) -> u64 {
+    let text = app.call(Method::GET, "/metrics", None, None).await.text;
+    let prefix = format!("collabd_live_actors{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+}
+
+#[actix_rt::test]
+async fn a_node_forgets_the_actors_of_streams_that_closed() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let bob = app.online(ACME, "bob", "Bob", "support").await;
+    let streams = [
+        app.agent_events(&ann.token).await.0,
+        app.agent_events(&bob.token).await.0,
+    ];
+    assert_eq!(live_actors(&app, "agent").await, 2);
+    assert_eq!(live_actors(&app, "portal").await, 1);
+    drop(streams);
+    // Agent actors notice closed clients on their periodic check (5 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while live_actors(&app, "agent").await + live_actors(&app, "portal").await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "actors of closed streams are still registered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
