@@ -10,8 +10,8 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
 use tokio::sync::mpsc;
 
-use crate::actors::Node;
 use crate::actors::session::Execute;
+use crate::actors::{Failure, Node};
 use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::RedisBackplane;
 use crate::backplane::{Backplane, Deadline};
@@ -122,30 +122,54 @@ fn display_addr(listen: &str, port: u16) -> String {
     }
 }
 
+/// How long a failed expiry waits before it is tried again.
+const EXPIRY_RETRY: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
 /// Expires invitations whose timer fell due; the session rule ignores
-/// timers for invitations that were meanwhile accepted or closed.
+/// timers for invitations that were meanwhile accepted or closed. A failed
+/// expiry is tried again a second later: an invitation must not stay open
+/// past its time because Redis or a session was busy once.
 async fn expire_due(node: Arc<Node>, mut due: mpsc::UnboundedReceiver<Deadline>) {
     while let Some(deadline) = due.recv().await {
-        let policy = match node.backplane.account(&deadline.account).await {
-            Ok(Some(account)) => account.policy,
-            Ok(None) => continue,
+        let handled = match expire(&node, &deadline).await {
+            Ok(()) => true,
+            // Nothing to expire (no such session or invitation): done.
+            Err(e @ (Failure::Domain(_) | Failure::NotFound(_))) => {
+                tracing::warn!(error = %e, invitation = %deadline.invitation, "expiry refused");
+                true
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot expire invitation now");
-                continue;
+                tracing::warn!(error = %e, invitation = %deadline.invitation, "expiry failed; retrying");
+                let retry = Deadline {
+                    at: chrono::Utc::now() + EXPIRY_RETRY,
+                    ..deadline.clone()
+                };
+                node.backplane.schedule(retry).await.is_ok()
             }
         };
-        let command = Command::Expire {
-            invitation: deadline.invitation.clone(),
-        };
-        let session = node.session(&deadline.account, &deadline.session);
-        match session.send(Execute { policy, command }).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, invitation = %deadline.invitation, "expiry failed")
-            }
-            Err(e) => tracing::warn!(error = %e, "session actor unavailable for expiry"),
+        // Unless the retry could not even be armed, this delivery is done
+        // (otherwise the backplane delivers it again after its lease).
+        if handled && let Err(e) = node.backplane.complete(&deadline).await {
+            tracing::warn!(error = %e, "could not complete a timer; it will fire again (harmless)");
         }
     }
+}
+
+async fn expire(node: &Arc<Node>, deadline: &Deadline) -> Result<(), Failure> {
+    let Some(account) = node.backplane.account(&deadline.account).await? else {
+        return Ok(());
+    };
+    let command = Command::Expire {
+        invitation: deadline.invitation.clone(),
+    };
+    let session = node.session(&deadline.account, &deadline.session);
+    session
+        .send(Execute {
+            policy: account.policy,
+            command,
+        })
+        .await??;
+    Ok(())
 }
 
 /// After the backplane's fan-out was interrupted and restored, every local

@@ -16,6 +16,10 @@ use crate::backplane::{BusMessage, Route, Topic};
 use crate::domain::visibility::{Viewer, view};
 use crate::domain::{AccountId, AgentId, PortalId};
 
+/// Resync attempts, RESYNC_RETRY apart, before streams are closed instead.
+const RESYNC_ATTEMPTS: u32 = 20;
+/// Pause between resync attempts.
+const RESYNC_RETRY: Duration = Duration::from_millis(250);
 /// How often the actor forgets clients that went away, and stops once none is left.
 const CLIENT_CHECK: Duration = Duration::from_secs(5);
 
@@ -26,6 +30,7 @@ pub struct AgentActor {
     agent: AgentId,
     clients: Vec<Outbox>,
     portal: Option<PortalId>,
+    resync_failures: u32,
 }
 
 impl AgentActor {
@@ -37,6 +42,7 @@ impl AgentActor {
             agent,
             clients: Vec::new(),
             portal: None,
+            resync_failures: 0,
         }
     }
 
@@ -59,9 +65,17 @@ impl AgentActor {
                 .do_send(Leave(self.agent.clone()));
         }
         if let Some(new) = &portal {
-            self.node
+            // Offers sent before the portal actor had this agent (or had
+            // subscribed) were not delivered: once it has, re-read the truth.
+            let joined = self
+                .node
                 .portal(&self.account, new)
-                .do_send(Join(self.agent.clone(), ctx.address()));
+                .send(Join(self.agent.clone(), ctx.address()));
+            ctx.spawn(joined.into_actor(self).map(|_, act, ctx| {
+                if !act.clients.is_empty() {
+                    ctx.notify(Resync);
+                }
+            }));
         }
         self.portal = portal;
     }
@@ -77,18 +91,25 @@ impl Actor for AgentActor {
         let (node, account, agent) = (self.node.clone(), self.account.clone(), self.agent.clone());
         // Subscribe before reading presence, so a login in between is not
         // missed; ctx.wait: no client is served before both are done.
+        let me = ctx.address();
         let setup = async move {
             let rx = node
                 .backplane
                 .subscribe(&Topic::Agent(account.clone(), agent.clone()))
                 .await?;
             let portal = node.backplane.presence(&account, &agent).await?;
+            // Joined (and so subscribed) before any client's snapshot is read.
+            if let Some(portal) = &portal {
+                node.portal(&account, portal)
+                    .send(Join(agent.clone(), me))
+                    .await?;
+            }
             Ok::<_, Failure>((rx, portal))
         };
         ctx.wait(setup.into_actor(self).map(|setup, act, ctx| match setup {
             Ok((rx, portal)) => {
                 ctx.add_stream(BroadcastStream::new(rx));
-                act.move_to(portal, ctx);
+                act.portal = portal;
             }
             Err(e) => {
                 tracing::warn!(error = %e, agent = %act.agent, "cannot serve agent streams now");
@@ -157,11 +178,21 @@ impl Handler<Resync> for AgentActor {
         };
         ctx.wait(fresh.into_actor(self).map(|fresh, act, ctx| match fresh {
             Ok((portal, snapshot)) => {
+                act.resync_failures = 0;
                 act.move_to(portal, ctx);
                 act.deliver(&Prepared::from(&snapshot));
             }
-            // The truth cannot be read now: close the streams; clients reconnect.
-            Err(_) => act.clients.clear(),
+            // The shared store may lag the pub/sub reconnection: try again
+            // shortly; only when it stays unreadable do the clients reconnect.
+            Err(e) => {
+                act.resync_failures += 1;
+                if act.resync_failures > RESYNC_ATTEMPTS {
+                    tracing::warn!(error = %e, agent = %act.agent, "cannot resync; closing streams");
+                    act.clients.clear();
+                } else {
+                    ctx.run_later(RESYNC_RETRY, |_, ctx| ctx.notify(Resync));
+                }
+            }
         }));
     }
 }

@@ -103,7 +103,11 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Portal
         let msg = match item {
             Ok(msg) => msg,
             Err(BroadcastStreamRecvError::Lagged(n)) => {
-                tracing::warn!(portal = %self.portal, lost = n, "portal topic lagged");
+                // Offers or withdrawals were lost: the members re-read the truth.
+                tracing::warn!(portal = %self.portal, lost = n, "portal topic lagged; resyncing members");
+                for addr in self.members.values() {
+                    addr.do_send(super::outbox::Resync);
+                }
                 return;
             }
         };

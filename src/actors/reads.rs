@@ -126,14 +126,18 @@ pub async fn offers(
             by_session.entry(session).or_default().push(inv);
         }
     }
+    let now = chrono::Utc::now();
     let mut out = Vec::new();
     for (session, invitations) in by_session {
         let Some(current) = node.backplane.load(account, &session).await? else {
             continue;
         };
         for inv in invitations {
+            // An invitation past its time is over even if its timer has not
+            // been handled yet.
             if let Some(i) = current.session.invitation(&inv)
                 && i.is_pending()
+                && i.expires_at > now
                 && i.is_live_recipient(agent)
             {
                 out.push(offer_view(&current.session, i));

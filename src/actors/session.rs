@@ -26,9 +26,10 @@ const IDLE_CHECK: Duration = Duration::from_secs(30);
 const IDLE_CHECKS_BEFORE_STOP: u32 = 4;
 /// Commit attempts before a request gives up with `conflict`.
 const MAX_COMMIT_ATTEMPTS: usize = 8;
-/// How long a claim outlives its invitation's expiry, so a winner's slow
-/// commit is still fenced.
-const CLAIM_GRACE: Duration = Duration::from_secs(30);
+/// How long a claim holds off other accepters. The versioned commit decides
+/// the winner; the claim only spares the losers a commit, so a claimer that
+/// died between claim and commit blocks the invitation for this long only.
+const CLAIM_TTL: Duration = Duration::from_secs(10);
 
 /// The session actor.
 pub struct SessionActor {
@@ -62,6 +63,9 @@ impl Actor for SessionActor {
             act.customers.retain(|c| !c.is_closed());
             act.idle_checks += 1;
             if act.customers.is_empty() && act.idle_checks >= IDLE_CHECKS_BEFORE_STOP {
+                // Out of the registry first, so the next command starts a fresh actor.
+                act.node
+                    .forget_session(&act.account, &act.id, &ctx.address());
                 ctx.stop();
             }
         });
@@ -82,6 +86,7 @@ pub async fn create(node: &Node, session: Session) -> Result<Session, Failure> {
         session: session.clone(),
         message: None,
         publish: Vec::new(),
+        deadlines: Vec::new(),
     };
     match node.backplane.commit(&account, commit).await? {
         Committed::Stored(_) => {
@@ -119,10 +124,17 @@ pub async fn execute(
             publish: deliveries(account, &current.session, &outcome.session, &outcome.events),
             session: outcome.session.clone(),
             message: outcome.message.clone(),
+            deadlines: deadlines(account, &outcome.events),
         };
         match node.backplane.commit(account, commit).await? {
             Committed::Stored(_) => {
-                arm_timers(node, account, &outcome.events).await?;
+                let opened = outcome
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, Event::InvitationOffered { .. }));
+                node.metrics
+                    .invitations_sent
+                    .fetch_add(opened.count() as u64, std::sync::atomic::Ordering::Relaxed);
                 return Ok(outcome);
             }
             Committed::Conflict => Metrics::inc(&node.metrics.commit_conflicts),
@@ -131,21 +143,20 @@ pub async fn execute(
     Err(Failure::Contended)
 }
 
-async fn arm_timers(node: &Node, account: &AccountId, events: &[Event]) -> Result<(), Failure> {
-    for event in events {
-        if let Event::InvitationOffered { invitation, .. } = event {
-            Metrics::inc(&node.metrics.invitations_sent);
-            node.backplane
-                .schedule(Deadline {
-                    at: invitation.expires_at,
-                    account: account.clone(),
-                    session: invitation.session.clone(),
-                    invitation: invitation.id.clone(),
-                })
-                .await?;
-        }
-    }
-    Ok(())
+/// The expiry timers of the invitations a command opened.
+fn deadlines(account: &AccountId, events: &[Event]) -> Vec<Deadline> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::InvitationOffered { invitation, .. } => Some(Deadline {
+                at: invitation.expires_at,
+                account: account.clone(),
+                session: invitation.session.clone(),
+                invitation: invitation.id.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// First accept wins: check what can be checked, claim through the
@@ -175,15 +186,13 @@ async fn accept(
     {
         return Ok(current.session); // the winner asking again
     }
-    let ttl = current
-        .session
-        .invitation(invitation)
-        .and_then(|i| (i.expires_at - now).to_std().ok())
-        .unwrap_or_default()
-        + CLAIM_GRACE;
+    // Only an agent logged in now may join (a logout may have raced the invite).
+    if node.backplane.presence(account, &agent.id).await?.is_none() {
+        return Err(DomainError::AgentUnavailable.into());
+    }
     let fence = match node
         .backplane
-        .claim(account, invitation, &agent.id, ttl)
+        .claim(account, invitation, &agent.id, CLAIM_TTL)
         .await?
     {
         Claim::Won { fence } => fence,
@@ -205,10 +214,11 @@ async fn accept(
         }
         Err(e) => {
             // Could not join after all (closed meanwhile, full, busy): let others try.
-            if !matches!(e, Failure::Domain(DomainError::InvitationTaken)) {
-                node.backplane
-                    .release(account, invitation, &agent.id)
-                    .await?;
+            if !matches!(e, Failure::Domain(DomainError::InvitationTaken))
+                && let Err(release) = node.backplane.release(account, invitation, &agent.id).await
+            {
+                // Best effort: the claim expires by itself after CLAIM_TTL.
+                tracing::warn!(error = %release, "could not release a claim");
             }
             Err(e)
         }

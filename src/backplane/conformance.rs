@@ -118,6 +118,7 @@ fn commit(expected_version: u64, session: &Session) -> Commit {
         delta: IndexDelta::default(),
         message: None,
         publish: Vec::new(),
+        deadlines: Vec::new(),
     }
 }
 
@@ -1045,6 +1046,44 @@ pub async fn schedule_delivers_a_due_deadline_once_through_take_due(bp: &dyn Bac
     }
 }
 
+/// A deadline committed with a session change is armed with it (no open
+/// invitation without its timer), and arrives on the due stream; once it is
+/// completed it does not come again. Like the rule above, it checks delivery
+/// only when it obtains the due stream itself.
+pub async fn commit_arms_its_deadlines(bp: &dyn Backplane) {
+    let acc = account_id();
+    let s = new_session(&acc, &agent_id());
+    let deadline = Deadline {
+        at: Utc::now() + chrono::Duration::milliseconds(50),
+        account: acc.clone(),
+        session: s.id.clone(),
+        invitation: InvitationId::random(),
+    };
+    let mut c = commit(0, &s);
+    c.deadlines = vec![deadline.clone()];
+    let Some(mut due) = bp.take_due() else {
+        assert_eq!(bp.commit(&acc, c).await.unwrap(), Committed::Stored(1));
+        return;
+    };
+    assert_eq!(bp.commit(&acc, c).await.unwrap(), Committed::Stored(1));
+    let arrived = tokio::time::timeout(ARRIVAL_TIMEOUT, async {
+        loop {
+            match due.recv().await {
+                Some(d) if d == deadline => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(arrived, Ok(true), "the committed deadline arrives");
+    bp.complete(&deadline).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(d) = due.try_recv() {
+        assert_ne!(d, deadline, "a completed deadline came again");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Health
 // ---------------------------------------------------------------------------
@@ -1084,6 +1123,7 @@ macro_rules! backplane_conformance_suite {
             claim_expires_after_its_ttl,
             claim_concurrent_claims_have_exactly_one_winner,
             schedule_delivers_a_due_deadline_once_through_take_due,
+            commit_arms_its_deadlines,
             ping_is_ok,
         );
     };

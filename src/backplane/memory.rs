@@ -65,6 +65,18 @@ impl MemoryBackplane {
         }
     }
 
+    /// A timer task that hands `deadline` to the timer worker when it is due.
+    fn arm(&self, deadline: Deadline) {
+        let due = self.due_tx.clone();
+        let wait = (deadline.at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = due.send(deadline);
+        });
+    }
+
     fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock leaves plain maps behind; they stay usable.
         self.store
@@ -222,6 +234,10 @@ impl Backplane for MemoryBackplane {
         for (topic, message) in commit.publish {
             s.publish(topic, message);
         }
+        drop(s);
+        for deadline in commit.deadlines {
+            self.arm(deadline);
+        }
         Ok(Committed::Stored(version))
     }
 
@@ -335,14 +351,7 @@ impl Backplane for MemoryBackplane {
     }
 
     async fn schedule(&self, deadline: Deadline) -> Result<()> {
-        let due = self.due_tx.clone();
-        let wait = (deadline.at - chrono::Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO);
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let _ = due.send(deadline);
-        });
+        self.arm(deadline);
         Ok(())
     }
 

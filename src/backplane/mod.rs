@@ -88,6 +88,9 @@ pub struct Commit {
     pub message: Option<Message>,
     /// What to publish once the change is stored.
     pub publish: Vec<(Topic, BusMessage)>,
+    /// Timers to arm with the change (expiry of the invitations it opens):
+    /// stored atomically with it, so no open invitation lacks its timer.
+    pub deadlines: Vec<Deadline>,
 }
 
 /// How a commit went.
@@ -232,7 +235,13 @@ pub trait Backplane: Send + Sync + 'static {
     /// Arms a timer; it fires once on one node through [`Backplane::take_due`].
     async fn schedule(&self, deadline: Deadline) -> Result<()>;
     /// The stream of timers that fell due (taken once, by the node's timer worker).
+    /// A timer is delivered at least once: until [`Backplane::complete`] is
+    /// called for it, it may be delivered again (to this or another node).
     fn take_due(&self) -> Option<mpsc::UnboundedReceiver<Deadline>>;
+    /// A delivered timer was handled: do not deliver it again.
+    async fn complete(&self, _deadline: &Deadline) -> Result<()> {
+        Ok(())
+    }
 
     /// Whether the shared store answers.
     async fn ping(&self) -> Result<()>;

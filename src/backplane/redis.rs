@@ -47,6 +47,9 @@ pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// How often a node looks for timers that fell due.
 const TIMER_POLL: Duration = Duration::from_millis(200);
+/// How long a taken timer is leased to the node that took it before another
+/// node may take it (the node died, or its handling failed).
+const TIMER_LEASE: Duration = Duration::from_secs(15);
 /// Due timers taken per poll.
 const TIMER_BATCH: usize = 100;
 /// Connect and response timeouts: a request fails fast when Redis is gone.
@@ -73,7 +76,8 @@ for k = 1, tonumber(ARGV[4]) do
   elseif kind == 'srem' then redis.call('SREM', key, a)
   elseif kind == 'hset' then redis.call('HSET', key, a, b)
   elseif kind == 'hdel' then redis.call('HDEL', key, a)
-  elseif kind == 'set' then redis.call('SET', key, a) end
+  elseif kind == 'set' then redis.call('SET', key, a)
+  elseif kind == 'zadd' then redis.call('ZADD', key, a, b) end
 end
 local n = tonumber(ARGV[i])
 i = i + 1
@@ -105,9 +109,11 @@ end
 return 0
 "#;
 
+/// Takes due timers by leasing them (their score moves TIMER_LEASE ahead):
+/// one node at a time holds each, and one whose node died comes back.
 const TAKE_DUE: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, m in ipairs(due) do redis.call('ZREM', KEYS[1], m) end
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], m) end
 return due
 "#;
 
@@ -498,14 +504,14 @@ impl Backplane for RedisBackplane {
                     .map(codec::encode)
                     .unwrap_or_default(),
             );
-        let mut ops: Vec<(&str, String, String, String)> = Vec::new();
+        let mut ops: Vec<(&str, String, String, Vec<u8>)> = Vec::new();
         let delta = &commit.delta;
         for agent in &delta.joined {
             ops.push((
                 "sadd",
                 self.key(&["agent_sessions", a, agent.as_str()]),
                 sid.clone(),
-                String::new(),
+                Vec::new(),
             ));
         }
         for agent in &delta.left {
@@ -513,7 +519,7 @@ impl Backplane for RedisBackplane {
                 "srem",
                 self.key(&["agent_sessions", a, agent.as_str()]),
                 sid.clone(),
-                String::new(),
+                Vec::new(),
             ));
         }
         for (inv, target) in &delta.opened {
@@ -521,13 +527,13 @@ impl Backplane for RedisBackplane {
                 "set",
                 self.key(&["invitation", a, inv.as_str()]),
                 sid.clone(),
-                String::new(),
+                Vec::new(),
             ));
             ops.push((
                 "hset",
                 self.open_key(account, target),
                 inv.to_string(),
-                sid.clone(),
+                sid.clone().into_bytes(),
             ));
         }
         for (inv, target) in &delta.closed {
@@ -535,7 +541,16 @@ impl Backplane for RedisBackplane {
                 "hdel",
                 self.open_key(account, target),
                 inv.to_string(),
-                String::new(),
+                Vec::new(),
+            ));
+        }
+        for deadline in &commit.deadlines {
+            let score = deadline.at.timestamp_millis().to_string();
+            ops.push((
+                "zadd",
+                self.key(&["deadlines"]),
+                score,
+                codec::encode(deadline),
             ));
         }
         invocation.arg(ops.len());
@@ -724,6 +739,15 @@ impl Backplane for RedisBackplane {
         lock(&self.due_rx).take()
     }
 
+    async fn complete(&self, deadline: &Deadline) -> Result<()> {
+        let _: i64 = self
+            .conn()
+            .zrem(self.key(&["deadlines"]), codec::encode(deadline))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<()> {
         if !self.pubsub_up.load(Ordering::Relaxed) {
             return Err(BackplaneError::Unavailable(
@@ -761,7 +785,7 @@ async fn pubsub_loop(
         };
         let (mut sink, mut stream) = pubsub.split();
         let channels: Vec<String> = lock(&senders).keys().cloned().collect();
-        if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
+        if !channels.is_empty() && !answered(sink.subscribe(&channels)).await {
             continue;
         }
         backoff = BACKOFF_MIN;
@@ -777,7 +801,7 @@ async fn pubsub_loop(
                 }
                 cmd = commands.recv() => {
                     let Some(SubCommand::Subscribe(channel, ack)) = cmd else { return };
-                    if sink.subscribe(&channel).await.is_err() { break }
+                    if !answered(sink.subscribe(&channel)).await { break }
                     let _ = ack.send(());
                 }
                 _ = housekeeping.tick() => {
@@ -787,7 +811,7 @@ async fn pubsub_loop(
                         for c in &unused { senders.remove(c); }
                         unused
                     };
-                    if !unused.is_empty() && sink.unsubscribe(&unused).await.is_err() { break }
+                    if !unused.is_empty() && !answered(sink.unsubscribe(&unused)).await { break }
                     let pong = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
                     if !matches!(pong, Ok(Ok(_))) { break }
                 }
@@ -796,6 +820,12 @@ async fn pubsub_loop(
         up.store(false, Ordering::Relaxed);
         tracing::warn!("pub/sub connection lost; reconnecting");
     }
+}
+
+/// Whether a pub/sub command was answered in time: a Redis that stops
+/// answering without closing the socket must not hang the loop.
+async fn answered<T>(call: impl std::future::Future<Output = redis::RedisResult<T>>) -> bool {
+    matches!(tokio::time::timeout(REDIS_TIMEOUT, call).await, Ok(Ok(_)))
 }
 
 fn dispatch(senders: &Senders, channel: &str, payload: &[u8]) {
@@ -827,6 +857,7 @@ async fn timer_loop(
             .key(bp.key(&["deadlines"]))
             .arg(now_ms())
             .arg(TIMER_BATCH)
+            .arg(now_ms() + TIMER_LEASE.as_millis() as i64)
             .invoke_async(&mut bp.conn())
             .await;
         for bytes in taken.unwrap_or_default() {

@@ -82,6 +82,7 @@ impl PolicyInput {
     pub fn into_policy(self) -> Result<Policy, String> {
         let d = Policy::default();
         let mut modes = self.session_modes.unwrap_or(d.session_modes);
+        modes.sort_by_key(|m| *m as u8);
         modes.dedup();
         if modes.is_empty() {
             return Err("policy.session_modes must allow at least one mode".into());

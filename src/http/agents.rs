@@ -79,11 +79,15 @@ async fn logout(caller: AgentCaller, state: web::Data<AppState>) -> Result<HttpR
     backplane.logout(account, agent).await?;
     let offers = reads::offers(&state.node, account, agent).await?;
     let sessions: BTreeSet<_> = offers.into_iter().map(|o| o.invitation.session).collect();
+    // Every session gets its withdrawal even if one of them fails.
+    let mut failed = None;
     for session in sessions {
         let command = Command::RecipientGone {
             agent: agent.clone(),
         };
-        run_command(&state, &caller.account, &session, command).await?;
+        if let Err(e) = run_command(&state, &caller.account, &session, command).await {
+            failed.get_or_insert(e);
+        }
     }
     let presence = BusMessage::Presence {
         agent: agent.clone(),
@@ -92,6 +96,9 @@ async fn logout(caller: AgentCaller, state: web::Data<AppState>) -> Result<HttpR
     backplane
         .publish(Topic::Agent(account.clone(), agent.clone()), presence)
         .await?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 
