@@ -172,6 +172,15 @@ enum SubCommand {
     Subscribe(String, oneshot::Sender<()>),
 }
 
+/// Why a node keeps an agent's presence fresh.
+#[derive(Debug, Default)]
+struct Served {
+    /// It logged in through this node.
+    logged_in: bool,
+    /// Its event streams held by this node.
+    streams: usize,
+}
+
 type Senders = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<BusMessage>>>>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -204,7 +213,7 @@ pub struct RedisBackplane {
     resync_rx: watch::Receiver<u64>,
     due_rx: Mutex<Option<mpsc::UnboundedReceiver<Deadline>>>,
     /// Agents this node keeps online: logged in through it, or streaming from it.
-    served: Mutex<HashMap<(AccountId, AgentId), usize>>,
+    served: Mutex<HashMap<(AccountId, AgentId), Served>>,
 }
 
 impl RedisBackplane {
@@ -280,14 +289,15 @@ impl RedisBackplane {
         self.conn.clone()
     }
 
-    fn serve(&self, account: &AccountId, agent: &AgentId, delta: isize) {
+    /// Updates why this node keeps `agent` online; forgets it when neither
+    /// a login through this node nor a stream on it remains.
+    fn serve(&self, account: &AccountId, agent: &AgentId, change: impl FnOnce(&mut Served)) {
         let mut served = lock(&self.served);
         let key = (account.clone(), agent.clone());
-        let count = served.get(&key).copied().unwrap_or(0) as isize + delta;
-        if count <= 0 {
+        let entry = served.entry(key.clone()).or_default();
+        change(entry);
+        if !entry.logged_in && entry.streams == 0 {
             served.remove(&key);
-        } else {
-            served.insert(key, count as usize);
         }
     }
 
@@ -402,7 +412,7 @@ impl Backplane for RedisBackplane {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        self.serve(account, agent, 1);
+        self.serve(account, agent, |s| s.logged_in = true);
         Ok(previous
             .filter(|_| Self::live(score))
             .and_then(|p| PortalId::parse(&p).ok()))
@@ -424,7 +434,7 @@ impl Backplane for RedisBackplane {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        lock(&self.served).remove(&(account.clone(), agent.clone()));
+        self.serve(account, agent, |s| s.logged_in = false);
         Ok(previous
             .filter(|_| Self::live(score))
             .and_then(|p| PortalId::parse(&p).ok()))
@@ -715,7 +725,10 @@ impl Backplane for RedisBackplane {
     }
 
     fn hold_presence(&self, account: &AccountId, agent: &AgentId, held: bool) {
-        self.serve(account, agent, if held { 1 } else { -1 });
+        self.serve(account, agent, |s| match held {
+            true => s.streams += 1,
+            false => s.streams = s.streams.saturating_sub(1),
+        });
     }
 
     fn resyncs(&self) -> watch::Receiver<u64> {
