@@ -156,7 +156,49 @@ impl Settings {
         if settings.node.id.is_empty() {
             settings.node.id = crate::domain::id::random_id("node");
         }
+        settings.validate().map_err(config::ConfigError::Message)?;
         Ok(settings)
+    }
+
+    /// Refuses values that would fail later, on a request path.
+    pub fn validate(&self) -> Result<(), String> {
+        /// Ten years: longer token lifetimes overflow date arithmetic.
+        const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+        let checks = [
+            (
+                self.sse.keep_alive_secs >= 1,
+                "sse.keep_alive_secs must be at least 1",
+            ),
+            (self.sse.outbox >= 1, "sse.outbox must be at least 1"),
+            (
+                self.http.max_body_bytes >= 1024,
+                "http.max_body_bytes must be at least 1024",
+            ),
+            (
+                (1..=MAX_TTL_SECS).contains(&self.auth.agent_token_ttl_secs),
+                "auth.agent_token_ttl_secs must be 1 to 315360000",
+            ),
+            (
+                (1..=MAX_TTL_SECS).contains(&self.auth.customer_token_ttl_secs),
+                "auth.customer_token_ttl_secs must be 1 to 315360000",
+            ),
+            (
+                !self.auth.admin_token.is_empty(),
+                "auth.admin_token must not be empty",
+            ),
+            (
+                !self.auth.secret.is_empty(),
+                "auth.secret must not be empty",
+            ),
+            (
+                !self.backplane.namespace.is_empty(),
+                "backplane.namespace must not be empty",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, why)) => Err((*why).to_owned()),
+            None => Ok(()),
+        }
     }
 
     /// Settings for tests: memory backplane, a free port, one worker.
@@ -179,6 +221,17 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_that_would_fail_on_a_request_path_are_refused() {
+        let mut s = Settings::for_tests();
+        assert!(s.validate().is_ok());
+        s.sse.keep_alive_secs = 0;
+        assert!(s.validate().unwrap_err().contains("keep_alive"));
+        let mut s = Settings::for_tests();
+        s.auth.customer_token_ttl_secs = u64::MAX;
+        assert!(s.validate().unwrap_err().contains("customer_token_ttl"));
+    }
 
     #[test]
     fn defaults_parse_and_tests_get_a_free_port() {
