@@ -1,6 +1,7 @@
 //! collabd: session collaboration for remote support.
 
 pub mod actors;
+pub mod app;
 pub mod backplane;
 pub mod domain;
 pub mod http;

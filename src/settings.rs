@@ -21,6 +21,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Event streams.
     pub sse: SseSettings,
+    /// Bounds on what one client may hold.
+    pub limits: LimitSettings,
 }
 
 /// The HTTP listener.
@@ -103,6 +105,16 @@ pub struct SseSettings {
     pub keep_alive_secs: u64,
     /// Events buffered per client; a client further behind is disconnected.
     pub outbox: usize,
+    /// Bytes buffered per client; a client further behind is disconnected.
+    pub outbox_bytes: usize,
+}
+
+/// Bounds on what one client may hold.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    /// Event streams one token may hold open at once on a node; the next
+    /// one is refused (429 `too_many_streams`), none is dropped.
+    pub streams_per_token: usize,
 }
 
 /// The defaults every layer starts from (the same as `config/default.toml`).
@@ -134,6 +146,10 @@ level = "info"
 [sse]
 keep_alive_secs = 15
 outbox = 256
+outbox_bytes = 1048576
+
+[limits]
+streams_per_token = 4
 "#;
 
 impl Settings {
@@ -170,6 +186,14 @@ impl Settings {
                 "sse.keep_alive_secs must be at least 1",
             ),
             (self.sse.outbox >= 1, "sse.outbox must be at least 1"),
+            (
+                self.sse.outbox_bytes >= 4096,
+                "sse.outbox_bytes must be at least 4096",
+            ),
+            (
+                self.limits.streams_per_token >= 1,
+                "limits.streams_per_token must be at least 1",
+            ),
             (
                 self.http.max_body_bytes >= 1024,
                 "http.max_body_bytes must be at least 1024",

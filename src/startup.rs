@@ -10,12 +10,13 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
 use tokio::sync::mpsc;
 
-use crate::actors::session::Execute;
+use crate::actors::session::{Execute, Want};
 use crate::actors::{Failure, Node};
 use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::RedisBackplane;
 use crate::backplane::{Backplane, Deadline};
 use crate::domain::Command;
+use crate::domain::session::{CheckIdle, Expire, Timer};
 use crate::http::error::problem_for_plain_errors;
 use crate::http::token::Tokens;
 use crate::http::{AppState, configure};
@@ -68,6 +69,13 @@ impl Application {
                 .configure(configure(max_body))
         })
         .listen(listener)?
+        // Event frames are small and must leave at once: Nagle's algorithm
+        // with delayed ACKs would hold them back by up to ~40 ms.
+        .tcp_nodelay(true)
+        // A client that closed its side is gone: an event stream must end
+        // (and free its outbox and its token's place) at once, not at the
+        // next write that fails.
+        .h1_allow_half_closed(false)
         .disable_signals()
         .shutdown_timeout(settings.http.shutdown_timeout_secs);
         if settings.http.workers > 0 {
@@ -122,29 +130,30 @@ fn display_addr(listen: &str, port: u16) -> String {
     }
 }
 
-/// How long a failed expiry waits before it is tried again.
-const EXPIRY_RETRY: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+/// How long a failed timer waits before it is tried again.
+const TIMER_RETRY: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
-/// Expires invitations whose timer fell due; the session rule ignores
-/// timers for invitations that were meanwhile accepted or closed. A failed
-/// expiry is tried again a second later: an invitation must not stay open
-/// past its time because Redis or a session was busy once.
+/// Handles timers that fell due: invitation expiries and idle sessions.
+/// The session rules ignore a timer whose moment passed (an invitation
+/// accepted meanwhile, a session that became busy again). A failed timer
+/// is tried again a second later: an invitation must not stay open past
+/// its time because Redis or a session was busy once.
 async fn expire_due(node: Arc<Node>, mut due: mpsc::UnboundedReceiver<Deadline>) {
     while let Some(deadline) = due.recv().await {
-        let handled = match expire(&node, &deadline).await {
+        let handled = match fire(&node, &deadline).await {
             Ok(()) => true,
-            // Nothing to expire (no such session or invitation): done.
+            // Nothing to do (no such session any more): done.
             Err(e @ (Failure::Domain(_) | Failure::NotFound(_))) => {
-                tracing::warn!(error = %e, invitation = %deadline.invitation, "expiry refused");
+                tracing::debug!(error = %e, session = %deadline.session, "timer refused");
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, invitation = %deadline.invitation, "expiry failed; retrying");
-                let retry = Deadline {
-                    at: chrono::Utc::now() + EXPIRY_RETRY,
-                    ..deadline.clone()
-                };
-                node.backplane.schedule(retry).await.is_ok()
+                tracing::warn!(error = %e, session = %deadline.session, "timer failed; retrying");
+                let at = chrono::Utc::now() + TIMER_RETRY;
+                node.backplane
+                    .schedule(&deadline.account, &deadline.session, &deadline.timer, at)
+                    .await
+                    .is_ok()
             }
         };
         // Unless the retry could not even be armed, this delivery is done
@@ -155,18 +164,23 @@ async fn expire_due(node: Arc<Node>, mut due: mpsc::UnboundedReceiver<Deadline>)
     }
 }
 
-async fn expire(node: &Arc<Node>, deadline: &Deadline) -> Result<(), Failure> {
+async fn fire(node: &Arc<Node>, deadline: &Deadline) -> Result<(), Failure> {
     let Some(account) = node.backplane.account(&deadline.account).await? else {
         return Ok(());
     };
-    let command = Command::Expire {
-        invitation: deadline.invitation.clone(),
+    let command = match &deadline.timer {
+        Timer::Expiry(invitation) => Command::from(Expire {
+            invitation: invitation.clone(),
+        }),
+        Timer::Idle => Command::from(CheckIdle),
     };
     let session = node.session(&deadline.account, &deadline.session);
     session
         .send(Execute {
             policy: account.policy,
             command,
+            guard: None,
+            want: Want::default(),
         })
         .await??;
     Ok(())

@@ -14,6 +14,8 @@ mod bad_input;
 mod customer;
 #[path = "e2e/invitations.rs"]
 mod invitations;
+#[path = "e2e/limits.rs"]
+mod limits;
 #[path = "e2e/load.rs"]
 mod load;
 #[path = "e2e/operations.rs"]

@@ -1,6 +1,7 @@
 //! `AgentActor`: one per agent with a live event stream on this node. It owns
-//! the agent's outboxes, listens on the agent's topic, and is a member of
-//! the local `PortalActor` of the portal the agent is logged into.
+//! the agent's streams, listens on the agent's topic, and is a member of
+//! the local `PortalActor` of the portal the agent is logged into (which
+//! pushes offers straight into the same streams).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use actix::prelude::*;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::outbox::{CloseStreams, Connect, Outbox, Prepared, Resync, broadcast};
+use super::outbox::{CloseStreams, Connect, Prepared, Resync, SharedStreams, streams};
 use super::portal::{Join, Leave};
 use super::{Failure, Metrics, Node, reads};
 use crate::backplane::{BusMessage, Route, Topic};
@@ -28,7 +29,7 @@ pub struct AgentActor {
     node: Arc<Node>,
     account: AccountId,
     agent: AgentId,
-    clients: Vec<Outbox>,
+    streams: SharedStreams,
     portal: Option<PortalId>,
     resync_failures: u32,
 }
@@ -40,18 +41,23 @@ impl AgentActor {
             node,
             account,
             agent,
-            clients: Vec::new(),
+            streams: SharedStreams::default(),
             portal: None,
             resync_failures: 0,
         }
     }
 
     fn deliver(&mut self, event: &Prepared) {
-        let (delivered, slow) = broadcast(&mut self.clients, event);
+        let (delivered, slow) = streams(&self.streams).broadcast(event);
         self.node.metrics.record_delivery(delivered, slow);
         if slow > 0 {
             tracing::info!(agent = %self.agent, "dropped a slow agent stream");
         }
+    }
+
+    /// Membership of a portal actor: this agent's streams, and this actor.
+    fn join(&self, me: Addr<Self>) -> Join {
+        Join(self.agent.clone(), self.streams.clone(), me)
     }
 
     /// Moves this agent's membership to the local actor of `portal`.
@@ -70,9 +76,9 @@ impl AgentActor {
             let joined = self
                 .node
                 .portal(&self.account, new)
-                .send(Join(self.agent.clone(), ctx.address()));
+                .send(self.join(ctx.address()));
             ctx.spawn(joined.into_actor(self).map(|_, act, ctx| {
-                if !act.clients.is_empty() {
+                if !streams(&act.streams).is_empty() {
                     ctx.notify(Resync);
                 }
             }));
@@ -91,7 +97,7 @@ impl Actor for AgentActor {
         let (node, account, agent) = (self.node.clone(), self.account.clone(), self.agent.clone());
         // Subscribe before reading presence, so a login in between is not
         // missed; ctx.wait: no client is served before both are done.
-        let me = ctx.address();
+        let join = self.join(ctx.address());
         let setup = async move {
             let rx = node
                 .backplane
@@ -100,9 +106,7 @@ impl Actor for AgentActor {
             let portal = node.backplane.presence(&account, &agent).await?;
             // Joined (and so subscribed) before any client's snapshot is read.
             if let Some(portal) = &portal {
-                node.portal(&account, portal)
-                    .send(Join(agent.clone(), me))
-                    .await?;
+                node.portal(&account, portal).send(join).await?;
             }
             Ok::<_, Failure>((rx, portal))
         };
@@ -117,14 +121,18 @@ impl Actor for AgentActor {
             }
         }));
         ctx.run_interval(CLIENT_CHECK, |act, ctx| {
-            act.clients.retain(|c| !c.is_closed());
-            if act.clients.is_empty() {
+            let empty = {
+                let mut set = streams(&act.streams);
+                set.prune();
+                set.is_empty()
+            };
+            if empty {
                 ctx.stop();
-            } else if let Some(portal) = &act.portal {
+            } else if let Some(portal) = act.portal.clone() {
                 // Joining is idempotent; re-asserting it heals a Join that
                 // reached a portal actor just as it stopped.
-                let join = Join(act.agent.clone(), ctx.address());
-                act.node.portal(&act.account, portal).do_send(join);
+                let join = act.join(ctx.address());
+                act.node.portal(&act.account, &portal).do_send(join);
             }
         });
     }
@@ -138,6 +146,7 @@ impl Actor for AgentActor {
                 .portal(&self.account, &old)
                 .do_send(Leave(self.agent.clone()));
         }
+        streams(&self.streams).clear();
         self.node
             .forget_agent(&self.account, &self.agent, &ctx.address());
     }
@@ -156,7 +165,7 @@ impl Handler<Connect> for AgentActor {
                 .map(move |snapshot, act, _| match snapshot {
                     Ok(snapshot) => {
                         outbox.push(&Prepared::from(&snapshot));
-                        act.clients.push(outbox);
+                        streams(&act.streams).add(outbox);
                     }
                     Err(e) => tracing::warn!(error = %e, "agent snapshot failed; closing stream"),
                 }),
@@ -188,7 +197,7 @@ impl Handler<Resync> for AgentActor {
                 act.resync_failures += 1;
                 if act.resync_failures > RESYNC_ATTEMPTS {
                     tracing::warn!(error = %e, agent = %act.agent, "cannot resync; closing streams");
-                    act.clients.clear();
+                    streams(&act.streams).clear();
                 } else {
                     ctx.run_later(RESYNC_RETRY, |_, ctx| ctx.notify(Resync));
                 }
@@ -207,23 +216,39 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for AgentA
             Ok(msg) => msg,
             Err(BroadcastStreamRecvError::Lagged(n)) => {
                 tracing::warn!(agent = %self.agent, lost = n, "agent topic lagged; closing streams to resync");
-                self.clients.clear();
+                streams(&self.streams).clear();
                 return;
             }
         };
         match msg.as_ref() {
             BusMessage::Session {
                 session,
+                version,
+                index,
                 route,
                 event,
             } => {
-                let viewer = match route {
-                    Route::Participant => Viewer::Participant(&self.agent),
-                    Route::Recipient => Viewer::Recipient(&self.agent),
+                let prepared = match route {
+                    // The same event reaches every participant's topic: the
+                    // node views it once for all of them.
+                    Route::Participant => {
+                        let me = self.agent.clone();
+                        let metrics = &self.node.metrics;
+                        self.node.views.get_or_make(
+                            (session, *version, *index, Route::Participant),
+                            || {
+                                Metrics::inc(&metrics.events_prepared);
+                                view(&Viewer::Participant(&me), session, event)
+                                    .map(|e| Prepared::from(&e))
+                            },
+                        )
+                    }
+                    Route::Recipient => view(&Viewer::Recipient(&self.agent), session, event)
+                        .map(|e| Arc::new(Prepared::from(&e))),
                     Route::Customer => return,
                 };
-                if let Some(client_event) = view(&viewer, session, event) {
-                    self.deliver(&Prepared::from(&client_event));
+                if let Some(prepared) = prepared {
+                    self.deliver(&prepared);
                 }
             }
             BusMessage::Presence { portal, .. } => self.move_to(portal.clone(), ctx),
@@ -233,25 +258,11 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for AgentA
     fn finished(&mut self, _: &mut Self::Context) {}
 }
 
-/// An offer or withdrawal fanned out by the local `PortalActor`, already
-/// through the visibility gate for a recipient (only recipients get it).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Offer(pub Arc<Prepared>);
-
-impl Handler<Offer> for AgentActor {
-    type Result = ();
-
-    fn handle(&mut self, Offer(prepared): Offer, _: &mut Self::Context) {
-        self.deliver(&prepared);
-    }
-}
-
 impl Handler<CloseStreams> for AgentActor {
     type Result = ();
 
     fn handle(&mut self, _: CloseStreams, ctx: &mut Self::Context) {
-        self.clients.clear();
+        streams(&self.streams).clear();
         ctx.stop();
     }
 }

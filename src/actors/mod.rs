@@ -8,7 +8,7 @@ pub mod portal;
 pub mod reads;
 pub mod session;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,9 +19,10 @@ pub use agent::AgentActor;
 pub use portal::PortalActor;
 pub use session::SessionActor;
 
-use crate::backplane::{Backplane, BackplaneError};
+use crate::backplane::{Backplane, BackplaneError, Route};
 use crate::domain::{AccountId, AgentId, DomainError, PortalId, SessionId};
 use crate::settings::Settings;
+use outbox::Prepared;
 
 /// Why a request could not be served.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,6 +42,12 @@ pub enum Failure {
     /// This node is shutting down or an actor is gone.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// A token already has as many event streams open as it may.
+    #[error("this token already has {0} event streams open")]
+    TooManyStreams(usize),
 }
 
 impl From<actix::MailboxError> for Failure {
@@ -68,6 +75,12 @@ pub struct Metrics {
     pub slow_clients_dropped: AtomicU64,
     /// Events written to client outboxes.
     pub events_delivered: AtomicU64,
+    /// Events viewed and serialized (once per node per event and viewer kind).
+    pub events_prepared: AtomicU64,
+    /// Stream requests refused because the token had too many open.
+    pub streams_refused: AtomicU64,
+    /// Session states read from the backplane (cache misses and reloads).
+    pub session_loads: AtomicU64,
 }
 
 impl Metrics {
@@ -95,6 +108,10 @@ pub struct Node {
     pub settings: Settings,
     /// Counters.
     pub metrics: Metrics,
+    /// Participant events already viewed on this node.
+    pub views: ViewCache,
+    /// Open event streams per token.
+    pub permits: StreamPermits,
     arbiter: ArbiterHandle,
     sessions: Mutex<HashMap<Key<SessionId>, Addr<SessionActor>>>,
     agents: Mutex<HashMap<Key<AgentId>, Addr<AgentActor>>>,
@@ -140,10 +157,13 @@ impl Node {
         settings: Settings,
         arbiter: ArbiterHandle,
     ) -> Arc<Self> {
+        let permits = StreamPermits::new(settings.limits.streams_per_token);
         Arc::new(Self {
             backplane,
             settings,
             metrics: Metrics::default(),
+            views: ViewCache::default(),
+            permits,
             arbiter,
             sessions: Mutex::default(),
             agents: Mutex::default(),
@@ -241,5 +261,98 @@ impl Node {
             lock(&self.agents).len(),
             lock(&self.portals).len(),
         )
+    }
+}
+
+/// How many recently viewed participant events a node remembers.
+const VIEW_CACHE: usize = 256;
+
+/// The participant view of recent events, by (session, version, index): a
+/// session event reaches a node once per participant topic (each agent has
+/// its own), and the first agent actor to see it views and serializes it
+/// for all the others — what a participant sees does not depend on which
+/// participant looks (`visibility.rs` checks this).
+#[derive(Default)]
+pub struct ViewCache {
+    recent: Mutex<VecDeque<(ViewKey, Option<Arc<Prepared>>)>>,
+}
+
+type ViewKey = (SessionId, u64, u32, Route);
+
+impl ViewCache {
+    /// The prepared view of an event, made by `make` the first time.
+    pub fn get_or_make(
+        &self,
+        key: (&SessionId, u64, u32, Route),
+        make: impl FnOnce() -> Option<Prepared>,
+    ) -> Option<Arc<Prepared>> {
+        let (session, version, index, route) = key;
+        let mut recent = lock(&self.recent);
+        if let Some((_, prepared)) = recent
+            .iter()
+            .rev()
+            .find(|((s, v, i, r), _)| *v == version && *i == index && *r == route && s == session)
+        {
+            return prepared.clone();
+        }
+        let prepared = make().map(Arc::new);
+        if recent.len() >= VIEW_CACHE {
+            recent.pop_front();
+        }
+        recent.push_back(((session.clone(), version, index, route), prepared.clone()));
+        prepared
+    }
+}
+
+/// Counts open event streams per token, so one token cannot hold more than
+/// `limits.streams_per_token` on this node.
+pub struct StreamPermits {
+    limit: usize,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open stream's place; gives it back when dropped (the stream ended).
+pub struct StreamPermit {
+    key: String,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl StreamPermits {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for one more stream of the token `key`, if it has one left.
+    pub fn acquire(&self, key: &str) -> Result<StreamPermit, Failure> {
+        let mut open = lock(&self.open);
+        let count = open.entry(key.to_owned()).or_default();
+        if *count >= self.limit {
+            return Err(Failure::TooManyStreams(self.limit));
+        }
+        *count += 1;
+        Ok(StreamPermit {
+            key: key.to_owned(),
+            open: self.open.clone(),
+        })
+    }
+
+    /// Streams open on this node, all tokens together.
+    pub fn open_streams(&self) -> usize {
+        lock(&self.open).values().sum()
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut open = lock(&self.open);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
     }
 }

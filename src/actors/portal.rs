@@ -1,7 +1,8 @@
 //! `PortalActor`: one per portal with at least one agent stream on this
 //! node. It listens on the portal's topic — one delivery per node however
-//! many agents the portal has — and fans offers and withdrawals out to its
-//! local agents.
+//! many agents the portal has — views and serializes each offer or
+//! withdrawal once, and pushes the same bytes straight into the streams of
+//! its local recipients.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,19 +11,26 @@ use actix::prelude::*;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::Node;
-use super::agent::{AgentActor, Offer};
-use super::outbox::Prepared;
+use super::agent::AgentActor;
+use super::outbox::{Prepared, Resync, SharedStreams, streams};
+use super::{Metrics, Node};
 use crate::backplane::{BusMessage, Route, Topic};
 use crate::domain::visibility::{Viewer, view};
 use crate::domain::{AccountId, AgentId, Event, PortalId};
+
+/// A local agent logged into this portal: where its streams are, and its
+/// actor (told to resync when offers were lost).
+struct Member {
+    streams: SharedStreams,
+    actor: Addr<AgentActor>,
+}
 
 /// The portal actor.
 pub struct PortalActor {
     node: Arc<Node>,
     account: AccountId,
     portal: PortalId,
-    members: HashMap<AgentId, Addr<AgentActor>>,
+    members: HashMap<AgentId, Member>,
 }
 
 impl PortalActor {
@@ -65,7 +73,7 @@ impl Actor for PortalActor {
 /// A local agent logged into this portal.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Join(pub AgentId, pub Addr<AgentActor>);
+pub struct Join(pub AgentId, pub SharedStreams, pub Addr<AgentActor>);
 
 /// A local agent left this portal (or its streams closed).
 #[derive(Message)]
@@ -75,8 +83,8 @@ pub struct Leave(pub AgentId);
 impl Handler<Join> for PortalActor {
     type Result = ();
 
-    fn handle(&mut self, Join(agent, addr): Join, _: &mut Self::Context) {
-        self.members.insert(agent, addr);
+    fn handle(&mut self, Join(agent, streams, actor): Join, _: &mut Self::Context) {
+        self.members.insert(agent, Member { streams, actor });
     }
 }
 
@@ -105,8 +113,8 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Portal
             Err(BroadcastStreamRecvError::Lagged(n)) => {
                 // Offers or withdrawals were lost: the members re-read the truth.
                 tracing::warn!(portal = %self.portal, lost = n, "portal topic lagged; resyncing members");
-                for addr in self.members.values() {
-                    addr.do_send(super::outbox::Resync);
+                for member in self.members.values() {
+                    member.actor.do_send(Resync);
                 }
                 return;
             }
@@ -115,6 +123,7 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Portal
             session,
             route: Route::Recipient,
             event,
+            ..
         } = msg.as_ref()
         else {
             return;
@@ -124,10 +133,6 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Portal
             Event::InvitationWithdrawn { recipients, .. } => recipients,
             _ => return,
         };
-        let local: Vec<&Addr<AgentActor>> = recipients
-            .iter()
-            .filter_map(|agent| self.members.get(agent))
-            .collect();
         let Some(first) = recipients.iter().find(|a| self.members.contains_key(*a)) else {
             return;
         };
@@ -137,10 +142,17 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Portal
         let Some(client_event) = view(&Viewer::Recipient(first), session, event) else {
             return;
         };
-        let prepared = Arc::new(Prepared::from(&client_event));
-        for addr in local {
-            addr.do_send(Offer(prepared.clone()));
+        Metrics::inc(&self.node.metrics.events_prepared);
+        let prepared = Prepared::from(&client_event);
+        let (mut delivered, mut slow) = (0, 0);
+        for agent in recipients {
+            if let Some(member) = self.members.get(agent) {
+                let (d, s) = streams(&member.streams).broadcast(&prepared);
+                delivered += d;
+                slow += s;
+            }
         }
+        self.node.metrics.record_delivery(delivered, slow);
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}

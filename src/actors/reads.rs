@@ -1,19 +1,26 @@
 //! Read models built from the backplane: what `GET` endpoints answer and
-//! what every stream's `snapshot` carries. Both go through the same
-//! functions, and customers' through the visibility gate.
+//! what every agent stream's `snapshot` carries. Both go through the same
+//! functions; what a customer reads goes through the visibility gate in the
+//! session actor.
 
 use std::collections::{BTreeMap, HashMap};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::Serialize;
 use serde_json::json;
 
 use super::{Failure, Node};
 use crate::domain::session::Target;
 use crate::domain::visibility::{
-    AgentSessionView, ClientEvent, OfferView, Viewer, agent_session_view, customer_session_view,
-    message_view, offer_view,
+    AgentSessionView, ClientEvent, OfferView, agent_session_view, offer_view,
 };
-use crate::domain::{AccountId, AgentId, Portal, PortalId, SessionId};
+use crate::domain::{AccountId, Agent, AgentId, PortalId, SessionId};
+
+/// The collaboration window's default page size.
+pub const WINDOW_PAGE: usize = 200;
+/// The collaboration window's largest page.
+pub const WINDOW_PAGE_MAX: usize = 1000;
 
 /// A portal by id and name.
 #[derive(Debug, Clone, Serialize)]
@@ -49,7 +56,7 @@ pub struct CollaboratorView {
     /// The portal it is logged into.
     pub portal: PortalRef,
     /// Sessions it is active in.
-    pub active_sessions: usize,
+    pub active_sessions: u32,
 }
 
 /// A portal in the collaboration window.
@@ -63,44 +70,40 @@ pub struct PortalOnlineView {
     pub agents_online: usize,
 }
 
-/// The collaboration window.
+/// One page of the collaboration window.
 #[derive(Debug, Clone, Serialize)]
 pub struct CollaboratorsView {
-    /// Agents logged in now, except the caller.
+    /// Agents logged in now, except the caller, by name.
     pub agents: Vec<CollaboratorView>,
     /// The account's portals with how many agents are online in each.
     pub portals: Vec<PortalOnlineView>,
-}
-
-async fn portal_ref(node: &Node, account: &AccountId, id: &PortalId) -> Result<PortalRef, Failure> {
-    let name = node
-        .backplane
-        .portal(account, id)
-        .await?
-        .map_or_else(|| id.to_string(), |p| p.name);
-    Ok(PortalRef {
-        id: id.clone(),
-        name,
-    })
+    /// Where the next page starts, if there is one.
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/me`.
-pub async fn me(node: &Node, account: &AccountId, agent: &AgentId) -> Result<MeView, Failure> {
-    let profile = node
-        .backplane
-        .agent(account, agent)
-        .await?
-        .ok_or(Failure::NotFound("agent"))?;
-    let portal = match node.backplane.presence(account, agent).await? {
-        Some(p) => Some(portal_ref(node, account, &p).await?),
+pub async fn me(node: &Node, account: &AccountId, agent: &Agent) -> Result<MeView, Failure> {
+    let portal = match node.backplane.presence(account, &agent.id).await? {
+        Some(p) => {
+            let name = node
+                .backplane
+                .portal(account, &p)
+                .await?
+                .map_or_else(|| p.to_string(), |portal| portal.name);
+            Some(PortalRef { id: p, name })
+        }
         None => None,
     };
-    let active_sessions = node.backplane.agent_sessions(account, agent).await?.len();
+    let active_sessions = node
+        .backplane
+        .agent_sessions(account, &agent.id)
+        .await?
+        .len();
     Ok(MeView {
-        id: profile.id,
-        name: profile.name,
+        id: agent.id.clone(),
+        name: agent.name.clone(),
         portal,
-        portals: profile.portals,
+        portals: agent.portals.clone(),
         active_sessions,
     })
 }
@@ -111,15 +114,10 @@ pub async fn me(node: &Node, account: &AccountId, agent: &AgentId) -> Result<MeV
 pub async fn offers(
     node: &Node,
     account: &AccountId,
-    agent: &AgentId,
+    agent: &Agent,
 ) -> Result<Vec<OfferView>, Failure> {
-    let profile = node
-        .backplane
-        .agent(account, agent)
-        .await?
-        .ok_or(Failure::NotFound("agent"))?;
-    let targets = std::iter::once(Target::Agent(agent.clone()))
-        .chain(profile.portals.iter().cloned().map(Target::Portal));
+    let targets = std::iter::once(Target::Agent(agent.id.clone()))
+        .chain(agent.portals.iter().cloned().map(Target::Portal));
     let mut by_session: BTreeMap<SessionId, Vec<_>> = BTreeMap::new();
     for target in targets {
         for (inv, session) in node.backplane.open_invitations(account, &target).await? {
@@ -136,9 +134,8 @@ pub async fn offers(
             // An invitation past its time is over even if its timer has not
             // been handled yet.
             if let Some(i) = current.session.invitation(&inv)
-                && i.is_pending()
                 && i.expires_at > now
-                && i.is_live_recipient(agent)
+                && i.is_live_recipient(&agent.id)
             {
                 out.push(offer_view(&current.session, i));
             }
@@ -169,8 +166,13 @@ pub async fn agent_snapshot(
     account: &AccountId,
     agent: &AgentId,
 ) -> Result<ClientEvent, Failure> {
-    let me = me(node, account, agent).await?;
-    let invitations = offers(node, account, agent).await?;
+    let profile = node
+        .backplane
+        .agent(account, agent)
+        .await?
+        .ok_or(Failure::NotFound("agent"))?;
+    let me = me(node, account, &profile).await?;
+    let invitations = offers(node, account, &profile).await?;
     let sessions = sessions(node, account, agent).await?;
     Ok(ClientEvent {
         name: "snapshot",
@@ -178,57 +180,44 @@ pub async fn agent_snapshot(
     })
 }
 
-/// The customer's view of a session and its visible chat.
-pub async fn customer_session(
-    node: &Node,
-    account: &AccountId,
-    id: &SessionId,
-) -> Result<(serde_json::Value, Vec<serde_json::Value>), Failure> {
-    let current = node
-        .backplane
-        .load(account, id)
-        .await?
-        .ok_or(Failure::NotFound("session"))?;
-    let messages = node
-        .backplane
-        .messages(account, id)
-        .await?
-        .iter()
-        .filter_map(|m| message_view(&Viewer::Customer, m))
-        .collect();
-    let view = serde_json::to_value(customer_session_view(&current.session)).unwrap_or_default();
-    Ok((view, messages))
+/// Where a window page starts: after this (name, id).
+fn encode_cursor(name: &str, id: &AgentId) -> String {
+    B64.encode(format!("{name}\n{id}"))
 }
 
-/// The first event of a customer's stream.
-pub async fn customer_snapshot(
-    node: &Node,
-    account: &AccountId,
-    id: &SessionId,
-) -> Result<ClientEvent, Failure> {
-    let (session, messages) = customer_session(node, account, id).await?;
-    Ok(ClientEvent {
-        name: "snapshot",
-        data: json!({"session": session, "messages": messages}),
-    })
+fn decode_cursor(cursor: &str) -> Option<(String, String)> {
+    let text = String::from_utf8(B64.decode(cursor).ok()?).ok()?;
+    let (name, id) = text.split_once('\n')?;
+    Some((name.to_owned(), id.to_owned()))
 }
 
-/// The collaboration window for `caller`, filtered by `q` (case-insensitive,
-/// on agent name, agent id or portal name).
+/// A page of the collaboration window for `caller`: agents online now
+/// except the caller, by name, filtered by `q` (case-insensitive, on agent
+/// name, agent id or portal name). One backplane round trip whatever the
+/// number of agents online.
 pub async fn collaborators(
     node: &Node,
     account: &AccountId,
     caller: &AgentId,
     q: Option<&str>,
+    limit: usize,
+    cursor: Option<&str>,
 ) -> Result<CollaboratorsView, Failure> {
-    let portals: HashMap<PortalId, Portal> = node
-        .backplane
-        .portals(account)
-        .await?
-        .into_iter()
-        .map(|p| (p.id.clone(), p))
+    let limit = limit.max(1);
+    let after = match cursor {
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| {
+            Failure::Domain(crate::domain::DomainError::Invalid(
+                "cursor is not one this server gave".into(),
+            ))
+        })?),
+        None => None,
+    };
+    let window = node.backplane.window(account).await?;
+    let portal_names: HashMap<&PortalId, &str> = window
+        .portals
+        .iter()
+        .map(|p| (&p.id, p.name.as_str()))
         .collect();
-    let online = node.backplane.online(account).await?;
     let needle = q
         .map(str::trim)
         .filter(|q| !q.is_empty())
@@ -238,47 +227,44 @@ pub async fn collaborators(
             .as_ref()
             .is_none_or(|n| text.to_lowercase().contains(n.as_str()))
     };
-
     let mut counts: HashMap<&PortalId, usize> = HashMap::new();
-    for o in &online {
-        *counts.entry(&o.portal).or_default() += 1;
+    for a in &window.agents {
+        *counts.entry(&a.portal).or_default() += 1;
     }
-    let mut agents = Vec::new();
-    for o in online.iter().filter(|o| &o.agent != caller) {
-        let Some(profile) = node.backplane.agent(account, &o.agent).await? else {
-            continue;
-        };
-        let portal_name = portals
-            .get(&o.portal)
-            .map_or_else(|| o.portal.to_string(), |p| p.name.clone());
-        if !(matches(&profile.name) || matches(profile.id.as_str()) || matches(&portal_name)) {
-            continue;
-        }
-        let active_sessions = node
-            .backplane
-            .agent_sessions(account, &o.agent)
-            .await?
-            .len();
-        agents.push(CollaboratorView {
-            id: profile.id,
-            name: profile.name,
-            portal: PortalRef {
-                id: o.portal.clone(),
-                name: portal_name,
-            },
-            active_sessions,
-        });
-    }
-    agents.sort_by(|a, b| {
-        a.name
-            .to_lowercase()
-            .cmp(&b.name.to_lowercase())
-            .then(a.id.cmp(&b.id))
-    });
-    let mut portal_rows: Vec<PortalOnlineView> = portals
-        .values()
+    let mut rows: Vec<(String, CollaboratorView)> = window
+        .agents
+        .iter()
+        .filter(|a| &a.agent.id != caller)
+        .filter_map(|a| {
+            let portal_name = portal_names
+                .get(&a.portal)
+                .map_or_else(|| a.portal.to_string(), |n| (*n).to_owned());
+            let shown =
+                matches(&a.agent.name) || matches(a.agent.id.as_str()) || matches(&portal_name);
+            shown.then(|| {
+                (
+                    a.agent.name.to_lowercase(),
+                    CollaboratorView {
+                        id: a.agent.id.clone(),
+                        name: a.agent.name.clone(),
+                        portal: PortalRef {
+                            id: a.portal.clone(),
+                            name: portal_name,
+                        },
+                        active_sessions: a.active_sessions,
+                    },
+                )
+            })
+        })
+        .collect();
+    rows.sort_by(|(a, x), (b, y)| a.cmp(b).then(x.id.cmp(&y.id)));
+    let mut portals: Vec<PortalOnlineView> = window
+        .portals
+        .iter()
         .filter(|p| {
-            matches(&p.name) || matches(p.id.as_str()) || agents.iter().any(|a| a.portal.id == p.id)
+            matches(&p.name)
+                || matches(p.id.as_str())
+                || rows.iter().any(|(_, a)| a.portal.id == p.id)
         })
         .map(|p| PortalOnlineView {
             id: p.id.clone(),
@@ -286,14 +272,26 @@ pub async fn collaborators(
             agents_online: counts.get(&p.id).copied().unwrap_or(0),
         })
         .collect();
-    portal_rows.sort_by(|a, b| {
+    portals.sort_by(|a, b| {
         a.name
             .to_lowercase()
             .cmp(&b.name.to_lowercase())
             .then(a.id.cmp(&b.id))
     });
+    let start = match &after {
+        Some((name, id)) => rows
+            .iter()
+            .position(|(n, a)| (n.as_str(), a.id.as_str()) > (name.as_str(), id.as_str()))
+            .unwrap_or(rows.len()),
+        None => 0,
+    };
+    let page: Vec<(String, CollaboratorView)> = rows.drain(start..).take(limit + 1).collect();
+    let next_cursor = (page.len() > limit)
+        .then(|| page.get(limit - 1).map(|(n, a)| encode_cursor(n, &a.id)))
+        .flatten();
     Ok(CollaboratorsView {
-        agents,
-        portals: portal_rows,
+        agents: page.into_iter().take(limit).map(|(_, a)| a).collect(),
+        portals,
+        next_cursor,
     })
 }

@@ -1,23 +1,38 @@
 //! `SessionActor`: one per session active on this node. It serializes the
-//! commands that arrive here, commits them through the backplane with
-//! optimistic concurrency, and holds the customer's streams.
+//! commands that arrive here, keeps the session's `(state, version)` so a
+//! command on the node that holds the latest version reads nothing from
+//! the backplane, commits with optimistic concurrency (the version check is
+//! the only guard; a conflict reloads and retries), and holds the
+//! customer's streams.
+//!
+//! The cached state is changed in place by the rules and committed; it is
+//! never cloned per command. A refusal computed on a cached state is
+//! confirmed against the stored version first (another node may have
+//! changed the session), so a stale cache can delay an answer by one small
+//! read but never change it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
+use serde_json::json;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::outbox::{CloseStreams, Connect, Outbox, Prepared, Resync, broadcast};
-use super::{Failure, Metrics, Node, reads};
-use crate::backplane::{BusMessage, Claim, Commit, Committed, Deadline, Route, Topic};
-use crate::domain::session::{IndexDelta, Target};
-use crate::domain::visibility::{Viewer, view};
+use super::outbox::{CloseStreams, Connect, Prepared, Resync, StreamSet};
+use super::{Failure, Metrics, Node};
+use crate::backplane::{
+    BusMessage, Claim, Commit, Committed, Fresh, Guard, Route, Topic, Transcript, Versioned,
+};
+use crate::domain::session::{Accept as AcceptCommand, Target, check_accept};
+use crate::domain::visibility::{
+    AgentSessionView, CustomerSessionView, InvitationView, Viewer, agent_session_view, audiences,
+    customer_session_view, message_view, view,
+};
 use crate::domain::{
-    AccountId, AgentId, AgentRef, Command, DomainError, Event, InvitationId, Outcome, Policy,
-    Session, SessionId,
+    AccountId, AgentId, AgentRef, Command, DomainError, Event, Invitation, InvitationId, Outcome,
+    Policy, Rules, Session, SessionId,
 };
 
 /// How often an idle session actor checks whether it can stop.
@@ -30,13 +45,17 @@ const MAX_COMMIT_ATTEMPTS: usize = 8;
 /// the winner; the claim only spares the losers a commit, so a claimer that
 /// died between claim and commit blocks the invitation for this long only.
 const CLAIM_TTL: Duration = Duration::from_secs(10);
+/// Messages a customer's snapshot carries.
+pub const SNAPSHOT_MESSAGES: usize = 50;
 
 /// The session actor.
 pub struct SessionActor {
     node: Arc<Node>,
     account: AccountId,
     id: SessionId,
-    customers: Vec<Outbox>,
+    /// The latest state this node knows, with its version.
+    cache: Option<Versioned>,
+    customers: StreamSet,
     subscribed: bool,
     idle_checks: u32,
 }
@@ -48,10 +67,16 @@ impl SessionActor {
             node,
             account,
             id,
-            customers: Vec::new(),
+            cache: None,
+            customers: StreamSet::default(),
             subscribed: false,
             idle_checks: 0,
         }
+    }
+
+    fn deliver_to_customers(&mut self, event: &Prepared) {
+        let (delivered, slow) = self.customers.broadcast(event);
+        self.node.metrics.record_delivery(delivered, slow);
     }
 }
 
@@ -60,7 +85,7 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(IDLE_CHECK, |act, ctx| {
-            act.customers.retain(|c| !c.is_closed());
+            act.customers.prune();
             act.idle_checks += 1;
             if act.customers.is_empty() && act.idle_checks >= IDLE_CHECKS_BEFORE_STOP {
                 // Out of the registry first, so the next command starts a fresh actor.
@@ -77,202 +102,119 @@ impl Actor for SessionActor {
     }
 }
 
-/// Creates a session (through the backplane, version 1).
-pub async fn create(node: &Node, session: Session) -> Result<Session, Failure> {
-    let account = session.account.clone();
-    let commit = Commit {
-        expected_version: 0,
-        delta: IndexDelta::between(None, &session),
-        session: session.clone(),
-        message: None,
-        publish: Vec::new(),
-        deadlines: Vec::new(),
-    };
-    match node.backplane.commit(&account, commit).await? {
-        Committed::Stored(_) => {
-            Metrics::inc(&node.metrics.sessions_created);
-            Ok(session)
-        }
-        Committed::Conflict => Err(Failure::Domain(DomainError::Conflict(
-            "a session with this id already exists".into(),
-        ))),
-    }
+/// Which views of the session a caller wants back with the outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Want {
+    /// The agents' view of the session.
+    pub agent_view: bool,
+    /// The customer's view of the session.
+    pub customer_view: bool,
+    /// This invitation, as the command left it.
+    pub invitation: Option<InvitationId>,
 }
 
-/// Loads the session, applies `command`, commits; on a version conflict
-/// reloads and tries again. A command that changes nothing is not committed.
-pub async fn execute(
-    node: &Node,
-    account: &AccountId,
-    id: &SessionId,
-    policy: &Policy,
-    command: Command,
-) -> Result<Outcome, Failure> {
-    for _ in 0..MAX_COMMIT_ATTEMPTS {
-        let current = node
-            .backplane
-            .load(account, id)
-            .await?
-            .ok_or(Failure::NotFound("session"))?;
-        let outcome = current.session.apply(command.clone(), policy, Utc::now())?;
-        if outcome.events.is_empty() && outcome.message.is_none() {
-            return Ok(outcome);
-        }
-        let commit = Commit {
-            expected_version: current.version,
-            delta: IndexDelta::between(Some(&current.session), &outcome.session),
-            publish: deliveries(account, &current.session, &outcome.session, &outcome.events),
-            session: outcome.session.clone(),
-            message: outcome.message.clone(),
-            deadlines: deadlines(account, &outcome.events),
-        };
-        match node.backplane.commit(account, commit).await? {
-            Committed::Stored(_) => {
-                let opened = outcome
-                    .events
-                    .iter()
-                    .filter(|e| matches!(e, Event::InvitationOffered { .. }));
-                node.metrics
-                    .invitations_sent
-                    .fetch_add(opened.count() as u64, std::sync::atomic::Ordering::Relaxed);
-                return Ok(outcome);
-            }
-            Committed::Conflict => Metrics::inc(&node.metrics.commit_conflicts),
+/// What a command did, with the views its caller asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Executed {
+    /// What happened; its events went to the fan-out (they are not kept here).
+    pub outcome: Outcome,
+    /// The agents' view, if wanted.
+    pub agent_view: Option<AgentSessionView>,
+    /// The customer's view, if wanted.
+    pub customer_view: Option<CustomerSessionView>,
+    /// The wanted invitation, if it exists.
+    pub invitation: Option<InvitationView>,
+}
+
+impl Executed {
+    fn new(session: &Session, outcome: Outcome, want: &Want, closed: Option<&Invitation>) -> Self {
+        let invitation = want.invitation.as_ref().and_then(|id| {
+            outcome
+                .invitation(session, id)
+                .or(closed.filter(|c| &c.id == id))
+                .map(InvitationView::from)
+        });
+        Self {
+            agent_view: want.agent_view.then(|| agent_session_view(session)),
+            customer_view: want.customer_view.then(|| customer_session_view(session)),
+            invitation,
+            outcome,
         }
     }
-    Err(Failure::Contended)
 }
 
-/// The expiry timers of the invitations a command opened.
-fn deadlines(account: &AccountId, events: &[Event]) -> Vec<Deadline> {
-    events
-        .iter()
-        .filter_map(|event| match event {
-            Event::InvitationOffered { invitation, .. } => Some(Deadline {
-                at: invitation.expires_at,
-                account: account.clone(),
-                session: invitation.session.clone(),
-                invitation: invitation.id.clone(),
-            }),
-            _ => None,
-        })
-        .collect()
-}
+/// A cache taken out of the actor for the length of one request (the actor
+/// handles one request at a time), and what to put back.
+type Cached = Option<Versioned>;
 
-/// First accept wins: check what can be checked, claim through the
-/// backplane, then apply the join with the claim's fence.
-async fn accept(
-    node: &Node,
-    account: &AccountId,
-    id: &SessionId,
-    policy: &Policy,
-    invitation: &InvitationId,
-    agent: &AgentRef,
-) -> Result<Session, Failure> {
-    let current = node
-        .backplane
+async fn load(node: &Node, account: &AccountId, id: &SessionId) -> Result<Versioned, Failure> {
+    Metrics::inc(&node.metrics.session_loads);
+    node.backplane
         .load(account, id)
         .await?
-        .ok_or(Failure::NotFound("session"))?;
-    let active = node
-        .backplane
-        .agent_sessions(account, &agent.id)
-        .await?
-        .len() as u32;
-    let now = Utc::now();
-    if current
-        .session
-        .check_accept(invitation, &agent.id, active, policy, now)?
-    {
-        return Ok(current.session); // the winner asking again
-    }
-    // Only an agent logged in now may join (a logout may have raced the invite).
-    if node.backplane.presence(account, &agent.id).await?.is_none() {
-        return Err(DomainError::AgentUnavailable.into());
-    }
-    let fence = match node
-        .backplane
-        .claim(account, invitation, &agent.id, CLAIM_TTL)
-        .await?
-    {
-        Claim::Won { fence } => fence,
-        Claim::Lost { .. } => {
-            Metrics::inc(&node.metrics.accepts_lost);
-            return Err(DomainError::InvitationTaken.into());
-        }
-    };
-    let command = Command::Accept {
-        invitation: invitation.clone(),
-        agent: agent.clone(),
-        active_sessions: active,
-        fence,
-    };
-    match execute(node, account, id, policy, command).await {
-        Ok(outcome) => {
-            Metrics::inc(&node.metrics.accepts_won);
-            Ok(outcome.session)
-        }
-        Err(e) => {
-            // Could not join after all (closed meanwhile, full, busy): let others try.
-            if !matches!(e, Failure::Domain(DomainError::InvitationTaken))
-                && let Err(release) = node.backplane.release(account, invitation, &agent.id).await
-            {
-                // Best effort: the claim expires by itself after CLAIM_TTL.
-                tracing::warn!(error = %release, "could not release a claim");
+        .ok_or(Failure::NotFound("session"))
+}
+
+/// The latest state: the cached one if it is still current.
+async fn fresh(
+    node: &Node,
+    account: &AccountId,
+    id: &SessionId,
+    cache: Cached,
+) -> Result<Versioned, Failure> {
+    match cache {
+        None => load(node, account, id).await,
+        Some(current) => match node.backplane.refresh(account, id, current.version).await? {
+            Fresh::Current => Ok(current),
+            Fresh::Changed(newer) => {
+                Metrics::inc(&node.metrics.session_loads);
+                Ok(*newer)
             }
-            Err(e)
-        }
+            Fresh::Gone => Err(Failure::NotFound("session")),
+        },
     }
 }
 
 /// Where each committed event goes: the session's agents (before and after
-/// the change, so a leaver hears of its own leaving), the customer, and an
+/// the command, so a leaver hears of its own leaving), the customer, and an
 /// invitation's recipients (one agent's topic, or the portal's: one publish
 /// however many agents the portal has). Events a viewer cannot see at all
 /// are not published for it.
 pub fn deliveries(
     account: &AccountId,
-    before: &Session,
-    after: &Session,
-    events: &[Event],
+    session: &Session,
+    version: u64,
+    outcome: &Outcome,
+    events: &[Arc<Event>],
 ) -> Vec<(Topic, BusMessage)> {
-    let mut agents: Vec<&AgentId> = before.participants.iter().map(|p| &p.agent.id).collect();
-    for p in &after.participants {
-        if !agents.contains(&&p.agent.id) {
-            agents.push(&p.agent.id);
-        }
-    }
     let mut out = Vec::new();
-    for event in events {
-        let event = Arc::new(event.clone());
+    for (index, event) in events.iter().enumerate() {
+        let seen_by = audiences(event);
         let msg = |route| BusMessage::Session {
-            session: after.id.clone(),
+            session: session.id.clone(),
+            version,
+            index: index as u32,
             route,
             event: event.clone(),
         };
-        if let Some(first) = agents.first()
-            && view(&Viewer::Participant(first), &after.id, &event).is_some()
-        {
-            for agent in &agents {
+        if seen_by.participants {
+            for agent in &outcome.audience {
                 out.push((
-                    Topic::Agent(account.clone(), (*agent).clone()),
+                    Topic::Agent(account.clone(), agent.clone()),
                     msg(Route::Participant),
                 ));
             }
         }
-        if view(&Viewer::Customer, &after.id, &event).is_some() {
+        if seen_by.customer {
             out.push((
-                Topic::Session(account.clone(), after.id.clone()),
+                Topic::Session(account.clone(), session.id.clone()),
                 msg(Route::Customer),
             ));
         }
-        let invitation = match event.as_ref() {
-            Event::InvitationOffered { invitation, .. }
-            | Event::InvitationWithdrawn { invitation, .. } => Some(invitation),
-            _ => None,
-        };
-        if let Some(invitation) = invitation {
-            let topic = match &invitation.target {
+        if seen_by.recipients
+            && let Some(target) = recipients_target(session, outcome, event)
+        {
+            let topic = match target {
                 Target::Agent(agent) => Topic::Agent(account.clone(), agent.clone()),
                 Target::Portal(portal) => Topic::Portal(account.clone(), portal.clone()),
             };
@@ -282,32 +224,373 @@ pub fn deliveries(
     out
 }
 
-/// Run a command on this session.
+/// The target of the invitation an offer or withdrawal is about.
+fn recipients_target<'a>(
+    session: &'a Session,
+    outcome: &'a Outcome,
+    event: &'a Event,
+) -> Option<&'a Target> {
+    match event {
+        Event::InvitationOffered { invitation, .. } => Some(&invitation.target),
+        Event::InvitationWithdrawn { invitation, .. } => {
+            outcome.invitation(session, invitation).map(|i| &i.target)
+        }
+        _ => None,
+    }
+}
+
+/// Applies `command` to the session and commits it; on a version conflict
+/// reloads and tries again. A command that changes nothing is not committed.
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    node: &Node,
+    account: &AccountId,
+    id: &SessionId,
+    policy: &Policy,
+    command: &Command,
+    guard: Option<&Guard>,
+    want: &Want,
+    cache: Cached,
+    cache_is_fresh: bool,
+) -> (Result<Executed, Failure>, Cached) {
+    let mut cache = cache;
+    let mut fresh_state = cache_is_fresh;
+    for _ in 0..MAX_COMMIT_ATTEMPTS {
+        let mut current = match cache.take() {
+            Some(c) => c,
+            None => match load(node, account, id).await {
+                Ok(c) => {
+                    fresh_state = true;
+                    c
+                }
+                Err(e) => return (Err(e), None),
+            },
+        };
+        let rules = Rules {
+            policy,
+            now: Utc::now(),
+        };
+        let outcome = match current.session.apply(command, rules) {
+            Ok(outcome) => outcome,
+            Err(refusal) if !fresh_state => {
+                // Refused on a cached state: only the stored one may refuse.
+                match fresh(node, account, id, Some(current)).await {
+                    Ok(latest) => {
+                        cache = Some(latest);
+                        fresh_state = true;
+                        continue;
+                    }
+                    Err(Failure::NotFound(what)) => return (Err(Failure::NotFound(what)), None),
+                    Err(_) => return (Err(refusal.into()), None),
+                }
+            }
+            Err(refusal) => return (Err(refusal.into()), Some(current)),
+        };
+        if outcome.is_noop() {
+            let done = Executed::new(&current.session, outcome, want, None);
+            return (Ok(done), Some(current));
+        }
+        // The events move into the fan-out (shared, not copied per topic).
+        let mut outcome = outcome;
+        let sent = outcome
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::InvitationOffered { .. }))
+            .count();
+        let events: Vec<Arc<Event>> = std::mem::take(&mut outcome.events)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let publish = deliveries(
+            account,
+            &current.session,
+            current.version + 1,
+            &outcome,
+            &events,
+        );
+        let commit = Commit {
+            expected_version: current.version,
+            session: &current.session,
+            outcome: &outcome,
+            publish: &publish,
+            guard,
+            retention: Duration::from_secs(u64::from(policy.retention_secs)),
+        };
+        match node.backplane.commit(account, commit).await {
+            Ok(Committed::Stored(version)) => {
+                current.version = version;
+                node.metrics
+                    .invitations_sent
+                    .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
+                let done = Executed::new(&current.session, outcome, want, None);
+                return (Ok(done), Some(current));
+            }
+            // The state was changed for a commit that did not happen: it
+            // is no longer the stored one either way.
+            Ok(Committed::Conflict) => {
+                Metrics::inc(&node.metrics.commit_conflicts);
+                fresh_state = false;
+            }
+            Ok(Committed::Refused) => return (Err(DomainError::AgentBusy.into()), None),
+            Err(e) => return (Err(e.into()), None),
+        }
+    }
+    (Err(Failure::Contended), None)
+}
+
+/// First accept wins: read what an accept needs (one round trip), check
+/// what can be checked, claim through the backplane, then apply the join
+/// with the claim's fence — guarded so the agent's session limit holds.
+async fn accept(
+    node: &Node,
+    account: &AccountId,
+    id: &SessionId,
+    msg: &Accept,
+    cache: Cached,
+) -> (Result<Executed, Failure>, Cached) {
+    let known = cache.as_ref().map(|c| c.version);
+    let context = match node
+        .backplane
+        .accept_context(account, id, &msg.invitation, &msg.agent.id, known)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return (Err(e.into()), cache),
+    };
+    let current = match (context.version, context.current, cache) {
+        (None, _, _) => return (Err(Failure::NotFound("invitation")), None),
+        (_, Some(newer), _) => {
+            Metrics::inc(&node.metrics.session_loads);
+            newer
+        }
+        (Some(_), None, Some(cached)) => cached,
+        (Some(_), None, None) => match load(node, account, id).await {
+            Ok(c) => c,
+            Err(e) => return (Err(e), None),
+        },
+    };
+    let want = Want {
+        agent_view: true,
+        invitation: Some(msg.invitation.clone()),
+        ..Want::default()
+    };
+    let policy = &msg.policy;
+    if current.session.invitation(&msg.invitation).is_none() {
+        // Closed (or never here): the history says how.
+        let answer = match &context.closed {
+            Some(closed) => closed
+                .accept_again(&msg.agent.id)
+                .map(|()| Executed::new(&current.session, Outcome::default(), &want, Some(closed)))
+                .map_err(Failure::from),
+            None => Err(Failure::NotFound("invitation")),
+        };
+        if matches!(answer, Err(Failure::Domain(DomainError::InvitationTaken))) {
+            Metrics::inc(&node.metrics.accepts_lost);
+        }
+        return (answer, Some(current));
+    }
+    if let Err(e) = check_accept(
+        &current.session,
+        &msg.invitation,
+        &msg.agent.id,
+        context.active_sessions,
+        policy,
+        Utc::now(),
+    ) {
+        return (Err(e.into()), Some(current));
+    }
+    // Only an agent logged in now may join (a logout may have raced the invite).
+    if context.portal.is_none() {
+        return (Err(DomainError::AgentUnavailable.into()), Some(current));
+    }
+    let fence = match node
+        .backplane
+        .claim(account, &msg.invitation, &msg.agent.id, CLAIM_TTL)
+        .await
+    {
+        Ok(Claim::Won { fence }) => fence,
+        Ok(Claim::Lost { .. }) => {
+            Metrics::inc(&node.metrics.accepts_lost);
+            return (Err(DomainError::InvitationTaken.into()), Some(current));
+        }
+        Err(e) => return (Err(e.into()), Some(current)),
+    };
+    let command = Command::Accept(AcceptCommand {
+        invitation: msg.invitation.clone(),
+        agent: msg.agent.clone(),
+        active_sessions: context.active_sessions,
+        fence,
+    });
+    let guard = Guard {
+        agent: msg.agent.id.clone(),
+        below: policy.max_active_sessions_per_agent,
+    };
+    let (result, cache) = execute(
+        node,
+        account,
+        id,
+        policy,
+        &command,
+        Some(&guard),
+        &want,
+        Some(current),
+        true,
+    )
+    .await;
+    match result {
+        Ok(done) => {
+            Metrics::inc(&node.metrics.accepts_won);
+            (Ok(done), cache)
+        }
+        // Closed between the read and the commit: the claim was taken
+        // again after the winner's commit deleted it, and the commit's
+        // version check refused the second join. The history says how it closed.
+        Err(Failure::Domain(DomainError::InvitationNotFound)) => {
+            let _ = node
+                .backplane
+                .release(account, &msg.invitation, &msg.agent.id)
+                .await;
+            let closed = match node
+                .backplane
+                .closed_invitation(account, id, &msg.invitation)
+                .await
+            {
+                Ok(closed) => closed,
+                Err(e) => return (Err(e.into()), cache),
+            };
+            let answer = match (&closed, &cache) {
+                (Some(closed), Some(current)) => closed
+                    .accept_again(&msg.agent.id)
+                    .map(|()| {
+                        Executed::new(&current.session, Outcome::default(), &want, Some(closed))
+                    })
+                    .map_err(Failure::from),
+                _ => Err(Failure::NotFound("invitation")),
+            };
+            if matches!(answer, Err(Failure::Domain(DomainError::InvitationTaken))) {
+                Metrics::inc(&node.metrics.accepts_lost);
+            }
+            (answer, cache)
+        }
+        Err(e) => {
+            // Could not join after all (closed meanwhile, full, busy): let others try.
+            if let Err(release) = node
+                .backplane
+                .release(account, &msg.invitation, &msg.agent.id)
+                .await
+            {
+                // Best effort: the claim expires by itself after CLAIM_TTL.
+                tracing::warn!(error = %release, "could not release a claim");
+            }
+            (Err(e), cache)
+        }
+    }
+}
+
+/// Runs a command on this session.
 #[derive(Message)]
-#[rtype(result = "Result<Outcome, Failure>")]
+#[rtype(result = "Result<Executed, Failure>")]
 pub struct Execute {
     /// The account's policy now.
     pub policy: Policy,
     /// What to do.
     pub command: Command,
+    /// Checked atomically with the commit.
+    pub guard: Option<Guard>,
+    /// The views to answer with.
+    pub want: Want,
 }
 
 impl Handler<Execute> for SessionActor {
-    type Result = AtomicResponse<Self, Result<Outcome, Failure>>;
+    type Result = AtomicResponse<Self, Result<Executed, Failure>>;
 
     fn handle(&mut self, msg: Execute, _: &mut Self::Context) -> Self::Result {
         self.idle_checks = 0;
         let (node, account, id) = (self.node.clone(), self.account.clone(), self.id.clone());
+        let cache = self.cache.take();
         AtomicResponse::new(Box::pin(
-            async move { execute(&node, &account, &id, &msg.policy, msg.command).await }
-                .into_actor(self),
+            async move {
+                execute(
+                    &node,
+                    &account,
+                    &id,
+                    &msg.policy,
+                    &msg.command,
+                    msg.guard.as_ref(),
+                    &msg.want,
+                    cache,
+                    false,
+                )
+                .await
+            }
+            .into_actor(self)
+            .map(|(result, cache), act, _| {
+                act.cache = cache;
+                result
+            }),
+        ))
+    }
+}
+
+/// Creates this session (version 1): the creating node keeps its state.
+#[derive(Message)]
+#[rtype(result = "Result<AgentSessionView, Failure>")]
+pub struct Create {
+    /// The new session.
+    pub session: Session,
+    /// What creating it changes.
+    pub outcome: Outcome,
+    /// The lead's session limit.
+    pub guard: Guard,
+    /// The account's policy.
+    pub policy: Policy,
+}
+
+impl Handler<Create> for SessionActor {
+    type Result = AtomicResponse<Self, Result<AgentSessionView, Failure>>;
+
+    fn handle(&mut self, msg: Create, _: &mut Self::Context) -> Self::Result {
+        self.idle_checks = 0;
+        let (node, account) = (self.node.clone(), self.account.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                let commit = Commit {
+                    expected_version: 0,
+                    session: &msg.session,
+                    outcome: &msg.outcome,
+                    publish: &[],
+                    guard: Some(&msg.guard),
+                    retention: Duration::from_secs(u64::from(msg.policy.retention_secs)),
+                };
+                match node.backplane.commit(&account, commit).await? {
+                    Committed::Stored(version) => {
+                        Metrics::inc(&node.metrics.sessions_created);
+                        Ok(Versioned {
+                            version,
+                            session: msg.session,
+                        })
+                    }
+                    Committed::Refused => Err(DomainError::AgentBusy.into()),
+                    Committed::Conflict => Err(Failure::Domain(DomainError::Conflict(
+                        "a session with this id already exists".into(),
+                    ))),
+                }
+            }
+            .into_actor(self)
+            .map(|created, act, _| {
+                created.map(|v| {
+                    let view = agent_session_view(&v.session);
+                    act.cache = Some(v);
+                    view
+                })
+            }),
         ))
     }
 }
 
 /// A recipient accepts an invitation of this session.
 #[derive(Message)]
-#[rtype(result = "Result<Session, Failure>")]
+#[rtype(result = "Result<Executed, Failure>")]
 pub struct Accept {
     /// The account's policy now.
     pub policy: Policy,
@@ -318,26 +601,110 @@ pub struct Accept {
 }
 
 impl Handler<Accept> for SessionActor {
-    type Result = AtomicResponse<Self, Result<Session, Failure>>;
+    type Result = AtomicResponse<Self, Result<Executed, Failure>>;
 
     fn handle(&mut self, msg: Accept, _: &mut Self::Context) -> Self::Result {
         self.idle_checks = 0;
         let (node, account, id) = (self.node.clone(), self.account.clone(), self.id.clone());
+        let cache = self.cache.take();
         AtomicResponse::new(Box::pin(
-            async move {
-                accept(
-                    &node,
-                    &account,
-                    &id,
-                    &msg.policy,
-                    &msg.invitation,
-                    &msg.agent,
-                )
-                .await
-            }
-            .into_actor(self),
+            async move { accept(&node, &account, &id, &msg, cache).await }
+                .into_actor(self)
+                .map(|(result, cache), act, _| {
+                    act.cache = cache;
+                    result
+                }),
         ))
     }
+}
+
+/// Reads the session as it is now: for its agents (only a participant may
+/// read it) or for anyone the caller vouches for.
+#[derive(Message)]
+#[rtype(result = "Result<Executed, Failure>")]
+pub struct Read {
+    /// Only this agent's participation lets the read through.
+    pub participant: Option<AgentId>,
+    /// The views wanted.
+    pub want: Want,
+}
+
+impl Handler<Read> for SessionActor {
+    type Result = AtomicResponse<Self, Result<Executed, Failure>>;
+
+    fn handle(&mut self, msg: Read, _: &mut Self::Context) -> Self::Result {
+        self.idle_checks = 0;
+        let (node, account, id) = (self.node.clone(), self.account.clone(), self.id.clone());
+        let cache = self.cache.take();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let current = match fresh(&node, &account, &id, cache).await {
+                    Ok(c) => c,
+                    Err(e) => return (Err(e), None),
+                };
+                if let Some(agent) = &msg.participant
+                    && !current.session.is_participant(agent)
+                {
+                    return (Err(DomainError::NotParticipant.into()), Some(current));
+                }
+                let mut closed = None;
+                if let Some(inv) = &msg.want.invitation
+                    && current.session.invitation(inv).is_none()
+                {
+                    closed = match node.backplane.closed_invitation(&account, &id, inv).await {
+                        Ok(c) => c,
+                        Err(e) => return (Err(e.into()), Some(current)),
+                    };
+                }
+                let read = Executed::new(
+                    &current.session,
+                    Outcome::default(),
+                    &msg.want,
+                    closed.as_ref(),
+                );
+                (Ok(read), Some(current))
+            }
+            .into_actor(self)
+            .map(|(result, cache), act, _| {
+                act.cache = cache;
+                result
+            }),
+        ))
+    }
+}
+
+/// The customer's snapshot: its view of the session and the last messages
+/// it may read, oldest first, with whether there are older ones.
+async fn customer_snapshot(
+    node: &Node,
+    account: &AccountId,
+    session: &Session,
+) -> Result<crate::domain::visibility::ClientEvent, Failure> {
+    let mut page = node
+        .backplane
+        .messages(
+            account,
+            &session.id,
+            Transcript::Customer,
+            None,
+            SNAPSHOT_MESSAGES + 1,
+        )
+        .await?;
+    let has_more = page.len() > SNAPSHOT_MESSAGES;
+    page.truncate(SNAPSHOT_MESSAGES);
+    page.reverse();
+    let messages: Vec<_> = page
+        .iter()
+        .filter_map(|m| message_view(&Viewer::Customer, m))
+        .collect();
+    Ok(crate::domain::visibility::ClientEvent {
+        name: "snapshot",
+        data: json!({
+            "session": customer_session_view(session),
+            "messages": messages,
+            "has_more": has_more,
+        }),
+    })
 }
 
 impl Handler<Connect> for SessionActor {
@@ -350,34 +717,42 @@ impl Handler<Connect> for SessionActor {
         Metrics::inc(&self.node.metrics.streams_opened);
         let subscribe = !self.subscribed;
         let (node, account, id) = (self.node.clone(), self.account.clone(), self.id.clone());
+        let cache = self.cache.take();
         let setup = async move {
             let rx = match subscribe {
-                true => Some(
-                    node.backplane
-                        .subscribe(&Topic::Session(account.clone(), id.clone()))
-                        .await?,
-                ),
+                true => match node
+                    .backplane
+                    .subscribe(&Topic::Session(account.clone(), id.clone()))
+                    .await
+                {
+                    Ok(rx) => Some(rx),
+                    Err(e) => return (Err(Failure::from(e)), cache),
+                },
                 false => None,
             };
-            Ok::<_, Failure>((rx, reads::customer_snapshot(&node, &account, &id).await?))
+            let current = match fresh(&node, &account, &id, cache).await {
+                Ok(c) => c,
+                Err(e) => return (Err(e), None),
+            };
+            let snapshot = customer_snapshot(&node, &account, &current.session).await;
+            (snapshot.map(|s| (rx, s)), Some(current))
         };
-        ctx.wait(
-            setup
-                .into_actor(self)
-                .map(move |setup, act, ctx| match setup {
-                    Ok((rx, snapshot)) => {
-                        if let Some(rx) = rx {
-                            ctx.add_stream(BroadcastStream::new(rx));
-                            act.subscribed = true;
-                        }
-                        outbox.push(&Prepared::from(&snapshot));
-                        act.customers.push(outbox);
+        ctx.wait(setup.into_actor(self).map(move |(setup, cache), act, ctx| {
+            act.cache = cache;
+            match setup {
+                Ok((rx, snapshot)) => {
+                    if let Some(rx) = rx {
+                        ctx.add_stream(BroadcastStream::new(rx));
+                        act.subscribed = true;
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "customer stream setup failed; closing it")
-                    }
-                }),
-        );
+                    outbox.push(&Prepared::from(&snapshot));
+                    act.customers.add(outbox);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "customer stream setup failed; closing it")
+                }
+            }
+        }));
     }
 }
 
@@ -390,17 +765,24 @@ impl Handler<Resync> for SessionActor {
             return;
         }
         let (node, account, id) = (self.node.clone(), self.account.clone(), self.id.clone());
+        let cache = self.cache.take();
         ctx.wait(
-            async move { reads::customer_snapshot(&node, &account, &id).await }
-                .into_actor(self)
-                .map(|snapshot, act, _| match snapshot {
-                    Ok(snapshot) => {
-                        let (delivered, slow) =
-                            broadcast(&mut act.customers, &Prepared::from(&snapshot));
-                        act.node.metrics.record_delivery(delivered, slow);
-                    }
+            async move {
+                let current = match fresh(&node, &account, &id, cache).await {
+                    Ok(c) => c,
+                    Err(e) => return (Err(e), None),
+                };
+                let snapshot = customer_snapshot(&node, &account, &current.session).await;
+                (snapshot, Some(current))
+            }
+            .into_actor(self)
+            .map(|(snapshot, cache), act, _| {
+                act.cache = cache;
+                match snapshot {
+                    Ok(snapshot) => act.deliver_to_customers(&Prepared::from(&snapshot)),
                     Err(_) => act.customers.clear(),
-                }),
+                }
+            }),
         );
     }
 }
@@ -417,12 +799,12 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Sessio
                     session,
                     route: Route::Customer,
                     event,
+                    ..
                 } = msg.as_ref()
                     && let Some(client_event) = view(&Viewer::Customer, session, event)
                 {
-                    let (delivered, slow) =
-                        broadcast(&mut self.customers, &Prepared::from(&client_event));
-                    self.node.metrics.record_delivery(delivered, slow);
+                    Metrics::inc(&self.node.metrics.events_prepared);
+                    self.deliver_to_customers(&Prepared::from(&client_event));
                 }
             }
             Err(BroadcastStreamRecvError::Lagged(n)) => {

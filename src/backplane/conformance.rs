@@ -1,5 +1,5 @@
-//! The backplane contract, written against the trait alone so that every
-//! implementation runs the same suite.
+//! The backplane contract, written against the role traits alone so that
+//! every implementation runs the same suite.
 //!
 //! Each rule is a `pub async fn` taking `&dyn Backplane`. Every rule makes its
 //! own random account, agent, portal, session and invitation ids, so the rules
@@ -12,9 +12,22 @@
 //! );
 //! ```
 //!
-//! The rules wait for pub/sub deliveries and timers with generous timeouts and
-//! never rely on a message *not* arriving within a fixed delay: absence is
-//! shown by a later sentinel arriving first on the same topic.
+//! Session changes are built the way a session actor builds them: a session
+//! is created with `Session::create`, commands are applied with
+//! `Session::apply`, and the resulting `Outcome` is committed. Where a rule
+//! needs a change no single command makes (a conflicting commit carrying
+//! everything at once, a timer due in 200 ms), it edits the outcome by hand.
+//!
+//! The rules wait for pub/sub deliveries, timers and retention with generous
+//! timeouts and never rely on something *not* arriving within a fixed delay:
+//! absence is shown by a later sentinel (a message on the same topic, a timer
+//! due later) arriving first.
+//!
+//! The timer rules (and the two "changes nothing" rules, which also check
+//! timers) take the backplane's due stream with `take_due`: they need a
+//! backplane of their own, whose due timers no other instance takes — the
+//! suite's `$make` must build a fresh backplane per test (both fixtures in
+//! this crate do). A rule that cannot take the due stream fails loudly.
 
 // This module is test support (it panics on purpose when the contract is broken).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -24,24 +37,41 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
 
 use super::{
-    Backplane, BusMessage, Claim, Commit, Committed, Deadline, Online, Route, Topic, Versioned,
+    Backplane, BusMessage, Claim, Commit, Committed, Deadline, Fresh, Guard, Route, Topic,
+    Transcript, Versioned, Window, WindowAgent,
 };
 use crate::domain::id::random_id;
-use crate::domain::session::{Audience, Author, IndexDelta, Target};
+use crate::domain::session::{
+    Accept, Audience, Cancel, Command, End, EndReason, IndexDelta, InvitationStatus, Invite, Leave,
+    Post, Poster, Target, Timer,
+};
 use crate::domain::{
-    Account, AccountId, Agent, AgentId, AgentRef, Event, InvitationId, Message, MessageId, Policy,
-    Portal, PortalId, Session, SessionId, SessionMode,
+    Account, AccountId, Agent, AgentId, AgentRef, Event, InvitationId, Message, MessageId, Outcome,
+    Policy, Portal, PortalId, Rules, Session, SessionId, SessionMode,
 };
 
 /// How long a rule waits for something that must arrive (pub/sub, timers).
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A claim ttl long enough never to run out during a rule.
 const LONG_TTL: Duration = Duration::from_secs(60);
+/// The retention of sessions whose end a rule does not watch.
+const KEEP: Duration = Duration::from_secs(3600);
+/// The retention of the session a rule watches disappear.
+const SHORT_RETENTION: Duration = Duration::from_secs(1);
+/// How long a rule waits for a 1 s retention to end.
+const RETENTION_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a rule waits for a delivered but uncompleted timer to be
+/// delivered again (both backplanes lease a delivery for 15 s).
+const REDELIVERY_TIMEOUT: Duration = Duration::from_secs(45);
+/// Clock granularity allowed when checking that a timer did not fire early.
+const EARLY_TOLERANCE_MS: i64 = 5;
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -59,6 +89,10 @@ fn portal_id() -> PortalId {
     PortalId::parse(&random_id("ptl")).expect("random portal id is valid")
 }
 
+fn invitation_id() -> InvitationId {
+    InvitationId::within(&SessionId::random())
+}
+
 fn account(id: &AccountId, name: &str) -> Account {
     Account {
         id: id.clone(),
@@ -74,51 +108,227 @@ fn portal(id: &PortalId, name: &str) -> Portal {
     }
 }
 
-fn agent(id: &AgentId, name: &str, portals: Vec<PortalId>) -> Agent {
+fn agent(id: &AgentId, name: &str, portals: &[PortalId]) -> Agent {
     Agent {
         id: id.clone(),
         name: name.to_owned(),
-        portals,
+        portals: portals.to_vec(),
     }
 }
 
-fn new_session(account: &AccountId, lead: &AgentId) -> Session {
-    Session::create(
-        SessionId::random(),
-        account.clone(),
-        SessionMode::Web,
-        AgentRef {
-            id: lead.clone(),
-            name: "Lead".to_owned(),
-        },
-        "Customer".to_owned(),
-        &Policy::default(),
-        Utc::now(),
-    )
-    .expect("the default policy allows web sessions")
+/// An agent's profile with a name made from its id.
+fn profile(id: &AgentId, portals: &[PortalId]) -> Agent {
+    agent(id, &format!("Agent {id}"), portals)
 }
 
-fn message(seq: u64, text: &str) -> Message {
-    Message {
+fn agent_ref(id: &AgentId) -> AgentRef {
+    AgentRef {
+        id: id.clone(),
+        name: format!("Agent {id}"),
+    }
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// `offset_ms` from now, to the millisecond (what timers keep).
+fn in_ms(offset_ms: i64) -> DateTime<Utc> {
+    let at = Utc::now() + chrono::Duration::milliseconds(offset_ms);
+    DateTime::from_timestamp_millis(at.timestamp_millis()).expect("a time in range")
+}
+
+fn won(claim: Claim, what: &str) -> u64 {
+    match claim {
+        Claim::Won { fence } => fence,
+        Claim::Lost { by } => panic!("{what}: expected Won, got Lost {{ by: {by} }}"),
+    }
+}
+
+/// A session as a session actor holds it: the hot state, the version it
+/// was stored at (0: not stored yet), and the policy it is run under.
+#[derive(Clone)]
+struct Live {
+    account: AccountId,
+    policy: Policy,
+    session: Session,
+    version: u64,
+}
+
+impl Live {
+    /// A new session led by `lead` under the default policy, not stored
+    /// yet, and what creating it changes.
+    fn create(account: &AccountId, lead: &AgentId) -> (Self, Outcome) {
+        Self::create_as(account, lead, SessionId::random(), Policy::default())
+    }
+
+    /// The same under `policy`.
+    fn create_with(account: &AccountId, lead: &AgentId, policy: Policy) -> (Self, Outcome) {
+        Self::create_as(account, lead, SessionId::random(), policy)
+    }
+
+    fn create_as(
+        account: &AccountId,
+        lead: &AgentId,
+        id: SessionId,
+        policy: Policy,
+    ) -> (Self, Outcome) {
+        let (session, outcome) = Session::create(
+            id,
+            account.clone(),
+            SessionMode::Web,
+            agent_ref(lead),
+            "Customer".to_owned(),
+            Rules {
+                policy: &policy,
+                now: Utc::now(),
+            },
+        )
+        .expect("the policy allows web sessions");
+        let live = Self {
+            account: account.clone(),
+            policy,
+            session,
+            version: 0,
+        };
+        (live, outcome)
+    }
+
+    /// A new session led by `lead`, stored at version 1.
+    async fn started(bp: &dyn Backplane, account: &AccountId, lead: &AgentId) -> Self {
+        let (mut live, created) = Self::create(account, lead);
+        live.store(bp, &created).await;
+        live
+    }
+
+    fn id(&self) -> &SessionId {
+        &self.session.id
+    }
+
+    fn topic(&self) -> Topic {
+        Topic::Session(self.account.clone(), self.session.id.clone())
+    }
+
+    fn versioned(&self) -> Versioned {
+        Versioned {
+            version: self.version,
+            session: self.session.clone(),
+        }
+    }
+
+    /// Applies a command to the local state (it must be valid).
+    fn apply(&mut self, command: impl Into<Command>) -> Outcome {
+        let rules = Rules {
+            policy: &self.policy,
+            now: Utc::now(),
+        };
+        self.session
+            .apply(&command.into(), rules)
+            .unwrap_or_else(|e| panic!("the command must be valid: {e}"))
+    }
+
+    /// A plain commit of the local state: no fan-out, no guard, kept long.
+    fn commit<'a>(&'a self, expected_version: u64, outcome: &'a Outcome) -> Commit<'a> {
+        Commit {
+            expected_version,
+            session: &self.session,
+            outcome,
+            publish: &[],
+            guard: None,
+            retention: KEEP,
+        }
+    }
+
+    /// Records that a commit at the current version was stored.
+    fn stored(&mut self, committed: Committed) {
+        assert_eq!(
+            committed,
+            Committed::Stored(self.version + 1),
+            "session {} committed at version {}",
+            self.session.id,
+            self.version
+        );
+        self.version += 1;
+    }
+
+    /// Commits `outcome` with the local state; it must be stored.
+    async fn store(&mut self, bp: &dyn Backplane, outcome: &Outcome) {
+        let committed = bp
+            .commit(&self.account, self.commit(self.version, outcome))
+            .await
+            .unwrap();
+        self.stored(committed);
+    }
+
+    /// Applies a command and stores its outcome.
+    async fn run(&mut self, bp: &dyn Backplane, command: impl Into<Command>) -> Outcome {
+        let outcome = self.apply(command);
+        self.store(bp, &outcome).await;
+        outcome
+    }
+
+    /// An invitation command from `inviter` to `target`, `online` being the
+    /// agents logged in for it.
+    fn invitation(&self, inviter: &AgentId, target: Target, online: &[AgentId]) -> Invite {
+        Invite {
+            id: InvitationId::within(&self.session.id),
+            inviter: inviter.clone(),
+            target,
+            masked: false,
+            comment: None,
+            online: online.to_vec(),
+        }
+    }
+
+    /// Sends and stores an invitation; returns its id.
+    async fn invite(
+        &mut self,
+        bp: &dyn Backplane,
+        inviter: &AgentId,
+        target: Target,
+        online: &[AgentId],
+    ) -> InvitationId {
+        let invite = self.invitation(inviter, target, online);
+        let id = invite.id.clone();
+        self.run(bp, invite).await;
+        id
+    }
+
+    /// Claims `invitation` for `agent` and stores its accept.
+    async fn accept_by(
+        &mut self,
+        bp: &dyn Backplane,
+        invitation: &InvitationId,
+        agent: &AgentId,
+    ) -> Outcome {
+        let fence = won(
+            bp.claim(&self.account, invitation, agent, LONG_TTL)
+                .await
+                .unwrap(),
+            "the accepting agent claims",
+        );
+        let active = bp.agent_sessions(&self.account, agent).await.unwrap().len();
+        self.run(bp, accept(invitation, agent, active as u32, fence))
+            .await
+    }
+}
+
+fn accept(invitation: &InvitationId, agent: &AgentId, active_sessions: u32, fence: u64) -> Accept {
+    Accept {
+        invitation: invitation.clone(),
+        agent: agent_ref(agent),
+        active_sessions,
+        fence,
+    }
+}
+
+fn post(author: Poster, text: &str, audience: Audience) -> Post {
+    Post {
         id: MessageId::random(),
-        seq,
-        author: Author::Customer {
-            name: "Customer".to_owned(),
-        },
+        author,
         text: text.to_owned(),
-        audience: Audience::Everyone,
-        sent_at: Utc::now(),
-    }
-}
-
-fn commit(expected_version: u64, session: &Session) -> Commit {
-    Commit {
-        expected_version,
-        session: session.clone(),
-        delta: IndexDelta::default(),
-        message: None,
-        publish: Vec::new(),
-        deadlines: Vec::new(),
+        audience,
     }
 }
 
@@ -129,11 +339,16 @@ fn presence_msg(agent: &AgentId, portal: Option<&PortalId>) -> BusMessage {
     }
 }
 
-fn ended_msg(session: &SessionId) -> BusMessage {
+fn ended_msg(session: &SessionId, version: u64) -> BusMessage {
     BusMessage::Session {
         session: session.clone(),
+        version,
+        index: 0,
         route: Route::Participant,
-        event: Arc::new(Event::SessionEnded { at: Utc::now() }),
+        event: Arc::new(Event::SessionEnded {
+            at: Utc::now(),
+            reason: EndReason::EndedByLead,
+        }),
     }
 }
 
@@ -146,16 +361,181 @@ async fn next(rx: &mut broadcast::Receiver<Arc<BusMessage>>, what: &str) -> BusM
     }
 }
 
-fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
-    v.sort();
-    v
+/// Shows that nothing arrived on `topic` (for `rx`) so far: a sentinel
+/// published now must be the next thing `rx` receives.
+async fn assert_quiet(
+    bp: &dyn Backplane,
+    topic: &Topic,
+    rx: &mut broadcast::Receiver<Arc<BusMessage>>,
+    what: &str,
+) {
+    let sentinel = presence_msg(&agent_id(), None);
+    bp.publish(topic.clone(), sentinel.clone()).await.unwrap();
+    assert_eq!(
+        next(rx, what).await,
+        sentinel,
+        "{what}: nothing before the sentinel"
+    );
 }
 
-fn won(claim: Claim, what: &str) -> u64 {
-    match claim {
-        Claim::Won { fence } => fence,
-        Claim::Lost { by } => panic!("{what}: expected Won, got Lost {{ by: {by} }}"),
+/// Both transcripts of a session, whole, newest first.
+async fn transcripts(
+    bp: &dyn Backplane,
+    account: &AccountId,
+    session: &SessionId,
+) -> (Vec<Message>, Vec<Message>) {
+    let agents = bp
+        .messages(account, session, Transcript::Agents, None, 1000)
+        .await
+        .unwrap();
+    let customer = bp
+        .messages(account, session, Transcript::Customer, None, 1000)
+        .await
+        .unwrap();
+    (agents, customer)
+}
+
+/// Checks an agent's active-session count `n` every way it can be read:
+/// its session index, the accept context, the window (when it is online),
+/// and the commit guard (below `n` refuses, below `n + 1` holds).
+async fn assert_active(
+    bp: &dyn Backplane,
+    account: &AccountId,
+    agent: &AgentId,
+    n: u32,
+    what: &str,
+) {
+    let sessions = bp.agent_sessions(account, agent).await.unwrap();
+    assert_eq!(
+        sessions.len(),
+        n as usize,
+        "{what}: agent_sessions {sessions:?}"
+    );
+    let context = bp
+        .accept_context(account, &SessionId::random(), &invitation_id(), agent, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        context.active_sessions, n,
+        "{what}: the accept context's count"
+    );
+    if bp.presence(account, agent).await.unwrap().is_some() {
+        let window = bp.window(account).await.unwrap();
+        let entry = window
+            .agents
+            .iter()
+            .find(|w| &w.agent.id == agent)
+            .unwrap_or_else(|| panic!("{what}: an online agent is in the window"));
+        assert_eq!(entry.active_sessions, n, "{what}: the window's count");
     }
+    if n > 0 {
+        assert_eq!(
+            guarded_probe(bp, account, agent, n).await,
+            Committed::Refused,
+            "{what}: a guard `below {n}` refuses"
+        );
+    }
+    assert_eq!(
+        guarded_probe(bp, account, agent, n + 1).await,
+        Committed::Stored(1),
+        "{what}: a guard `below {}` holds",
+        n + 1
+    );
+}
+
+/// Creates a throwaway session (changing no index, arming no timer) under
+/// a guard on `agent`.
+async fn guarded_probe(
+    bp: &dyn Backplane,
+    account: &AccountId,
+    agent: &AgentId,
+    below: u32,
+) -> Committed {
+    let (probe, _) = Live::create(account, &agent_id());
+    let nothing = Outcome::default();
+    let guard = Guard {
+        agent: agent.clone(),
+        below,
+    };
+    let commit = Commit {
+        guard: Some(&guard),
+        ..probe.commit(0, &nothing)
+    };
+    bp.commit(account, commit).await.unwrap()
+}
+
+fn due_stream(bp: &dyn Backplane) -> UnboundedReceiver<Deadline> {
+    bp.take_due().expect(
+        "this rule needs the backplane's due stream: give it a backplane of its own \
+         (take_due already handed the stream out)",
+    )
+}
+
+/// The next deadline of `account` (other accounts' are skipped).
+async fn next_due(
+    due: &mut UnboundedReceiver<Deadline>,
+    account: &AccountId,
+    timeout: Duration,
+    what: &str,
+) -> Deadline {
+    let wait = async {
+        loop {
+            match due.recv().await {
+                Some(d) if &d.account == account => return d,
+                Some(_) => {} // another rule's
+                None => panic!("{what}: the due stream closed"),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing fell due within {timeout:?}"))
+}
+
+/// The deadlines of `account` delivered before the sentinel timer
+/// `(session, timer)`, which must arrive within `timeout`.
+async fn due_until(
+    due: &mut UnboundedReceiver<Deadline>,
+    account: &AccountId,
+    sentinel: (&SessionId, &Timer),
+    timeout: Duration,
+    what: &str,
+) -> Vec<Deadline> {
+    let end = Instant::now() + timeout;
+    let mut before = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let d = next_due(due, account, left, what).await;
+        if &d.session == sentinel.0 && &d.timer == sentinel.1 {
+            return before;
+        }
+        before.push(d);
+    }
+}
+
+/// Whether `d` delivers `timer` of `session`.
+fn delivers(d: &Deadline, session: &SessionId, timer: &Timer) -> bool {
+    &d.session == session && &d.timer == timer
+}
+
+/// Receives `n` deadlines of `account`.
+async fn next_dues(
+    due: &mut UnboundedReceiver<Deadline>,
+    account: &AccountId,
+    n: usize,
+    what: &str,
+) -> Vec<Deadline> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(next_due(due, account, ARRIVAL_TIMEOUT, what).await);
+    }
+    out
+}
+
+fn find_due<'a>(dues: &'a [Deadline], session: &SessionId, timer: &Timer) -> &'a Deadline {
+    dues.iter()
+        .find(|d| delivers(d, session, timer))
+        .unwrap_or_else(|| panic!("{timer:?} of {session} was delivered: {dues:?}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -168,7 +548,7 @@ pub async fn directory_accounts_put_reports_creation_and_keeps_latest(bp: &dyn B
     let id = account_id();
     assert_eq!(bp.account(&id).await.unwrap(), None, "unknown account");
     assert!(
-        bp.put_account(account(&id, "First")).await.unwrap(),
+        bp.put_account(&account(&id, "First")).await.unwrap(),
         "first put creates"
     );
     assert_eq!(bp.account(&id).await.unwrap(), Some(account(&id, "First")));
@@ -176,7 +556,7 @@ pub async fn directory_accounts_put_reports_creation_and_keeps_latest(bp: &dyn B
     let mut second = account(&id, "Second");
     second.policy.masking = false;
     assert!(
-        !bp.put_account(second.clone()).await.unwrap(),
+        !bp.put_account(&second).await.unwrap(),
         "second put replaces"
     );
     assert_eq!(
@@ -201,11 +581,11 @@ pub async fn directory_portals_are_scoped_by_account_and_listed_sorted(bp: &dyn 
     );
 
     assert!(
-        bp.put_portal(&acc1, portal(&p, "one")).await.unwrap(),
+        bp.put_portal(&acc1, &portal(&p, "one")).await.unwrap(),
         "first put creates"
     );
     assert!(
-        !bp.put_portal(&acc1, portal(&p, "two")).await.unwrap(),
+        !bp.put_portal(&acc1, &portal(&p, "two")).await.unwrap(),
         "second put replaces"
     );
     assert_eq!(
@@ -221,7 +601,7 @@ pub async fn directory_portals_are_scoped_by_account_and_listed_sorted(bp: &dyn 
         "not visible from another account"
     );
     assert!(
-        bp.put_portal(&acc2, portal(&p, "other")).await.unwrap(),
+        bp.put_portal(&acc2, &portal(&p, "other")).await.unwrap(),
         "new in the other account"
     );
     assert_eq!(
@@ -238,12 +618,12 @@ pub async fn directory_portals_are_scoped_by_account_and_listed_sorted(bp: &dyn 
     let mut ids = vec![p.clone()];
     for name in ["c", "a", "b"] {
         let id = portal_id();
-        assert!(bp.put_portal(&acc1, portal(&id, name)).await.unwrap());
+        assert!(bp.put_portal(&acc1, &portal(&id, name)).await.unwrap());
         ids.push(id);
     }
     let extra = portal_id();
     assert!(
-        bp.put_portal(&acc2, portal(&extra, "acc2 only"))
+        bp.put_portal(&acc2, &portal(&extra, "acc2 only"))
             .await
             .unwrap()
     );
@@ -256,17 +636,13 @@ pub async fn directory_portals_are_scoped_by_account_and_listed_sorted(bp: &dyn 
         .map(|p| p.id)
         .collect();
     assert_eq!(listed, sorted(ids), "only acc1's portals, sorted by id");
-    let listed2: Vec<Portal> = bp.portals(&acc2).await.unwrap();
+    let mut expected = vec![portal(&p, "other"), portal(&extra, "acc2 only")];
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(
-        listed2,
-        sorted_portals(vec![portal(&p, "other"), portal(&extra, "acc2 only")]),
+        bp.portals(&acc2).await.unwrap(),
+        expected,
         "only acc2's portals, sorted by id"
     );
-}
-
-fn sorted_portals(mut v: Vec<Portal>) -> Vec<Portal> {
-    v.sort_by(|a, b| a.id.cmp(&b.id));
-    v
 }
 
 /// `put_agent` returns `true` then `false` and keeps the latest value; the same
@@ -279,12 +655,12 @@ pub async fn directory_agents_are_scoped_by_account(bp: &dyn Backplane) {
 
     assert_eq!(bp.agent(&acc1, &a).await.unwrap(), None, "unknown agent");
     assert!(
-        bp.put_agent(&acc1, agent(&a, "Ann", vec![])).await.unwrap(),
+        bp.put_agent(&acc1, &agent(&a, "Ann", &[])).await.unwrap(),
         "first put creates"
     );
-    let updated = agent(&a, "Ann B.", vec![p.clone()]);
+    let updated = agent(&a, "Ann B.", std::slice::from_ref(&p));
     assert!(
-        !bp.put_agent(&acc1, updated.clone()).await.unwrap(),
+        !bp.put_agent(&acc1, &updated).await.unwrap(),
         "second put replaces"
     );
     assert_eq!(
@@ -298,9 +674,9 @@ pub async fn directory_agents_are_scoped_by_account(bp: &dyn Backplane) {
         None,
         "not visible from another account"
     );
-    let other = agent(&a, "Other Ann", vec![]);
+    let other = agent(&a, "Other Ann", &[]);
     assert!(
-        bp.put_agent(&acc2, other.clone()).await.unwrap(),
+        bp.put_agent(&acc2, &other).await.unwrap(),
         "new in the other account"
     );
     assert_eq!(bp.agent(&acc2, &a).await.unwrap(), Some(other));
@@ -308,6 +684,65 @@ pub async fn directory_agents_are_scoped_by_account(bp: &dyn Backplane) {
         bp.agent(&acc1, &a).await.unwrap(),
         Some(updated),
         "acc1 untouched"
+    );
+}
+
+/// `account_and_agent` reads the account and one of its agents together:
+/// each is `None` when absent, both follow later puts, and an agent of the
+/// same id in another account is not visible.
+pub async fn directory_account_and_agent_reads_both(bp: &dyn Backplane) {
+    let acc = account_id();
+    let other = account_id();
+    let a = agent_id();
+
+    assert_eq!(
+        bp.account_and_agent(&acc, &a).await.unwrap(),
+        (None, None),
+        "nothing stored yet"
+    );
+    let first = account(&acc, "Acme");
+    bp.put_account(&first).await.unwrap();
+    assert_eq!(
+        bp.account_and_agent(&acc, &a).await.unwrap(),
+        (Some(first.clone()), None),
+        "the account without such an agent"
+    );
+    let ann = agent(&a, "Ann", &[]);
+    bp.put_agent(&acc, &ann).await.unwrap();
+    assert_eq!(
+        bp.account_and_agent(&acc, &a).await.unwrap(),
+        (Some(first.clone()), Some(ann.clone())),
+        "both"
+    );
+
+    // The same agent id elsewhere.
+    assert_eq!(
+        bp.account_and_agent(&other, &a).await.unwrap(),
+        (None, None),
+        "another account sees neither"
+    );
+    let foreign = agent(&a, "Foreign Ann", &[]);
+    bp.put_agent(&other, &foreign).await.unwrap();
+    assert_eq!(
+        bp.account_and_agent(&other, &a).await.unwrap(),
+        (None, Some(foreign)),
+        "an agent of an account that has no record"
+    );
+    assert_eq!(
+        bp.account_and_agent(&acc, &a).await.unwrap(),
+        (Some(first), Some(ann)),
+        "acc untouched"
+    );
+
+    // Later puts are what it reads.
+    let renamed = account(&acc, "Acme 2");
+    let moved = agent(&a, "Ann B.", &[portal_id()]);
+    bp.put_account(&renamed).await.unwrap();
+    bp.put_agent(&acc, &moved).await.unwrap();
+    assert_eq!(
+        bp.account_and_agent(&acc, &a).await.unwrap(),
+        (Some(renamed), Some(moved)),
+        "the latest of both"
     );
 }
 
@@ -319,12 +754,12 @@ pub async fn directory_agents_are_scoped_by_account(bp: &dyn Backplane) {
 /// portal it was in and clears it; `presence` follows both.
 pub async fn presence_login_returns_previous_and_logout_clears(bp: &dyn Backplane) {
     let acc = account_id();
-    let a = agent_id();
     let p1 = portal_id();
     let p2 = portal_id();
+    let a = profile(&agent_id(), &[p1.clone(), p2.clone()]);
 
     assert_eq!(
-        bp.presence(&acc, &a).await.unwrap(),
+        bp.presence(&acc, &a.id).await.unwrap(),
         None,
         "nobody logged in yet"
     );
@@ -338,7 +773,7 @@ pub async fn presence_login_returns_previous_and_logout_clears(bp: &dyn Backplan
         None,
         "first login: no previous"
     );
-    assert_eq!(bp.presence(&acc, &a).await.unwrap(), Some(p1.clone()));
+    assert_eq!(bp.presence(&acc, &a.id).await.unwrap(), Some(p1.clone()));
     assert_eq!(
         bp.login(&acc, &a, &p1).await.unwrap(),
         Some(p1.clone()),
@@ -349,13 +784,17 @@ pub async fn presence_login_returns_previous_and_logout_clears(bp: &dyn Backplan
         Some(p1.clone()),
         "switch portal"
     );
-    assert_eq!(bp.presence(&acc, &a).await.unwrap(), Some(p2.clone()));
+    assert_eq!(bp.presence(&acc, &a.id).await.unwrap(), Some(p2.clone()));
     assert_eq!(
         bp.logout(&acc, &a).await.unwrap(),
         Some(p2),
         "logout returns the portal"
     );
-    assert_eq!(bp.presence(&acc, &a).await.unwrap(), None, "logout clears");
+    assert_eq!(
+        bp.presence(&acc, &a.id).await.unwrap(),
+        None,
+        "logout clears"
+    );
     assert_eq!(
         bp.logout(&acc, &a).await.unwrap(),
         None,
@@ -363,142 +802,281 @@ pub async fn presence_login_returns_previous_and_logout_clears(bp: &dyn Backplan
     );
 }
 
-/// `online` lists only that account's logged-in agents (with their portals);
-/// the same agent id in another account is independent.
-pub async fn presence_online_lists_only_the_accounts_logged_in_agents(bp: &dyn Backplane) {
+/// Presence is per account: the same agent id logged in in two accounts is
+/// two independent agents, in `presence`, `online_in` and `window` alike.
+pub async fn presence_is_scoped_by_account(bp: &dyn Backplane) {
     let acc1 = account_id();
     let acc2 = account_id();
-    let a = agent_id();
-    let b = agent_id();
-    let c = agent_id();
     let p1 = portal_id();
     let p2 = portal_id();
+    let both = [p1.clone(), p2.clone()];
+    for acc in [&acc1, &acc2] {
+        bp.put_portal(acc, &portal(&p1, "one")).await.unwrap();
+        bp.put_portal(acc, &portal(&p2, "two")).await.unwrap();
+    }
+    let a = profile(&agent_id(), &both);
+    let b = profile(&agent_id(), &both);
+    let c = profile(&agent_id(), &both);
+    for (acc, who) in [(&acc1, &a), (&acc1, &b), (&acc2, &a), (&acc2, &c)] {
+        bp.put_agent(acc, who).await.unwrap();
+    }
 
-    let by_agent = |mut v: Vec<Online>| {
-        v.sort_by(|x, y| x.agent.cmp(&y.agent));
-        v
-    };
-    let on = |agent: &AgentId, portal: &PortalId| Online {
-        agent: agent.clone(),
-        portal: portal.clone(),
-    };
-
-    assert!(
-        bp.online(&acc1).await.unwrap().is_empty(),
-        "fresh account: nobody online"
-    );
-    bp.login(&acc1, &a, &p1).await.unwrap();
-    bp.login(&acc1, &b, &p2).await.unwrap();
-    // Same agent id `a` in the other account, in another portal; plus `c`.
+    assert_eq!(bp.login(&acc1, &a, &p1).await.unwrap(), None);
+    assert_eq!(bp.login(&acc1, &b, &p2).await.unwrap(), None);
     assert_eq!(
         bp.login(&acc2, &a, &p2).await.unwrap(),
         None,
-        "acc2's `a` is independent"
+        "acc2's `a` is independent of acc1's"
     );
-    bp.login(&acc2, &c, &p1).await.unwrap();
+    assert_eq!(bp.login(&acc2, &c, &p1).await.unwrap(), None);
 
+    assert_eq!(bp.presence(&acc1, &a.id).await.unwrap(), Some(p1.clone()));
+    assert_eq!(bp.presence(&acc2, &a.id).await.unwrap(), Some(p2.clone()));
+    assert_eq!(bp.presence(&acc2, &b.id).await.unwrap(), None);
+    let online = |v: &[&Agent]| Some(sorted(v.iter().map(|a| a.id.clone()).collect()));
+    assert_eq!(bp.online_in(&acc1, &p1).await.unwrap(), online(&[&a]));
+    assert_eq!(bp.online_in(&acc1, &p2).await.unwrap(), online(&[&b]));
+    assert_eq!(bp.online_in(&acc2, &p1).await.unwrap(), online(&[&c]));
+    assert_eq!(bp.online_in(&acc2, &p2).await.unwrap(), online(&[&a]));
+    let window_ids = |w: Window| sorted(w.agents.into_iter().map(|w| w.agent.id).collect());
     assert_eq!(
-        by_agent(bp.online(&acc1).await.unwrap()),
-        by_agent(vec![on(&a, &p1), on(&b, &p2)]),
-        "acc1's agents only"
+        window_ids(bp.window(&acc1).await.unwrap()),
+        sorted(vec![a.id.clone(), b.id.clone()]),
+        "acc1's window"
     );
     assert_eq!(
-        by_agent(bp.online(&acc2).await.unwrap()),
-        by_agent(vec![on(&a, &p2), on(&c, &p1)]),
-        "acc2's agents only"
+        window_ids(bp.window(&acc2).await.unwrap()),
+        sorted(vec![a.id.clone(), c.id.clone()]),
+        "acc2's window"
     );
+
+    assert_eq!(bp.logout(&acc2, &a).await.unwrap(), Some(p2.clone()));
     assert_eq!(
-        bp.presence(&acc1, &a).await.unwrap(),
+        bp.presence(&acc1, &a.id).await.unwrap(),
         Some(p1.clone()),
-        "acc1's `a` untouched"
+        "another account's logout leaves acc1's `a` logged in"
+    );
+    assert_eq!(bp.online_in(&acc1, &p1).await.unwrap(), online(&[&a]));
+    assert_eq!(bp.online_in(&acc2, &p2).await.unwrap(), Some(vec![]));
+    assert_eq!(
+        window_ids(bp.window(&acc2).await.unwrap()),
+        vec![c.id.clone()]
+    );
+}
+
+/// `online_in` lists, sorted, exactly the agents logged into that portal
+/// now; `Some(empty)` for a portal of the account nobody is in, `None` for
+/// a portal the account does not have. A login into another portal moves
+/// the agent; a logout removes it.
+pub async fn presence_online_in_lists_only_that_portals_logged_in_agents(bp: &dyn Backplane) {
+    let acc = account_id();
+    let other = account_id();
+    let p1 = portal_id();
+    let p2 = portal_id();
+    let empty = portal_id();
+    let unknown = portal_id();
+    for p in [&p1, &p2, &empty] {
+        bp.put_portal(&acc, &portal(p, "portal")).await.unwrap();
+    }
+    let portals = [p1.clone(), p2.clone(), empty.clone()];
+    let a = profile(&agent_id(), &portals);
+    let b = profile(&agent_id(), &portals);
+    let c = profile(&agent_id(), &portals);
+    let d = profile(&agent_id(), &portals);
+    for who in [&a, &b, &c, &d] {
+        bp.put_agent(&acc, who).await.unwrap();
+    }
+    let ids = |v: &[&Agent]| Some(sorted(v.iter().map(|a| a.id.clone()).collect::<Vec<_>>()));
+
+    assert_eq!(
+        bp.online_in(&acc, &p1).await.unwrap(),
+        Some(vec![]),
+        "nobody logged in yet"
+    );
+    bp.login(&acc, &a, &p1).await.unwrap();
+    bp.login(&acc, &b, &p1).await.unwrap();
+    bp.login(&acc, &c, &p2).await.unwrap();
+    // `d` stays logged out.
+
+    assert_eq!(bp.online_in(&acc, &p1).await.unwrap(), ids(&[&a, &b]));
+    assert_eq!(bp.online_in(&acc, &p2).await.unwrap(), ids(&[&c]));
+    assert_eq!(
+        bp.online_in(&acc, &empty).await.unwrap(),
+        Some(vec![]),
+        "a portal nobody is in"
+    );
+    assert_eq!(
+        bp.online_in(&acc, &unknown).await.unwrap(),
+        None,
+        "a portal the account does not have"
+    );
+    assert_eq!(
+        bp.online_in(&other, &p1).await.unwrap(),
+        None,
+        "the portal id in an account that does not have it"
+    );
+    bp.put_portal(&other, &portal(&p1, "elsewhere"))
+        .await
+        .unwrap();
+    assert_eq!(
+        bp.online_in(&other, &p1).await.unwrap(),
+        Some(vec![]),
+        "the same portal id in another account: nobody in it"
     );
 
-    assert_eq!(bp.logout(&acc1, &b).await.unwrap(), Some(p2.clone()));
+    // A login into another portal moves the agent.
+    assert_eq!(bp.login(&acc, &b, &p2).await.unwrap(), Some(p1.clone()));
+    assert_eq!(bp.online_in(&acc, &p1).await.unwrap(), ids(&[&a]));
+    assert_eq!(bp.online_in(&acc, &p2).await.unwrap(), ids(&[&b, &c]));
+    // Logging into the same portal again changes nothing.
+    assert_eq!(bp.login(&acc, &b, &p2).await.unwrap(), Some(p2.clone()));
+    assert_eq!(bp.online_in(&acc, &p2).await.unwrap(), ids(&[&b, &c]));
+
+    // A logout removes it.
+    assert_eq!(bp.logout(&acc, &a).await.unwrap(), Some(p1.clone()));
+    assert_eq!(bp.online_in(&acc, &p1).await.unwrap(), Some(vec![]));
+    assert_eq!(bp.logout(&acc, &c).await.unwrap(), Some(p2.clone()));
+    assert_eq!(bp.online_in(&acc, &p2).await.unwrap(), ids(&[&b]));
+}
+
+/// `window` lists every online agent of the account with its profile, the
+/// portal it is in and the number of sessions it is active in, and every
+/// portal of the account; agents logged out are not in it.
+pub async fn presence_window_lists_online_agents_with_portal_and_active_sessions(
+    bp: &dyn Backplane,
+) {
+    let acc = account_id();
     assert_eq!(
-        bp.online(&acc1).await.unwrap(),
-        vec![on(&a, &p1)],
-        "logged-out agent gone"
+        bp.window(&acc).await.unwrap(),
+        Window::default(),
+        "an empty account"
     );
-    assert_eq!(bp.logout(&acc2, &a).await.unwrap(), Some(p2));
+    let p1 = portal_id();
+    let p2 = portal_id();
+    let portals = [p1.clone(), p2.clone()];
+    bp.put_portal(&acc, &portal(&p2, "Two")).await.unwrap();
+    bp.put_portal(&acc, &portal(&p1, "One")).await.unwrap();
+    let a = profile(&agent_id(), &portals);
+    let b = profile(&agent_id(), &portals);
+    let c = profile(&agent_id(), &portals);
+    for who in [&a, &b, &c] {
+        bp.put_agent(&acc, who).await.unwrap();
+    }
+    bp.login(&acc, &a, &p1).await.unwrap();
+    bp.login(&acc, &b, &p2).await.unwrap();
+    // `a` leads two sessions, `c` one but is not logged in, `b` none.
+    let mut first = Live::started(bp, &acc, &a.id).await;
+    Live::started(bp, &acc, &a.id).await;
+    Live::started(bp, &acc, &c.id).await;
+
+    let entry = |agent: &Agent, portal: &PortalId, active_sessions: u32| WindowAgent {
+        agent: agent.clone(),
+        portal: portal.clone(),
+        active_sessions,
+    };
+    let by_agent = |mut w: Window| {
+        w.agents.sort_by(|x, y| x.agent.id.cmp(&y.agent.id));
+        w
+    };
+    let mut expected_portals = vec![portal(&p1, "One"), portal(&p2, "Two")];
+    expected_portals.sort_by(|x, y| x.id.cmp(&y.id));
+    let window = |agents: Vec<WindowAgent>| {
+        by_agent(Window {
+            agents,
+            portals: expected_portals.clone(),
+        })
+    };
+
+    let mut w = by_agent(bp.window(&acc).await.unwrap());
+    w.portals.sort_by(|x, y| x.id.cmp(&y.id));
     assert_eq!(
-        bp.online(&acc1).await.unwrap(),
-        vec![on(&a, &p1)],
-        "other account's logout"
+        w,
+        window(vec![entry(&a, &p1, 2), entry(&b, &p2, 0)]),
+        "online agents with profile, portal and activity; every portal"
     );
-    assert_eq!(bp.online(&acc2).await.unwrap(), vec![on(&c, &p1)]);
+
+    // Leaving a session, a profile change and a move show at once.
+    first
+        .run(
+            bp,
+            Leave {
+                agent: a.id.clone(),
+            },
+        )
+        .await;
+    let renamed = agent(&b.id, "Bea", &portals);
+    bp.put_agent(&acc, &renamed).await.unwrap();
+    bp.login(&acc, &renamed, &p1).await.unwrap();
+    let mut w = by_agent(bp.window(&acc).await.unwrap());
+    w.portals.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(
+        w,
+        window(vec![entry(&a, &p1, 1), entry(&renamed, &p1, 0)]),
+        "after a leave, a rename and a move"
+    );
+
+    // A logged-out agent is not in it; a newly logged-in one is.
+    bp.logout(&acc, &a).await.unwrap();
+    bp.login(&acc, &c, &p2).await.unwrap();
+    let mut w = by_agent(bp.window(&acc).await.unwrap());
+    w.portals.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(
+        w,
+        window(vec![entry(&renamed, &p1, 0), entry(&c, &p2, 1)]),
+        "after a logout and a login"
+    );
 }
 
 // ---------------------------------------------------------------------------
 // Sessions: versioned commit
 // ---------------------------------------------------------------------------
 
-/// Expected version 0 creates the session at version 1, expected 1 gives 2;
-/// a stale (or future) expected version is a `Conflict` that changes nothing:
-/// `load` returns the old state, the message is not appended, nothing is
-/// published. Sessions are scoped by account.
-pub async fn commit_is_versioned_and_a_conflict_changes_nothing(bp: &dyn Backplane) {
+/// Expected version 0 creates the session at version 1, the stored version
+/// gives the next one; a stale (or future) expected version is a
+/// `Conflict`. Sessions are scoped by account.
+pub async fn sessions_commit_is_versioned_and_scoped_by_account(bp: &dyn Backplane) {
     let acc = account_id();
     let lead = agent_id();
-    let s1 = new_session(&acc, &lead);
-    let sid = s1.id.clone();
-    let topic = Topic::Session(acc.clone(), sid.clone());
-    let mut rx = bp.subscribe(&topic).await.unwrap();
+    let (mut live, created) = Live::create(&acc, &lead);
+    let sid = live.id().clone();
 
     assert_eq!(bp.load(&acc, &sid).await.unwrap(), None, "no session yet");
     assert_eq!(
-        bp.commit(&acc, commit(1, &s1)).await.unwrap(),
+        bp.commit(&acc, live.commit(1, &created)).await.unwrap(),
         Committed::Conflict,
         "expected 1 for a missing session"
     );
     assert_eq!(
         bp.load(&acc, &sid).await.unwrap(),
         None,
-        "conflict created nothing"
+        "the conflict created nothing"
     );
 
-    let m1 = message(1, "first");
-    let mut c = commit(0, &s1);
-    c.message = Some(m1.clone());
     assert_eq!(
-        bp.commit(&acc, c).await.unwrap(),
+        bp.commit(&acc, live.commit(0, &created)).await.unwrap(),
         Committed::Stored(1),
         "create at 1"
     );
-    assert_eq!(
-        bp.load(&acc, &sid).await.unwrap(),
-        Some(Versioned {
-            version: 1,
-            session: s1.clone()
-        })
-    );
+    live.version = 1;
+    assert_eq!(bp.load(&acc, &sid).await.unwrap(), Some(live.versioned()));
 
-    let mut s2 = s1.clone();
-    s2.message_count = 1;
-    s2.customer.screen_shared = true;
-    assert_eq!(
-        bp.commit(&acc, commit(1, &s2)).await.unwrap(),
-        Committed::Stored(2)
-    );
-    let stored = Some(Versioned {
-        version: 2,
-        session: s2.clone(),
-    });
+    live.run(bp, post(Poster::Customer, "hello", Audience::Everyone))
+        .await;
+    assert_eq!(live.version, 2);
+    let stored = Some(live.versioned());
     assert_eq!(
         bp.load(&acc, &sid).await.unwrap(),
         stored,
         "second commit at 2"
     );
 
-    // Stale and future versions: Conflict, and nothing changes.
-    let mut s3 = s2.clone();
-    s3.customer.generation = 99;
+    let mut next = live.clone();
+    let outcome = next.apply(post(Poster::Customer, "again", Audience::Everyone));
     for expected in [0, 1, 3, 42] {
-        let mut c = commit(expected, &s3);
-        c.message = Some(message(2, "must not be stored"));
-        c.delta.joined = vec![lead.clone()];
-        c.publish = vec![(topic.clone(), presence_msg(&lead, None))];
         assert_eq!(
-            bp.commit(&acc, c).await.unwrap(),
+            bp.commit(&acc, next.commit(expected, &outcome))
+                .await
+                .unwrap(),
             Committed::Conflict,
             "expected version {expected} while at 2"
         );
@@ -508,24 +1086,6 @@ pub async fn commit_is_versioned_and_a_conflict_changes_nothing(bp: &dyn Backpla
         stored,
         "state unchanged by conflicts"
     );
-    assert_eq!(
-        bp.messages(&acc, &sid).await.unwrap(),
-        vec![m1],
-        "no message appended"
-    );
-    assert!(
-        bp.agent_sessions(&acc, &lead).await.unwrap().is_empty(),
-        "no delta applied"
-    );
-
-    // Nothing was published: the next thing on the topic is a sentinel.
-    let sentinel = ended_msg(&sid);
-    bp.publish(topic.clone(), sentinel.clone()).await.unwrap();
-    assert_eq!(
-        next(&mut rx, "session topic").await,
-        sentinel,
-        "conflicts published nothing"
-    );
 
     // Scoped by account.
     let other = account_id();
@@ -534,13 +1094,18 @@ pub async fn commit_is_versioned_and_a_conflict_changes_nothing(bp: &dyn Backpla
         None,
         "not visible from another account"
     );
-    assert!(bp.messages(&other, &sid).await.unwrap().is_empty());
-    let mut foreign = s1.clone();
-    foreign.account = other.clone();
     assert_eq!(
-        bp.commit(&other, commit(0, &foreign)).await.unwrap(),
+        bp.refresh(&other, &sid, 2).await.unwrap(),
+        Fresh::Gone,
+        "not visible from another account"
+    );
+    let (foreign, foreign_created) = Live::create_as(&other, &lead, sid.clone(), Policy::default());
+    assert_eq!(
+        bp.commit(&other, foreign.commit(0, &foreign_created))
+            .await
+            .unwrap(),
         Committed::Stored(1),
-        "same session id in another account is a new session"
+        "the same session id in another account is a new session"
     );
     assert_eq!(
         bp.load(&acc, &sid).await.unwrap(),
@@ -549,147 +1114,886 @@ pub async fn commit_is_versioned_and_a_conflict_changes_nothing(bp: &dyn Backpla
     );
 }
 
-/// A commit applies its `IndexDelta` (agent_sessions joined/left, open
-/// invitations by target opened/closed, `invitation_session` set for opened
-/// invitations) and
-/// appends its message, oldest first. All of it is scoped by account.
-pub async fn commit_applies_the_index_delta_and_appends_the_message(bp: &dyn Backplane) {
+/// A commit whose expected version is not the stored one changes nothing:
+/// not the state, the transcripts, the history, the indexes, the claims,
+/// the timers (neither its arms nor its disarms), the retention, and it
+/// publishes nothing.
+pub async fn sessions_a_conflict_changes_nothing(bp: &dyn Backplane) {
+    let mut due = due_stream(bp);
     let acc = account_id();
-    let a = agent_id();
-    let b = agent_id();
-    let c = agent_id();
-    let d = agent_id();
-    let inv = InvitationId::random();
-    let s = new_session(&acc, &a);
-    let sid = s.id.clone();
+    let (a, b, c) = (agent_id(), agent_id(), agent_id());
+    let policy = Policy {
+        invitation_ttl_secs: 2,
+        ..Policy::default()
+    };
+    let (mut live, created) = Live::create_with(&acc, &a, policy);
+    live.store(bp, &created).await;
+    let inv = live
+        .invite(bp, &a, Target::Agent(b.clone()), std::slice::from_ref(&b))
+        .await;
+    live.run(bp, post(Poster::Customer, "hello", Audience::Everyone))
+        .await;
+    let fence = won(
+        bp.claim(&acc, &inv, &b, LONG_TTL).await.unwrap(),
+        "b claims",
+    );
+
+    // A change computed elsewhere from an older or newer state: `b` joins
+    // (its invitation closes, the claim is decided, the expiry disarmed),
+    // a message, a new invitation whose timer would fire soon, `a` leaves,
+    // the session ends with a short retention, and something is published.
+    let mut other = live.clone();
+    let mut change = other.apply(accept(&inv, &b, 0, fence));
+    change.message = other
+        .apply(post(
+            Poster::Agent(a.clone()),
+            "not stored",
+            Audience::Everyone,
+        ))
+        .message;
+    let invite_c = other.invitation(&a, Target::Agent(c.clone()), std::slice::from_ref(&c));
+    let inv_c = invite_c.id.clone();
+    let invited = other.apply(invite_c);
+    change.delta.opened.extend(invited.delta.opened);
+    let soon = Timer::Expiry(inv_c.clone());
+    change.arm.push((soon.clone(), in_ms(300)));
+    change.delta.left.push(a.clone());
+    change.ended = true;
+    assert!(change.message.is_some() && !change.closed.is_empty());
+    assert!(change.disarm.contains(&Timer::Expiry(inv.clone())));
+
+    let before = live.versioned();
+    assert_eq!(
+        bp.load(&acc, live.id()).await.unwrap(),
+        Some(before.clone())
+    );
+    let transcripts_before = transcripts(bp, &acc, live.id()).await;
+    assert_eq!(transcripts_before.0.len(), 1);
+    let topic = live.topic();
+    let mut rx = bp.subscribe(&topic).await.unwrap();
+    let publish = [(topic.clone(), ended_msg(live.id(), live.version + 1))];
+
+    for expected in [live.version - 1, live.version + 1] {
+        let commit = Commit {
+            expected_version: expected,
+            session: &other.session,
+            outcome: &change,
+            publish: &publish,
+            guard: None,
+            retention: SHORT_RETENTION,
+        };
+        assert_eq!(
+            bp.commit(&acc, commit).await.unwrap(),
+            Committed::Conflict,
+            "expected version {expected} while at {}",
+            live.version
+        );
+    }
+    let sentinel = SessionId::random();
+    bp.schedule(&acc, &sentinel, &Timer::Idle, in_ms(2500))
+        .await
+        .unwrap();
 
     assert_eq!(
-        bp.invitation_session(&acc, &inv).await.unwrap(),
+        bp.load(&acc, live.id()).await.unwrap(),
+        Some(before.clone()),
+        "state"
+    );
+    assert_eq!(
+        transcripts(bp, &acc, live.id()).await,
+        transcripts_before,
+        "transcripts"
+    );
+    assert_eq!(
+        bp.closed_invitation(&acc, live.id(), &inv).await.unwrap(),
         None,
-        "unknown invitation"
-    );
-
-    // v1: `a` joins, first message.
-    let m1 = message(1, "hello");
-    let mut c1 = commit(0, &s);
-    c1.delta.joined = vec![a.clone()];
-    c1.message = Some(m1.clone());
-    assert_eq!(bp.commit(&acc, c1).await.unwrap(), Committed::Stored(1));
-    assert_eq!(
-        bp.agent_sessions(&acc, &a).await.unwrap(),
-        vec![sid.clone()]
-    );
-    assert_eq!(bp.messages(&acc, &sid).await.unwrap(), vec![m1.clone()]);
-
-    // v2: `b` joins, `inv` opens for agent `c` and `inv_p` for a portal; no message.
-    let portal = Target::Portal(PortalId::parse("support").unwrap());
-    let to_c = Target::Agent(c.clone());
-    let to_d = Target::Agent(d.clone());
-    let inv_p = InvitationId::random();
-    let mut c2 = commit(1, &s);
-    c2.delta.joined = vec![b.clone()];
-    c2.delta.opened = vec![(inv.clone(), to_c.clone()), (inv_p.clone(), portal.clone())];
-    assert_eq!(bp.commit(&acc, c2).await.unwrap(), Committed::Stored(2));
-    assert_eq!(
-        bp.agent_sessions(&acc, &a).await.unwrap(),
-        vec![sid.clone()]
+        "history"
     );
     assert_eq!(
-        bp.agent_sessions(&acc, &b).await.unwrap(),
-        vec![sid.clone()]
-    );
-    assert_eq!(
-        bp.open_invitations(&acc, &to_c).await.unwrap(),
-        vec![(inv.clone(), sid.clone())]
-    );
-    assert_eq!(
-        bp.open_invitations(&acc, &portal).await.unwrap(),
-        vec![(inv_p.clone(), sid.clone())]
-    );
-    assert!(bp.open_invitations(&acc, &to_d).await.unwrap().is_empty());
-    assert_eq!(
-        bp.invitation_session(&acc, &inv).await.unwrap(),
-        Some(sid.clone())
-    );
-    assert_eq!(
-        bp.messages(&acc, &sid).await.unwrap(),
-        vec![m1.clone()],
-        "no message: none added"
-    );
-
-    // v3: `a` leaves, `inv` closes, second message.
-    let m2 = message(2, "bye");
-    let mut c3 = commit(2, &s);
-    c3.delta.left = vec![a.clone()];
-    c3.delta.closed = vec![(inv.clone(), to_c.clone())];
-    c3.message = Some(m2.clone());
-    assert_eq!(bp.commit(&acc, c3).await.unwrap(), Committed::Stored(3));
-    assert!(
-        bp.agent_sessions(&acc, &a).await.unwrap().is_empty(),
-        "`a` left"
-    );
-    assert_eq!(
-        bp.agent_sessions(&acc, &b).await.unwrap(),
-        vec![sid.clone()],
-        "`b` stays"
+        bp.open_invitations(&acc, &Target::Agent(b.clone()))
+            .await
+            .unwrap(),
+        vec![(inv.clone(), live.id().clone())],
+        "open invitations: still open"
     );
     assert!(
-        bp.open_invitations(&acc, &to_c).await.unwrap().is_empty(),
-        "`inv` closed"
+        bp.open_invitations(&acc, &Target::Agent(c.clone()))
+            .await
+            .unwrap()
+            .is_empty(),
+        "open invitations: none opened"
     );
     assert_eq!(
-        bp.open_invitations(&acc, &portal).await.unwrap(),
-        vec![(inv_p.clone(), sid.clone())],
+        bp.agent_sessions(&acc, &a).await.unwrap(),
+        vec![live.id().clone()],
+        "agent sessions: `a` did not leave"
+    );
+    assert!(
+        bp.agent_sessions(&acc, &b).await.unwrap().is_empty(),
+        "agent sessions: `b` did not join"
+    );
+    assert_eq!(
+        bp.claim(&acc, &inv, &c, LONG_TTL).await.unwrap(),
+        Claim::Lost { by: b.clone() },
+        "the claim was not decided"
+    );
+    assert_quiet(bp, &topic, &mut rx, "publishes").await;
+
+    let fired = due_until(
+        &mut due,
+        &acc,
+        (&sentinel, &Timer::Idle),
+        ARRIVAL_TIMEOUT,
+        "the sentinel timer",
+    )
+    .await;
+    assert!(
+        fired
+            .iter()
+            .any(|d| delivers(d, live.id(), &Timer::Expiry(inv.clone()))),
+        "timers: the stored expiry was not disarmed, it fired: {fired:?}"
+    );
+    assert!(
+        !fired.iter().any(|d| delivers(d, live.id(), &soon)),
+        "timers: the conflict armed nothing: {fired:?}"
+    );
+    assert_eq!(
+        bp.load(&acc, live.id()).await.unwrap(),
+        Some(before),
+        "the conflict's 1 s retention did not apply"
+    );
+}
+
+/// A commit whose guard does not hold is `Refused` and changes nothing:
+/// neither a creation nor a change of a stored session (state, transcripts,
+/// history, indexes, claims, timers, publishes). With a bound one higher
+/// the same commit is stored.
+pub async fn sessions_a_refused_guard_changes_nothing(bp: &dyn Backplane) {
+    let mut due = due_stream(bp);
+    let acc = account_id();
+    let (a, x, y) = (agent_id(), agent_id(), agent_id());
+    let busy = Live::started(bp, &acc, &x).await;
+    let guard = Guard {
+        agent: x.clone(),
+        below: 1,
+    };
+
+    // A creation by an agent already in as many sessions as allowed.
+    let (fresh, created) = Live::create(&acc, &x);
+    let commit = Commit {
+        guard: Some(&guard),
+        ..fresh.commit(0, &created)
+    };
+    assert_eq!(
+        bp.commit(&acc, commit).await.unwrap(),
+        Committed::Refused,
+        "a creation beyond the bound"
+    );
+    assert_eq!(
+        bp.load(&acc, fresh.id()).await.unwrap(),
+        None,
+        "nothing created"
+    );
+    assert_eq!(
+        bp.agent_sessions(&acc, &x).await.unwrap(),
+        vec![busy.id().clone()]
+    );
+
+    // A join beyond the bound.
+    let mut live = Live::started(bp, &acc, &a).await;
+    let inv = live
+        .invite(bp, &a, Target::Agent(x.clone()), std::slice::from_ref(&x))
+        .await;
+    live.run(bp, post(Poster::Customer, "hello", Audience::Everyone))
+        .await;
+    let fence = won(
+        bp.claim(&acc, &inv, &x, LONG_TTL).await.unwrap(),
+        "x claims",
+    );
+    let mut other = live.clone();
+    let mut change = other.apply(accept(&inv, &x, 1, fence));
+    change.message = other
+        .apply(post(Poster::Agent(a.clone()), "joined", Audience::Everyone))
+        .message;
+    let soon = Timer::Expiry(InvitationId::within(live.id()));
+    change.arm.push((soon.clone(), in_ms(300)));
+
+    let before = live.versioned();
+    let transcripts_before = transcripts(bp, &acc, live.id()).await;
+    let topic = live.topic();
+    let mut rx = bp.subscribe(&topic).await.unwrap();
+    let publish = [(topic.clone(), ended_msg(live.id(), live.version + 1))];
+    let commit = Commit {
+        expected_version: live.version,
+        session: &other.session,
+        outcome: &change,
+        publish: &publish,
+        guard: Some(&guard),
+        retention: KEEP,
+    };
+    assert_eq!(
+        bp.commit(&acc, commit).await.unwrap(),
+        Committed::Refused,
+        "a join beyond the bound"
+    );
+    let sentinel = SessionId::random();
+    bp.schedule(&acc, &sentinel, &Timer::Idle, in_ms(800))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        bp.load(&acc, live.id()).await.unwrap(),
+        Some(before),
+        "state"
+    );
+    assert_eq!(
+        transcripts(bp, &acc, live.id()).await,
+        transcripts_before,
+        "transcripts"
+    );
+    assert_eq!(
+        bp.closed_invitation(&acc, live.id(), &inv).await.unwrap(),
+        None,
+        "history"
+    );
+    assert_eq!(
+        bp.open_invitations(&acc, &Target::Agent(x.clone()))
+            .await
+            .unwrap(),
+        vec![(inv.clone(), live.id().clone())],
+        "open invitations"
+    );
+    assert_eq!(
+        bp.agent_sessions(&acc, &x).await.unwrap(),
+        vec![busy.id().clone()],
+        "agent sessions"
+    );
+    assert_eq!(
+        bp.claim(&acc, &inv, &y, LONG_TTL).await.unwrap(),
+        Claim::Lost { by: x.clone() },
+        "the claim was not decided"
+    );
+    assert_quiet(bp, &topic, &mut rx, "publishes").await;
+    let fired = due_until(
+        &mut due,
+        &acc,
+        (&sentinel, &Timer::Idle),
+        ARRIVAL_TIMEOUT,
+        "the sentinel timer",
+    )
+    .await;
+    assert!(
+        !fired.iter().any(|d| delivers(d, live.id(), &soon)),
+        "timers: the refused commit armed nothing: {fired:?}"
+    );
+
+    // One more session allowed: the same commit is stored.
+    let roomier = Guard {
+        agent: x.clone(),
+        below: 2,
+    };
+    let commit = Commit {
+        expected_version: live.version,
+        session: &other.session,
+        outcome: &change,
+        publish: &publish,
+        guard: Some(&roomier),
+        retention: KEEP,
+    };
+    assert_eq!(
+        bp.commit(&acc, commit).await.unwrap(),
+        Committed::Stored(live.version + 1),
+        "within the bound"
+    );
+    assert_eq!(
+        bp.agent_sessions(&acc, &x).await.unwrap(),
+        sorted(vec![busy.id().clone(), live.id().clone()])
+    );
+    assert_eq!(
+        next(&mut rx, "the stored commit's publish").await,
+        publish[0].1
+    );
+}
+
+/// A commit applies its index delta: `agent_sessions` (joined / left), the
+/// open invitations by target (opened / closed; a portal invitation is
+/// indexed by its portal, not by its recipients), and the active counts —
+/// which always equal the number of sessions in `agent_sessions` (joining
+/// a session twice counts it once; leaving one the agent is not in changes
+/// nothing), as the guard, the window and the accept context read them.
+/// Nothing of it is visible from another account.
+pub async fn sessions_the_delta_updates_agent_sessions_open_invitations_and_active_counts(
+    bp: &dyn Backplane,
+) {
+    let acc = account_id();
+    let p = portal_id();
+    bp.put_portal(&acc, &portal(&p, "Support")).await.unwrap();
+    let (a, b, c, d) = (agent_id(), agent_id(), agent_id(), agent_id());
+    for id in [&a, &b, &c, &d] {
+        let who = profile(id, std::slice::from_ref(&p));
+        bp.put_agent(&acc, &who).await.unwrap();
+        bp.login(&acc, &who, &p).await.unwrap();
+    }
+    let to = |x: &AgentId| Target::Agent(x.clone());
+    let to_portal = Target::Portal(p.clone());
+    let open = |target: Target| {
+        let acc = &acc;
+        async move { bp.open_invitations(acc, &target).await.unwrap() }
+    };
+
+    assert_active(bp, &acc, &a, 0, "a before anything").await;
+    let mut s1 = Live::started(bp, &acc, &a).await;
+    let sid1 = s1.id().clone();
+    assert_eq!(
+        bp.agent_sessions(&acc, &a).await.unwrap(),
+        vec![sid1.clone()]
+    );
+    assert_active(bp, &acc, &a, 1, "a created s1").await;
+    assert_active(bp, &acc, &b, 0, "b in nothing yet").await;
+
+    let inv_b = s1.invite(bp, &a, to(&b), std::slice::from_ref(&b)).await;
+    let inv_p = s1
+        .invite(bp, &a, to_portal.clone(), &[b.clone(), c.clone()])
+        .await;
+    assert_eq!(open(to(&b)).await, vec![(inv_b.clone(), sid1.clone())]);
+    assert_eq!(
+        open(to_portal.clone()).await,
+        vec![(inv_p.clone(), sid1.clone())]
+    );
+    assert!(
+        open(to(&c)).await.is_empty(),
+        "a portal invitation is indexed by its portal, not its recipients"
+    );
+    assert!(open(to(&d)).await.is_empty());
+
+    s1.accept_by(bp, &inv_b, &b).await;
+    assert_eq!(
+        bp.agent_sessions(&acc, &b).await.unwrap(),
+        vec![sid1.clone()]
+    );
+    assert!(open(to(&b)).await.is_empty(), "b's invitation closed");
+    assert_eq!(
+        open(to_portal.clone()).await,
+        vec![(inv_p.clone(), sid1.clone())],
         "the portal's stays open"
     );
+    assert_active(bp, &acc, &b, 1, "b joined s1").await;
+
+    s1.accept_by(bp, &inv_p, &c).await;
+    assert!(
+        open(to_portal.clone()).await.is_empty(),
+        "the portal's closed"
+    );
+    assert_active(bp, &acc, &c, 1, "c joined s1").await;
+
+    let mut s2 = Live::started(bp, &acc, &b).await;
+    let inv_p2 = s2
+        .invite(bp, &b, to_portal.clone(), &[c.clone(), d.clone()])
+        .await;
     assert_eq!(
-        bp.messages(&acc, &sid).await.unwrap(),
-        vec![m1, m2],
-        "appended, oldest first"
+        bp.agent_sessions(&acc, &b).await.unwrap(),
+        sorted(vec![sid1.clone(), s2.id().clone()])
+    );
+    assert_active(bp, &acc, &b, 2, "b in s1 and s2").await;
+    assert_eq!(
+        open(to_portal.clone()).await,
+        vec![(inv_p2.clone(), s2.id().clone())]
     );
 
-    // A second session for `b` and `d`: indexes hold several sessions.
-    let s2 = new_session(&acc, &b);
-    let inv2 = InvitationId::random();
-    let mut c4 = commit(0, &s2);
-    c4.delta.joined = vec![b.clone()];
-    c4.delta.opened = vec![(inv2.clone(), portal.clone())];
-    assert_eq!(bp.commit(&acc, c4).await.unwrap(), Committed::Stored(1));
+    s1.run(bp, Leave { agent: b.clone() }).await;
     assert_eq!(
-        sorted(bp.agent_sessions(&acc, &b).await.unwrap()),
-        sorted(vec![sid.clone(), s2.id.clone()])
+        bp.agent_sessions(&acc, &b).await.unwrap(),
+        vec![s2.id().clone()]
     );
-    assert_eq!(
-        sorted(bp.open_invitations(&acc, &portal).await.unwrap()),
-        sorted(vec![
-            (inv_p.clone(), sid.clone()),
-            (inv2.clone(), s2.id.clone())
-        ])
-    );
-    assert_eq!(
-        bp.invitation_session(&acc, &inv2).await.unwrap(),
-        Some(s2.id.clone())
-    );
+    assert_active(bp, &acc, &b, 1, "b left s1").await;
+    assert_active(bp, &acc, &a, 1, "a still in s1").await;
+
+    // Counts follow the sets.
+    let again = Outcome {
+        delta: IndexDelta {
+            joined: vec![b.clone()],
+            left: vec![d.clone()],
+            ..IndexDelta::default()
+        },
+        ..Outcome::default()
+    };
+    s2.store(bp, &again).await;
+    assert_active(bp, &acc, &b, 1, "b joined s2 twice").await;
+    assert_active(bp, &acc, &d, 0, "d left a session it was not in").await;
 
     // Nothing of it is visible from another account.
     let other = account_id();
-    for agent in [&a, &b, &c, &d] {
-        assert!(bp.agent_sessions(&other, agent).await.unwrap().is_empty());
+    for x in [&a, &b, &c, &d] {
+        assert!(bp.agent_sessions(&other, x).await.unwrap().is_empty());
         assert!(
-            bp.open_invitations(&other, &Target::Agent(agent.clone()))
+            bp.open_invitations(&other, &to(x))
                 .await
                 .unwrap()
                 .is_empty()
         );
     }
     assert!(
-        bp.open_invitations(&other, &portal)
+        bp.open_invitations(&other, &to_portal)
             .await
             .unwrap()
             .is_empty()
     );
-    assert_eq!(bp.invitation_session(&other, &inv).await.unwrap(), None);
-    assert!(bp.messages(&other, &sid).await.unwrap().is_empty());
+    assert_active(bp, &other, &b, 0, "b in another account").await;
+}
+
+fn number(m: &Message, transcript: Transcript) -> u64 {
+    match transcript {
+        Transcript::Agents => m.seq,
+        Transcript::Customer => m
+            .customer_seq
+            .unwrap_or_else(|| panic!("message {} in the customer transcript", m.seq)),
+    }
+}
+
+async fn page(
+    bp: &dyn Backplane,
+    live: &Live,
+    transcript: Transcript,
+    before: Option<u64>,
+    limit: usize,
+) -> Vec<u64> {
+    bp.messages(&live.account, live.id(), transcript, before, limit)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| number(m, transcript))
+        .collect()
+}
+
+/// A commit appends its message to the agents' transcript, and to the
+/// customer's when it has a customer number. `messages` returns a page,
+/// newest first, of at most `limit` messages numbered below `before` (by
+/// `seq` for the agents' transcript, by `customer_seq` for the customer's);
+/// walking the pages gives the whole transcript. The customer transcript
+/// holds exactly the customer-numbered messages. Another account or an
+/// unknown session has no messages.
+pub async fn sessions_messages_page_newest_first(bp: &dyn Backplane) {
+    let acc = account_id();
+    let a = agent_id();
+    let mut live = Live::started(bp, &acc, &a).await;
+    let agent = || Poster::Agent(a.clone());
+    let script = [
+        (Poster::Customer, Audience::Everyone),
+        (agent(), Audience::Everyone),
+        (agent(), Audience::Agents),
+        (Poster::Customer, Audience::Everyone),
+        (agent(), Audience::Agents),
+        (agent(), Audience::Agents),
+        (Poster::Customer, Audience::Everyone),
+        (agent(), Audience::Everyone),
+        (agent(), Audience::Agents),
+        (Poster::Customer, Audience::Everyone),
+    ];
+    let mut all = Vec::new();
+    for (i, (author, audience)) in script.into_iter().enumerate() {
+        let text = format!("message {}", i + 1);
+        let outcome = live.run(bp, post(author, &text, audience)).await;
+        all.push(outcome.message.expect("a post writes a message"));
+    }
+    let customer: Vec<Message> = all
+        .iter()
+        .filter(|m| m.customer_seq.is_some())
+        .cloned()
+        .collect();
+    assert_eq!(customer.len(), 6, "the script's customer messages");
+    let newest_first = |v: &[Message]| v.iter().rev().cloned().collect::<Vec<_>>();
+
+    // The agents' transcript.
+    let t = Transcript::Agents;
+    assert_eq!(
+        bp.messages(&acc, live.id(), t, None, 100).await.unwrap(),
+        newest_first(&all),
+        "every message, newest first"
+    );
+    assert_eq!(page(bp, &live, t, None, 3).await, [10, 9, 8], "newest page");
+    assert_eq!(page(bp, &live, t, Some(8), 3).await, [7, 6, 5], "below 8");
+    assert_eq!(page(bp, &live, t, Some(3), 5).await, [2, 1], "the oldest");
+    assert!(page(bp, &live, t, Some(1), 5).await.is_empty(), "below 1");
+    assert_eq!(
+        page(bp, &live, t, Some(1000), 2).await,
+        [10, 9],
+        "before beyond the end"
+    );
+    assert_eq!(
+        page(bp, &live, t, Some(u64::MAX), 2).await,
+        [10, 9],
+        "before at the end of the range"
+    );
+    assert!(page(bp, &live, t, None, 0).await.is_empty(), "limit 0");
+
+    // The customer's transcript.
+    let t = Transcript::Customer;
+    let read = bp.messages(&acc, live.id(), t, None, 100).await.unwrap();
+    assert_eq!(read, newest_first(&customer), "customer messages only");
+    assert!(
+        read.iter().all(|m| m.audience == Audience::Everyone),
+        "nothing meant for agents only"
+    );
+    assert_eq!(page(bp, &live, t, None, 2).await, [6, 5], "newest page");
+    assert_eq!(page(bp, &live, t, Some(4), 2).await, [3, 2], "below 4");
+    assert_eq!(page(bp, &live, t, Some(2), 5).await, [1], "the oldest");
+    assert!(page(bp, &live, t, Some(1), 5).await.is_empty(), "below 1");
+    assert_eq!(
+        page(bp, &live, t, Some(50), 2).await,
+        [6, 5],
+        "before beyond the end"
+    );
+    assert_eq!(
+        page(bp, &live, t, Some(u64::MAX), 2).await,
+        [6, 5],
+        "before at the end of the range"
+    );
+    assert!(page(bp, &live, t, None, 0).await.is_empty(), "limit 0");
+
+    // Walking the pages gives each transcript whole.
+    for (t, whole) in [
+        (Transcript::Agents, &all),
+        (Transcript::Customer, &customer),
+    ] {
+        let mut walked = Vec::new();
+        let mut before = None;
+        for _ in 0..=whole.len() {
+            let p = bp.messages(&acc, live.id(), t, before, 4).await.unwrap();
+            let Some(last) = p.last() else { break };
+            before = Some(number(last, t));
+            walked.extend(p);
+        }
+        assert_eq!(walked, newest_first(whole), "{t:?}: walked in pages of 4");
+    }
+
+    // Scoped.
+    let other = account_id();
+    for t in [Transcript::Agents, Transcript::Customer] {
+        assert!(
+            bp.messages(&other, live.id(), t, None, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            bp.messages(&acc, &SessionId::random(), t, None, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+/// A commit moves the invitations its command closed into the session's
+/// history (`closed_invitation` reads them back as they closed) and out of
+/// the hot state, and deletes their claims: a later claim by another agent
+/// wins, with a larger fence. An open invitation is not in the history.
+pub async fn sessions_closed_invitations_go_to_history_and_their_claims_go(bp: &dyn Backplane) {
+    let acc = account_id();
+    let p = portal_id();
+    let (a, b, c, d, e) = (agent_id(), agent_id(), agent_id(), agent_id(), agent_id());
+    let mut live = Live::started(bp, &acc, &a).await;
+    let sid = live.id().clone();
+
+    // Accepted.
+    let inv1 = live
+        .invite(bp, &a, Target::Portal(p.clone()), &[b.clone(), c.clone()])
+        .await;
+    let f1 = won(
+        bp.claim(&acc, &inv1, &b, LONG_TTL).await.unwrap(),
+        "b claims",
+    );
+    assert_eq!(
+        bp.claim(&acc, &inv1, &c, LONG_TTL).await.unwrap(),
+        Claim::Lost { by: b.clone() }
+    );
+    let accepted = live.run(bp, accept(&inv1, &b, 0, f1)).await;
+    let [closed] = accepted.closed.as_slice() else {
+        panic!("an accept closes one invitation: {:?}", accepted.closed)
+    };
+    assert_eq!(closed.status, InvitationStatus::Accepted);
+    assert_eq!(
+        bp.closed_invitation(&acc, &sid, &inv1).await.unwrap(),
+        Some(closed.clone()),
+        "the accepted invitation, as it closed"
+    );
+    let loaded = bp.load(&acc, &sid).await.unwrap().expect("stored");
+    assert!(
+        loaded.session.invitation(&inv1).is_none(),
+        "out of the hot state"
+    );
+    let f2 = won(
+        bp.claim(&acc, &inv1, &c, LONG_TTL).await.unwrap(),
+        "the decided claim is gone",
+    );
+    assert!(f2 > f1, "fence {f2} after the decision must exceed {f1}");
+
+    // Cancelled.
+    let inv2 = live
+        .invite(bp, &a, Target::Agent(d.clone()), std::slice::from_ref(&d))
+        .await;
+    let f3 = won(
+        bp.claim(&acc, &inv2, &d, LONG_TTL).await.unwrap(),
+        "d claims",
+    );
+    let cancelled = live
+        .run(
+            bp,
+            Cancel {
+                invitation: inv2.clone(),
+                by: a.clone(),
+            },
+        )
+        .await;
+    let history = bp
+        .closed_invitation(&acc, &sid, &inv2)
+        .await
+        .unwrap()
+        .expect("the cancelled invitation is in the history");
+    assert_eq!(history.status, InvitationStatus::Cancelled);
+    assert_eq!(cancelled.closed, vec![history]);
+    let f4 = won(
+        bp.claim(&acc, &inv2, &e, LONG_TTL).await.unwrap(),
+        "the cancelled invitation's claim is gone",
+    );
+    assert!(f4 > f3, "fence {f4} after the decision must exceed {f3}");
+
+    // Not in the history: open, unknown, or another account's.
+    let inv3 = live
+        .invite(bp, &a, Target::Agent(e.clone()), std::slice::from_ref(&e))
+        .await;
+    assert_eq!(
+        bp.closed_invitation(&acc, &sid, &inv3).await.unwrap(),
+        None,
+        "open"
+    );
+    assert_eq!(
+        bp.closed_invitation(&acc, &sid, &invitation_id())
+            .await
+            .unwrap(),
+        None,
+        "unknown"
+    );
+    assert_eq!(
+        bp.closed_invitation(&account_id(), &sid, &inv1)
+            .await
+            .unwrap(),
+        None,
+        "another account"
+    );
+}
+
+/// `refresh` answers `Current` when the caller's version is the stored one,
+/// `Changed` with the stored state and version otherwise, and `Gone` when
+/// there is no such session (in that account).
+pub async fn sessions_refresh_says_current_changed_or_gone(bp: &dyn Backplane) {
+    let acc = account_id();
+    let (mut live, created) = Live::create(&acc, &agent_id());
+    let sid = live.id().clone();
+    assert_eq!(
+        bp.refresh(&acc, &sid, 0).await.unwrap(),
+        Fresh::Gone,
+        "never stored"
+    );
+    live.store(bp, &created).await;
+    assert_eq!(bp.refresh(&acc, &sid, 1).await.unwrap(), Fresh::Current);
+    assert_eq!(
+        bp.refresh(&acc, &sid, 0).await.unwrap(),
+        Fresh::Changed(Box::new(live.versioned())),
+        "a caller that has nothing"
+    );
+    assert_eq!(
+        bp.refresh(&acc, &sid, 7).await.unwrap(),
+        Fresh::Changed(Box::new(live.versioned())),
+        "a caller ahead of the store"
+    );
+    live.run(bp, post(Poster::Customer, "hi", Audience::Everyone))
+        .await;
+    assert_eq!(
+        bp.refresh(&acc, &sid, 1).await.unwrap(),
+        Fresh::Changed(Box::new(live.versioned())),
+        "another node committed"
+    );
+    assert_eq!(bp.refresh(&acc, &sid, 2).await.unwrap(), Fresh::Current);
+    assert_eq!(
+        bp.refresh(&account_id(), &sid, 2).await.unwrap(),
+        Fresh::Gone,
+        "another account"
+    );
+}
+
+/// `accept_context` reads in one call the accepting agent's portal and
+/// active-session count, the session's stored version, its state only when
+/// the caller's known version is not the stored one, and the invitation
+/// from the history once it is closed.
+pub async fn sessions_accept_context_reads_what_an_accept_needs(bp: &dyn Backplane) {
+    let acc = account_id();
+    let p = portal_id();
+    bp.put_portal(&acc, &portal(&p, "Support")).await.unwrap();
+    let a = agent_id();
+    let b = profile(&agent_id(), std::slice::from_ref(&p));
+    bp.put_agent(&acc, &b).await.unwrap();
+    bp.login(&acc, &b, &p).await.unwrap();
+    Live::started(bp, &acc, &b.id).await; // `b` is busy in one session
+    let mut live = Live::started(bp, &acc, &a).await;
+    let sid = live.id().clone();
+    let inv = live
+        .invite(
+            bp,
+            &a,
+            Target::Agent(b.id.clone()),
+            std::slice::from_ref(&b.id),
+        )
+        .await;
+    let context = |known: Option<u64>| {
+        let (sid, inv, b) = (sid.clone(), inv.clone(), b.id.clone());
+        let acc = acc.clone();
+        async move {
+            bp.accept_context(&acc, &sid, &inv, &b, known)
+                .await
+                .unwrap()
+        }
+    };
+
+    let c = context(Some(2)).await;
+    assert_eq!(c.portal, Some(p.clone()), "the agent's portal");
+    assert_eq!(c.active_sessions, 1, "its activity");
+    assert_eq!(c.version, Some(2), "the stored version");
+    assert_eq!(c.current, None, "the caller's state is current");
+    assert_eq!(c.closed, None, "the invitation is open");
+    assert_eq!(
+        context(Some(1)).await.current,
+        Some(live.versioned()),
+        "a stale caller gets the state"
+    );
+    assert_eq!(
+        context(None).await.current,
+        Some(live.versioned()),
+        "a caller with nothing gets the state"
+    );
+
+    let accepted = live.accept_by(bp, &inv, &b.id).await;
+    let c = context(Some(3)).await;
+    assert_eq!(c.version, Some(3));
+    assert_eq!(c.current, None);
+    assert_eq!(c.active_sessions, 2, "it joined");
+    assert_eq!(
+        c.closed,
+        accepted.closed.first().cloned(),
+        "the closed invitation"
+    );
+
+    // An unknown session: presence and activity still read.
+    let c = bp
+        .accept_context(&acc, &SessionId::random(), &inv, &b.id, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.portal, c.active_sessions, c.version, c.current, c.closed),
+        (Some(p.clone()), 2, None, None, None),
+        "an unknown session"
+    );
+    bp.logout(&acc, &b).await.unwrap();
+    assert_eq!(context(Some(3)).await.portal, None, "logged out");
+
+    // Another account knows nothing of it.
+    let c = bp
+        .accept_context(&account_id(), &sid, &inv, &b.id, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.portal, c.active_sessions, c.version, c.current, c.closed),
+        (None, 0, None, None, None),
+        "another account"
+    );
+}
+
+/// A commit that ends a session keeps it — state, transcripts, history —
+/// for its retention, and then it is gone: `load` is `None`, `refresh` is
+/// `Gone`, both transcripts are empty, the history and the accept context
+/// know nothing. The same session id may then be created afresh, with
+/// nothing of the old one.
+pub async fn sessions_an_ended_session_is_gone_after_its_retention(bp: &dyn Backplane) {
+    let acc = account_id();
+    let (a, b) = (agent_id(), agent_id());
+    let mut live = Live::started(bp, &acc, &a).await;
+    let sid = live.id().clone();
+    live.run(bp, post(Poster::Customer, "hello", Audience::Everyone))
+        .await;
+    live.run(
+        bp,
+        post(Poster::Agent(a.clone()), "internal", Audience::Agents),
+    )
+    .await;
+    let inv = live
+        .invite(bp, &a, Target::Agent(b.clone()), std::slice::from_ref(&b))
+        .await;
+    live.run(
+        bp,
+        Cancel {
+            invitation: inv.clone(),
+            by: a.clone(),
+        },
+    )
+    .await;
+
+    let ended = live.apply(End { by: a.clone() });
+    assert!(ended.ended);
+    let commit = Commit {
+        retention: SHORT_RETENTION,
+        ..live.commit(live.version, &ended)
+    };
+    let committed = bp.commit(&acc, commit).await.unwrap();
+    live.stored(committed);
+    let kept = bp.load(&acc, &sid).await.unwrap();
+    assert_eq!(kept, Some(live.versioned()), "kept, ended, for a while");
+    assert!(
+        bp.agent_sessions(&acc, &a).await.unwrap().is_empty(),
+        "nobody is active in it"
+    );
+
+    let start = Instant::now();
+    while bp.load(&acc, &sid).await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < RETENTION_TIMEOUT,
+            "the session outlived its 1 s retention by {RETENTION_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        bp.refresh(&acc, &sid, live.version).await.unwrap(),
+        Fresh::Gone
+    );
+    assert_eq!(
+        transcripts(bp, &acc, &sid).await,
+        (vec![], vec![]),
+        "transcripts gone"
+    );
+    assert_eq!(
+        bp.closed_invitation(&acc, &sid, &inv).await.unwrap(),
+        None,
+        "history gone"
+    );
+    let c = bp
+        .accept_context(&acc, &sid, &inv, &b, Some(live.version))
+        .await
+        .unwrap();
+    assert_eq!((c.version, c.current, c.closed), (None, None, None));
+
+    // The id may be used again, from scratch.
+    let (mut again, created) = Live::create_as(&acc, &a, sid.clone(), Policy::default());
+    again.store(bp, &created).await;
+    assert_eq!(
+        transcripts(bp, &acc, &sid).await,
+        (vec![], vec![]),
+        "no old transcript"
+    );
+    assert_eq!(
+        bp.closed_invitation(&acc, &sid, &inv).await.unwrap(),
+        None,
+        "no old history"
+    );
+    assert_eq!(bp.refresh(&acc, &sid, 1).await.unwrap(), Fresh::Current);
 }
 
 // ---------------------------------------------------------------------------
@@ -703,15 +2007,15 @@ pub async fn commit_applies_the_index_delta_and_appends_the_message(bp: &dyn Bac
 /// Absence is shown without sleeping: after the real messages, a sentinel is
 /// published on each other topic, and it must be the first thing each of
 /// those subscribers receives.
-pub async fn published_messages_reach_only_the_topics_subscribers(bp: &dyn Backplane) {
+pub async fn bus_published_messages_reach_only_the_topics_subscribers(bp: &dyn Backplane) {
     let acc = account_id();
     let other_acc = account_id();
     let lead = agent_id();
-    let s = new_session(&acc, &lead);
-    let sid = s.id.clone();
+    let (live, created) = Live::create(&acc, &lead);
+    let sid = live.id().clone();
     let p = portal_id();
 
-    let topic = Topic::Session(acc.clone(), sid.clone());
+    let topic = live.topic();
     let others = [
         Topic::Session(acc.clone(), SessionId::random()),
         Topic::Session(other_acc.clone(), sid.clone()),
@@ -727,10 +2031,13 @@ pub async fn published_messages_reach_only_the_topics_subscribers(bp: &dyn Backp
         other_rx.push(bp.subscribe(t).await.unwrap());
     }
 
-    let first = ended_msg(&sid);
-    let mut c = commit(0, &s);
-    c.publish = vec![(topic.clone(), first.clone())];
-    assert_eq!(bp.commit(&acc, c).await.unwrap(), Committed::Stored(1));
+    let first = ended_msg(&sid, 1);
+    let publish = [(topic.clone(), first.clone())];
+    let commit = Commit {
+        publish: &publish,
+        ..live.commit(0, &created)
+    };
+    assert_eq!(bp.commit(&acc, commit).await.unwrap(), Committed::Stored(1));
     let second = presence_msg(&lead, Some(&p));
     bp.publish(topic.clone(), second.clone()).await.unwrap();
 
@@ -748,22 +2055,10 @@ pub async fn published_messages_reach_only_the_topics_subscribers(bp: &dyn Backp
     }
 
     for (t, rx) in others.iter().zip(other_rx.iter_mut()) {
-        let sentinel = presence_msg(&agent_id(), None);
-        bp.publish(t.clone(), sentinel.clone()).await.unwrap();
-        assert_eq!(
-            next(rx, "other topic").await,
-            sentinel,
-            "{t:?} received nothing before"
-        );
+        assert_quiet(bp, t, rx, &format!("{t:?}")).await;
     }
     // And the session topic got nothing more.
-    let sentinel = presence_msg(&agent_id(), None);
-    bp.publish(topic.clone(), sentinel.clone()).await.unwrap();
-    assert_eq!(
-        next(&mut rx1, "subscriber").await,
-        sentinel,
-        "nothing extra on the topic"
-    );
+    assert_quiet(bp, &topic, &mut rx1, "the session topic").await;
 
     // Publishing to a topic nobody listens to is fine.
     bp.publish(Topic::Session(acc.clone(), SessionId::random()), first)
@@ -773,7 +2068,7 @@ pub async fn published_messages_reach_only_the_topics_subscribers(bp: &dyn Backp
 
 /// A subscriber that subscribes late does not see what was published before
 /// (no replay), but sees what comes after.
-pub async fn a_late_subscriber_sees_only_later_messages(bp: &dyn Backplane) {
+pub async fn bus_a_late_subscriber_sees_only_later_messages(bp: &dyn Backplane) {
     let acc = account_id();
     let a = agent_id();
     let topic = Topic::Agent(acc.clone(), a.clone());
@@ -805,7 +2100,7 @@ pub async fn a_late_subscriber_sees_only_later_messages(bp: &dyn Backplane) {
 /// the winner claiming again wins with the same fence.
 pub async fn claim_first_wins_and_is_idempotent_for_the_winner(bp: &dyn Backplane) {
     let acc = account_id();
-    let inv = InvitationId::random();
+    let inv = invitation_id();
     let a = agent_id();
     let b = agent_id();
 
@@ -834,7 +2129,7 @@ pub async fn claim_first_wins_and_is_idempotent_for_the_winner(bp: &dyn Backplan
 pub async fn claims_are_scoped_by_account(bp: &dyn Backplane) {
     let acc1 = account_id();
     let acc2 = account_id();
-    let inv = InvitationId::random();
+    let inv = invitation_id();
     let a = agent_id();
     let b = agent_id();
 
@@ -868,7 +2163,7 @@ pub async fn claim_fences_strictly_increase(bp: &dyn Backplane) {
     let a = agent_id();
     let mut last = 0;
     for i in 0..5 {
-        let inv = InvitationId::random();
+        let inv = invitation_id();
         let fence = won(
             bp.claim(&acc, &inv, &a, LONG_TTL).await.unwrap(),
             "fresh invitation",
@@ -882,7 +2177,7 @@ pub async fn claim_fences_strictly_increase(bp: &dyn Backplane) {
 /// former holder then loses to it.
 pub async fn claim_release_by_holder_lets_another_win_with_larger_fence(bp: &dyn Backplane) {
     let acc = account_id();
-    let inv = InvitationId::random();
+    let inv = invitation_id();
     let a = agent_id();
     let b = agent_id();
 
@@ -906,7 +2201,7 @@ pub async fn claim_release_by_holder_lets_another_win_with_larger_fence(bp: &dyn
 /// releasing an unclaimed invitation is not an error).
 pub async fn claim_release_by_non_holder_does_nothing(bp: &dyn Backplane) {
     let acc = account_id();
-    let inv = InvitationId::random();
+    let inv = invitation_id();
     let a = agent_id();
     let b = agent_id();
 
@@ -930,7 +2225,7 @@ pub async fn claim_release_by_non_holder_does_nothing(bp: &dyn Backplane) {
 /// A claim whose ttl has passed can be won by another agent, with a larger fence.
 pub async fn claim_expires_after_its_ttl(bp: &dyn Backplane) {
     let acc = account_id();
-    let inv = InvitationId::random();
+    let inv = invitation_id();
     let a = agent_id();
     let b = agent_id();
 
@@ -940,11 +2235,21 @@ pub async fn claim_expires_after_its_ttl(bp: &dyn Backplane) {
             .unwrap(),
         "short",
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let f2 = won(
-        bp.claim(&acc, &inv, &b, LONG_TTL).await.unwrap(),
-        "claim after the ttl",
-    );
+    // Wait (with a generous bound) until the short claim is gone.
+    let start = Instant::now();
+    let f2 = loop {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        match bp.claim(&acc, &inv, &b, LONG_TTL).await.unwrap() {
+            Claim::Won { fence } => break fence,
+            Claim::Lost { by } => {
+                assert_eq!(by, a, "only `a` ever held it");
+                assert!(
+                    start.elapsed() < ARRIVAL_TIMEOUT,
+                    "a 50 ms claim still held after {ARRIVAL_TIMEOUT:?}"
+                );
+            }
+        }
+    };
     assert!(f2 > f1, "fence after expiry {f2} must exceed {f1}");
     assert_eq!(
         bp.claim(&acc, &inv, &a, LONG_TTL).await.unwrap(),
@@ -956,7 +2261,7 @@ pub async fn claim_expires_after_its_ttl(bp: &dyn Backplane) {
 /// lose to that one.
 pub async fn claim_concurrent_claims_have_exactly_one_winner(bp: &dyn Backplane) {
     let acc = account_id();
-    let inv = InvitationId::random();
+    let inv = invitation_id();
     let agents: Vec<AgentId> = (0..20).map(|_| agent_id()).collect();
 
     let results =
@@ -991,97 +2296,310 @@ pub async fn claim_concurrent_claims_have_exactly_one_winner(bp: &dyn Backplane)
 // ---------------------------------------------------------------------------
 
 /// `take_due` hands the due stream out once: `Some` for the first caller,
-/// `None` after. A deadline 50 ms ahead arrives on it, not before its time,
-/// and once.
-///
-/// Against a shared store several suites (or nodes) may compete for the due
-/// stream, so this rule can only check delivery when it obtains the receiver
-/// itself: if `take_due` already returns `None` (someone else took it), the
-/// rule checks that a second call is `None` too and stops. Deadlines of other
-/// rules or nodes may arrive on the same receiver; they are skipped.
-pub async fn schedule_delivers_a_due_deadline_once_through_take_due(bp: &dyn Backplane) {
-    let Some(mut due) = bp.take_due() else {
-        assert!(bp.take_due().is_none(), "the due stream is taken once");
-        return;
-    };
+/// `None` after.
+pub async fn timers_the_due_stream_is_handed_out_once(bp: &dyn Backplane) {
+    assert!(bp.take_due().is_some(), "the first caller gets the stream");
+    assert!(bp.take_due().is_none(), "the second gets nothing");
+    assert!(bp.take_due().is_none(), "nor the third");
+}
+
+/// A timer armed with `schedule` arrives on the due stream once it is due,
+/// not before, naming its account, session, timer and due time — once (it
+/// does not come again before a later sentinel).
+pub async fn timers_schedule_delivers_a_timer_once_when_due(bp: &dyn Backplane) {
+    let mut due = due_stream(bp);
+    let acc = account_id();
+    let sid = SessionId::random();
+    let timer = Timer::Expiry(InvitationId::within(&sid));
+    let at = in_ms(150);
+    bp.schedule(&acc, &sid, &timer, at).await.unwrap();
+
+    let d = next_due(&mut due, &acc, ARRIVAL_TIMEOUT, "the scheduled timer").await;
+    let arrived = Utc::now();
+    assert_eq!((&d.account, &d.session, &d.timer), (&acc, &sid, &timer));
+    assert_eq!(d.at, at, "its due time");
     assert!(
-        bp.take_due().is_none(),
-        "take_due returns None the second time"
+        arrived.timestamp_millis() + EARLY_TOLERANCE_MS >= at.timestamp_millis(),
+        "arrived at {arrived}, before its time {at}"
     );
 
-    let deadline = Deadline {
-        at: Utc::now() + chrono::Duration::milliseconds(50),
-        account: account_id(),
-        session: SessionId::random(),
-        invitation: InvitationId::random(),
-    };
-    bp.schedule(deadline.clone()).await.unwrap();
-
-    let arrived = tokio::time::timeout(ARRIVAL_TIMEOUT, async {
-        loop {
-            match due.recv().await {
-                Some(d) if d == deadline => return Some(Utc::now()),
-                Some(_) => {} // someone else's deadline
-                None => return None,
-            }
-        }
-    })
+    let sentinel = SessionId::random();
+    bp.schedule(&acc, &sentinel, &Timer::Idle, in_ms(400))
+        .await
+        .unwrap();
+    let before = due_until(
+        &mut due,
+        &acc,
+        (&sentinel, &Timer::Idle),
+        ARRIVAL_TIMEOUT,
+        "the sentinel",
+    )
     .await;
-    let at = match arrived {
-        Ok(Some(at)) => at,
-        Ok(None) => panic!("the due stream closed"),
-        Err(_) => panic!("the deadline did not arrive within {ARRIVAL_TIMEOUT:?}"),
-    };
-    // Small tolerance for clock granularity.
-    assert!(
-        at + chrono::Duration::milliseconds(5) >= deadline.at,
-        "arrived at {at}, before its time {}",
-        deadline.at
-    );
+    assert!(before.is_empty(), "delivered once: {before:?}");
+    bp.complete(&d).await.unwrap();
+}
 
-    // Once: it does not come again.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    while let Ok(d) = due.try_recv() {
-        assert_ne!(d, deadline, "the deadline fired twice");
+/// Scheduling a timer again moves it, earlier or later: it arrives once, at
+/// its new time.
+pub async fn timers_scheduling_again_moves_the_timer(bp: &dyn Backplane) {
+    let mut due = due_stream(bp);
+    let acc = account_id();
+    let sid = SessionId::random();
+
+    // Earlier.
+    bp.schedule(&acc, &sid, &Timer::Idle, in_ms(60_000))
+        .await
+        .unwrap();
+    let sooner = in_ms(200);
+    bp.schedule(&acc, &sid, &Timer::Idle, sooner).await.unwrap();
+    let d = next_due(&mut due, &acc, ARRIVAL_TIMEOUT, "the moved-up timer").await;
+    assert!(delivers(&d, &sid, &Timer::Idle), "{d:?}");
+    assert_eq!(d.at, sooner, "at its new time");
+    bp.complete(&d).await.unwrap();
+
+    // Later.
+    let timer = Timer::Expiry(InvitationId::within(&sid));
+    bp.schedule(&acc, &sid, &timer, in_ms(200)).await.unwrap();
+    let later = in_ms(1200);
+    bp.schedule(&acc, &sid, &timer, later).await.unwrap();
+    let sentinel = SessionId::random();
+    bp.schedule(&acc, &sentinel, &Timer::Idle, in_ms(600))
+        .await
+        .unwrap();
+    let before = due_until(
+        &mut due,
+        &acc,
+        (&sentinel, &Timer::Idle),
+        ARRIVAL_TIMEOUT,
+        "the sentinel",
+    )
+    .await;
+    assert!(before.is_empty(), "not at its old time: {before:?}");
+    let d = next_due(&mut due, &acc, ARRIVAL_TIMEOUT, "the moved-back timer").await;
+    assert!(delivers(&d, &sid, &timer), "{d:?}");
+    assert_eq!(d.at, later, "at its new time");
+    bp.complete(&d).await.unwrap();
+}
+
+/// The timers a commit arms (here an idle timer moved to 200 ms from now,
+/// and an invitation's expiry under a 1 s ttl) arrive when due, not before,
+/// at their due time, and once.
+pub async fn timers_a_committed_arm_is_delivered_once_when_due(bp: &dyn Backplane) {
+    let mut due = due_stream(bp);
+    let acc = account_id();
+    let (a, b) = (agent_id(), agent_id());
+    let policy = Policy {
+        invitation_ttl_secs: 1,
+        ..Policy::default()
+    };
+    let (mut live, mut created) = Live::create_with(&acc, &a, policy);
+    let idle_at = in_ms(200);
+    assert!(created.arm.iter().any(|(t, _)| t == &Timer::Idle));
+    created.arm = vec![(Timer::Idle, idle_at)];
+    live.store(bp, &created).await;
+    let invite = live.invitation(&a, Target::Agent(b.clone()), std::slice::from_ref(&b));
+    let expiry = Timer::Expiry(invite.id.clone());
+    let invited = live.run(bp, invite).await;
+    let expires_at = invited
+        .arm
+        .iter()
+        .find(|(t, _)| t == &expiry)
+        .map(|(_, at)| *at)
+        .expect("an invitation arms its expiry");
+
+    let mut delivered = Vec::new();
+    for _ in 0..2 {
+        let d = next_due(&mut due, &acc, ARRIVAL_TIMEOUT, "the armed timers").await;
+        let arrived = Utc::now().timestamp_millis();
+        assert!(
+            arrived + EARLY_TOLERANCE_MS >= d.at.timestamp_millis(),
+            "{d:?} arrived early, at {arrived}"
+        );
+        delivered.push(d);
+    }
+    let idle = find_due(&delivered, live.id(), &Timer::Idle);
+    assert_eq!(idle.at, idle_at);
+    let expired = find_due(&delivered, live.id(), &expiry);
+    assert_eq!(expired.at.timestamp_millis(), expires_at.timestamp_millis());
+
+    let sentinel = SessionId::random();
+    bp.schedule(&acc, &sentinel, &Timer::Idle, in_ms(400))
+        .await
+        .unwrap();
+    let before = due_until(
+        &mut due,
+        &acc,
+        (&sentinel, &Timer::Idle),
+        ARRIVAL_TIMEOUT,
+        "the sentinel",
+    )
+    .await;
+    assert!(before.is_empty(), "each delivered once: {before:?}");
+    for d in &delivered {
+        bp.complete(d).await.unwrap();
     }
 }
 
-/// A deadline committed with a session change is armed with it (no open
-/// invitation without its timer), and arrives on the due stream; once it is
-/// completed it does not come again. Like the rule above, it checks delivery
-/// only when it obtains the due stream itself.
-pub async fn commit_arms_its_deadlines(bp: &dyn Backplane) {
+/// A timer a commit disarms is never delivered: an invitation's expiry
+/// disarmed by its cancellation, and a timer armed by one commit and
+/// disarmed by the next. A sentinel due after both arrives first.
+pub async fn timers_a_disarmed_timer_is_never_delivered(bp: &dyn Backplane) {
+    let mut due = due_stream(bp);
     let acc = account_id();
-    let s = new_session(&acc, &agent_id());
-    let deadline = Deadline {
-        at: Utc::now() + chrono::Duration::milliseconds(50),
-        account: acc.clone(),
-        session: s.id.clone(),
-        invitation: InvitationId::random(),
+    let (a, b) = (agent_id(), agent_id());
+    let policy = Policy {
+        invitation_ttl_secs: 1,
+        ..Policy::default()
     };
-    let mut c = commit(0, &s);
-    c.deadlines = vec![deadline.clone()];
-    let Some(mut due) = bp.take_due() else {
-        assert_eq!(bp.commit(&acc, c).await.unwrap(), Committed::Stored(1));
-        return;
+    let (mut live, created) = Live::create_with(&acc, &a, policy);
+    live.store(bp, &created).await;
+    let inv = live
+        .invite(bp, &a, Target::Agent(b.clone()), std::slice::from_ref(&b))
+        .await;
+    let expiry = Timer::Expiry(inv.clone());
+    let cancelled = live
+        .run(
+            bp,
+            Cancel {
+                invitation: inv,
+                by: a.clone(),
+            },
+        )
+        .await;
+    assert!(
+        cancelled.disarm.contains(&expiry),
+        "a cancel disarms the expiry"
+    );
+
+    let soon = Timer::Expiry(InvitationId::within(live.id()));
+    let armed = Outcome {
+        arm: vec![(soon.clone(), in_ms(300))],
+        ..Outcome::default()
     };
-    assert_eq!(bp.commit(&acc, c).await.unwrap(), Committed::Stored(1));
-    let arrived = tokio::time::timeout(ARRIVAL_TIMEOUT, async {
-        loop {
-            match due.recv().await {
-                Some(d) if d == deadline => return true,
-                Some(_) => {}
-                None => return false,
-            }
-        }
-    })
+    live.store(bp, &armed).await;
+    let disarmed = Outcome {
+        disarm: vec![soon.clone()],
+        ..Outcome::default()
+    };
+    live.store(bp, &disarmed).await;
+
+    // The expiry was due within 1 s of the invitation.
+    let sentinel = SessionId::random();
+    bp.schedule(&acc, &sentinel, &Timer::Idle, in_ms(1500))
+        .await
+        .unwrap();
+    let fired = due_until(
+        &mut due,
+        &acc,
+        (&sentinel, &Timer::Idle),
+        ARRIVAL_TIMEOUT,
+        "the sentinel",
+    )
     .await;
-    assert_eq!(arrived, Ok(true), "the committed deadline arrives");
-    bp.complete(&deadline).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    while let Ok(d) = due.try_recv() {
-        assert_ne!(d, deadline, "a completed deadline came again");
+    assert!(fired.is_empty(), "disarmed timers fired: {fired:?}");
+}
+
+/// A timer armed again after it was delivered (by a commit, or by
+/// `schedule`) is a new timer: completing the old delivery does not remove
+/// it, and it is delivered again at its new time.
+pub async fn timers_a_timer_armed_again_after_its_delivery_survives_completing_it(
+    bp: &dyn Backplane,
+) {
+    let mut due = due_stream(bp);
+    let acc = account_id();
+    let (mut live, mut created) = Live::create(&acc, &agent_id());
+    let idle = Timer::Idle;
+    let expiry = Timer::Expiry(InvitationId::within(live.id()));
+    created.arm = vec![(idle.clone(), in_ms(150)), (expiry.clone(), in_ms(150))];
+    live.store(bp, &created).await;
+    let first = next_dues(&mut due, &acc, 2, "the armed timers").await;
+    find_due(&first, live.id(), &idle);
+    find_due(&first, live.id(), &expiry);
+
+    // Armed again while their deliveries are handled.
+    let idle_at = in_ms(500);
+    let rearm = Outcome {
+        arm: vec![(idle.clone(), idle_at)],
+        ..Outcome::default()
+    };
+    live.store(bp, &rearm).await;
+    let expiry_at = in_ms(600);
+    bp.schedule(&acc, live.id(), &expiry, expiry_at)
+        .await
+        .unwrap();
+    for d in &first {
+        bp.complete(d).await.unwrap();
     }
+
+    let second = next_dues(&mut due, &acc, 2, "the timers armed again").await;
+    assert_eq!(
+        find_due(&second, live.id(), &idle).at,
+        idle_at,
+        "re-armed by a commit: delivered at its new time"
+    );
+    assert_eq!(
+        find_due(&second, live.id(), &expiry).at,
+        expiry_at,
+        "re-armed by schedule: delivered at its new time"
+    );
+    for d in &second {
+        bp.complete(d).await.unwrap();
+    }
+}
+
+/// Completing a delivery removes the timer. Timers are delivered at least
+/// once, so absence needs a control: two timers are delivered together,
+/// one is completed, the other not. The uncompleted one comes back when
+/// its delivery's lease ends; the completed one never does (a sentinel due
+/// a second after that return arrives first).
+pub async fn timers_completing_a_delivery_removes_the_timer(bp: &dyn Backplane) {
+    let mut due = due_stream(bp);
+    let acc = account_id();
+    let (mut live, mut created) = Live::create(&acc, &agent_id());
+    let done = Timer::Idle;
+    let kept = Timer::Expiry(InvitationId::within(live.id()));
+    let at = in_ms(200);
+    created.arm = vec![(done.clone(), at), (kept.clone(), at)];
+    live.store(bp, &created).await;
+    let first = next_dues(&mut due, &acc, 2, "the armed timers").await;
+    bp.complete(find_due(&first, live.id(), &done))
+        .await
+        .unwrap();
+    find_due(&first, live.id(), &kept);
+
+    let mut seen = Vec::new();
+    let again = loop {
+        let d = next_due(
+            &mut due,
+            &acc,
+            REDELIVERY_TIMEOUT,
+            "an uncompleted delivery comes back",
+        )
+        .await;
+        if delivers(&d, live.id(), &kept) {
+            break d;
+        }
+        seen.push(d);
+    };
+    let sentinel = SessionId::random();
+    bp.schedule(&acc, &sentinel, &Timer::Idle, in_ms(1000))
+        .await
+        .unwrap();
+    seen.extend(
+        due_until(
+            &mut due,
+            &acc,
+            (&sentinel, &Timer::Idle),
+            ARRIVAL_TIMEOUT,
+            "the sentinel",
+        )
+        .await,
+    );
+    assert!(
+        !seen.iter().any(|d| delivers(d, live.id(), &done)),
+        "a completed timer came back: {seen:?}"
+    );
+    bp.complete(&again).await.unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -1089,7 +2607,7 @@ pub async fn commit_arms_its_deadlines(bp: &dyn Backplane) {
 // ---------------------------------------------------------------------------
 
 /// `ping` answers `Ok` when the store is reachable.
-pub async fn ping_is_ok(bp: &dyn Backplane) {
+pub async fn health_ping_is_ok(bp: &dyn Backplane) {
     bp.ping().await.unwrap();
 }
 
@@ -1099,8 +2617,10 @@ pub async fn ping_is_ok(bp: &dyn Backplane) {
 
 /// Expands to one `#[tokio::test]` per backplane rule. `$make` is evaluated
 /// once per test and must produce something that derefs to a [`Backplane`]
-/// (`Arc<dyn Backplane>`, `Arc<MyBackplane>`, `Box<…>`). Every rule uses fresh
-/// random ids, so `$make` may hand out the same shared store each time.
+/// (`Arc<dyn Backplane>`, `Arc<MyBackplane>`, a fixture holding one). Every
+/// rule uses fresh random ids; the timer rules need the backplane's due
+/// stream, so `$make` must build a new backplane each time (see the module
+/// documentation).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! backplane_conformance_suite {
@@ -1109,12 +2629,22 @@ macro_rules! backplane_conformance_suite {
             directory_accounts_put_reports_creation_and_keeps_latest,
             directory_portals_are_scoped_by_account_and_listed_sorted,
             directory_agents_are_scoped_by_account,
+            directory_account_and_agent_reads_both,
             presence_login_returns_previous_and_logout_clears,
-            presence_online_lists_only_the_accounts_logged_in_agents,
-            commit_is_versioned_and_a_conflict_changes_nothing,
-            commit_applies_the_index_delta_and_appends_the_message,
-            published_messages_reach_only_the_topics_subscribers,
-            a_late_subscriber_sees_only_later_messages,
+            presence_is_scoped_by_account,
+            presence_online_in_lists_only_that_portals_logged_in_agents,
+            presence_window_lists_online_agents_with_portal_and_active_sessions,
+            sessions_commit_is_versioned_and_scoped_by_account,
+            sessions_a_conflict_changes_nothing,
+            sessions_a_refused_guard_changes_nothing,
+            sessions_the_delta_updates_agent_sessions_open_invitations_and_active_counts,
+            sessions_messages_page_newest_first,
+            sessions_closed_invitations_go_to_history_and_their_claims_go,
+            sessions_refresh_says_current_changed_or_gone,
+            sessions_accept_context_reads_what_an_accept_needs,
+            sessions_an_ended_session_is_gone_after_its_retention,
+            bus_published_messages_reach_only_the_topics_subscribers,
+            bus_a_late_subscriber_sees_only_later_messages,
             claim_first_wins_and_is_idempotent_for_the_winner,
             claims_are_scoped_by_account,
             claim_fences_strictly_increase,
@@ -1122,9 +2652,14 @@ macro_rules! backplane_conformance_suite {
             claim_release_by_non_holder_does_nothing,
             claim_expires_after_its_ttl,
             claim_concurrent_claims_have_exactly_one_winner,
-            schedule_delivers_a_due_deadline_once_through_take_due,
-            commit_arms_its_deadlines,
-            ping_is_ok,
+            timers_the_due_stream_is_handed_out_once,
+            timers_schedule_delivers_a_timer_once_when_due,
+            timers_scheduling_again_moves_the_timer,
+            timers_a_committed_arm_is_delivered_once_when_due,
+            timers_a_disarmed_timer_is_never_delivered,
+            timers_a_timer_armed_again_after_its_delivery_survives_completing_it,
+            timers_completing_a_delivery_removes_the_timer,
+            health_ping_is_ok,
         );
     };
     (@rules $make:expr; $($rule:ident),* $(,)?) => {

@@ -1,49 +1,213 @@
 //! The embedded backplane: in-process maps and broadcast channels. One node,
 //! no Redis; the same semantics as the cluster backplane, checked by the same
 //! conformance suite.
+//!
+//! Why a std `Mutex` around one `Store`: every operation is a few map
+//! lookups with no `.await` inside, so holding a plain lock is shorter than
+//! any async lock's bookkeeping, and one lock makes each commit atomic the
+//! way the Redis commit script is. Session state is kept encoded (the same
+//! codec as on Redis): the session actor keeps the live copy and changes it
+//! in place, so storing it costs an encoding, never a clone of the session.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::{broadcast, mpsc, watch};
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use super::{
-    Backplane, BusMessage, Claim, Commit, Committed, Deadline, Online, Result, Topic, Versioned,
+    AcceptContext, Bus, BusMessage, Claim, Claims, Commit, Committed, Deadline, Directory, Fresh,
+    Health, Presence, Result, Sessions, Timers, Topic, Transcript, Versioned, Window, WindowAgent,
+    codec,
 };
-use crate::domain::session::Target;
+use crate::domain::session::{Target, Timer};
 use crate::domain::{
-    Account, AccountId, Agent, AgentId, InvitationId, Message, Portal, PortalId, SessionId,
+    Account, AccountId, Agent, AgentId, Invitation, InvitationId, Message, Portal, PortalId,
+    SessionId,
 };
 
-/// How many messages a topic buffers for a subscriber that falls behind
-/// before it loses the oldest (pub/sub is at-most-once; snapshots repair).
-pub const TOPIC_CAPACITY: usize = 1024;
+/// How long a delivered timer is leased before it is delivered again (the
+/// timer worker failed to complete it).
+const TIMER_LEASE: Duration = Duration::from_secs(15);
+/// How often expired claims and sessions past their retention are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-type Key<T> = (AccountId, T);
+/// A session as stored: encoded hot state, transcripts, history.
+struct StoredSession {
+    version: u64,
+    state: Vec<u8>,
+    chat: Vec<Message>,
+    /// Positions in `chat` of the messages the customer may read.
+    customer_chat: Vec<u32>,
+    history: HashMap<InvitationId, Invitation>,
+    /// Set when the session ended: it is deleted then.
+    delete_at: Option<Instant>,
+}
+
+impl StoredSession {
+    fn live(&self, now: Instant) -> bool {
+        self.delete_at.is_none_or(|at| at > now)
+    }
+}
+
+/// Everything of one account.
+#[derive(Default)]
+struct AccountData {
+    account: Option<Account>,
+    portals: BTreeMap<PortalId, Portal>,
+    agents: HashMap<AgentId, Agent>,
+    presence: HashMap<AgentId, PortalId>,
+    portal_online: HashMap<PortalId, BTreeSet<AgentId>>,
+    agent_sessions: HashMap<AgentId, BTreeSet<SessionId>>,
+    open: HashMap<Target, BTreeMap<InvitationId, SessionId>>,
+    sessions: HashMap<SessionId, StoredSession>,
+    claims: HashMap<InvitationId, (AgentId, u64, Instant)>,
+    fence: u64,
+}
+
+impl AccountData {
+    fn session(&self, id: &SessionId, now: Instant) -> Option<&StoredSession> {
+        self.sessions.get(id).filter(|s| s.live(now))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct TimerKey {
+    account: AccountId,
+    session: SessionId,
+    timer: TimerName,
+}
+
+/// `Timer` with an order, for the timer wheel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TimerName {
+    Expiry(InvitationId),
+    Idle,
+}
+
+impl From<&Timer> for TimerName {
+    fn from(t: &Timer) -> Self {
+        match t {
+            Timer::Expiry(i) => TimerName::Expiry(i.clone()),
+            Timer::Idle => TimerName::Idle,
+        }
+    }
+}
+
+impl From<&TimerName> for Timer {
+    fn from(t: &TimerName) -> Self {
+        match t {
+            TimerName::Expiry(i) => Timer::Expiry(i.clone()),
+            TimerName::Idle => Timer::Idle,
+        }
+    }
+}
+
+/// Timers by due time; each entry carries a sequence number that names
+/// its arming (so completing a delivery does not remove a re-armed timer).
+#[derive(Default)]
+struct TimerWheel {
+    due: BTreeMap<(i64, u64), TimerKey>,
+    by_key: HashMap<TimerKey, (i64, u64)>,
+    seq: u64,
+}
+
+impl TimerWheel {
+    fn arm(&mut self, key: TimerKey, at_ms: i64) -> bool {
+        self.disarm(&key);
+        self.seq += 1;
+        let slot = (at_ms, self.seq);
+        let earliest = self.due.keys().next().is_none_or(|first| slot < *first);
+        self.due.insert(slot, key.clone());
+        self.by_key.insert(key, slot);
+        earliest
+    }
+
+    fn disarm(&mut self, key: &TimerKey) {
+        if let Some(slot) = self.by_key.remove(key) {
+            self.due.remove(&slot);
+        }
+    }
+
+    fn next_due(&self) -> Option<i64> {
+        self.due.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Delivers what fell due, leasing each (it comes back unless completed).
+    fn take_due(&mut self, now_ms: i64) -> Vec<Deadline> {
+        let due: Vec<((i64, u64), TimerKey)> = self
+            .due
+            .range(..(now_ms + 1, 0))
+            .map(|(slot, key)| (*slot, key.clone()))
+            .collect();
+        let mut out = Vec::with_capacity(due.len());
+        for ((at, _), key) in due {
+            self.arm(key.clone(), now_ms + TIMER_LEASE.as_millis() as i64);
+            let lease = self.by_key.get(&key).map_or(0, |(_, seq)| *seq as i64);
+            out.push(Deadline {
+                at: DateTime::from_timestamp_millis(at).unwrap_or_else(Utc::now),
+                account: key.account.clone(),
+                session: key.session.clone(),
+                timer: Timer::from(&key.timer),
+                lease,
+            });
+        }
+        out
+    }
+
+    fn complete(&mut self, key: &TimerKey, lease: i64) {
+        if self
+            .by_key
+            .get(key)
+            .is_some_and(|(_, seq)| *seq as i64 == lease)
+        {
+            self.disarm(key);
+        }
+    }
+}
 
 #[derive(Default)]
 struct Store {
-    accounts: HashMap<AccountId, Account>,
-    portals: HashMap<AccountId, BTreeMap<PortalId, Portal>>,
-    agents: HashMap<Key<AgentId>, Agent>,
-    presence: HashMap<Key<AgentId>, PortalId>,
-    sessions: HashMap<Key<SessionId>, Versioned>,
-    messages: HashMap<Key<SessionId>, Vec<Message>>,
-    agent_sessions: HashMap<Key<AgentId>, HashSet<SessionId>>,
-    open: HashMap<Key<Target>, HashMap<InvitationId, SessionId>>,
-    invitations: HashMap<Key<InvitationId>, SessionId>,
-    claims: HashMap<Key<InvitationId>, (AgentId, u64, Instant)>,
-    fence: u64,
+    accounts: HashMap<AccountId, AccountData>,
     topics: HashMap<Topic, broadcast::Sender<Arc<BusMessage>>>,
+    timers: TimerWheel,
+}
+
+impl Store {
+    fn data(&self, account: &AccountId) -> Option<&AccountData> {
+        self.accounts.get(account)
+    }
+
+    fn data_mut(&mut self, account: &AccountId) -> &mut AccountData {
+        self.accounts.entry(account.clone()).or_default()
+    }
+
+    fn publish(&mut self, topic: &Topic, message: BusMessage) {
+        if let Some(tx) = self.topics.get(topic)
+            && tx.send(Arc::new(message)).is_err()
+        {
+            // Nobody listens any more: forget the topic.
+            self.topics.remove(topic);
+        }
+    }
+
+    /// Drops expired claims and sessions whose retention ended.
+    fn sweep(&mut self, now: Instant) {
+        for data in self.accounts.values_mut() {
+            data.claims.retain(|_, (_, _, until)| *until > now);
+            data.sessions.retain(|_, s| s.live(now));
+        }
+    }
 }
 
 /// The in-memory backplane.
 pub struct MemoryBackplane {
-    store: Mutex<Store>,
+    store: Arc<Mutex<Store>>,
+    wake: Arc<Notify>,
+    due: Mutex<Option<mpsc::UnboundedReceiver<Deadline>>>,
     due_tx: mpsc::UnboundedSender<Deadline>,
-    due_rx: Mutex<Option<mpsc::UnboundedReceiver<Deadline>>>,
     resync: watch::Sender<u64>,
 }
 
@@ -53,212 +217,461 @@ impl Default for MemoryBackplane {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain maps behind; they stay usable.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
 impl MemoryBackplane {
     /// An empty backplane.
     pub fn new() -> Self {
         let (due_tx, due_rx) = mpsc::unbounded_channel();
         Self {
-            store: Mutex::new(Store::default()),
+            store: Arc::default(),
+            wake: Arc::default(),
+            due: Mutex::new(Some(due_rx)),
             due_tx,
-            due_rx: Mutex::new(Some(due_rx)),
             resync: watch::Sender::new(0),
         }
     }
 
-    /// A timer task that hands `deadline` to the timer worker when it is due.
-    fn arm(&self, deadline: Deadline) {
-        let due = self.due_tx.clone();
-        let wait = (deadline.at - chrono::Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO);
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let _ = due.send(deadline);
-        });
-    }
-
     fn store(&self) -> MutexGuard<'_, Store> {
-        // A panic while holding the lock leaves plain maps behind; they stay usable.
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.store)
     }
 }
 
-impl Store {
-    fn publish(&mut self, topic: Topic, message: BusMessage) {
-        if let Some(tx) = self.topics.get(&topic)
-            && tx.send(Arc::new(message)).is_err()
-        {
-            // Nobody listens any more: forget the topic.
-            self.topics.remove(&topic);
+/// Hands timers to the node as they fall due and sweeps what expired.
+async fn drive_timers(
+    store: std::sync::Weak<Mutex<Store>>,
+    wake: Arc<Notify>,
+    due: mpsc::UnboundedSender<Deadline>,
+) {
+    loop {
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        let (fired, next) = {
+            let mut s = lock(&store);
+            s.sweep(Instant::now());
+            let fired = s.timers.take_due(now_ms());
+            (fired, s.timers.next_due())
+        };
+        drop(store);
+        for deadline in fired {
+            if due.send(deadline).is_err() {
+                return;
+            }
+        }
+        let wait = next
+            .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
+            .unwrap_or(SWEEP_INTERVAL)
+            .min(SWEEP_INTERVAL);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
         }
     }
 }
 
-fn key<T: Clone>(account: &AccountId, id: &T) -> Key<T> {
-    (account.clone(), id.clone())
-}
-
 #[async_trait]
-impl Backplane for MemoryBackplane {
-    async fn put_account(&self, account: Account) -> Result<bool> {
-        Ok(self
-            .store()
-            .accounts
-            .insert(account.id.clone(), account)
-            .is_none())
+impl Directory for MemoryBackplane {
+    async fn put_account(&self, account: &Account) -> Result<bool> {
+        let mut s = self.store();
+        let data = s.data_mut(&account.id);
+        Ok(data.account.replace(account.clone()).is_none())
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>> {
-        Ok(self.store().accounts.get(id).cloned())
+        Ok(self.store().data(id).and_then(|d| d.account.clone()))
     }
 
-    async fn put_portal(&self, account: &AccountId, portal: Portal) -> Result<bool> {
+    async fn put_portal(&self, account: &AccountId, portal: &Portal) -> Result<bool> {
         let mut s = self.store();
-        let portals = s.portals.entry(account.clone()).or_default();
-        Ok(portals.insert(portal.id.clone(), portal).is_none())
+        let data = s.data_mut(account);
+        Ok(data
+            .portals
+            .insert(portal.id.clone(), portal.clone())
+            .is_none())
     }
 
     async fn portal(&self, account: &AccountId, id: &PortalId) -> Result<Option<Portal>> {
         Ok(self
             .store()
-            .portals
-            .get(account)
-            .and_then(|p| p.get(id))
-            .cloned())
+            .data(account)
+            .and_then(|d| d.portals.get(id).cloned()))
     }
 
     async fn portals(&self, account: &AccountId) -> Result<Vec<Portal>> {
         Ok(self
             .store()
-            .portals
-            .get(account)
-            .map(|p| p.values().cloned().collect())
+            .data(account)
+            .map(|d| d.portals.values().cloned().collect())
             .unwrap_or_default())
     }
 
-    async fn put_agent(&self, account: &AccountId, agent: Agent) -> Result<bool> {
-        Ok(self
-            .store()
+    async fn put_agent(&self, account: &AccountId, agent: &Agent) -> Result<bool> {
+        let mut s = self.store();
+        let data = s.data_mut(account);
+        Ok(data
             .agents
-            .insert(key(account, &agent.id), agent)
+            .insert(agent.id.clone(), agent.clone())
             .is_none())
     }
 
     async fn agent(&self, account: &AccountId, id: &AgentId) -> Result<Option<Agent>> {
-        Ok(self.store().agents.get(&key(account, id)).cloned())
+        Ok(self
+            .store()
+            .data(account)
+            .and_then(|d| d.agents.get(id).cloned()))
     }
 
-    async fn login(
+    async fn account_and_agent(
         &self,
         account: &AccountId,
         agent: &AgentId,
+    ) -> Result<(Option<Account>, Option<Agent>)> {
+        let s = self.store();
+        Ok(match s.data(account) {
+            Some(d) => (d.account.clone(), d.agents.get(agent).cloned()),
+            None => (None, None),
+        })
+    }
+}
+
+#[async_trait]
+impl Presence for MemoryBackplane {
+    async fn login(
+        &self,
+        account: &AccountId,
+        agent: &Agent,
         portal: &PortalId,
     ) -> Result<Option<PortalId>> {
-        Ok(self
-            .store()
-            .presence
-            .insert(key(account, agent), portal.clone()))
+        let mut s = self.store();
+        let data = s.data_mut(account);
+        let previous = data.presence.insert(agent.id.clone(), portal.clone());
+        if let Some(old) = &previous
+            && let Some(set) = data.portal_online.get_mut(old)
+        {
+            set.remove(&agent.id);
+        }
+        data.portal_online
+            .entry(portal.clone())
+            .or_default()
+            .insert(agent.id.clone());
+        Ok(previous)
     }
 
-    async fn logout(&self, account: &AccountId, agent: &AgentId) -> Result<Option<PortalId>> {
-        Ok(self.store().presence.remove(&key(account, agent)))
+    async fn logout(&self, account: &AccountId, agent: &Agent) -> Result<Option<PortalId>> {
+        let mut s = self.store();
+        let data = s.data_mut(account);
+        let previous = data.presence.remove(&agent.id);
+        if let Some(old) = &previous
+            && let Some(set) = data.portal_online.get_mut(old)
+        {
+            set.remove(&agent.id);
+        }
+        Ok(previous)
     }
 
     async fn presence(&self, account: &AccountId, agent: &AgentId) -> Result<Option<PortalId>> {
-        Ok(self.store().presence.get(&key(account, agent)).cloned())
+        Ok(self
+            .store()
+            .data(account)
+            .and_then(|d| d.presence.get(agent).cloned()))
     }
 
-    async fn online(&self, account: &AccountId) -> Result<Vec<Online>> {
+    async fn online_in(
+        &self,
+        account: &AccountId,
+        portal: &PortalId,
+    ) -> Result<Option<Vec<AgentId>>> {
         let s = self.store();
-        let mut online: Vec<Online> = s
+        let Some(d) = s.data(account).filter(|d| d.portals.contains_key(portal)) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            d.portal_online
+                .get(portal)
+                .map(|set| set.iter().cloned().collect())
+                .unwrap_or_default(),
+        ))
+    }
+
+    async fn window(&self, account: &AccountId) -> Result<Window> {
+        let s = self.store();
+        let Some(d) = s.data(account) else {
+            return Ok(Window::default());
+        };
+        let mut agents: Vec<WindowAgent> = d
             .presence
             .iter()
-            .filter(|((acc, _), _)| acc == account)
-            .map(|((_, agent), portal)| Online {
-                agent: agent.clone(),
-                portal: portal.clone(),
+            .filter_map(|(id, portal)| {
+                Some(WindowAgent {
+                    agent: d.agents.get(id)?.clone(),
+                    portal: portal.clone(),
+                    active_sessions: d.agent_sessions.get(id).map_or(0, |s| s.len() as u32),
+                })
             })
             .collect();
-        online.sort_by(|a, b| a.agent.cmp(&b.agent));
-        Ok(online)
+        agents.sort_by(|a, b| a.agent.id.cmp(&b.agent.id));
+        Ok(Window {
+            agents,
+            portals: d.portals.values().cloned().collect(),
+        })
     }
 
+    /// In one process presence never expires: there is nothing to hold.
+    fn hold_presence(&self, _: &AccountId, _: &AgentId, _: bool) {}
+}
+
+#[async_trait]
+impl Sessions for MemoryBackplane {
     async fn load(&self, account: &AccountId, session: &SessionId) -> Result<Option<Versioned>> {
-        Ok(self.store().sessions.get(&key(account, session)).cloned())
+        let encoded = {
+            let s = self.store();
+            s.data(account)
+                .and_then(|d| d.session(session, Instant::now()))
+                .map(|stored| (stored.version, stored.state.clone()))
+        };
+        let Some((version, bytes)) = encoded else {
+            return Ok(None);
+        };
+        let session = codec::decode(&bytes).map_err(|e| {
+            super::BackplaneError::Unavailable(format!("undecodable session state: {e}"))
+        })?;
+        Ok(Some(Versioned { version, session }))
     }
 
-    async fn commit(&self, account: &AccountId, commit: Commit) -> Result<Committed> {
+    async fn refresh(&self, account: &AccountId, session: &SessionId, known: u64) -> Result<Fresh> {
+        let version = self
+            .store()
+            .data(account)
+            .and_then(|d| d.session(session, Instant::now()))
+            .map(|s| s.version);
+        match version {
+            None => Ok(Fresh::Gone),
+            Some(v) if v == known => Ok(Fresh::Current),
+            Some(_) => Ok(self
+                .load(account, session)
+                .await?
+                .map_or(Fresh::Gone, |v| Fresh::Changed(Box::new(v)))),
+        }
+    }
+
+    async fn commit(&self, account: &AccountId, commit: Commit<'_>) -> Result<Committed> {
+        let state = codec::encode(commit.session);
+        let now = Instant::now();
+        let outcome = commit.outcome;
+        let session_id = &commit.session.id;
         let mut s = self.store();
-        let k = key(account, &commit.session.id);
-        let current = s.sessions.get(&k).map_or(0, |v| v.version);
+        let data = s.data_mut(account);
+        let current = data.session(session_id, now).map_or(0, |v| v.version);
         if current != commit.expected_version {
             return Ok(Committed::Conflict);
         }
-        let version = current + 1;
-        let session_id = commit.session.id.clone();
-        s.sessions.insert(
-            k.clone(),
-            Versioned {
-                version,
-                session: commit.session,
-            },
-        );
-        if let Some(m) = commit.message {
-            s.messages.entry(k).or_default().push(m);
+        if let Some(guard) = commit.guard {
+            let active = data
+                .agent_sessions
+                .get(&guard.agent)
+                .map_or(0, BTreeSet::len);
+            if active as u32 >= guard.below {
+                return Ok(Committed::Refused);
+            }
         }
-        for agent in commit.delta.joined {
-            s.agent_sessions
-                .entry(key(account, &agent))
+        let version = current + 1;
+        let stored = data
+            .sessions
+            .entry(session_id.clone())
+            .or_insert_with(|| StoredSession {
+                version: 0,
+                state: Vec::new(),
+                chat: Vec::new(),
+                customer_chat: Vec::new(),
+                history: HashMap::new(),
+                delete_at: None,
+            });
+        if commit.expected_version == 0 {
+            // A session deleted after its retention may not come back with
+            // its old transcript.
+            stored.chat.clear();
+            stored.customer_chat.clear();
+            stored.history.clear();
+            stored.delete_at = None;
+        }
+        stored.version = version;
+        stored.state = state;
+        if let Some(m) = &outcome.message {
+            if m.customer_seq.is_some() {
+                stored.customer_chat.push(stored.chat.len() as u32);
+            }
+            stored.chat.push(m.clone());
+        }
+        for inv in &outcome.closed {
+            stored.history.insert(inv.id.clone(), inv.clone());
+        }
+        if outcome.ended {
+            stored.delete_at = Some(now + commit.retention);
+        }
+        let delta = &outcome.delta;
+        for agent in &delta.joined {
+            data.agent_sessions
+                .entry(agent.clone())
                 .or_default()
                 .insert(session_id.clone());
         }
-        for agent in commit.delta.left {
-            if let Some(set) = s.agent_sessions.get_mut(&key(account, &agent)) {
-                set.remove(&session_id);
+        for agent in &delta.left {
+            if let Some(set) = data.agent_sessions.get_mut(agent) {
+                set.remove(session_id);
+                if set.is_empty() {
+                    data.agent_sessions.remove(agent);
+                }
             }
         }
-        for (inv, target) in commit.delta.opened {
-            s.invitations.insert(key(account, &inv), session_id.clone());
-            s.open
-                .entry(key(account, &target))
+        for (inv, target) in &delta.opened {
+            data.open
+                .entry(target.clone())
                 .or_default()
-                .insert(inv, session_id.clone());
+                .insert(inv.clone(), session_id.clone());
         }
-        for (inv, target) in commit.delta.closed {
-            if let Some(open) = s.open.get_mut(&key(account, &target)) {
-                open.remove(&inv);
+        for (inv, target) in &delta.closed {
+            if let Some(open) = data.open.get_mut(target) {
+                open.remove(inv);
+                if open.is_empty() {
+                    data.open.remove(target);
+                }
             }
+            // Decided: nobody needs the claim any more.
+            data.claims.remove(inv);
+        }
+        let mut woke = false;
+        for timer in &outcome.disarm {
+            s.timers.disarm(&TimerKey {
+                account: account.clone(),
+                session: session_id.clone(),
+                timer: TimerName::from(timer),
+            });
+        }
+        for (timer, at) in &outcome.arm {
+            let key = TimerKey {
+                account: account.clone(),
+                session: session_id.clone(),
+                timer: TimerName::from(timer),
+            };
+            woke |= s.timers.arm(key, at.timestamp_millis());
         }
         for (topic, message) in commit.publish {
-            s.publish(topic, message);
+            s.publish(topic, message.clone());
         }
         drop(s);
-        for deadline in commit.deadlines {
-            self.arm(deadline);
+        if woke {
+            self.wake.notify_one();
         }
         Ok(Committed::Stored(version))
     }
 
-    async fn messages(&self, account: &AccountId, session: &SessionId) -> Result<Vec<Message>> {
+    async fn accept_context(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        invitation: &InvitationId,
+        agent: &AgentId,
+        known_version: Option<u64>,
+    ) -> Result<AcceptContext> {
+        let (context, state) = {
+            let s = self.store();
+            let Some(d) = s.data(account) else {
+                return Ok(AcceptContext {
+                    portal: None,
+                    active_sessions: 0,
+                    version: None,
+                    current: None,
+                    closed: None,
+                });
+            };
+            let stored = d.session(session, Instant::now());
+            let version = stored.map(|s| s.version);
+            let state = stored
+                .filter(|s| Some(s.version) != known_version)
+                .map(|s| (s.version, s.state.clone()));
+            (
+                AcceptContext {
+                    portal: d.presence.get(agent).cloned(),
+                    active_sessions: d.agent_sessions.get(agent).map_or(0, |s| s.len() as u32),
+                    version,
+                    current: None,
+                    closed: stored.and_then(|s| s.history.get(invitation).cloned()),
+                },
+                state,
+            )
+        };
+        let mut context = context;
+        if let Some((version, bytes)) = state {
+            let session = codec::decode(&bytes).map_err(|e| {
+                super::BackplaneError::Unavailable(format!("undecodable session state: {e}"))
+            })?;
+            context.current = Some(Versioned { version, session });
+        }
+        Ok(context)
+    }
+
+    async fn closed_invitation(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        invitation: &InvitationId,
+    ) -> Result<Option<Invitation>> {
         Ok(self
             .store()
-            .messages
-            .get(&key(account, session))
-            .cloned()
-            .unwrap_or_default())
+            .data(account)
+            .and_then(|d| d.session(session, Instant::now()))
+            .and_then(|s| s.history.get(invitation).cloned()))
+    }
+
+    async fn messages(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        transcript: Transcript,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        let s = self.store();
+        let Some(stored) = s
+            .data(account)
+            .and_then(|d| d.session(session, Instant::now()))
+        else {
+            return Ok(Vec::new());
+        };
+        // Position i holds number i + 1 in either transcript.
+        let len = match transcript {
+            Transcript::Agents => stored.chat.len(),
+            Transcript::Customer => stored.customer_chat.len(),
+        };
+        let end = before
+            .map(|b| (b.saturating_sub(1) as usize).min(len))
+            .unwrap_or(len);
+        let start = end.saturating_sub(limit);
+        let page = (start..end).rev().filter_map(|i| match transcript {
+            Transcript::Agents => stored.chat.get(i).cloned(),
+            Transcript::Customer => stored
+                .customer_chat
+                .get(i)
+                .and_then(|at| stored.chat.get(*at as usize).cloned()),
+        });
+        Ok(page.collect())
     }
 
     async fn agent_sessions(&self, account: &AccountId, agent: &AgentId) -> Result<Vec<SessionId>> {
-        let s = self.store();
-        let mut ids: Vec<SessionId> = s
-            .agent_sessions
-            .get(&key(account, agent))
+        Ok(self
+            .store()
+            .data(account)
+            .and_then(|d| d.agent_sessions.get(agent))
             .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default();
-        ids.sort();
-        Ok(ids)
+            .unwrap_or_default())
     }
 
     async fn open_invitations(
@@ -266,28 +679,17 @@ impl Backplane for MemoryBackplane {
         account: &AccountId,
         target: &Target,
     ) -> Result<Vec<(InvitationId, SessionId)>> {
-        let s = self.store();
-        let mut offers: Vec<(InvitationId, SessionId)> = s
-            .open
-            .get(&key(account, target))
-            .map(|m| m.iter().map(|(i, s)| (i.clone(), s.clone())).collect())
-            .unwrap_or_default();
-        offers.sort();
-        Ok(offers)
-    }
-
-    async fn invitation_session(
-        &self,
-        account: &AccountId,
-        invitation: &InvitationId,
-    ) -> Result<Option<SessionId>> {
         Ok(self
             .store()
-            .invitations
-            .get(&key(account, invitation))
-            .cloned())
+            .data(account)
+            .and_then(|d| d.open.get(target))
+            .map(|m| m.iter().map(|(i, s)| (i.clone(), s.clone())).collect())
+            .unwrap_or_default())
     }
+}
 
+#[async_trait]
+impl Claims for MemoryBackplane {
     async fn claim(
         &self,
         account: &AccountId,
@@ -296,9 +698,9 @@ impl Backplane for MemoryBackplane {
         ttl: Duration,
     ) -> Result<Claim> {
         let mut s = self.store();
+        let data = s.data_mut(account);
         let now = Instant::now();
-        let k = key(account, invitation);
-        if let Some((holder, fence, until)) = s.claims.get(&k)
+        if let Some((holder, fence, until)) = data.claims.get(invitation)
             && *until > now
         {
             return Ok(if holder == agent {
@@ -307,9 +709,10 @@ impl Backplane for MemoryBackplane {
                 Claim::Lost { by: holder.clone() }
             });
         }
-        s.fence += 1;
-        let fence = s.fence;
-        s.claims.insert(k, (agent.clone(), fence, now + ttl));
+        data.fence += 1;
+        let fence = data.fence;
+        data.claims
+            .insert(invitation.clone(), (agent.clone(), fence, now + ttl));
         Ok(Claim::Won { fence })
     }
 
@@ -320,18 +723,22 @@ impl Backplane for MemoryBackplane {
         agent: &AgentId,
     ) -> Result<()> {
         let mut s = self.store();
-        let k = key(account, invitation);
-        if s.claims
-            .get(&k)
+        let data = s.data_mut(account);
+        if data
+            .claims
+            .get(invitation)
             .is_some_and(|(holder, _, _)| holder == agent)
         {
-            s.claims.remove(&k);
+            data.claims.remove(invitation);
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl Bus for MemoryBackplane {
     async fn publish(&self, topic: Topic, message: BusMessage) -> Result<()> {
-        self.store().publish(topic, message);
+        self.store().publish(&topic, message);
         Ok(())
     }
 
@@ -340,7 +747,7 @@ impl Backplane for MemoryBackplane {
         if let Some(tx) = s.topics.get(topic) {
             return Ok(tx.subscribe());
         }
-        let (tx, rx) = broadcast::channel(TOPIC_CAPACITY);
+        let (tx, rx) = broadcast::channel(topic.capacity());
         s.topics.insert(topic.clone(), tx);
         Ok(rx)
     }
@@ -349,16 +756,51 @@ impl Backplane for MemoryBackplane {
         // In one process nothing is ever lost between publisher and subscriber.
         self.resync.subscribe()
     }
+}
 
-    async fn schedule(&self, deadline: Deadline) -> Result<()> {
-        self.arm(deadline);
+#[async_trait]
+impl Timers for MemoryBackplane {
+    async fn schedule(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        timer: &Timer,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let key = TimerKey {
+            account: account.clone(),
+            session: session.clone(),
+            timer: TimerName::from(timer),
+        };
+        if self.store().timers.arm(key, at.timestamp_millis()) {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
     fn take_due(&self) -> Option<mpsc::UnboundedReceiver<Deadline>> {
-        self.due_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+        let rx = lock(&self.due).take()?;
+        tokio::spawn(drive_timers(
+            Arc::downgrade(&self.store),
+            self.wake.clone(),
+            self.due_tx.clone(),
+        ));
+        Some(rx)
     }
 
+    async fn complete(&self, deadline: &Deadline) -> Result<()> {
+        let key = TimerKey {
+            account: deadline.account.clone(),
+            session: deadline.session.clone(),
+            timer: TimerName::from(&deadline.timer),
+        };
+        self.store().timers.complete(&key, deadline.lease);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Health for MemoryBackplane {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }

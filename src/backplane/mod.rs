@@ -1,10 +1,17 @@
 //! The only place that knows there may be other nodes. Everything a node
-//! shares with the others — provisioning data, presence, session state,
-//! claims, timers and fan-out — goes through the [`Backplane`] trait.
-//! `memory` is the embedded implementation; a Redis one plugs in beside it.
+//! shares with the others goes through one of the role traits below —
+//! [`Directory`], [`Presence`], [`Sessions`], [`Claims`], [`Bus`],
+//! [`Timers`], [`Health`] — which [`Backplane`] gathers. None has a default
+//! method: a new implementation must say what each one does (and then pass
+//! the conformance suite in `conformance.rs`).
+//!
+//! `memory` is the embedded implementation; `redis` the cluster one, with
+//! every key built by `keys.rs`.
 
 pub mod codec;
 pub mod conformance;
+pub mod keys;
+mod legacy;
 pub mod memory;
 pub mod redis;
 
@@ -16,10 +23,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::domain::session::{IndexDelta, Target};
+use crate::domain::session::{Target, Timer};
 use crate::domain::{
-    Account, AccountId, Agent, AgentId, Event, InvitationId, Message, Portal, PortalId, Session,
-    SessionId,
+    Account, AccountId, Agent, AgentId, Event, Invitation, InvitationId, Message, Outcome, Portal,
+    PortalId, Session, SessionId,
 };
 
 /// A fan-out channel between nodes.
@@ -33,9 +40,26 @@ pub enum Topic {
     Portal(AccountId, PortalId),
 }
 
+impl Topic {
+    /// How many messages a node buffers on this topic for a local listener
+    /// that falls behind before the listener loses the oldest (and resyncs
+    /// its streams from a snapshot: pub/sub is at most once anyway). The
+    /// buffer is allocated whole when a node subscribes, so it is sized by
+    /// kind: an agent's topic — one per connected agent, carrying only that
+    /// agent's events — is small; a portal's or a session's is shared by
+    /// many streams and takes bursts.
+    pub fn capacity(&self) -> usize {
+        match self {
+            Topic::Agent(..) => 16,
+            Topic::Session(..) => 256,
+            Topic::Portal(..) => 1024,
+        }
+    }
+}
+
 /// For whom a delivered session event is meant; the receiving node applies
 /// the visibility gate with the matching viewer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Route {
     /// The session's agents.
     Participant,
@@ -52,6 +76,12 @@ pub enum BusMessage {
     Session {
         /// Which session.
         session: SessionId,
+        /// The version the commit stored: with `index`, names the event
+        /// uniquely, so a node that receives it on several topics views and
+        /// serializes it once.
+        version: u64,
+        /// The event's position in its commit.
+        index: u32,
         /// Meant for whom.
         route: Route,
         /// What happened.
@@ -66,7 +96,7 @@ pub enum BusMessage {
     },
 }
 
-/// A session's state with its version (1 for a new session).
+/// A session's hot state with its version (1 for a new session).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versioned {
     /// Bumped by every commit.
@@ -75,22 +105,33 @@ pub struct Versioned {
     pub session: Session,
 }
 
-/// One atomic change of a session: state, indexes, message, fan-out.
-#[derive(Debug, Clone)]
-pub struct Commit {
+/// A condition a commit checks atomically before it writes anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    /// The agent who joins (or creates) the session.
+    pub agent: AgentId,
+    /// It must be active in fewer sessions than this.
+    pub below: u32,
+}
+
+/// One atomic change of a session: its new hot state, what leaves it for
+/// the history and the transcript, the indexes, the timers, the fan-out.
+/// Borrowed: the backplane encodes it, nothing is cloned.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit<'a> {
     /// The version the change was computed from; 0 creates the session.
     pub expected_version: u64,
-    /// The new state.
-    pub session: Session,
-    /// Index changes derived from the old and new state.
-    pub delta: IndexDelta,
-    /// A chat message to append.
-    pub message: Option<Message>,
+    /// The new hot state.
+    pub session: &'a Session,
+    /// What the command produced (closed invitations, the message, the
+    /// index delta, timers to arm and disarm, whether it ended).
+    pub outcome: &'a Outcome,
     /// What to publish once the change is stored.
-    pub publish: Vec<(Topic, BusMessage)>,
-    /// Timers to arm with the change (expiry of the invitations it opens):
-    /// stored atomically with it, so no open invitation lacks its timer.
-    pub deadlines: Vec<Deadline>,
+    pub publish: &'a [(Topic, BusMessage)],
+    /// Checked before anything is written.
+    pub guard: Option<&'a Guard>,
+    /// How long an ended session and everything of it is kept.
+    pub retention: Duration,
 }
 
 /// How a commit went.
@@ -100,6 +141,8 @@ pub enum Committed {
     Stored(u64),
     /// Someone else committed first: reload and retry.
     Conflict,
+    /// The guard did not hold: nothing was written.
+    Refused,
 }
 
 /// The result of claiming an invitation for an agent.
@@ -117,26 +160,76 @@ pub enum Claim {
     },
 }
 
-/// A timer: expire `invitation` of `session` at `at`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A timer that fell due: handle it, then [`Timers::complete`] it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deadline {
-    /// When.
+    /// When it was due.
     pub at: DateTime<Utc>,
     /// The account.
     pub account: AccountId,
     /// The session.
     pub session: SessionId,
-    /// The invitation.
-    pub invitation: InvitationId,
+    /// Which timer of the session.
+    pub timer: Timer,
+    /// Names this delivery: completing removes the timer only if it was not
+    /// armed again meanwhile (a re-armed timer is a new one).
+    pub lease: i64,
 }
 
-/// An agent's presence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Online {
-    /// Who.
-    pub agent: AgentId,
-    /// Logged into which portal.
+/// What a cached session state is worth.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fresh {
+    /// Still the stored version.
+    Current,
+    /// Another node changed it: here is the stored one.
+    Changed(Box<Versioned>),
+    /// The session no longer exists (its retention ended).
+    Gone,
+}
+
+/// Everything an accept needs to know, read in one round trip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcceptContext {
+    /// The portal the accepting agent is logged into now.
+    pub portal: Option<PortalId>,
+    /// Sessions the accepting agent is active in.
+    pub active_sessions: u32,
+    /// The stored version of the session (`None`: no such session).
+    pub version: Option<u64>,
+    /// The session's state, when the caller's known version is not the
+    /// stored one.
+    pub current: Option<Versioned>,
+    /// The invitation as its history holds it, if it is closed.
+    pub closed: Option<Invitation>,
+}
+
+/// The collaboration window's raw material, read in one round trip.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Window {
+    /// Every agent of the account online now.
+    pub agents: Vec<WindowAgent>,
+    /// The account's portals.
+    pub portals: Vec<Portal>,
+}
+
+/// One online agent in the window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowAgent {
+    /// Its profile.
+    pub agent: Agent,
+    /// The portal it is logged into.
     pub portal: PortalId,
+    /// Sessions it is active in.
+    pub active_sessions: u32,
+}
+
+/// Which of a session's two transcripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transcript {
+    /// Every message, numbered by `seq` (what agents read).
+    Agents,
+    /// The messages the customer may read, numbered by `customer_seq`.
+    Customer,
 }
 
 /// Why a backplane call failed.
@@ -150,61 +243,113 @@ pub enum BackplaneError {
 /// Shorthand for backplane results.
 pub type Result<T> = std::result::Result<T, BackplaneError>;
 
-/// What a node shares with every other node.
+/// Provisioning data: accounts, portals, agents.
 #[async_trait]
-pub trait Backplane: Send + Sync + 'static {
+pub trait Directory: Send + Sync {
     /// Stores an account; `true` if it is new.
-    async fn put_account(&self, account: Account) -> Result<bool>;
+    async fn put_account(&self, account: &Account) -> Result<bool>;
     /// An account by id.
     async fn account(&self, id: &AccountId) -> Result<Option<Account>>;
     /// Stores a portal; `true` if it is new.
-    async fn put_portal(&self, account: &AccountId, portal: Portal) -> Result<bool>;
+    async fn put_portal(&self, account: &AccountId, portal: &Portal) -> Result<bool>;
     /// A portal by id.
     async fn portal(&self, account: &AccountId, id: &PortalId) -> Result<Option<Portal>>;
-    /// Every portal of an account.
+    /// Every portal of an account, sorted by id.
     async fn portals(&self, account: &AccountId) -> Result<Vec<Portal>>;
     /// Stores an agent; `true` if it is new.
-    async fn put_agent(&self, account: &AccountId, agent: Agent) -> Result<bool>;
+    async fn put_agent(&self, account: &AccountId, agent: &Agent) -> Result<bool>;
     /// An agent by id.
     async fn agent(&self, account: &AccountId, id: &AgentId) -> Result<Option<Agent>>;
-
-    /// Logs an agent into a portal; returns the portal it was in before.
-    async fn login(
+    /// An account and one of its agents, in one round trip (every agent
+    /// request starts with it).
+    async fn account_and_agent(
         &self,
         account: &AccountId,
         agent: &AgentId,
+    ) -> Result<(Option<Account>, Option<Agent>)>;
+}
+
+/// Who is logged in where.
+#[async_trait]
+pub trait Presence: Send + Sync {
+    /// Logs `agent` into `portal`; returns the portal it was in before.
+    async fn login(
+        &self,
+        account: &AccountId,
+        agent: &Agent,
         portal: &PortalId,
     ) -> Result<Option<PortalId>>;
-    /// Logs an agent out; returns the portal it was in.
-    async fn logout(&self, account: &AccountId, agent: &AgentId) -> Result<Option<PortalId>>;
+    /// Logs `agent` out; returns the portal it was in.
+    async fn logout(&self, account: &AccountId, agent: &Agent) -> Result<Option<PortalId>>;
     /// The portal an agent is logged into.
     async fn presence(&self, account: &AccountId, agent: &AgentId) -> Result<Option<PortalId>>;
-    /// Every agent of the account logged in now.
-    async fn online(&self, account: &AccountId) -> Result<Vec<Online>>;
+    /// The agents logged into one portal now, sorted (one read, whatever
+    /// the size of the account); `None` when there is no such portal.
+    async fn online_in(
+        &self,
+        account: &AccountId,
+        portal: &PortalId,
+    ) -> Result<Option<Vec<AgentId>>>;
+    /// The collaboration window's data (one round trip).
+    async fn window(&self, account: &AccountId) -> Result<Window>;
+    /// This node serves a stream of `agent` (`held`) or stopped serving
+    /// one: where presence expires, the node keeps such agents online.
+    fn hold_presence(&self, account: &AccountId, agent: &AgentId, held: bool);
+}
 
-    /// A session's state.
+/// Session state, history, transcripts and the indexes beside them.
+#[async_trait]
+pub trait Sessions: Send + Sync {
+    /// A session's hot state (`None` if it never existed or its retention ended).
     async fn load(&self, account: &AccountId, session: &SessionId) -> Result<Option<Versioned>>;
-    /// Stores a change if the session is still at `expected_version`, then publishes.
-    async fn commit(&self, account: &AccountId, commit: Commit) -> Result<Committed>;
-    /// A session's chat, oldest first.
-    async fn messages(&self, account: &AccountId, session: &SessionId) -> Result<Vec<Message>>;
-    /// Active sessions an agent is in.
+    /// The state of a session whose version `known` the caller holds,
+    /// sent only when it changed (one small read when it did not).
+    async fn refresh(&self, account: &AccountId, session: &SessionId, known: u64) -> Result<Fresh>;
+    /// Stores a change if the session is still at `expected_version` and
+    /// the guard holds: state, history, transcript, indexes, timers and
+    /// fan-out in one atomic step.
+    async fn commit(&self, account: &AccountId, commit: Commit<'_>) -> Result<Committed>;
+    /// What an accept of `invitation` by `agent` needs, in one round trip;
+    /// the state is sent only when `known_version` is not the stored one.
+    async fn accept_context(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        invitation: &InvitationId,
+        agent: &AgentId,
+        known_version: Option<u64>,
+    ) -> Result<AcceptContext>;
+    /// A closed invitation from the session's history.
+    async fn closed_invitation(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        invitation: &InvitationId,
+    ) -> Result<Option<Invitation>>;
+    /// A page of a transcript, newest first: at most `limit` messages
+    /// numbered below `before` (from the newest when `None`).
+    async fn messages(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        transcript: Transcript,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Message>>;
+    /// Active sessions an agent is in, sorted.
     async fn agent_sessions(&self, account: &AccountId, agent: &AgentId) -> Result<Vec<SessionId>>;
-    /// Open invitations sent to a target (one agent, or a portal), with
-    /// their sessions.
+    /// Open invitations sent to a target (one agent, or a portal).
     async fn open_invitations(
         &self,
         account: &AccountId,
         target: &Target,
     ) -> Result<Vec<(InvitationId, SessionId)>>;
-    /// The session an invitation belongs to.
-    async fn invitation_session(
-        &self,
-        account: &AccountId,
-        invitation: &InvitationId,
-    ) -> Result<Option<SessionId>>;
+}
 
-    /// First accept wins: claims `invitation` for `agent` unless someone else holds it.
+/// First accept wins, across nodes.
+#[async_trait]
+pub trait Claims: Send + Sync {
+    /// Claims `invitation` for `agent` unless someone else holds it.
     async fn claim(
         &self,
         account: &AccountId,
@@ -219,30 +364,55 @@ pub trait Backplane: Send + Sync + 'static {
         invitation: &InvitationId,
         agent: &AgentId,
     ) -> Result<()>;
+}
 
-    /// Publishes to a topic (at most once; a hint, not the truth).
+/// Fan-out between nodes: at most once, a hint, never the truth.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Publishes to a topic.
     async fn publish(&self, topic: Topic, message: BusMessage) -> Result<()>;
     /// Subscribes this node to a topic; returns once messages published from
     /// now on will arrive.
     async fn subscribe(&self, topic: &Topic) -> Result<broadcast::Receiver<Arc<BusMessage>>>;
-    /// This node serves a stream of `agent` (`held`) or stopped serving one:
-    /// where presence expires, the node keeps such agents online.
-    fn hold_presence(&self, _account: &AccountId, _agent: &AgentId, _held: bool) {}
     /// Bumped each time fan-out was interrupted and restored (messages may
     /// have been lost meanwhile): local streams must re-read the truth.
     fn resyncs(&self) -> watch::Receiver<u64>;
+}
 
-    /// Arms a timer; it fires once on one node through [`Backplane::take_due`].
-    async fn schedule(&self, deadline: Deadline) -> Result<()>;
-    /// The stream of timers that fell due (taken once, by the node's timer worker).
-    /// A timer is delivered at least once: until [`Backplane::complete`] is
-    /// called for it, it may be delivered again (to this or another node).
+/// Durable timers: armed and disarmed by commits, fired once on one node.
+#[async_trait]
+pub trait Timers: Send + Sync {
+    /// Arms (or moves) a timer outside a commit (a retry of a failed one).
+    async fn schedule(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        timer: &Timer,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// The stream of timers that fell due (taken once, by the node's timer
+    /// worker). A timer is delivered at least once: until it is completed
+    /// it may be delivered again (to this or another node).
     fn take_due(&self) -> Option<mpsc::UnboundedReceiver<Deadline>>;
-    /// A delivered timer was handled: do not deliver it again.
-    async fn complete(&self, _deadline: &Deadline) -> Result<()> {
-        Ok(())
-    }
+    /// A delivered timer was handled: do not deliver it again (unless it was
+    /// armed again since it was delivered).
+    async fn complete(&self, deadline: &Deadline) -> Result<()>;
+}
 
-    /// Whether the shared store answers.
+/// Whether the shared store answers.
+#[async_trait]
+pub trait Health: Send + Sync {
+    /// `Ok` when the store and the fan-out are reachable.
     async fn ping(&self) -> Result<()>;
+}
+
+/// Everything a node shares with every other node.
+pub trait Backplane:
+    Directory + Presence + Sessions + Claims + Bus + Timers + Health + 'static
+{
+}
+
+impl<T> Backplane for T where
+    T: Directory + Presence + Sessions + Claims + Bus + Timers + Health + 'static
+{
 }

@@ -42,6 +42,9 @@ pub enum DomainError {
     /// No such invitation in this session.
     #[error("no such invitation")]
     InvitationNotFound,
+    /// A bound of the policy is reached (the name of the policy field).
+    #[error("the policy's {0} is reached")]
+    LimitReached(&'static str),
     /// The client's view is out of date (e.g. an old customer generation).
     #[error("{0}")]
     Conflict(String),

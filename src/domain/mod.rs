@@ -11,7 +11,7 @@ pub use directory::{Account, Agent, AgentRef, Portal};
 pub use error::DomainError;
 pub use id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId};
 pub use policy::{Policy, PolicyInput, SessionMode};
-pub use session::{Command, Event, Invitation, Message, Outcome, Session};
+pub use session::{Command, Event, Invitation, Message, Outcome, Rules, Session};
 
 #[cfg(test)]
 mod session_rules_tests;

@@ -29,8 +29,19 @@ pub struct Policy {
     pub invitation_ttl_secs: u32,
     /// Agents in one session at most, lead included.
     pub max_agents_per_session: u32,
-    /// Sessions one agent may be active in at once.
+    /// Sessions one agent may be active in at once (creating one counts).
     pub max_active_sessions_per_agent: u32,
+    /// Invitations open at once in one session.
+    pub max_pending_invitations_per_session: u32,
+    /// Chat messages one session may hold.
+    pub max_messages_per_session: u32,
+    /// Invitations one session may send in its life (each is kept in its
+    /// history until the session's retention ends).
+    pub max_invitations_per_session: u32,
+    /// A session without agent activity for this long ends (reason `idle`).
+    pub session_idle_timeout_secs: u32,
+    /// How long an ended session, its transcript and history are kept.
+    pub retention_secs: u32,
 }
 
 impl Default for Policy {
@@ -44,6 +55,11 @@ impl Default for Policy {
             invitation_ttl_secs: 120,
             max_agents_per_session: 8,
             max_active_sessions_per_agent: 10,
+            max_pending_invitations_per_session: 16,
+            max_messages_per_session: 10_000,
+            max_invitations_per_session: 10_000,
+            session_idle_timeout_secs: 3600,
+            retention_secs: 604_800,
         }
     }
 }
@@ -68,6 +84,16 @@ pub struct PolicyInput {
     pub max_agents_per_session: Option<u32>,
     /// See [`Policy::max_active_sessions_per_agent`].
     pub max_active_sessions_per_agent: Option<u32>,
+    /// See [`Policy::max_pending_invitations_per_session`].
+    pub max_pending_invitations_per_session: Option<u32>,
+    /// See [`Policy::max_messages_per_session`].
+    pub max_messages_per_session: Option<u32>,
+    /// See [`Policy::max_invitations_per_session`].
+    pub max_invitations_per_session: Option<u32>,
+    /// See [`Policy::session_idle_timeout_secs`].
+    pub session_idle_timeout_secs: Option<u32>,
+    /// See [`Policy::retention_secs`].
+    pub retention_secs: Option<u32>,
 }
 
 /// Bounds that keep a policy meaningful.
@@ -76,6 +102,15 @@ pub const MAX_TTL_SECS: u32 = 24 * 3600;
 pub const MAX_AGENTS_PER_SESSION: u32 = 64;
 /// The most sessions a policy may allow one agent to be in.
 pub const MAX_ACTIVE_SESSIONS: u32 = 1000;
+/// The most invitations a policy may allow open at once in one session: each
+/// is part of the session's hot state, read and written by every command.
+pub const MAX_PENDING_INVITATIONS: u32 = 256;
+/// The most chat messages a policy may allow in one session.
+pub const MAX_MESSAGES: u32 = 100_000;
+/// The most invitations a policy may allow one session to send.
+pub const MAX_INVITATIONS: u32 = 100_000;
+/// The longest idle time and retention a policy may set (one year).
+pub const MAX_LIFETIME_SECS: u32 = 365 * 24 * 3600;
 
 impl PolicyInput {
     /// Fills defaults and checks bounds; the error names the offending field.
@@ -100,21 +135,62 @@ impl PolicyInput {
             max_active_sessions_per_agent: self
                 .max_active_sessions_per_agent
                 .unwrap_or(d.max_active_sessions_per_agent),
+            max_pending_invitations_per_session: self
+                .max_pending_invitations_per_session
+                .unwrap_or(d.max_pending_invitations_per_session),
+            max_messages_per_session: self
+                .max_messages_per_session
+                .unwrap_or(d.max_messages_per_session),
+            max_invitations_per_session: self
+                .max_invitations_per_session
+                .unwrap_or(d.max_invitations_per_session),
+            session_idle_timeout_secs: self
+                .session_idle_timeout_secs
+                .unwrap_or(d.session_idle_timeout_secs),
+            retention_secs: self.retention_secs.unwrap_or(d.retention_secs),
         };
-        if !(1..=MAX_TTL_SECS).contains(&policy.invitation_ttl_secs) {
-            return Err(format!(
-                "policy.invitation_ttl_secs must be 1 to {MAX_TTL_SECS}"
-            ));
-        }
-        if !(1..=MAX_AGENTS_PER_SESSION).contains(&policy.max_agents_per_session) {
-            return Err(format!(
-                "policy.max_agents_per_session must be 1 to {MAX_AGENTS_PER_SESSION}"
-            ));
-        }
-        if !(1..=MAX_ACTIVE_SESSIONS).contains(&policy.max_active_sessions_per_agent) {
-            return Err(format!(
-                "policy.max_active_sessions_per_agent must be 1 to {MAX_ACTIVE_SESSIONS}"
-            ));
+        let bounds = [
+            (
+                "invitation_ttl_secs",
+                policy.invitation_ttl_secs,
+                MAX_TTL_SECS,
+            ),
+            (
+                "max_agents_per_session",
+                policy.max_agents_per_session,
+                MAX_AGENTS_PER_SESSION,
+            ),
+            (
+                "max_active_sessions_per_agent",
+                policy.max_active_sessions_per_agent,
+                MAX_ACTIVE_SESSIONS,
+            ),
+            (
+                "max_pending_invitations_per_session",
+                policy.max_pending_invitations_per_session,
+                MAX_PENDING_INVITATIONS,
+            ),
+            (
+                "max_messages_per_session",
+                policy.max_messages_per_session,
+                MAX_MESSAGES,
+            ),
+            (
+                "max_invitations_per_session",
+                policy.max_invitations_per_session,
+                MAX_INVITATIONS,
+            ),
+            (
+                "session_idle_timeout_secs",
+                policy.session_idle_timeout_secs,
+                MAX_LIFETIME_SECS,
+            ),
+            ("retention_secs", policy.retention_secs, MAX_LIFETIME_SECS),
+        ];
+        for (field, value, max) in bounds {
+            if !(1..=max).contains(&value) {
+                return Err(format!("policy.{field} must be 1 to {max}"));
+            }
         }
         Ok(policy)
     }

@@ -1,9 +1,18 @@
 //! Specification of the session rules.
 //!
 //! One test per rule of the session aggregate, written against
-//! `Session::create`, `Session::apply` and `IndexDelta::between` only. The
-//! helpers at the top build a session with a lead (`lead`) and drive it with
-//! readable commands; every test then states one rule.
+//! `Session::create`, `Session::apply`, `check_accept` and the closed
+//! invitation's `accept_again` / `decline_again` only. The helpers at the top
+//! build a session with a lead (`lead`) and drive it with readable commands;
+//! every test then states one rule.
+//!
+//! The session is *hot state*: only open invitations live in it. The spec
+//! keeps what the commit would append beside it — closed invitations (the
+//! history) and chat messages (the transcript) — so that a test can ask what
+//! became of an invitation wherever it now lives. Every command the spec runs
+//! is checked against the laws every outcome obeys (`check_outcome`), and
+//! every refusal against the rule that a refused command changes nothing
+//! (`assert_refused`).
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
@@ -12,9 +21,13 @@ use super::error::DomainError;
 use super::id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId};
 use super::policy::{Policy, SessionMode};
 use super::session::{
-    Audience, Author, Command, Event, IndexDelta, Invitation, InvitationStatus, MAX_COMMENT_CHARS,
-    MAX_MESSAGE_CHARS, Outcome, Poster, Role, Session, SessionStatus, Target, WithdrawReason,
+    Accept, Audience, Author, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End,
+    EndReason, Ending, Event, Expire, IndexDelta, Invitation, InvitationStatus, InvitationSummary,
+    Invite, Leave, MAX_COMMENT_CHARS, MAX_MESSAGE_CHARS, Message, Outcome, Post, Poster,
+    RecipientGone, Role, Rules, Session, SessionStatus, Target, Timer, WithdrawReason,
+    check_accept,
 };
+use super::visibility::{Viewer, message_view};
 
 // ---------------------------------------------------------------------------
 // Vocabulary
@@ -26,6 +39,17 @@ const LEAD: &str = "lead";
 /// When every session in this file is created.
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
+}
+
+/// `secs` seconds after the session was created.
+fn at(secs: i64) -> DateTime<Utc> {
+    t0() + Duration::seconds(secs)
+}
+
+/// The id of every session in this file: a real one (`ses-` and 24 hex
+/// digits), so that `InvitationId::within` can name it.
+fn session_id() -> SessionId {
+    SessionId::parse("ses-0123456789abcdef01234567").unwrap()
 }
 
 fn id(name: &str) -> AgentId {
@@ -55,8 +79,12 @@ fn direct(name: &str) -> Target {
     Target::Agent(id(name))
 }
 
+fn invalid(detail: &str) -> DomainError {
+    DomainError::Invalid(detail.to_owned())
+}
+
 /// An invitation about to be sent; `masked` and `comment` are opt-in.
-struct Invite {
+struct Draft {
     inviter: &'static str,
     target: Target,
     online: Vec<AgentId>,
@@ -65,8 +93,8 @@ struct Invite {
 }
 
 /// `inviter` invites `target`; `online` are the agents logged in for it now.
-fn invite(inviter: &'static str, target: Target, online: &[&str]) -> Invite {
-    Invite {
+fn invite(inviter: &'static str, target: Target, online: &[&str]) -> Draft {
+    Draft {
         inviter,
         target,
         online: ids(online),
@@ -75,7 +103,7 @@ fn invite(inviter: &'static str, target: Target, online: &[&str]) -> Invite {
     }
 }
 
-impl Invite {
+impl Draft {
     fn masked(mut self) -> Self {
         self.masked = true;
         self
@@ -87,7 +115,7 @@ impl Invite {
     }
 
     fn command(self, invitation: InvitationId) -> Command {
-        Command::Invite {
+        Invite {
             id: invitation,
             inviter: id(self.inviter),
             target: self.target,
@@ -95,72 +123,121 @@ impl Invite {
             comment: self.comment,
             online: self.online,
         }
+        .into()
     }
 }
 
 fn decline(invitation: &InvitationId, who: &str) -> Command {
-    Command::Decline {
+    Decline {
         invitation: invitation.clone(),
         agent: id(who),
     }
+    .into()
 }
 
 fn cancel(invitation: &InvitationId, by: &str) -> Command {
-    Command::Cancel {
+    Cancel {
         invitation: invitation.clone(),
         by: id(by),
     }
+    .into()
 }
 
 fn expire(invitation: &InvitationId) -> Command {
-    Command::Expire {
+    Expire {
         invitation: invitation.clone(),
     }
+    .into()
 }
 
 fn gone(who: &str) -> Command {
-    Command::RecipientGone { agent: id(who) }
+    RecipientGone { agent: id(who) }.into()
 }
 
 fn post(who: &str, text: &str, audience: Audience) -> Command {
-    Command::Post {
+    Post {
         id: MessageId::parse("msg-1").unwrap(),
         author: Poster::Agent(id(who)),
         text: text.to_owned(),
         audience,
     }
+    .into()
 }
 
 fn customer_post(text: &str) -> Command {
-    Command::Post {
+    Post {
         id: MessageId::parse("msg-1").unwrap(),
         author: Poster::Customer,
         text: text.to_owned(),
         audience: Audience::Agents, // customers always write to everyone
     }
+    .into()
 }
 
 fn leave(who: &str) -> Command {
-    Command::Leave { agent: id(who) }
+    Leave { agent: id(who) }.into()
 }
 
 fn end(by: &str) -> Command {
-    Command::End { by: id(by) }
+    End { by: id(by) }.into()
 }
 
 fn reconnected(generation: u32) -> Command {
-    Command::CustomerReconnected {
+    CustomerReconnected {
         generation,
         screen_shared: true,
     }
+    .into()
 }
 
-/// A session under test, its policy, the clock, and the last claim's fence.
+fn check_idle() -> Command {
+    CheckIdle.into()
+}
+
+/// Creates this file's `web` session led by `lead` under `policy` at `now`.
+fn create(
+    mode: SessionMode,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<(Session, Outcome), DomainError> {
+    Session::create(
+        session_id(),
+        AccountId::parse("acme").unwrap(),
+        mode,
+        agent(LEAD),
+        "Carol Customer".into(),
+        Rules { policy, now },
+    )
+}
+
+/// Applies `command` to `session`, which must refuse it with `expected` and
+/// be exactly as it was before.
+fn assert_refused(
+    session: &mut Session,
+    command: &Command,
+    rules: Rules<'_>,
+    expected: DomainError,
+) {
+    let before = session.clone();
+    let result = session.apply(command, rules);
+    assert_eq!(result, Err(expected), "{command:?}");
+    assert_eq!(
+        *session, before,
+        "the refused {command:?} changed the session"
+    );
+}
+
+/// A session under test, its policy, the clock, the last claim's fence, and
+/// what the commits would have appended beside it.
 struct Spec {
     policy: Policy,
     session: Session,
     now: DateTime<Utc>,
     fence: u64,
+    /// Closed invitations, in the order they closed.
+    history: Vec<Invitation>,
+    /// Chat messages, in the order they were written.
+    transcript: Vec<Message>,
 }
 
 impl Spec {
@@ -171,21 +248,14 @@ impl Spec {
 
     /// A `web` session led by `lead`, under `policy`.
     fn with(policy: Policy) -> Self {
-        let session = Session::create(
-            SessionId::parse("ses-1").unwrap(),
-            AccountId::parse("acme").unwrap(),
-            SessionMode::Web,
-            agent(LEAD),
-            "Carol Customer".into(),
-            &policy,
-            t0(),
-        )
-        .unwrap();
+        let (session, _) = create(SessionMode::Web, &policy, t0()).unwrap();
         Self {
             policy,
             session,
             now: t0(),
             fence: 0,
+            history: Vec::new(),
+            transcript: Vec::new(),
         }
     }
 
@@ -202,81 +272,156 @@ impl Spec {
         self.now += Duration::seconds(secs);
     }
 
-    /// Applies `command` now, leaving the spec as it was.
-    fn try_(&self, command: Command) -> Result<Outcome, DomainError> {
-        self.session.apply(command, &self.policy, self.now)
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            policy: &self.policy,
+            now: self.now,
+        }
     }
 
-    /// Applies `command` now, which must succeed; keeps the new session.
-    fn run(&mut self, command: Command) -> Vec<Event> {
+    /// What `command` would do now, leaving the spec as it is.
+    fn try_(&self, command: &Command) -> Result<Outcome, DomainError> {
+        let mut scratch = self.session.clone();
+        let result = scratch.apply(command, self.rules());
+        if result.is_err() {
+            assert_eq!(scratch, self.session, "the refused {command:?} changed it");
+        }
+        result
+    }
+
+    /// Applies `command` now, which must succeed and obey the laws of every
+    /// outcome; keeps the closed invitations and the message beside the state.
+    fn run(&mut self, command: Command) -> Outcome {
+        let rules = Rules {
+            policy: &self.policy,
+            now: self.now,
+        };
         let outcome = self
-            .try_(command.clone())
+            .session
+            .apply(&command, rules)
             .unwrap_or_else(|e| panic!("{command:?} was refused: {e}"));
-        self.session = outcome.session;
-        outcome.events
+        check_outcome(&self.session, &outcome);
+        self.history.extend(outcome.closed.iter().cloned());
+        self.transcript.extend(outcome.message.clone());
+        outcome
+    }
+
+    /// `command` must be refused now with `expected`, changing nothing.
+    fn refuse(&mut self, command: Command, expected: DomainError) {
+        let rules = Rules {
+            policy: &self.policy,
+            now: self.now,
+        };
+        assert_refused(&mut self.session, &command, rules, expected);
     }
 
     /// The id the next invitation gets.
     fn next_invitation_id(&self) -> InvitationId {
-        inv(&format!("inv-{}", self.session.invitations.len() + 1))
+        inv(&format!("inv-{}", self.session.counters.invitations + 1))
     }
 
-    fn try_invite(&self, invite: Invite) -> Result<Outcome, DomainError> {
-        self.try_(invite.command(self.next_invitation_id()))
+    fn try_invite(&self, draft: Draft) -> Result<Outcome, DomainError> {
+        self.try_(&draft.command(self.next_invitation_id()))
+    }
+
+    fn refuse_invite(&mut self, draft: Draft, expected: DomainError) {
+        let command = draft.command(self.next_invitation_id());
+        self.refuse(command, expected);
     }
 
     /// Sends the invitation, which must succeed; its id.
-    fn send(&mut self, invite: Invite) -> InvitationId {
+    fn send(&mut self, draft: Draft) -> InvitationId {
+        self.send_with_outcome(draft).0
+    }
+
+    fn send_with_outcome(&mut self, draft: Draft) -> (InvitationId, Outcome) {
         let id = self.next_invitation_id();
-        self.run(invite.command(id.clone()));
-        id
+        let outcome = self.run(draft.command(id.clone()));
+        (id, outcome)
     }
 
     fn accept_command(&mut self, invitation: &InvitationId, who: &str, active: u32) -> Command {
         self.fence += 1;
-        Command::Accept {
+        Accept {
             invitation: invitation.clone(),
             agent: agent(who),
             active_sessions: active,
             fence: self.fence,
         }
+        .into()
     }
 
-    /// `who`, in `active` other sessions, tries to accept.
-    fn try_accept_busy(
+    /// What `who` (in no other session) accepting would do now.
+    fn try_accept(&mut self, invitation: &InvitationId, who: &str) -> Result<Outcome, DomainError> {
+        let command = self.accept_command(invitation, who, 0);
+        self.try_(&command)
+    }
+
+    /// `who`, in `active` other sessions, accepting must be refused with `expected`.
+    fn refuse_accept(
         &mut self,
         invitation: &InvitationId,
         who: &str,
         active: u32,
-    ) -> Result<Outcome, DomainError> {
+        expected: DomainError,
+    ) {
         let command = self.accept_command(invitation, who, active);
-        self.try_(command)
-    }
-
-    fn try_accept(&mut self, invitation: &InvitationId, who: &str) -> Result<Outcome, DomainError> {
-        self.try_accept_busy(invitation, who, 0)
+        self.refuse(command, expected);
     }
 
     /// `who` accepts, which must succeed.
-    fn accept(&mut self, invitation: &InvitationId, who: &str) -> Vec<Event> {
+    fn accept(&mut self, invitation: &InvitationId, who: &str) -> Outcome {
         let command = self.accept_command(invitation, who, 0);
         self.run(command)
     }
 
-    /// `who` is invited directly by the lead and joins; the accept's events.
-    fn join(&mut self, who: &'static str) -> Vec<Event> {
+    /// `who` accepts the *closed* `invitation`: the hot state no longer
+    /// knows it (and changes nothing), the history answers.
+    fn accept_closed(&mut self, invitation: &InvitationId, who: &str) -> Result<(), DomainError> {
+        self.refuse_accept(invitation, who, 0, DomainError::InvitationNotFound);
+        self.closed(invitation).accept_again(&id(who))
+    }
+
+    /// `who` declines the *closed* `invitation`: the hot state no longer
+    /// knows it (and changes nothing), the history answers.
+    fn decline_closed(&mut self, invitation: &InvitationId, who: &str) -> Result<(), DomainError> {
+        self.refuse(decline(invitation, who), DomainError::InvitationNotFound);
+        self.closed(invitation).decline_again(&id(who))
+    }
+
+    /// `who` is invited directly by the lead and joins; the accept's outcome.
+    fn join(&mut self, who: &'static str) -> Outcome {
         let i = self.send(invite(LEAD, direct(who), &[who]));
         self.accept(&i, who)
     }
 
     /// `who` is invited directly and masked by the lead and joins.
-    fn join_masked(&mut self, who: &'static str) -> Vec<Event> {
+    fn join_masked(&mut self, who: &'static str) -> Outcome {
         let i = self.send(invite(LEAD, direct(who), &[who]).masked());
         self.accept(&i, who)
     }
 
+    /// The open invitation `id`, which must still be in the hot state.
+    fn pending(&self, id: &InvitationId) -> &Invitation {
+        self.session
+            .invitation(id)
+            .unwrap_or_else(|| panic!("{id} is not open"))
+    }
+
+    /// The closed invitation `id`, which must be in the history.
+    fn closed(&self, id: &InvitationId) -> &Invitation {
+        self.history
+            .iter()
+            .find(|i| &i.id == id)
+            .unwrap_or_else(|| panic!("{id} is not in the history"))
+    }
+
+    /// The invitation `id` wherever it lives now.
     fn invitation(&self, id: &InvitationId) -> &Invitation {
-        self.session.invitation(id).unwrap()
+        match self.session.invitation(id) {
+            Some(open) => open,
+            None => self.closed(id),
+        }
     }
 
     fn status(&self, id: &InvitationId) -> InvitationStatus {
@@ -284,11 +429,77 @@ impl Spec {
     }
 
     fn participant_ids(&self) -> Vec<AgentId> {
-        self.session
-            .participants
-            .iter()
-            .map(|p| p.agent.id.clone())
-            .collect()
+        self.session.agent_ids()
+    }
+}
+
+/// The laws every successful command obeys, whatever it did.
+fn check_outcome(after: &Session, outcome: &Outcome) {
+    assert!(
+        after.invitations.iter().all(Invitation::is_pending),
+        "only open invitations are hot state: {:?}",
+        after.invitations
+    );
+    for closed in &outcome.closed {
+        assert!(!closed.is_pending(), "{closed:?}");
+        assert!(
+            after.invitation(&closed.id).is_none(),
+            "{} stayed",
+            closed.id
+        );
+        assert!(
+            outcome
+                .delta
+                .closed
+                .contains(&(closed.id.clone(), closed.target.clone())),
+            "{:?}",
+            outcome.delta
+        );
+        assert!(
+            outcome.disarm.contains(&Timer::Expiry(closed.id.clone())),
+            "{:?}",
+            outcome.disarm
+        );
+    }
+    assert_eq!(outcome.delta.closed.len(), outcome.closed.len());
+    for (opened, target) in &outcome.delta.opened {
+        let open = after
+            .invitation(opened)
+            .expect("an opened invitation is open");
+        assert_eq!(&open.target, target);
+        assert!(
+            outcome
+                .arm
+                .contains(&(Timer::Expiry(opened.clone()), open.expires_at)),
+            "no open invitation lacks its expiry: {:?}",
+            outcome.arm
+        );
+    }
+    if let Some(message) = &outcome.message {
+        assert_eq!(message.seq, after.counters.messages);
+        assert_eq!(
+            outcome.events,
+            [Event::MessagePosted {
+                message: message.clone()
+            }]
+        );
+    }
+    let ended_events = outcome
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::SessionEnded { .. }))
+        .count();
+    assert_eq!(ended_events, usize::from(outcome.ended));
+    if outcome.ended {
+        assert!(after.ended.is_some());
+        assert!(after.invitations.is_empty());
+        assert!(outcome.disarm.contains(&Timer::Idle));
+    }
+    for agent in after.agent_ids() {
+        assert!(
+            outcome.audience.contains(&agent),
+            "{agent} is in the session"
+        );
     }
 }
 
@@ -319,6 +530,7 @@ fn kinds(events: &[Event]) -> Vec<&'static str> {
         .iter()
         .map(|e| match e {
             Event::InvitationOffered { .. } => "offered",
+            Event::InvitationSent { .. } => "sent",
             Event::InvitationWithdrawn { .. } => "withdrawn",
             Event::InvitationAccepted { .. } => "accepted",
             Event::InvitationDeclined { .. } => "declined",
@@ -341,6 +553,11 @@ fn policy(change: impl FnOnce(&mut Policy)) -> Policy {
     p
 }
 
+/// The session encoded as it is stored, in bytes.
+fn encoded_len(session: &Session) -> usize {
+    serde_json::to_vec(session).unwrap().len()
+}
+
 // ---------------------------------------------------------------------------
 // Create
 // ---------------------------------------------------------------------------
@@ -349,30 +566,47 @@ fn policy(change: impl FnOnce(&mut Policy)) -> Policy {
 fn a_new_session_has_its_creator_as_unmasked_lead_and_the_customer_at_generation_one() {
     let spec = Spec::new();
     let s = &spec.session;
-    assert_eq!(s.status, SessionStatus::Active);
+    assert_eq!(s.status(), SessionStatus::Active);
+    assert_eq!(s.ended, None);
     assert_eq!(s.lead, Some(id(LEAD)));
     assert_eq!(s.participants.len(), 1);
     assert_eq!(s.participants[0].role, Role::Lead);
     assert!(!s.participants[0].masked);
+    assert_eq!(s.participants[0].joined_at, t0());
     assert_eq!(s.customer.generation, 1);
     assert!(!s.customer.reconnect_required);
     assert!(s.invitations.is_empty());
-    assert_eq!(s.message_count, 0);
+    assert_eq!(s.counters, Default::default());
+    assert_eq!(s.created_at, t0());
+    assert_eq!(s.last_activity, t0());
 }
 
 #[test]
 fn creating_a_session_in_a_mode_the_policy_does_not_allow_is_feature_disabled() {
     let web_only = policy(|p| p.session_modes = vec![SessionMode::Web]);
-    let queue = Session::create(
-        SessionId::parse("ses-1").unwrap(),
-        AccountId::parse("acme").unwrap(),
-        SessionMode::Queue,
-        agent(LEAD),
-        "Carol".into(),
-        &web_only,
-        t0(),
+    assert_eq!(
+        create(SessionMode::Queue, &web_only, t0()).unwrap_err(),
+        DomainError::FeatureDisabled("sessions in this mode")
     );
-    assert!(matches!(queue, Err(DomainError::FeatureDisabled(_))));
+    assert!(create(SessionMode::Web, &web_only, t0()).is_ok());
+}
+
+#[test]
+fn creating_a_session_joins_its_lead_and_arms_the_idle_timer() {
+    let idle_10_min = policy(|p| p.session_idle_timeout_secs = 600);
+    let (session, outcome) = create(SessionMode::Web, &idle_10_min, t0()).unwrap();
+    assert_eq!(
+        outcome.delta,
+        IndexDelta {
+            joined: ids(&[LEAD]),
+            ..Default::default()
+        }
+    );
+    assert_eq!(outcome.arm, [(Timer::Idle, at(600))]);
+    assert_eq!(session.idle_deadline(&idle_10_min), at(600));
+    assert_eq!(outcome.audience, ids(&[LEAD]));
+    assert!(outcome.events.is_empty() && outcome.closed.is_empty());
+    assert!(outcome.disarm.is_empty() && !outcome.ended);
 }
 
 // ---------------------------------------------------------------------------
@@ -382,31 +616,42 @@ fn creating_a_session_in_a_mode_the_policy_does_not_allow_is_feature_disabled() 
 #[test]
 fn a_portal_invitation_is_offered_to_logged_in_agents_minus_inviter_and_participants() {
     let mut spec = Spec::with_participants(&["bob"]);
-    let outcome = spec
-        .try_invite(invite(LEAD, portal(), &[LEAD, "bob", "ann", "cid", "ann"]))
-        .unwrap();
-    let [
-        Event::InvitationOffered {
-            invitation,
-            session,
-        },
-    ] = outcome.events.as_slice()
+    let (i, outcome) =
+        spec.send_with_outcome(invite(LEAD, portal(), &[LEAD, "bob", "ann", "cid", "ann"]));
+    assert_eq!(kinds(&outcome.events), ["sent", "offered"]);
+    let Event::InvitationOffered {
+        invitation,
+        session,
+    } = &outcome.events[1]
     else {
-        panic!("expected one offer, got {:?}", outcome.events);
+        unreachable!()
     };
+    assert_eq!(invitation.id, i);
     assert_eq!(invitation.recipients, ids(&["ann", "cid"]));
     assert_eq!(invitation.status, InvitationStatus::Pending);
     assert_eq!(invitation.inviter, agent(LEAD));
+    assert_eq!(invitation.session, spec.session.id);
     assert_eq!(session, &spec.session.brief());
-    spec.session = outcome.session;
-    assert!(spec.session.invitation(&inv("inv-2")).unwrap().is_pending());
+    assert_eq!(spec.pending(&i), invitation);
+}
+
+#[test]
+fn the_sessions_agents_are_told_of_an_invitation_by_its_summary_without_recipients() {
+    let mut spec = Spec::new();
+    let (i, outcome) = spec.send_with_outcome(invite(LEAD, portal(), &["ann", "bob", "cid"]));
+    let Event::InvitationSent { invitation } = &outcome.events[0] else {
+        panic!("{:?}", outcome.events)
+    };
+    assert_eq!(invitation, &InvitationSummary::from(spec.pending(&i)));
+    assert_eq!(invitation.recipient_count, 3);
+    assert_eq!(invitation.status, InvitationStatus::Pending);
 }
 
 #[test]
 fn a_direct_invitation_is_offered_to_its_target_only() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, direct("ann"), &["ann", "bob"]));
-    assert_eq!(spec.invitation(&i).recipients, ids(&["ann"]));
+    assert_eq!(spec.pending(&i).recipients, ids(&["ann"]));
 }
 
 #[test]
@@ -414,40 +659,72 @@ fn an_invitation_expires_the_policys_ttl_after_it_was_sent() {
     let mut spec = Spec::with(policy(|p| p.invitation_ttl_secs = 45));
     spec.advance(7);
     let i = spec.send(invite(LEAD, portal(), &["ann"]));
-    let sent = spec.invitation(&i);
-    assert_eq!(sent.created_at, t0() + Duration::seconds(7));
-    assert_eq!(sent.expires_at, t0() + Duration::seconds(7 + 45));
+    let sent = spec.pending(&i);
+    assert_eq!(sent.created_at, at(7));
+    assert_eq!(sent.expires_at, at(7 + 45));
+}
+
+#[test]
+fn sending_an_invitation_opens_it_for_its_target_and_arms_its_expiry_at_expires_at() {
+    let mut spec = Spec::with(policy(|p| p.invitation_ttl_secs = 45));
+    spec.advance(7);
+    let (i, outcome) = spec.send_with_outcome(invite(LEAD, portal(), &["ann", "bob"]));
+    assert_eq!(outcome.arm, [(Timer::Expiry(i.clone()), at(7 + 45))]);
+    assert!(outcome.disarm.is_empty());
+    assert_eq!(
+        outcome.delta,
+        IndexDelta {
+            opened: vec![(i, portal())],
+            ..Default::default()
+        },
+        "indexed by its target, however many recipients"
+    );
 }
 
 #[test]
 fn an_invitation_carries_its_masking_and_comment() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann"]).masked().comment("VIP"));
-    assert!(spec.invitation(&i).masked);
-    assert_eq!(spec.invitation(&i).comment.as_deref(), Some("VIP"));
+    assert!(spec.pending(&i).masked);
+    assert_eq!(spec.pending(&i).comment.as_deref(), Some("VIP"));
+}
+
+#[test]
+fn an_invitation_id_made_within_the_session_names_the_session() {
+    let mut spec = Spec::new();
+    let i = InvitationId::within(&spec.session.id);
+    spec.run(invite(LEAD, portal(), &["ann"]).command(i.clone()));
+    assert_eq!(i.session(), Some(spec.session.id.clone()));
+    assert_eq!(spec.pending(&i).session, spec.session.id);
 }
 
 #[test]
 fn only_a_participant_may_invite() {
-    let spec = Spec::new();
-    let outsider = spec.try_invite(invite("eve", direct("ann"), &["ann"]));
-    assert_eq!(outsider.unwrap_err(), DomainError::NotParticipant);
+    let mut spec = Spec::new();
+    spec.refuse_invite(
+        invite("eve", direct("ann"), &["ann"]),
+        DomainError::NotParticipant,
+    );
 }
 
 #[test]
 fn inviting_when_collaboration_is_off_is_feature_disabled() {
-    let spec = Spec::with(policy(|p| p.collaboration = false));
+    let mut spec = Spec::with(policy(|p| p.collaboration = false));
     for target in [direct("ann"), portal()] {
-        let r = spec.try_invite(invite(LEAD, target, &["ann"]));
-        assert!(matches!(r, Err(DomainError::FeatureDisabled(_))), "{r:?}");
+        spec.refuse_invite(
+            invite(LEAD, target, &["ann"]),
+            DomainError::FeatureDisabled("collaboration"),
+        );
     }
 }
 
 #[test]
 fn a_portal_invitation_when_portal_invitations_are_off_is_feature_disabled() {
-    let spec = Spec::with(policy(|p| p.portal_invitations = false));
-    let r = spec.try_invite(invite(LEAD, portal(), &["ann"]));
-    assert!(matches!(r, Err(DomainError::FeatureDisabled(_))), "{r:?}");
+    let mut spec = Spec::with(policy(|p| p.portal_invitations = false));
+    spec.refuse_invite(
+        invite(LEAD, portal(), &["ann"]),
+        DomainError::FeatureDisabled("portal invitations"),
+    );
     assert!(
         spec.try_invite(invite(LEAD, direct("ann"), &["ann"]))
             .is_ok()
@@ -456,9 +733,11 @@ fn a_portal_invitation_when_portal_invitations_are_off_is_feature_disabled() {
 
 #[test]
 fn a_masked_invitation_when_masking_is_off_is_feature_disabled() {
-    let spec = Spec::with(policy(|p| p.masking = false));
-    let r = spec.try_invite(invite(LEAD, direct("ann"), &["ann"]).masked());
-    assert!(matches!(r, Err(DomainError::FeatureDisabled(_))), "{r:?}");
+    let mut spec = Spec::with(policy(|p| p.masking = false));
+    spec.refuse_invite(
+        invite(LEAD, direct("ann"), &["ann"]).masked(),
+        DomainError::FeatureDisabled("masked agents"),
+    );
     assert!(
         spec.try_invite(invite(LEAD, direct("ann"), &["ann"]))
             .is_ok()
@@ -467,9 +746,11 @@ fn a_masked_invitation_when_masking_is_off_is_feature_disabled() {
 
 #[test]
 fn a_comment_when_comments_are_off_is_feature_disabled() {
-    let spec = Spec::with(policy(|p| p.comments = false));
-    let r = spec.try_invite(invite(LEAD, direct("ann"), &["ann"]).comment("hi"));
-    assert!(matches!(r, Err(DomainError::FeatureDisabled(_))), "{r:?}");
+    let mut spec = Spec::with(policy(|p| p.comments = false));
+    spec.refuse_invite(
+        invite(LEAD, direct("ann"), &["ann"]).comment("hi"),
+        DomainError::FeatureDisabled("invitation comments"),
+    );
     assert!(
         spec.try_invite(invite(LEAD, direct("ann"), &["ann"]))
             .is_ok()
@@ -478,7 +759,7 @@ fn a_comment_when_comments_are_off_is_feature_disabled() {
 
 #[test]
 fn a_comment_of_more_than_500_characters_is_invalid() {
-    let spec = Spec::new();
+    let mut spec = Spec::new();
     // Characters, not bytes: 500 two-byte characters are fine.
     let longest = "é".repeat(MAX_COMMENT_CHARS);
     assert_eq!(MAX_COMMENT_CHARS, 500);
@@ -487,36 +768,39 @@ fn a_comment_of_more_than_500_characters_is_invalid() {
             .is_ok()
     );
     let too_long = "x".repeat(MAX_COMMENT_CHARS + 1);
-    let r = spec.try_invite(invite(LEAD, direct("ann"), &["ann"]).comment(&too_long));
-    assert!(matches!(r, Err(DomainError::Invalid(_))), "{r:?}");
+    spec.refuse_invite(
+        invite(LEAD, direct("ann"), &["ann"]).comment(&too_long),
+        invalid("comment must be at most 500 characters"),
+    );
 }
 
 #[test]
 fn directly_inviting_an_agent_who_is_not_logged_in_is_agent_unavailable() {
-    let spec = Spec::new();
-    let r = spec.try_invite(invite(LEAD, direct("ann"), &["bob", "cid"]));
-    assert_eq!(r.unwrap_err(), DomainError::AgentUnavailable);
+    let mut spec = Spec::new();
+    spec.refuse_invite(
+        invite(LEAD, direct("ann"), &["bob", "cid"]),
+        DomainError::AgentUnavailable,
+    );
 }
 
 #[test]
 fn directly_inviting_an_agent_already_in_the_session_is_already_participant() {
-    let spec = Spec::with_participants(&["bob"]);
-    let r = spec.try_invite(invite(LEAD, direct("bob"), &["bob"]));
-    assert_eq!(r.unwrap_err(), DomainError::AlreadyParticipant);
-    let myself = spec.try_invite(invite(LEAD, direct(LEAD), &[LEAD]));
-    assert_eq!(myself.unwrap_err(), DomainError::AlreadyParticipant);
+    let mut spec = Spec::with_participants(&["bob"]);
+    spec.refuse_invite(
+        invite(LEAD, direct("bob"), &["bob"]),
+        DomainError::AlreadyParticipant,
+    );
+    spec.refuse_invite(
+        invite(LEAD, direct(LEAD), &[LEAD]),
+        DomainError::AlreadyParticipant,
+    );
 }
 
 #[test]
 fn a_portal_invitation_with_nobody_else_online_is_no_agents_online() {
-    let spec = Spec::with_participants(&["bob"]);
+    let mut spec = Spec::with_participants(&["bob"]);
     for online in [&[][..], &[LEAD][..], &[LEAD, "bob"][..]] {
-        let r = spec.try_invite(invite(LEAD, portal(), online));
-        assert_eq!(
-            r.unwrap_err(),
-            DomainError::NoAgentsOnline,
-            "online {online:?}"
-        );
+        spec.refuse_invite(invite(LEAD, portal(), online), DomainError::NoAgentsOnline);
     }
 }
 
@@ -525,8 +809,7 @@ fn inviting_into_a_full_session_is_session_full() {
     let mut spec = Spec::with(policy(|p| p.max_agents_per_session = 2));
     spec.join("bob");
     for target in [direct("ann"), portal()] {
-        let r = spec.try_invite(invite(LEAD, target, &["ann"]));
-        assert_eq!(r.unwrap_err(), DomainError::SessionFull);
+        spec.refuse_invite(invite(LEAD, target, &["ann"]), DomainError::SessionFull);
     }
 }
 
@@ -534,8 +817,42 @@ fn inviting_into_a_full_session_is_session_full() {
 fn inviting_into_an_ended_session_is_session_ended() {
     let mut spec = Spec::new();
     spec.run(end(LEAD));
-    let r = spec.try_invite(invite(LEAD, direct("ann"), &["ann"]));
-    assert_eq!(r.unwrap_err(), DomainError::SessionEnded);
+    spec.refuse_invite(
+        invite(LEAD, direct("ann"), &["ann"]),
+        DomainError::SessionEnded,
+    );
+}
+
+#[test]
+fn a_session_holds_at_most_the_policys_pending_invitations_at_once() {
+    let mut spec = Spec::with(policy(|p| p.max_pending_invitations_per_session = 3));
+    let first = spec.send(invite(LEAD, portal(), &["ann"]));
+    spec.send(invite(LEAD, portal(), &["bob"]));
+    spec.send(invite(LEAD, direct("cid"), &["cid"]));
+    for target in [portal(), direct("dan")] {
+        spec.refuse_invite(
+            invite(LEAD, target, &["dan"]),
+            DomainError::LimitReached("max_pending_invitations_per_session"),
+        );
+    }
+    spec.run(cancel(&first, LEAD));
+    spec.send(invite(LEAD, direct("dan"), &["dan"]));
+    assert_eq!(spec.session.invitations.len(), 3);
+}
+
+#[test]
+fn a_session_sends_at_most_the_policys_invitations_in_its_life() {
+    let mut spec = Spec::with(policy(|p| p.max_invitations_per_session = 3));
+    for _ in 0..3 {
+        let i = spec.send(invite(LEAD, portal(), &["ann"]));
+        spec.run(cancel(&i, LEAD));
+    }
+    assert!(spec.session.invitations.is_empty(), "none is open");
+    assert_eq!(spec.session.counters.invitations, 3);
+    spec.refuse_invite(
+        invite(LEAD, portal(), &["ann"]),
+        DomainError::LimitReached("max_invitations_per_session"),
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -547,18 +864,19 @@ fn the_first_recipient_to_accept_joins_as_collaborator_and_wins_the_invitation()
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
     spec.advance(5);
-    let events = spec.accept(&i, "ann");
+    let outcome = spec.accept(&i, "ann");
     assert_eq!(
-        kinds(&events),
+        kinds(&outcome.events),
         ["accepted", "withdrawn", "joined", "reconnect_required"]
     );
-    let won = spec.invitation(&i);
+    let won = spec.closed(&i);
     assert_eq!(won.status, InvitationStatus::Accepted);
     assert_eq!(won.accepted_by, Some(id("ann")));
+    assert_eq!(outcome.invitation(&spec.session, &i), Some(won));
     let ann = spec.session.participant(&id("ann")).unwrap();
     assert_eq!(ann.role, Role::Collaborator);
     assert_eq!(ann.agent, agent("ann"));
-    assert_eq!(ann.joined_at, t0() + Duration::seconds(5));
+    assert_eq!(ann.joined_at, at(5));
     assert_eq!(spec.session.lead, Some(id(LEAD)));
 }
 
@@ -568,46 +886,39 @@ fn a_second_recipient_accepting_is_invitation_taken() {
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
     spec.accept(&i, "ann");
     assert_eq!(
-        spec.try_accept(&i, "bob").unwrap_err(),
-        DomainError::InvitationTaken
+        spec.accept_closed(&i, "bob"),
+        Err(DomainError::InvitationTaken)
     );
 }
 
 #[test]
-fn the_winner_accepting_again_is_ok_with_no_events_and_nothing_changed() {
+fn the_winner_accepting_again_is_ok_and_changes_nothing() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
     spec.accept(&i, "ann");
     spec.advance(1);
-    let again = spec.try_accept(&i, "ann").unwrap();
-    assert!(again.events.is_empty(), "{:?}", again.events);
-    assert_eq!(again.session, spec.session);
-    assert_eq!(again.message, None);
+    let before = spec.session.clone();
+    assert_eq!(spec.accept_closed(&i, "ann"), Ok(()));
+    assert_eq!(spec.session, before);
 }
 
 #[test]
 fn an_agent_who_was_not_offered_the_invitation_accepting_is_not_a_recipient() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
-    assert_eq!(
-        spec.try_accept(&i, "eve").unwrap_err(),
-        DomainError::NotARecipient
-    );
+    spec.refuse_accept(&i, "eve", 0, DomainError::NotARecipient);
     // Even once it is taken, an outsider learns nothing more than that.
     spec.accept(&i, "ann");
     assert_eq!(
-        spec.try_accept(&i, "eve").unwrap_err(),
-        DomainError::NotARecipient
+        spec.accept_closed(&i, "eve"),
+        Err(DomainError::NotARecipient)
     );
 }
 
 #[test]
 fn accepting_an_unknown_invitation_is_invitation_not_found() {
     let mut spec = Spec::new();
-    assert_eq!(
-        spec.try_accept(&inv("inv-404"), "ann").unwrap_err(),
-        DomainError::InvitationNotFound
-    );
+    spec.refuse_accept(&inv("inv-404"), "ann", 0, DomainError::InvitationNotFound);
 }
 
 #[test]
@@ -620,12 +931,19 @@ fn accepting_a_closed_invitation_is_invitation_closed() {
     let expired = spec.send(invite(LEAD, direct("bob"), &["bob"]));
     spec.advance(i64::from(spec.policy.invitation_ttl_secs));
     spec.run(expire(&expired));
+    let gone_away = spec.send(invite(LEAD, direct("cid"), &["cid"]));
+    spec.run(gone("cid"));
     // Back before any deadline, so only the closed status can refuse.
     spec.now = t0();
-    for (i, who) in [(cancelled, "bob"), (declined, "ann"), (expired, "bob")] {
+    for (i, who) in [
+        (cancelled, "bob"),
+        (declined, "ann"),
+        (expired, "bob"),
+        (gone_away, "cid"),
+    ] {
         assert_eq!(
-            spec.try_accept(&i, who).unwrap_err(),
-            DomainError::InvitationClosed,
+            spec.accept_closed(&i, who),
+            Err(DomainError::InvitationClosed),
             "{i}"
         );
     }
@@ -638,16 +956,10 @@ fn accepting_at_or_after_expires_at_is_invitation_closed_even_before_the_timer_f
     spec.advance(i64::from(spec.policy.invitation_ttl_secs) - 1);
     assert!(spec.try_accept(&i, "ann").is_ok(), "one second before");
     spec.advance(1);
-    assert_eq!(
-        spec.try_accept(&i, "ann").unwrap_err(),
-        DomainError::InvitationClosed
-    );
+    spec.refuse_accept(&i, "ann", 0, DomainError::InvitationClosed);
     spec.advance(3600);
-    assert_eq!(
-        spec.try_accept(&i, "ann").unwrap_err(),
-        DomainError::InvitationClosed
-    );
-    assert!(spec.invitation(&i).is_pending(), "refusing changed nothing");
+    spec.refuse_accept(&i, "ann", 0, DomainError::InvitationClosed);
+    assert!(spec.pending(&i).is_pending(), "refusing changed nothing");
 }
 
 #[test]
@@ -656,25 +968,49 @@ fn accepting_into_a_full_session_is_session_full() {
     let first = spec.send(invite(LEAD, direct("ann"), &["ann"]));
     let second = spec.send(invite(LEAD, direct("bob"), &["bob"]));
     spec.accept(&first, "ann");
-    assert_eq!(
-        spec.try_accept(&second, "bob").unwrap_err(),
-        DomainError::SessionFull
-    );
+    spec.refuse_accept(&second, "bob", 0, DomainError::SessionFull);
 }
 
 #[test]
 fn an_agent_at_its_active_session_limit_accepting_is_agent_busy() {
     let mut spec = Spec::with(policy(|p| p.max_active_sessions_per_agent = 3));
     let i = spec.send(invite(LEAD, portal(), &["ann"]));
-    assert_eq!(
-        spec.try_accept_busy(&i, "ann", 3).unwrap_err(),
-        DomainError::AgentBusy
-    );
-    assert_eq!(
-        spec.try_accept_busy(&i, "ann", 7).unwrap_err(),
-        DomainError::AgentBusy
-    );
-    assert!(spec.try_accept_busy(&i, "ann", 2).is_ok());
+    spec.refuse_accept(&i, "ann", 3, DomainError::AgentBusy);
+    spec.refuse_accept(&i, "ann", 7, DomainError::AgentBusy);
+    let command = spec.accept_command(&i, "ann", 2);
+    assert!(spec.try_(&command).is_ok());
+}
+
+#[test]
+fn check_accept_answers_what_accepting_would_without_changing_anything() {
+    let mut spec = Spec::with(policy(|p| p.max_active_sessions_per_agent = 3));
+    let i = spec.send(invite(LEAD, portal(), &["ann", "bob", "cid"]));
+    spec.run(decline(&i, "cid"));
+    let cases = [
+        (i.clone(), "ann", 0, Ok(())),
+        (i.clone(), "ann", 3, Err(DomainError::AgentBusy)),
+        (i.clone(), "eve", 0, Err(DomainError::NotARecipient)),
+        (i.clone(), "cid", 0, Err(DomainError::InvitationClosed)),
+        (
+            inv("inv-404"),
+            "ann",
+            0,
+            Err(DomainError::InvitationNotFound),
+        ),
+    ];
+    for (invitation, who, active, expected) in cases {
+        let checked = check_accept(
+            &spec.session,
+            &invitation,
+            &id(who),
+            active,
+            &spec.policy,
+            spec.now,
+        );
+        assert_eq!(checked, expected, "{who} accepting {invitation}");
+        let command = spec.accept_command(&invitation, who, active);
+        assert_eq!(spec.try_(&command).map(|_| ()), expected, "{who}");
+    }
 }
 
 #[test]
@@ -683,9 +1019,9 @@ fn every_other_live_recipient_gets_exactly_one_withdrawal_because_another_accept
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob", "cid", "dan", "eli"]));
     spec.run(decline(&i, "dan")); // already said no: no alert to withdraw
     spec.run(gone("eli")); // already withdrawn when eli logged out
-    let events = spec.accept(&i, "bob");
+    let outcome = spec.accept(&i, "bob");
     assert_eq!(
-        withdrawals(&events),
+        withdrawals(&outcome.events),
         [(ids(&["ann", "cid"]), WithdrawReason::AcceptedByOther)]
     );
 }
@@ -693,30 +1029,35 @@ fn every_other_live_recipient_gets_exactly_one_withdrawal_because_another_accept
 #[test]
 fn accepting_a_direct_invitation_withdraws_nothing() {
     let mut spec = Spec::new();
-    let events = spec.join("ann");
-    assert!(withdrawals(&events).is_empty(), "{events:?}");
+    let outcome = spec.join("ann");
+    assert!(
+        withdrawals(&outcome.events).is_empty(),
+        "{:?}",
+        outcome.events
+    );
 }
 
 #[test]
 fn the_acceptance_records_the_fence_of_the_winning_claim() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann"]));
-    let outcome = spec
-        .try_(Command::Accept {
+    spec.run(
+        Accept {
             invitation: i.clone(),
             agent: agent("ann"),
             active_sessions: 0,
             fence: 42,
-        })
-        .unwrap();
-    assert_eq!(outcome.session.invitation(&i).unwrap().fence, Some(42));
+        }
+        .into(),
+    );
+    assert_eq!(spec.closed(&i).fence, Some(42));
 }
 
 #[test]
 fn a_masked_invitation_makes_a_masked_participant_and_an_unmasked_one_a_visible_one() {
     let mut spec = Spec::new();
-    let events = spec.join_masked("ann");
-    assert!(events.iter().any(|e| matches!(
+    let outcome = spec.join_masked("ann");
+    assert!(outcome.events.iter().any(|e| matches!(
         e,
         Event::ParticipantJoined { participant } if participant.masked
     )));
@@ -730,10 +1071,7 @@ fn an_agent_already_in_the_session_accepting_another_invitation_is_already_parti
     let mut spec = Spec::new();
     let by_portal = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
     spec.join("ann");
-    assert_eq!(
-        spec.try_accept(&by_portal, "ann").unwrap_err(),
-        DomainError::AlreadyParticipant
-    );
+    spec.refuse_accept(&by_portal, "ann", 0, DomainError::AlreadyParticipant);
 }
 
 // ---------------------------------------------------------------------------
@@ -743,9 +1081,13 @@ fn an_agent_already_in_the_session_accepting_another_invitation_is_already_parti
 #[test]
 fn the_customer_must_reconnect_once_when_a_second_agent_first_joins() {
     let mut spec = Spec::new();
-    let events = spec.join("ann");
-    assert_eq!(reconnect_requests(&events), 1);
-    assert!(events.contains(&Event::CustomerReconnectRequired { generation: 2 }));
+    let outcome = spec.join("ann");
+    assert_eq!(reconnect_requests(&outcome.events), 1);
+    assert!(
+        outcome
+            .events
+            .contains(&Event::CustomerReconnectRequired { generation: 2 })
+    );
     assert_eq!(spec.session.customer.generation, 2);
     assert!(spec.session.customer.reconnect_required);
 }
@@ -753,15 +1095,19 @@ fn the_customer_must_reconnect_once_when_a_second_agent_first_joins() {
 #[test]
 fn a_masked_second_agent_also_makes_the_customer_reconnect() {
     let mut spec = Spec::new();
-    let events = spec.join_masked("ann");
-    assert!(events.contains(&Event::CustomerReconnectRequired { generation: 2 }));
+    let outcome = spec.join_masked("ann");
+    assert!(
+        outcome
+            .events
+            .contains(&Event::CustomerReconnectRequired { generation: 2 })
+    );
 }
 
 #[test]
 fn a_third_agent_joining_asks_no_new_reconnect() {
     let mut spec = Spec::with_participants(&["ann"]);
-    let events = spec.join("bob");
-    assert_eq!(reconnect_requests(&events), 0);
+    let outcome = spec.join("bob");
+    assert_eq!(reconnect_requests(&outcome.events), 0);
     assert_eq!(spec.session.customer.generation, 2);
 }
 
@@ -770,18 +1116,20 @@ fn after_someone_left_another_agent_joining_asks_no_new_reconnect() {
     let mut spec = Spec::with_participants(&["ann"]);
     spec.run(reconnected(2));
     spec.run(leave("ann"));
-    let events = spec.join("bob");
-    assert_eq!(reconnect_requests(&events), 0);
+    let outcome = spec.join("bob");
+    assert_eq!(reconnect_requests(&outcome.events), 0);
     assert_eq!(spec.session.customer.generation, 2);
     assert!(!spec.session.customer.reconnect_required);
 }
 
 #[test]
 fn the_customer_reconnecting_with_a_stale_generation_is_conflict() {
-    let spec = Spec::with_participants(&["ann"]);
+    let mut spec = Spec::with_participants(&["ann"]);
     for stale in [1, 3] {
-        let r = spec.try_(reconnected(stale));
-        assert!(matches!(r, Err(DomainError::Conflict(_))), "{r:?}");
+        spec.refuse(
+            reconnected(stale),
+            DomainError::Conflict(format!("the client's generation is 2, not {stale}")),
+        );
     }
     assert!(spec.session.customer.reconnect_required);
 }
@@ -789,9 +1137,9 @@ fn the_customer_reconnecting_with_a_stale_generation_is_conflict() {
 #[test]
 fn the_customer_reconnecting_with_the_current_generation_clears_reconnect_required() {
     let mut spec = Spec::with_participants(&["ann"]);
-    let events = spec.run(reconnected(2));
+    let outcome = spec.run(reconnected(2));
     assert_eq!(
-        events,
+        outcome.events,
         [Event::CustomerReconnected {
             generation: 2,
             screen_shared: true
@@ -811,27 +1159,28 @@ fn a_portal_invitation_is_declined_only_when_every_recipient_declined() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob", "cid"]));
     for who in ["ann", "bob"] {
-        let events = spec.run(decline(&i, who));
-        assert_eq!(kinds(&events), ["declined"]);
+        let outcome = spec.run(decline(&i, who));
+        assert_eq!(kinds(&outcome.events), ["declined"]);
+        assert!(outcome.closed.is_empty() && outcome.delta.is_empty());
         assert_eq!(spec.status(&i), InvitationStatus::Pending, "after {who}");
     }
     assert!(spec.try_accept(&i, "cid").is_ok(), "cid may still accept");
     spec.run(decline(&i, "cid"));
-    assert_eq!(spec.status(&i), InvitationStatus::Declined);
-    assert_eq!(spec.invitation(&i).declined_by, ids(&["ann", "bob", "cid"]));
+    assert_eq!(spec.closed(&i).status, InvitationStatus::Declined);
+    assert_eq!(spec.closed(&i).declined_by, ids(&["ann", "bob", "cid"]));
 }
 
 #[test]
 fn a_direct_invitation_is_declined_at_once() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, direct("ann"), &["ann"]));
-    let events = spec.run(decline(&i, "ann"));
-    let [Event::InvitationDeclined { invitation, by }] = events.as_slice() else {
-        panic!("{events:?}");
+    let outcome = spec.run(decline(&i, "ann"));
+    let [Event::InvitationDeclined { invitation, by }] = outcome.events.as_slice() else {
+        panic!("{:?}", outcome.events);
     };
     assert_eq!(by, &id("ann"));
     assert_eq!(invitation.status, InvitationStatus::Declined);
-    assert_eq!(spec.status(&i), InvitationStatus::Declined);
+    assert_eq!(invitation, &InvitationSummary::from(spec.closed(&i)));
 }
 
 #[test]
@@ -839,18 +1188,25 @@ fn declining_twice_is_a_no_op() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
     spec.run(decline(&i, "ann"));
-    let again = spec.try_(decline(&i, "ann")).unwrap();
-    assert!(again.events.is_empty());
-    assert_eq!(again.session, spec.session);
+    let before = spec.session.clone();
+    let again = spec.run(decline(&i, "ann"));
+    assert!(again.is_noop(), "{again:?}");
+    assert_eq!(spec.session, before);
+    // Still so once everyone declined and the invitation closed.
+    spec.run(decline(&i, "bob"));
+    assert_eq!(spec.decline_closed(&i, "ann"), Ok(()));
+    assert_eq!(spec.decline_closed(&i, "bob"), Ok(()));
 }
 
 #[test]
 fn declining_an_invitation_not_offered_to_you_is_not_a_recipient() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann"]));
+    spec.refuse(decline(&i, "eve"), DomainError::NotARecipient);
+    spec.run(cancel(&i, LEAD));
     assert_eq!(
-        spec.try_(decline(&i, "eve")).unwrap_err(),
-        DomainError::NotARecipient
+        spec.decline_closed(&i, "eve"),
+        Err(DomainError::NotARecipient)
     );
 }
 
@@ -860,9 +1216,44 @@ fn declining_an_invitation_someone_else_accepted_is_invitation_closed() {
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
     spec.accept(&i, "ann");
     assert_eq!(
-        spec.try_(decline(&i, "bob")).unwrap_err(),
-        DomainError::InvitationClosed
+        spec.decline_closed(&i, "bob"),
+        Err(DomainError::InvitationClosed)
     );
+}
+
+#[test]
+fn declining_after_logging_out_is_invitation_closed() {
+    let mut spec = Spec::new();
+    let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
+    spec.run(gone("ann"));
+    spec.refuse(decline(&i, "ann"), DomainError::InvitationClosed);
+}
+
+#[test]
+fn accepting_again_and_declining_again_answer_for_a_closed_invitation() {
+    let mut spec = Spec::new();
+    let i = spec.send(invite(LEAD, portal(), &["ann", "bob", "cid"]));
+    spec.run(decline(&i, "cid"));
+    spec.accept(&i, "ann");
+    let closed = spec.closed(&i);
+    let answers = [
+        ("ann", Ok(()), Err(DomainError::InvitationClosed)),
+        (
+            "bob",
+            Err(DomainError::InvitationTaken),
+            Err(DomainError::InvitationClosed),
+        ),
+        ("cid", Err(DomainError::InvitationTaken), Ok(())),
+        (
+            "eve",
+            Err(DomainError::NotARecipient),
+            Err(DomainError::NotARecipient),
+        ),
+    ];
+    for (who, accept_again, decline_again) in answers {
+        assert_eq!(closed.accept_again(&id(who)), accept_again, "{who}");
+        assert_eq!(closed.decline_again(&id(who)), decline_again, "{who}");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -874,22 +1265,22 @@ fn a_participant_cancelling_withdraws_every_live_recipient_with_reason_cancelled
     let mut spec = Spec::with_participants(&["bob"]);
     let i = spec.send(invite(LEAD, portal(), &["ann", "cid", "dan"]));
     spec.run(decline(&i, "dan"));
-    let events = spec.run(cancel(&i, "bob")); // any participant, not only the inviter
-    assert_eq!(kinds(&events), ["cancelled", "withdrawn"]);
+    let outcome = spec.run(cancel(&i, "bob")); // any participant, not only the inviter
+    assert_eq!(kinds(&outcome.events), ["cancelled", "withdrawn"]);
     assert!(matches!(
-        &events[0],
+        &outcome.events[0],
         Event::InvitationCancelled {
             reason: WithdrawReason::Cancelled,
             ..
         }
     ));
     assert_eq!(
-        withdrawals(&events),
+        withdrawals(&outcome.events),
         [(ids(&["ann", "cid"]), WithdrawReason::Cancelled)]
     );
-    assert_eq!(spec.status(&i), InvitationStatus::Cancelled);
+    assert_eq!(spec.closed(&i).status, InvitationStatus::Cancelled);
     assert_eq!(
-        spec.invitation(&i).closed_reason,
+        spec.closed(&i).closed_reason,
         Some(WithdrawReason::Cancelled)
     );
 }
@@ -899,27 +1290,26 @@ fn only_a_participant_may_cancel() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann"]));
     for who in ["eve", "ann"] {
-        assert_eq!(
-            spec.try_(cancel(&i, who)).unwrap_err(),
-            DomainError::NotParticipant,
-            "{who}"
-        );
+        spec.refuse(cancel(&i, who), DomainError::NotParticipant);
     }
 }
 
 #[test]
-fn cancelling_a_closed_invitation_is_invitation_closed() {
+fn cancelling_a_closed_invitation_is_refused_by_the_hot_state_which_no_longer_knows_it() {
     let mut spec = Spec::new();
     let cancelled = spec.send(invite(LEAD, portal(), &["ann"]));
     spec.run(cancel(&cancelled, LEAD));
     let accepted = spec.send(invite(LEAD, portal(), &["bob"]));
     spec.accept(&accepted, "bob");
     for i in [cancelled, accepted] {
-        assert_eq!(
-            spec.try_(cancel(&i, LEAD)).unwrap_err(),
-            DomainError::InvitationClosed
-        );
+        // The caller tells invitation_closed from not_found by the history.
+        spec.refuse(cancel(&i, LEAD), DomainError::InvitationNotFound);
+        assert!(!spec.closed(&i).is_pending());
     }
+    spec.refuse(
+        cancel(&inv("inv-404"), LEAD),
+        DomainError::InvitationNotFound,
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -927,43 +1317,51 @@ fn cancelling_a_closed_invitation_is_invitation_closed() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn an_invitation_expires_only_once_pending_and_due_withdrawing_its_recipients() {
+fn an_invitation_expires_only_once_due_withdrawing_its_recipients() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
-    spec.advance(i64::from(spec.policy.invitation_ttl_secs) - 1);
-    let early = spec.try_(expire(&i)).unwrap();
-    assert!(early.events.is_empty(), "a timer firing early does nothing");
-    assert_eq!(early.session, spec.session);
-
-    spec.advance(1);
-    let events = spec.run(expire(&i));
-    assert_eq!(kinds(&events), ["expired", "withdrawn"]);
+    spec.advance(i64::from(spec.policy.invitation_ttl_secs));
+    let outcome = spec.run(expire(&i));
+    assert_eq!(kinds(&outcome.events), ["expired", "withdrawn"]);
     assert_eq!(
-        withdrawals(&events),
+        withdrawals(&outcome.events),
         [(ids(&["ann", "bob"]), WithdrawReason::Expired)]
     );
-    assert_eq!(spec.status(&i), InvitationStatus::Expired);
-    assert_eq!(
-        spec.invitation(&i).closed_reason,
-        Some(WithdrawReason::Expired)
-    );
+    assert_eq!(spec.closed(&i).status, InvitationStatus::Expired);
+    assert_eq!(spec.closed(&i).closed_reason, Some(WithdrawReason::Expired));
 }
 
 #[test]
-fn a_timer_firing_for_a_closed_invitation_or_twice_is_a_no_op() {
+fn an_expiry_timer_firing_early_re_arms_it_at_expires_at_and_changes_nothing() {
+    let mut spec = Spec::new();
+    let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
+    let expires_at = spec.pending(&i).expires_at;
+    spec.advance(i64::from(spec.policy.invitation_ttl_secs) - 1);
+    let before = spec.session.clone();
+    let early = spec.run(expire(&i));
+    assert!(early.events.is_empty(), "{:?}", early.events);
+    assert_eq!(early.arm, [(Timer::Expiry(i.clone()), expires_at)]);
+    assert!(early.closed.is_empty() && early.disarm.is_empty());
+    assert_eq!(spec.session, before);
+}
+
+#[test]
+fn a_timer_firing_for_a_closed_or_unknown_invitation_or_twice_is_a_no_op() {
     let mut spec = Spec::new();
     let accepted = spec.send(invite(LEAD, portal(), &["ann"]));
     spec.accept(&accepted, "ann");
     let expired = spec.send(invite(LEAD, portal(), &["bob"]));
     spec.advance(10_000);
     spec.run(expire(&expired));
-    for i in [accepted, expired] {
-        let again = spec.try_(expire(&i)).unwrap();
-        assert!(again.events.is_empty(), "{i}: {:?}", again.events);
-        assert_eq!(again.session, spec.session);
+    for i in [accepted.clone(), expired, inv("inv-404")] {
+        let before = spec.session.clone();
+        let again = spec.run(expire(&i));
+        assert!(again.is_noop(), "{i}: {again:?}");
+        assert!(again.closed.is_empty() && again.delta.is_empty(), "{i}");
+        assert_eq!(spec.session, before, "{i}");
     }
     assert_eq!(
-        spec.status(&inv("inv-1")),
+        spec.status(&accepted),
         InvitationStatus::Accepted,
         "an accepted invitation never expires"
     );
@@ -977,39 +1375,34 @@ fn a_timer_firing_for_a_closed_invitation_or_twice_is_a_no_op() {
 fn a_direct_invitee_logging_out_cancels_the_invitation() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, direct("ann"), &["ann"]));
-    let events = spec.run(gone("ann"));
-    assert_eq!(kinds(&events), ["cancelled", "withdrawn"]);
+    let outcome = spec.run(gone("ann"));
+    assert_eq!(kinds(&outcome.events), ["cancelled", "withdrawn"]);
     assert!(matches!(
-        &events[0],
+        &outcome.events[0],
         Event::InvitationCancelled {
             reason: WithdrawReason::RecipientUnavailable,
             ..
         }
     ));
     assert_eq!(
-        withdrawals(&events),
+        withdrawals(&outcome.events),
         [(ids(&["ann"]), WithdrawReason::RecipientUnavailable)]
     );
-    assert_eq!(spec.status(&i), InvitationStatus::Cancelled);
+    assert_eq!(spec.closed(&i).status, InvitationStatus::Cancelled);
 }
 
 #[test]
 fn one_of_several_portal_recipients_logging_out_withdraws_only_that_one() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
-    let events = spec.run(gone("ann"));
+    let outcome = spec.run(gone("ann"));
     assert_eq!(
-        withdrawals(&events),
+        withdrawals(&outcome.events),
         [(ids(&["ann"]), WithdrawReason::RecipientUnavailable)]
     );
-    assert_eq!(kinds(&events), ["withdrawn"]);
-    assert_eq!(spec.status(&i), InvitationStatus::Pending);
-    assert_eq!(spec.invitation(&i).live_recipients(), ids(&["bob"]));
-    assert_eq!(
-        spec.try_accept(&i, "ann").unwrap_err(),
-        DomainError::InvitationClosed,
-        "a gone recipient's alert is gone"
-    );
+    assert_eq!(kinds(&outcome.events), ["withdrawn"]);
+    assert_eq!(spec.pending(&i).live_recipients(), ids(&["bob"]));
+    spec.refuse_accept(&i, "ann", 0, DomainError::InvitationClosed);
 }
 
 #[test]
@@ -1017,39 +1410,198 @@ fn the_last_portal_recipient_logging_out_cancels_the_invitation() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
     spec.run(gone("ann"));
-    let events = spec.run(gone("bob"));
-    assert_eq!(kinds(&events), ["cancelled", "withdrawn"]);
+    let outcome = spec.run(gone("bob"));
+    assert_eq!(kinds(&outcome.events), ["cancelled", "withdrawn"]);
     assert_eq!(
-        withdrawals(&events),
+        withdrawals(&outcome.events),
         [(ids(&["bob"]), WithdrawReason::RecipientUnavailable)]
     );
-    assert_eq!(spec.status(&i), InvitationStatus::Cancelled);
-    assert!(spec.invitation(&i).live_recipients().is_empty());
+    assert_eq!(spec.closed(&i).status, InvitationStatus::Cancelled);
+    assert!(spec.closed(&i).live_recipients().is_empty());
 }
 
 #[test]
 fn an_agent_logging_out_who_holds_no_alert_changes_nothing() {
     let mut spec = Spec::new();
     spec.send(invite(LEAD, portal(), &["ann"]));
-    let outcome = spec.try_(gone("eve")).unwrap();
-    assert!(outcome.events.is_empty());
-    assert_eq!(outcome.session, spec.session);
+    let before = spec.session.clone();
+    let outcome = spec.run(gone("eve"));
+    assert!(outcome.is_noop(), "{outcome:?}");
+    assert_eq!(spec.session, before);
 }
 
 #[test]
 fn the_invitation_in_a_logout_cancellation_is_the_invitation_as_stored() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, direct("ann"), &["ann"]));
-    let events = spec.run(gone("ann"));
-    let stored = spec.invitation(&i);
+    let outcome = spec.run(gone("ann"));
+    let stored = spec.closed(&i);
     assert_eq!(stored.unavailable, ids(&["ann"]));
-    for event in &events {
-        if let Event::InvitationCancelled { invitation, .. }
-        | Event::InvitationWithdrawn { invitation, .. } = event
-        {
-            assert_eq!(invitation, stored, "the event says \"as it is now\"");
+    for event in &outcome.events {
+        match event {
+            Event::InvitationCancelled { invitation, .. } => assert_eq!(
+                invitation,
+                &InvitationSummary::from(stored),
+                "the event says \"as it is now\""
+            ),
+            Event::InvitationWithdrawn { invitation, .. } => assert_eq!(invitation, &i),
+            other => panic!("{other:?}"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Closed invitations leave the hot state
+// ---------------------------------------------------------------------------
+
+/// `outcome` closed `i` (sent to `target`) with `status`: it left the hot
+/// state for the outcome's `closed` list, its index entry and its timer.
+fn assert_closed_by(
+    spec: &Spec,
+    outcome: &Outcome,
+    i: &InvitationId,
+    target: Target,
+    status: InvitationStatus,
+) {
+    assert_eq!(spec.session.invitation(i), None, "{i} left the hot state");
+    let closed: Vec<_> = outcome.closed.iter().filter(|c| &c.id == i).collect();
+    assert_eq!(closed.len(), 1, "{i} in {:?}", outcome.closed);
+    assert_eq!(closed[0].status, status, "{i}");
+    assert!(outcome.delta.closed.contains(&(i.clone(), target)), "{i}");
+    assert!(outcome.disarm.contains(&Timer::Expiry(i.clone())), "{i}");
+}
+
+#[test]
+fn every_way_an_invitation_closes_moves_it_out_of_the_hot_state_with_its_final_status() {
+    use InvitationStatus::{Accepted, Cancelled, Declined, Expired};
+    // (what closes it, the invitation's target and online agents, its status)
+    type Closing = fn(&mut Spec, &InvitationId) -> Outcome;
+    let cases: [(&str, Closing, &[&str], InvitationStatus); 8] = [
+        (
+            "accepted",
+            |s, i| s.accept(i, "ann"),
+            &["ann", "bob"],
+            Accepted,
+        ),
+        (
+            "declined by all",
+            |s, i| {
+                s.run(decline(i, "ann"));
+                s.run(decline(i, "bob"))
+            },
+            &["ann", "bob"],
+            Declined,
+        ),
+        (
+            "cancelled",
+            |s, i| s.run(cancel(i, LEAD)),
+            &["ann"],
+            Cancelled,
+        ),
+        (
+            "expired",
+            |s, i| {
+                s.advance(10_000);
+                s.run(expire(i))
+            },
+            &["ann"],
+            Expired,
+        ),
+        (
+            "all recipients gone",
+            |s, _| {
+                s.run(gone("bob"));
+                s.run(gone("ann"))
+            },
+            &["ann", "bob"],
+            Cancelled,
+        ),
+        (
+            "session ended",
+            |s, _| s.run(end(LEAD)),
+            &["ann"],
+            Cancelled,
+        ),
+        (
+            "last agent left",
+            |s, _| s.run(leave(LEAD)),
+            &["ann"],
+            Cancelled,
+        ),
+        (
+            "idle",
+            |s, _| {
+                s.advance(i64::from(s.policy.session_idle_timeout_secs));
+                s.run(check_idle())
+            },
+            &["ann"],
+            Cancelled,
+        ),
+    ];
+    for (how, close, online, status) in cases {
+        let mut spec = Spec::new();
+        let other = spec.send(invite(LEAD, direct("zed"), &["zed"]));
+        let i = spec.send(invite(LEAD, portal(), online));
+        let outcome = close(&mut spec, &i);
+        assert_closed_by(&spec, &outcome, &i, portal(), status);
+        assert_eq!(spec.closed(&i).status, status, "{how}");
+        if outcome.ended {
+            assert_closed_by(&spec, &outcome, &other, direct("zed"), Cancelled);
+        } else {
+            assert_eq!(
+                spec.pending(&other).id,
+                other,
+                "{how}: the other stays open"
+            );
+            assert_eq!(outcome.closed.len(), 1, "{how}");
+        }
+    }
+}
+
+#[test]
+fn the_hot_state_stays_bounded_however_many_invitations_were_sent_and_closed() {
+    let mut spec = Spec::new();
+    // Two stay open throughout; one at a time comes and goes beside them.
+    spec.send(invite(LEAD, direct("pat"), &["pat"]));
+    spec.send(invite(LEAD, portal(), &["quinn", "ray"]));
+    let mut sizes = Vec::new();
+    for n in 0..500 {
+        let i = spec.send(invite(LEAD, direct("ann"), &["ann"]));
+        match n % 4 {
+            0 => {
+                spec.run(cancel(&i, LEAD));
+            }
+            1 => {
+                spec.run(decline(&i, "ann"));
+            }
+            2 => {
+                spec.advance(i64::from(spec.policy.invitation_ttl_secs));
+                spec.run(expire(&i));
+            }
+            _ => {
+                spec.accept(&i, "ann");
+                spec.run(leave("ann"));
+            }
+        }
+        if [5, 500].contains(&(n + 1)) {
+            sizes.push(encoded_len(&spec.session));
+        }
+    }
+    assert_eq!(spec.session.invitations.len(), 2, "only the open ones");
+    assert_eq!(
+        spec.history.len(),
+        500,
+        "the closed ones went to the history"
+    );
+    assert_eq!(spec.session.counters.invitations, 502);
+    let [after_5, after_500] = sizes[..] else {
+        panic!("{sizes:?}")
+    };
+    // Only the invitation counter's digits ("7" → "502") may differ.
+    assert!(
+        after_500 <= after_5 + 3,
+        "the session grew from {after_5} to {after_500} bytes"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1060,8 +1612,8 @@ fn the_invitation_in_a_logout_cancellation_is_the_invitation_as_stored() {
 fn a_masked_agents_message_is_always_for_agents_only() {
     let mut spec = Spec::new();
     spec.join_masked("ann");
-    let outcome = spec.try_(post("ann", "psst", Audience::Everyone)).unwrap();
-    let message = outcome.message.unwrap();
+    let outcome = spec.run(post("ann", "psst", Audience::Everyone));
+    let message = outcome.message.clone().unwrap();
     assert_eq!(message.audience, Audience::Agents);
     assert_eq!(
         message.author,
@@ -1078,7 +1630,7 @@ fn an_unmasked_agent_chooses_the_audience() {
     let spec = Spec::new();
     for audience in [Audience::Everyone, Audience::Agents] {
         let message = spec
-            .try_(post(LEAD, "hi", audience))
+            .try_(&post(LEAD, "hi", audience))
             .unwrap()
             .message
             .unwrap();
@@ -1089,7 +1641,7 @@ fn an_unmasked_agent_chooses_the_audience() {
 #[test]
 fn a_customer_message_is_for_everyone() {
     let spec = Spec::new();
-    let message = spec.try_(customer_post("help")).unwrap().message.unwrap();
+    let message = spec.try_(&customer_post("help")).unwrap().message.unwrap();
     assert_eq!(message.audience, Audience::Everyone);
     assert_eq!(
         message.author,
@@ -1101,28 +1653,25 @@ fn a_customer_message_is_for_everyone() {
 
 #[test]
 fn a_message_of_more_than_4000_characters_is_invalid() {
-    let spec = Spec::new();
+    let mut spec = Spec::new();
     assert_eq!(MAX_MESSAGE_CHARS, 4000);
     let longest = "ü".repeat(MAX_MESSAGE_CHARS);
-    assert!(spec.try_(post(LEAD, &longest, Audience::Everyone)).is_ok());
+    assert!(spec.try_(&post(LEAD, &longest, Audience::Everyone)).is_ok());
     let too_long = "x".repeat(MAX_MESSAGE_CHARS + 1);
     for command in [
         post(LEAD, &too_long, Audience::Everyone),
         customer_post(&too_long),
     ] {
-        assert!(matches!(spec.try_(command), Err(DomainError::Invalid(_))));
+        spec.refuse(command, invalid("text must be at most 4000 characters"));
     }
 }
 
 #[test]
 fn an_empty_or_blank_message_is_invalid() {
-    let spec = Spec::new();
+    let mut spec = Spec::new();
     for text in ["", "   ", "\n\t"] {
         for command in [post(LEAD, text, Audience::Everyone), customer_post(text)] {
-            assert!(
-                matches!(spec.try_(command), Err(DomainError::Invalid(_))),
-                "{text:?}"
-            );
+            spec.refuse(command, invalid("text must not be empty"));
         }
     }
 }
@@ -1132,9 +1681,9 @@ fn only_a_participant_may_post() {
     let mut spec = Spec::with_participants(&["ann"]);
     spec.run(leave("ann"));
     for who in ["eve", "ann"] {
-        assert_eq!(
-            spec.try_(post(who, "hi", Audience::Agents)).unwrap_err(),
-            DomainError::NotParticipant
+        spec.refuse(
+            post(who, "hi", Audience::Agents),
+            DomainError::NotParticipant,
         );
     }
 }
@@ -1148,11 +1697,72 @@ fn messages_are_numbered_from_one_in_the_order_they_are_posted() {
         post(LEAD, "c", Audience::Agents),
     ];
     for (n, command) in (1..).zip(commands) {
-        let outcome = spec.try_(command).unwrap();
+        let outcome = spec.run(command);
         assert_eq!(outcome.message.as_ref().unwrap().seq, n);
-        spec.session = outcome.session;
-        assert_eq!(spec.session.message_count, n);
+        assert_eq!(spec.session.counters.messages, n);
     }
+}
+
+#[test]
+fn the_customers_numbering_counts_only_the_messages_it_may_read() {
+    let mut spec = Spec::new();
+    spec.join_masked("ann");
+    let posts = [
+        (post(LEAD, "hello", Audience::Everyone), Some(1)),
+        (post(LEAD, "internal", Audience::Agents), None),
+        (post("ann", "masked", Audience::Everyone), None),
+        (customer_post("thanks"), Some(2)),
+        (post("ann", "masked again", Audience::Agents), None),
+        (post(LEAD, "bye", Audience::Everyone), Some(3)),
+    ];
+    for (command, customer_seq) in posts {
+        spec.run(command);
+        let last = spec.transcript.last().unwrap();
+        assert_eq!(last.customer_seq, customer_seq, "{}", last.text);
+    }
+    let seqs: Vec<u64> = spec.transcript.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "seq counts everything");
+    assert_eq!(spec.session.counters.messages, 6);
+    assert_eq!(spec.session.counters.customer_messages, 3);
+    // What the customer is shown carries its own numbering, contiguous from 1.
+    let shown: Vec<(u64, String)> = spec
+        .transcript
+        .iter()
+        .filter_map(|m| message_view(&Viewer::Customer, m))
+        .map(|v| {
+            (
+                v["seq"].as_u64().unwrap(),
+                v["text"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (1, "hello".to_owned()),
+            (2, "thanks".to_owned()),
+            (3, "bye".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn a_session_holds_at_most_the_policys_messages() {
+    let mut spec = Spec::with(policy(|p| p.max_messages_per_session = 3));
+    spec.run(post(LEAD, "a", Audience::Everyone));
+    spec.run(customer_post("b"));
+    spec.run(post(LEAD, "c", Audience::Agents));
+    for command in [
+        post(LEAD, "d", Audience::Everyone),
+        post(LEAD, "e", Audience::Agents),
+        customer_post("f"),
+    ] {
+        spec.refuse(
+            command,
+            DomainError::LimitReached("max_messages_per_session"),
+        );
+    }
+    assert_eq!(spec.session.counters.messages, 3);
 }
 
 // ---------------------------------------------------------------------------
@@ -1166,23 +1776,23 @@ fn a_leaving_lead_hands_the_lead_to_the_longest_joined_agent_left() {
     spec.join("ann");
     spec.advance(1);
     spec.join_masked("bob");
-    let events = spec.run(leave(LEAD));
-    assert_eq!(kinds(&events), ["left", "lead_changed"]);
-    assert_eq!(events[1], Event::LeadChanged { lead: agent("ann") });
+    let outcome = spec.run(leave(LEAD));
+    assert_eq!(kinds(&outcome.events), ["left", "lead_changed"]);
+    assert_eq!(outcome.events[1], Event::LeadChanged { lead: agent("ann") });
     assert_eq!(spec.session.lead, Some(id("ann")));
     assert_eq!(
         spec.session.participant(&id("ann")).unwrap().role,
         Role::Lead
     );
     assert_eq!(spec.participant_ids(), ids(&["ann", "bob"]));
-    assert_eq!(spec.session.status, SessionStatus::Active);
+    assert_eq!(spec.session.status(), SessionStatus::Active);
 }
 
 #[test]
 fn a_leaving_collaborator_changes_no_lead() {
     let mut spec = Spec::with_participants(&["ann", "bob"]);
-    let events = spec.run(leave("ann"));
-    assert_eq!(kinds(&events), ["left"]);
+    let outcome = spec.run(leave("ann"));
+    assert_eq!(kinds(&outcome.events), ["left"]);
     assert_eq!(spec.session.lead, Some(id(LEAD)));
     assert_eq!(spec.participant_ids(), ids(&[LEAD, "bob"]));
 }
@@ -1191,31 +1801,37 @@ fn a_leaving_collaborator_changes_no_lead() {
 fn the_last_agent_leaving_ends_the_session_and_cancels_pending_invitations() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
-    let events = spec.run(leave(LEAD));
+    spec.advance(9);
+    let outcome = spec.run(leave(LEAD));
     assert_eq!(
-        kinds(&events),
+        kinds(&outcome.events),
         ["left", "cancelled", "withdrawn", "session_ended"]
     );
     assert_eq!(
-        withdrawals(&events),
+        withdrawals(&outcome.events),
         [(ids(&["ann", "bob"]), WithdrawReason::SessionEnded)]
     );
-    assert_eq!(spec.session.status, SessionStatus::Ended);
-    assert_eq!(spec.session.lead, None);
-    assert_eq!(spec.status(&i), InvitationStatus::Cancelled);
+    assert!(outcome.ended);
+    assert_eq!(spec.session.status(), SessionStatus::Ended);
     assert_eq!(
-        spec.invitation(&i).closed_reason,
+        spec.session.ended,
+        Some(Ending {
+            at: at(9),
+            reason: EndReason::LastAgentLeft
+        })
+    );
+    assert_eq!(spec.session.lead, None);
+    assert_eq!(spec.closed(&i).status, InvitationStatus::Cancelled);
+    assert_eq!(
+        spec.closed(&i).closed_reason,
         Some(WithdrawReason::SessionEnded)
     );
 }
 
 #[test]
 fn an_agent_not_in_the_session_leaving_is_not_participant() {
-    let spec = Spec::new();
-    assert_eq!(
-        spec.try_(leave("eve")).unwrap_err(),
-        DomainError::NotParticipant
-    );
+    let mut spec = Spec::new();
+    spec.refuse(leave("eve"), DomainError::NotParticipant);
 }
 
 // ---------------------------------------------------------------------------
@@ -1224,13 +1840,10 @@ fn an_agent_not_in_the_session_leaving_is_not_participant() {
 
 #[test]
 fn only_the_lead_may_end_the_session() {
-    let spec = Spec::with_participants(&["ann"]);
-    assert_eq!(spec.try_(end("ann")).unwrap_err(), DomainError::NotLead);
-    assert_eq!(
-        spec.try_(end("eve")).unwrap_err(),
-        DomainError::NotParticipant
-    );
-    assert!(spec.try_(end(LEAD)).is_ok());
+    let mut spec = Spec::with_participants(&["ann"]);
+    spec.refuse(end("ann"), DomainError::NotLead);
+    spec.refuse(end("eve"), DomainError::NotParticipant);
+    assert!(spec.try_(&end(LEAD)).is_ok());
 }
 
 #[test]
@@ -1241,30 +1854,32 @@ fn ending_cancels_pending_invitations_withdrawing_their_recipients_with_session_
     let taken = spec.send(invite(LEAD, direct("dan"), &["dan"]));
     spec.accept(&taken, "dan");
     spec.advance(3);
-    let events = spec.run(end(LEAD));
+    let outcome = spec.run(end(LEAD));
     assert_eq!(
-        withdrawals(&events),
+        withdrawals(&outcome.events),
         [
             (ids(&["ann", "bob"]), WithdrawReason::SessionEnded),
             (ids(&["cid"]), WithdrawReason::SessionEnded),
         ]
     );
     assert_eq!(
-        events.last(),
+        outcome.events.last(),
         Some(&Event::SessionEnded {
-            at: t0() + Duration::seconds(3)
+            at: at(3),
+            reason: EndReason::EndedByLead
         })
     );
-    assert_eq!(spec.session.status, SessionStatus::Ended);
+    assert_eq!(spec.session.status(), SessionStatus::Ended);
     for i in [&portal_inv, &direct_inv] {
-        assert_eq!(spec.status(i), InvitationStatus::Cancelled);
+        assert_eq!(spec.closed(i).status, InvitationStatus::Cancelled);
     }
-    assert_eq!(spec.status(&taken), InvitationStatus::Accepted);
+    assert_eq!(spec.closed(&taken).status, InvitationStatus::Accepted);
 }
 
 #[test]
 fn nothing_changes_an_ended_session() {
     let mut spec = Spec::with_participants(&["ann"]);
+    let i = spec.send(invite(LEAD, portal(), &["bob"]));
     spec.run(end(LEAD));
     for command in [
         post(LEAD, "hi", Audience::Everyone),
@@ -1272,13 +1887,192 @@ fn nothing_changes_an_ended_session() {
         leave("ann"),
         end(LEAD),
         reconnected(2),
+        cancel(&i, LEAD),
+        invite(LEAD, direct("bob"), &["bob"]).command(inv("inv-9")),
     ] {
+        spec.refuse(command, DomainError::SessionEnded);
+    }
+    // What is closed is closed: the hot state knows no invitation any more.
+    spec.refuse_accept(&i, "bob", 0, DomainError::InvitationNotFound);
+    spec.refuse(decline(&i, "bob"), DomainError::InvitationNotFound);
+}
+
+// ---------------------------------------------------------------------------
+// Idleness
+// ---------------------------------------------------------------------------
+
+#[test]
+fn checking_idleness_before_the_deadline_re_arms_the_idle_timer_at_the_deadline() {
+    let mut spec = Spec::new();
+    spec.advance(100);
+    spec.run(post(LEAD, "still here", Audience::Everyone));
+    // The timer armed at creation fires at t0 + 3600; the deadline moved.
+    spec.now = at(3600);
+    let before = spec.session.clone();
+    let outcome = spec.run(check_idle());
+    assert_eq!(outcome.arm, [(Timer::Idle, at(3700))]);
+    assert!(outcome.events.is_empty() && outcome.disarm.is_empty() && !outcome.ended);
+    assert_eq!(spec.session, before);
+    spec.now = at(3699);
+    assert_eq!(spec.run(check_idle()).arm, [(Timer::Idle, at(3700))]);
+}
+
+#[test]
+fn checking_idleness_at_the_deadline_ends_the_session_as_idle() {
+    let mut spec = Spec::with_participants(&["ann"]);
+    let i = spec.send(invite(LEAD, portal(), &["bob", "cid"]));
+    let deadline = spec.session.idle_deadline(&spec.policy);
+    spec.now = deadline;
+    let outcome = spec.run(check_idle());
+    assert!(outcome.ended);
+    assert_eq!(
+        spec.session.ended,
+        Some(Ending {
+            at: deadline,
+            reason: EndReason::Idle
+        })
+    );
+    assert_eq!(
+        kinds(&outcome.events),
+        ["cancelled", "withdrawn", "session_ended"]
+    );
+    assert_eq!(
+        withdrawals(&outcome.events),
+        [(ids(&["bob", "cid"]), WithdrawReason::SessionEnded)]
+    );
+    assert_eq!(
+        outcome.delta,
+        IndexDelta {
+            left: ids(&[LEAD, "ann"]),
+            closed: vec![(i.clone(), portal())],
+            ..Default::default()
+        }
+    );
+    assert_eq!(outcome.disarm, [Timer::Expiry(i.clone()), Timer::Idle]);
+    assert!(outcome.arm.is_empty());
+    assert_eq!(
+        spec.closed(&i).closed_reason,
+        Some(WithdrawReason::SessionEnded)
+    );
+}
+
+#[test]
+fn checking_idleness_of_an_ended_session_does_nothing() {
+    let mut spec = Spec::new();
+    spec.run(end(LEAD));
+    spec.advance(100_000);
+    let before = spec.session.clone();
+    let outcome = spec.run(check_idle());
+    assert!(outcome.is_noop() && !outcome.ended, "{outcome:?}");
+    assert!(outcome.closed.is_empty() && outcome.delta.is_empty());
+    assert_eq!(spec.session, before);
+}
+
+#[test]
+fn the_actions_of_the_sessions_agents_refresh_its_last_activity() {
+    let mut spec = Spec::new();
+    type Step = fn(&mut Spec);
+    let steps: [(&str, Step); 6] = [
+        ("invite", |s| {
+            s.send(invite(LEAD, portal(), &["ann", "bob"]));
+        }),
+        ("accept", |s| {
+            s.accept(&inv("inv-1"), "ann");
+        }),
+        ("cancel", |s| {
+            let i = s.send(invite(LEAD, direct("bob"), &["bob"]));
+            s.advance(10);
+            s.run(cancel(&i, "ann"));
+        }),
+        ("agent post", |s| {
+            s.run(post("ann", "hi", Audience::Agents));
+        }),
+        ("leave", |s| {
+            s.run(leave("ann"));
+        }),
+        ("end", |s| {
+            s.run(end(LEAD));
+        }),
+    ];
+    for (what, step) in steps {
+        spec.advance(10);
+        step(&mut spec);
+        assert_eq!(spec.session.last_activity, spec.now, "{what}");
+    }
+}
+
+#[test]
+fn the_customer_recipients_and_timers_do_not_refresh_last_activity() {
+    let mut spec = Spec::with_participants(&["ann"]);
+    let declined = spec.send(invite(LEAD, portal(), &["bob", "cid"]));
+    let expiring = spec.send(invite(LEAD, direct("dan"), &["dan"]));
+    let dropped = spec.send(invite(LEAD, direct("eli"), &["eli"]));
+    let last = spec.session.last_activity;
+    let commands = [
+        customer_post("hello?"),
+        decline(&declined, "bob"),
+        decline(&declined, "cid"),
+        gone("eli"),
+        expire(&expiring),
+        reconnected(2),
+        check_idle(),
+    ];
+    for command in commands {
+        spec.advance(i64::from(spec.policy.invitation_ttl_secs));
+        spec.run(command.clone());
+        assert_eq!(spec.session.last_activity, last, "{command:?}");
+    }
+    assert_eq!(spec.status(&expiring), InvitationStatus::Expired);
+    assert_eq!(spec.status(&dropped), InvitationStatus::Cancelled);
+}
+
+// ---------------------------------------------------------------------------
+// How a session ends
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_session_ends_by_its_lead_by_its_last_agent_leaving_or_for_idleness_and_says_which() {
+    type Ender = fn(&mut Spec) -> Outcome;
+    let cases: [(Ender, EndReason); 3] = [
+        (|s| s.run(end(LEAD)), EndReason::EndedByLead),
+        (
+            |s| {
+                s.run(leave("ann"));
+                s.run(leave(LEAD))
+            },
+            EndReason::LastAgentLeft,
+        ),
+        (
+            |s| {
+                s.advance(i64::from(s.policy.session_idle_timeout_secs));
+                s.run(check_idle())
+            },
+            EndReason::Idle,
+        ),
+    ];
+    for (ending, reason) in cases {
+        let mut spec = Spec::with_participants(&["ann"]);
+        spec.advance(30);
+        let outcome = ending(&mut spec);
+        let ended = Ending {
+            at: spec.now,
+            reason,
+        };
+        assert_eq!(spec.session.ended, Some(ended), "{reason:?}");
         assert_eq!(
-            spec.try_(command.clone()).unwrap_err(),
-            DomainError::SessionEnded,
-            "{command:?}"
+            outcome.events.last(),
+            Some(&Event::SessionEnded {
+                at: ended.at,
+                reason
+            })
+        );
+        assert!(outcome.ended);
+        assert_eq!(
+            spec.session.retained_until(&spec.policy),
+            Some(ended.at + Duration::seconds(i64::from(spec.policy.retention_secs)))
         );
     }
+    assert_eq!(Spec::new().session.retained_until(&Policy::default()), None);
 }
 
 // ---------------------------------------------------------------------------
@@ -1287,73 +2081,70 @@ fn nothing_changes_an_ended_session() {
 
 #[test]
 fn a_refused_command_returns_the_broken_rule_and_the_session_is_unchanged() {
-    let mut spec = Spec::with(policy(|p| p.max_agents_per_session = 3));
+    let mut spec = Spec::with(policy(|p| {
+        p.max_agents_per_session = 3;
+        p.max_messages_per_session = 1;
+    }));
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]).comment("note"));
     spec.accept(&i, "ann");
-    spec.send(invite(LEAD, direct("cid"), &["cid"]));
-    let before = spec.session.clone();
+    let open = spec.send(invite(LEAD, direct("cid"), &["cid"]));
+    spec.send(invite(LEAD, direct("dan"), &["dan"]));
+    spec.run(post(LEAD, "the one message", Audience::Everyone));
     let refused = [
-        invite(LEAD, direct("ann"), &["ann"]).command(inv("inv-9")),
-        Command::Accept {
-            invitation: i.clone(),
-            agent: agent("bob"),
-            active_sessions: 0,
-            fence: 99,
-        },
-        decline(&i, "eve"),
-        cancel(&i, LEAD),
-        expire(&inv("inv-404")),
-        post("eve", "hi", Audience::Everyone),
-        post(LEAD, "", Audience::Everyone),
-        leave("eve"),
-        end("ann"),
-        reconnected(1),
+        (
+            invite(LEAD, direct("ann"), &["ann"]).command(inv("inv-9")),
+            DomainError::AlreadyParticipant,
+        ),
+        (
+            Accept {
+                invitation: i.clone(),
+                agent: agent("bob"),
+                active_sessions: 0,
+                fence: 99,
+            }
+            .into(),
+            DomainError::InvitationNotFound,
+        ),
+        (decline(&open, "eve"), DomainError::NotARecipient),
+        (cancel(&i, LEAD), DomainError::InvitationNotFound),
+        (cancel(&open, "eve"), DomainError::NotParticipant),
+        (
+            post("eve", "hi", Audience::Everyone),
+            DomainError::NotParticipant,
+        ),
+        (
+            post(LEAD, "", Audience::Everyone),
+            invalid("text must not be empty"),
+        ),
+        (
+            customer_post("one too many"),
+            DomainError::LimitReached("max_messages_per_session"),
+        ),
+        (leave("eve"), DomainError::NotParticipant),
+        (end("ann"), DomainError::NotLead),
+        (
+            reconnected(1),
+            DomainError::Conflict("the client's generation is 2, not 1".into()),
+        ),
     ];
-    for command in refused {
-        assert!(spec.try_(command.clone()).is_err(), "{command:?}");
-        assert_eq!(spec.session, before, "{command:?} changed the session");
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Index deltas
-// ---------------------------------------------------------------------------
-
-#[test]
-fn the_index_delta_of_a_new_session_joins_its_lead() {
-    let spec = Spec::new();
-    let delta = IndexDelta::between(None, &spec.session);
-    assert_eq!(
-        delta,
-        IndexDelta {
-            joined: ids(&[LEAD]),
-            ..Default::default()
-        }
-    );
-}
-
-#[test]
-fn the_index_delta_of_an_invitation_opens_it_for_its_target_however_many_recipients() {
-    let mut spec = Spec::new();
     let before = spec.session.clone();
-    let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
-    assert_eq!(
-        IndexDelta::between(Some(&before), &spec.session),
-        IndexDelta {
-            opened: vec![(i, portal())],
-            ..Default::default()
-        }
-    );
+    for (command, expected) in refused {
+        spec.refuse(command, expected);
+    }
+    assert_eq!(spec.session, before);
 }
+
+// ---------------------------------------------------------------------------
+// Index deltas and audiences
+// ---------------------------------------------------------------------------
 
 #[test]
 fn the_index_delta_of_an_accept_joins_the_winner_and_closes_the_invitation() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob"]));
-    let before = spec.session.clone();
-    spec.accept(&i, "bob");
+    let outcome = spec.accept(&i, "bob");
     assert_eq!(
-        IndexDelta::between(Some(&before), &spec.session),
+        outcome.delta,
         IndexDelta {
             joined: ids(&["bob"]),
             closed: vec![(i, portal())],
@@ -1367,30 +2158,22 @@ fn the_index_delta_of_a_decline_or_logout_of_one_recipient_changes_no_index() {
     let mut spec = Spec::new();
     let i = spec.send(invite(LEAD, portal(), &["ann", "bob", "cid"]));
     for (who, command) in [("ann", decline(&i, "ann")), ("bob", gone("bob"))] {
-        let before = spec.session.clone();
-        spec.run(command);
+        let outcome = spec.run(command);
         assert_eq!(
-            IndexDelta::between(Some(&before), &spec.session),
+            outcome.delta,
             IndexDelta::default(),
             "{who}: readers check the live recipients"
         );
-        assert!(
-            !spec
-                .session
-                .invitation(&i)
-                .unwrap()
-                .is_live_recipient(&AgentId::parse(who).unwrap())
-        );
+        assert!(!spec.pending(&i).is_live_recipient(&id(who)));
     }
 }
 
 #[test]
 fn the_index_delta_of_a_leave_lets_the_agent_go() {
     let mut spec = Spec::with_participants(&["ann"]);
-    let before = spec.session.clone();
-    spec.run(leave("ann"));
+    let outcome = spec.run(leave("ann"));
     assert_eq!(
-        IndexDelta::between(Some(&before), &spec.session),
+        outcome.delta,
         IndexDelta {
             left: ids(&["ann"]),
             ..Default::default()
@@ -1402,25 +2185,36 @@ fn the_index_delta_of_a_leave_lets_the_agent_go() {
 fn the_index_delta_of_ending_lets_every_agent_go_and_closes_every_invitation() {
     let mut spec = Spec::with_participants(&["ann"]);
     let i = spec.send(invite(LEAD, portal(), &["bob"]));
-    let before = spec.session.clone();
-    spec.run(end(LEAD));
+    let outcome = spec.run(end(LEAD));
     assert_eq!(
-        IndexDelta::between(Some(&before), &spec.session),
+        outcome.delta,
         IndexDelta {
             left: ids(&[LEAD, "ann"]),
-            closed: vec![(i, portal())],
+            closed: vec![(i.clone(), portal())],
             ..Default::default()
         }
     );
+    assert_eq!(outcome.disarm, [Timer::Expiry(i), Timer::Idle]);
 }
 
 #[test]
 fn the_index_delta_of_a_change_to_nobody_is_empty() {
     let mut spec = Spec::with_participants(&["ann"]);
-    let before = spec.session.clone();
-    spec.run(post(LEAD, "hi", Audience::Everyone));
-    assert_eq!(
-        IndexDelta::between(Some(&before), &spec.session),
-        IndexDelta::default()
-    );
+    let outcome = spec.run(post(LEAD, "hi", Audience::Everyone));
+    assert_eq!(outcome.delta, IndexDelta::default());
+    assert!(outcome.arm.is_empty() && outcome.disarm.is_empty());
+}
+
+#[test]
+fn the_audience_of_an_outcome_includes_a_joiner_and_a_leaver() {
+    let mut spec = Spec::new();
+    let joined = spec.join("ann");
+    assert_eq!(joined.audience, ids(&[LEAD, "ann"]));
+    spec.join("bob");
+    let left = spec.run(leave("bob"));
+    assert_eq!(left.audience, ids(&[LEAD, "ann", "bob"]), "bob hears of it");
+    spec.run(leave(LEAD));
+    let last = spec.run(leave("ann"));
+    assert!(last.ended);
+    assert_eq!(last.audience, ids(&["ann"]), "the last agent hears the end");
 }

@@ -12,8 +12,8 @@ use super::directory::AgentRef;
 use super::id::{AgentId, InvitationId, SessionId};
 use super::policy::SessionMode;
 use super::session::{
-    Audience, Author, Event, Invitation, InvitationStatus, Message, Participant, Role, Session,
-    SessionStatus, Target, WithdrawReason,
+    Audience, Author, EndReason, Event, Invitation, InvitationStatus, InvitationSummary, Message,
+    Participant, Role, Session, SessionStatus, Target, WithdrawReason,
 };
 
 /// Who is looking.
@@ -38,7 +38,8 @@ pub struct ClientEvent {
     pub data: Value,
 }
 
-/// An invitation as agents see it.
+/// An invitation as the session's agents see it in the session view and
+/// in the answers to their own requests: with its recipients.
 #[derive(Debug, Clone, Serialize)]
 pub struct InvitationView {
     /// The invitation's id.
@@ -55,6 +56,8 @@ pub struct InvitationView {
     pub comment: Option<String>,
     /// Whom it was offered to.
     pub recipients: Vec<AgentId>,
+    /// How many it was offered to.
+    pub recipient_count: usize,
     /// Who declined.
     pub declined_by: Vec<AgentId>,
     /// Its state.
@@ -79,6 +82,7 @@ impl From<&Invitation> for InvitationView {
             masked: i.masked,
             comment: i.comment.clone(),
             recipients: i.recipients.clone(),
+            recipient_count: i.recipients.len(),
             declined_by: i.declined_by.clone(),
             status: i.status,
             accepted_by: i.accepted_by.clone(),
@@ -89,12 +93,13 @@ impl From<&Invitation> for InvitationView {
     }
 }
 
-/// What a recipient's alert shows: the invitation plus who the customer is.
+/// What a recipient's alert shows: the invitation (with how many it was
+/// offered to, not to whom) plus who the customer is.
 #[derive(Debug, Clone, Serialize)]
 pub struct OfferView {
     /// The invitation.
     #[serde(flatten)]
-    pub invitation: InvitationView,
+    pub invitation: InvitationSummary,
     /// The customer, by name.
     pub customer: NameView,
     /// The session's mode.
@@ -117,6 +122,8 @@ pub struct AgentSessionView {
     pub mode: SessionMode,
     /// Active or ended.
     pub status: SessionStatus,
+    /// Why it ended, once it has.
+    pub ended_reason: Option<EndReason>,
     /// The lead's id.
     pub lead: Option<AgentId>,
     /// Agents in the session.
@@ -125,8 +132,12 @@ pub struct AgentSessionView {
     pub customer: CustomerStateView,
     /// Open invitations.
     pub invitations: Vec<InvitationView>,
+    /// Chat messages so far.
+    pub message_count: u64,
     /// When it started.
     pub created_at: DateTime<Utc>,
+    /// When an agent last did something in it.
+    pub last_activity: DateTime<Utc>,
 }
 
 /// A participant as agents see it.
@@ -186,7 +197,8 @@ pub fn agent_session_view(s: &Session) -> AgentSessionView {
     AgentSessionView {
         id: s.id.clone(),
         mode: s.mode,
-        status: s.status,
+        status: s.status(),
+        ended_reason: s.ended.map(|e| e.reason),
         lead: s.lead.clone(),
         participants: s.participants.iter().map(ParticipantView::from).collect(),
         customer: CustomerStateView {
@@ -196,7 +208,9 @@ pub fn agent_session_view(s: &Session) -> AgentSessionView {
             screen_shared: s.customer.screen_shared,
         },
         invitations: s.pending_invitations().map(InvitationView::from).collect(),
+        message_count: s.counters.messages,
         created_at: s.created_at,
+        last_activity: s.last_activity,
     }
 }
 
@@ -204,7 +218,7 @@ pub fn agent_session_view(s: &Session) -> AgentSessionView {
 pub fn customer_session_view(s: &Session) -> CustomerSessionView {
     CustomerSessionView {
         id: s.id.clone(),
-        status: s.status,
+        status: s.status(),
         agents: s
             .participants
             .iter()
@@ -221,12 +235,19 @@ pub fn customer_session_view(s: &Session) -> CustomerSessionView {
 /// A recipient's alert for `invitation`.
 pub fn offer_view(s: &Session, invitation: &Invitation) -> OfferView {
     OfferView {
-        invitation: InvitationView::from(invitation),
+        invitation: InvitationSummary::from(invitation),
         customer: NameView {
             name: s.customer.name.clone(),
         },
         mode: s.mode,
     }
+}
+
+/// Whether the customer may read `m` at all: written to everyone, and not
+/// by an agent who was masked when it wrote it. The chat numbers such
+/// messages in the customer's own sequence.
+pub fn customer_may_read(m: &Message) -> bool {
+    m.audience == Audience::Everyone && !matches!(m.author, Author::Agent { masked: true, .. })
 }
 
 /// A chat message as `viewer` may see it, or `None` if it may not.
@@ -245,9 +266,12 @@ pub fn message_view(viewer: &Viewer<'_>, m: &Message) -> Option<Value> {
             }))
         }
         Viewer::Customer => {
-            if m.audience != Audience::Everyone {
+            if !customer_may_read(m) {
                 return None;
             }
+            // Numbered in the customer's own sequence: `seq` must not
+            // reveal how many messages the customer does not see.
+            let seq = m.customer_seq?;
             let author = match &m.author {
                 Author::Agent { masked: true, .. } => return None,
                 Author::Agent {
@@ -257,10 +281,43 @@ pub fn message_view(viewer: &Viewer<'_>, m: &Message) -> Option<Value> {
                 Author::Customer { name } => json!({"kind": "customer", "name": name}),
             };
             Some(json!({
-                "id": m.id, "seq": m.seq, "author": author, "text": m.text, "sent_at": m.sent_at,
+                "id": m.id, "seq": seq, "author": author, "text": m.text, "sent_at": m.sent_at,
             }))
         }
         Viewer::Recipient(_) | Viewer::Other => None,
+    }
+}
+
+/// Which kinds of viewers see anything of an event — without building
+/// what they see: who it must be sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Audiences {
+    /// The session's agents.
+    pub participants: bool,
+    /// The session's customer.
+    pub customer: bool,
+    /// An invitation's recipients.
+    pub recipients: bool,
+}
+
+/// Who sees anything of `event`; agrees with [`view`] (a unit test checks).
+pub fn audiences(event: &Event) -> Audiences {
+    let customer = match event {
+        Event::MessagePosted { message } => customer_may_read(message),
+        Event::ParticipantJoined { participant } | Event::ParticipantLeft { participant } => {
+            !participant.masked
+        }
+        Event::CustomerReconnectRequired { .. } | Event::SessionEnded { .. } => true,
+        _ => false,
+    };
+    let recipients = matches!(
+        event,
+        Event::InvitationOffered { .. } | Event::InvitationWithdrawn { .. }
+    );
+    Audiences {
+        participants: !recipients,
+        customer,
+        recipients,
     }
 }
 
@@ -269,7 +326,7 @@ pub fn view(viewer: &Viewer<'_>, session: &SessionId, event: &Event) -> Option<C
     match viewer {
         Viewer::Customer => customer_view(event),
         Viewer::Participant(_) => participant_view(viewer, session, event),
-        Viewer::Recipient(agent) => recipient_view(agent, event),
+        Viewer::Recipient(agent) => recipient_view(agent, session, event),
         Viewer::Other => None,
     }
 }
@@ -294,23 +351,25 @@ fn customer_view(event: &Event) -> Option<ClientEvent> {
             "reconnect_required",
             json!({"generation": generation, "reshare_screen": true}),
         ),
-        Event::SessionEnded { at } => ev("session_ended", json!({"at": at})),
+        Event::SessionEnded { at, reason } => {
+            ev("session_ended", json!({"at": at, "reason": reason}))
+        }
         _ => None,
     }
 }
 
-fn recipient_view(agent: &AgentId, event: &Event) -> Option<ClientEvent> {
+fn recipient_view(agent: &AgentId, session: &SessionId, event: &Event) -> Option<ClientEvent> {
     match event {
         Event::InvitationOffered {
             invitation,
-            session,
+            session: brief,
         } if invitation.recipients.contains(agent) => {
             let offer = OfferView {
-                invitation: InvitationView::from(invitation),
+                invitation: InvitationSummary::from(invitation),
                 customer: NameView {
-                    name: session.customer_name.clone(),
+                    name: brief.customer_name.clone(),
                 },
-                mode: session.mode,
+                mode: brief.mode,
             };
             ev("invitation_offered", serde_json::to_value(offer).ok()?)
         }
@@ -320,7 +379,7 @@ fn recipient_view(agent: &AgentId, event: &Event) -> Option<ClientEvent> {
             reason,
         } if recipients.contains(agent) => ev(
             "invitation_withdrawn",
-            json!({"invitation": invitation.id, "session": invitation.session, "reason": reason}),
+            json!({"invitation": invitation, "session": session, "reason": reason}),
         ),
         _ => None,
     }
@@ -331,30 +390,29 @@ fn participant_view(
     session: &SessionId,
     event: &Event,
 ) -> Option<ClientEvent> {
-    let inv = |i: &Invitation| serde_json::to_value(InvitationView::from(i)).unwrap_or(Value::Null);
     let (name, data) = match event {
-        Event::InvitationOffered { invitation, .. } => (
+        // Recipients learn of an invitation from `invitation_offered`; the
+        // session's agents from `invitation_sent`.
+        Event::InvitationOffered { .. } | Event::InvitationWithdrawn { .. } => return None,
+        Event::InvitationSent { invitation } => (
             "invitation_sent",
-            json!({"session": session, "invitation": inv(invitation)}),
+            json!({"session": session, "invitation": invitation}),
         ),
-        // The session's agents learn the outcome from accepted / cancelled /
-        // expired; the per-recipient withdrawal is for the recipients.
-        Event::InvitationWithdrawn { .. } => return None,
         Event::InvitationAccepted { invitation } => (
             "invitation_accepted",
-            json!({"session": session, "invitation": inv(invitation), "by": invitation.accepted_by}),
+            json!({"session": session, "invitation": invitation, "by": invitation.accepted_by}),
         ),
         Event::InvitationDeclined { invitation, by } => (
             "invitation_declined",
-            json!({"session": session, "invitation": inv(invitation), "by": by}),
+            json!({"session": session, "invitation": invitation, "by": by}),
         ),
         Event::InvitationExpired { invitation } => (
             "invitation_expired",
-            json!({"session": session, "invitation": inv(invitation)}),
+            json!({"session": session, "invitation": invitation}),
         ),
         Event::InvitationCancelled { invitation, reason } => (
             "invitation_cancelled",
-            json!({"session": session, "invitation": inv(invitation), "reason": reason}),
+            json!({"session": session, "invitation": invitation, "reason": reason}),
         ),
         Event::ParticipantJoined { participant } => (
             "participant_joined",
@@ -380,20 +438,33 @@ fn participant_view(
             "customer_reconnected",
             json!({"session": session, "generation": generation, "screen_shared": screen_shared}),
         ),
-        Event::SessionEnded { at } => ("session_ended", json!({"session": session, "at": at})),
+        Event::SessionEnded { at, reason } => (
+            "session_ended",
+            json!({"session": session, "at": at, "reason": reason}),
+        ),
     };
     Some(ClientEvent { name, data })
 }
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
+
     use super::*;
+    use crate::domain::id::MessageId;
     use crate::domain::policy::{Policy, SessionMode};
-    use crate::domain::session::{Command, Session, Target, WithdrawReason};
+    use crate::domain::session::{Invite, Rules, Session, SessionBrief, Target, WithdrawReason};
     use crate::domain::{AccountId, AgentRef, InvitationId, PortalId};
 
     fn id(s: &str) -> AgentId {
         AgentId::parse(s).unwrap()
+    }
+
+    fn agent(s: &str) -> AgentRef {
+        AgentRef {
+            id: id(s),
+            name: format!("Agent {s}"),
+        }
     }
 
     /// PortalActor views an offer once per node for the first local
@@ -407,31 +478,38 @@ mod tests {
             id: id("lead"),
             name: "Lead".into(),
         };
-        let session = Session::create(
+        let rules = Rules {
+            policy: &policy,
+            now,
+        };
+        let (mut session, _) = Session::create(
             SessionId::random(),
             AccountId::parse("acme").unwrap(),
             SessionMode::Web,
             lead,
             "Carl".into(),
-            &policy,
-            now,
+            rules,
         )
         .unwrap();
-        let invite = Command::Invite {
-            id: InvitationId::random(),
+        let invite = Invite {
+            id: InvitationId::within(&session.id),
             inviter: id("lead"),
             target: Target::Portal(PortalId::parse("support").unwrap()),
             masked: true,
             comment: Some("note".into()),
             online: vec![id("ann"), id("bob"), id("cid")],
         };
-        let outcome = session.apply(invite, &policy, now).unwrap();
-        let offered = &outcome.events[0];
+        let outcome = session.apply(&invite.into(), rules).unwrap();
+        let offered = outcome
+            .events
+            .iter()
+            .find(|e| matches!(e, Event::InvitationOffered { .. }))
+            .unwrap();
         let Event::InvitationOffered { invitation, .. } = offered else {
             panic!("an offer")
         };
         let withdrawn = Event::InvitationWithdrawn {
-            invitation: invitation.clone(),
+            invitation: invitation.id.clone(),
             recipients: vec![id("ann"), id("bob"), id("cid")],
             reason: WithdrawReason::AcceptedByOther,
         };
@@ -447,5 +525,192 @@ mod tests {
                 None
             );
         }
+    }
+
+    /// An invitation of session `ses-1` from `lead` to `ann` and `bob`.
+    fn invitation(status: InvitationStatus) -> Invitation {
+        let at = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+        Invitation {
+            id: InvitationId::parse("inv-1").unwrap(),
+            session: SessionId::parse("ses-1").unwrap(),
+            inviter: agent("lead"),
+            target: Target::Portal(PortalId::parse("support").unwrap()),
+            masked: false,
+            comment: Some("note".into()),
+            recipients: vec![id("ann"), id("bob")],
+            declined_by: Vec::new(),
+            unavailable: Vec::new(),
+            status,
+            accepted_by: (status == InvitationStatus::Accepted).then(|| id("ann")),
+            fence: None,
+            created_at: at,
+            expires_at: at + chrono::Duration::seconds(120),
+            closed_reason: None,
+        }
+    }
+
+    fn participant(name: &str, masked: bool) -> Participant {
+        Participant {
+            agent: agent(name),
+            role: Role::Collaborator,
+            masked,
+            joined_at: Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap(),
+        }
+    }
+
+    /// A message as the chat rule writes it: numbered for the customer
+    /// exactly when the customer may read it.
+    fn message(author: Author, audience: Audience) -> Message {
+        let mut m = Message {
+            id: MessageId::parse("msg-1").unwrap(),
+            seq: 7,
+            customer_seq: None,
+            author,
+            text: "hello".into(),
+            audience,
+            sent_at: Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap(),
+        };
+        m.customer_seq = customer_may_read(&m).then_some(3);
+        m
+    }
+
+    /// One event of every kind, and of every variant the gate tells apart.
+    fn every_kind_of_event() -> Vec<Event> {
+        let summary = |status| InvitationSummary::from(&invitation(status));
+        let by_agent = |masked| Author::Agent {
+            agent: agent("ann"),
+            masked,
+        };
+        let at = Utc.with_ymd_and_hms(2024, 5, 1, 13, 0, 0).unwrap();
+        let mut events = vec![
+            Event::InvitationOffered {
+                invitation: invitation(InvitationStatus::Pending),
+                session: SessionBrief {
+                    id: SessionId::parse("ses-1").unwrap(),
+                    mode: SessionMode::Web,
+                    customer_name: "Carl".into(),
+                },
+            },
+            Event::InvitationSent {
+                invitation: summary(InvitationStatus::Pending),
+            },
+            Event::InvitationWithdrawn {
+                invitation: InvitationId::parse("inv-1").unwrap(),
+                recipients: vec![id("ann")],
+                reason: WithdrawReason::Cancelled,
+            },
+            Event::InvitationAccepted {
+                invitation: summary(InvitationStatus::Accepted),
+            },
+            Event::InvitationDeclined {
+                invitation: summary(InvitationStatus::Declined),
+                by: id("bob"),
+            },
+            Event::InvitationExpired {
+                invitation: summary(InvitationStatus::Expired),
+            },
+            Event::InvitationCancelled {
+                invitation: summary(InvitationStatus::Cancelled),
+                reason: WithdrawReason::SessionEnded,
+            },
+            Event::LeadChanged { lead: agent("ann") },
+            Event::CustomerReconnectRequired { generation: 2 },
+            Event::CustomerReconnected {
+                generation: 2,
+                screen_shared: true,
+            },
+        ];
+        for masked in [false, true] {
+            events.push(Event::ParticipantJoined {
+                participant: participant("ann", masked),
+            });
+            events.push(Event::ParticipantLeft {
+                participant: participant("ann", masked),
+            });
+        }
+        for (author, audience) in [
+            (by_agent(false), Audience::Everyone),
+            (by_agent(false), Audience::Agents),
+            (by_agent(true), Audience::Everyone),
+            (by_agent(true), Audience::Agents),
+            (
+                Author::Customer {
+                    name: "Carl".into(),
+                },
+                Audience::Everyone,
+            ),
+        ] {
+            events.push(Event::MessagePosted {
+                message: message(author, audience),
+            });
+        }
+        for reason in [
+            EndReason::EndedByLead,
+            EndReason::LastAgentLeft,
+            EndReason::Idle,
+        ] {
+            events.push(Event::SessionEnded { at, reason });
+        }
+        events
+    }
+
+    fn kind(event: &Event) -> &'static str {
+        match event {
+            Event::InvitationOffered { .. } => "offered",
+            Event::InvitationSent { .. } => "sent",
+            Event::InvitationWithdrawn { .. } => "withdrawn",
+            Event::InvitationAccepted { .. } => "accepted",
+            Event::InvitationDeclined { .. } => "declined",
+            Event::InvitationExpired { .. } => "expired",
+            Event::InvitationCancelled { .. } => "cancelled",
+            Event::ParticipantJoined { .. } => "joined",
+            Event::ParticipantLeft { .. } => "left",
+            Event::LeadChanged { .. } => "lead_changed",
+            Event::MessagePosted { .. } => "message",
+            Event::CustomerReconnectRequired { .. } => "reconnect_required",
+            Event::CustomerReconnected { .. } => "reconnected",
+            Event::SessionEnded { .. } => "session_ended",
+        }
+    }
+
+    /// Delivery routes by `audiences` without building views: it must name
+    /// exactly the kinds of viewers `view` shows something to.
+    #[test]
+    fn audiences_agrees_with_view_on_every_kind_of_event() {
+        let session = SessionId::parse("ses-1").unwrap();
+        let events = every_kind_of_event();
+        let kinds: std::collections::BTreeSet<_> = events.iter().map(kind).collect();
+        assert_eq!(kinds.len(), 14, "one of each kind: {kinds:?}");
+        let mut customer_sees = 0;
+        for event in &events {
+            let to = audiences(event);
+            let sees = |viewer: Viewer<'_>| view(&viewer, &session, event).is_some();
+            assert_eq!(sees(Viewer::Customer), to.customer, "customer: {event:?}");
+            for agent in ["lead", "ann", "zed"] {
+                let agent = id(agent);
+                assert_eq!(
+                    sees(Viewer::Participant(&agent)),
+                    to.participants,
+                    "participant {agent}: {event:?}"
+                );
+                if sees(Viewer::Recipient(&agent)) {
+                    assert!(to.recipients, "recipient {agent}: {event:?}");
+                }
+            }
+            // The recipient every recipient event names does see it.
+            assert_eq!(
+                sees(Viewer::Recipient(&id("ann"))),
+                to.recipients,
+                "{event:?}"
+            );
+            assert!(!sees(Viewer::Other), "{event:?}");
+            assert!(
+                !(to.recipients && (to.customer || to.participants)),
+                "a recipient event is for recipients only: {event:?}"
+            );
+            customer_sees += usize::from(to.customer);
+        }
+        // Unmasked join and leave, two readable messages, reconnect, three ends.
+        assert_eq!(customer_sees, 8);
     }
 }

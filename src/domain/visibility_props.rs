@@ -3,15 +3,20 @@
 //! Random sequences of commands (invitations direct and to a portal, masked
 //! or not, with comments; accepts by random recipients; declines; cancels;
 //! expiries as time advances; logouts; chat by agents to both audiences and
-//! by the customer; leaves; ends; customer reconnects) are applied to one
-//! session; commands the domain refuses are skipped. Every secret is made
+//! by the customer; leaves; ends; customer reconnects; idle checks) are
+//! applied to one session; commands the domain refuses are skipped (and must
+//! have changed nothing). Every secret is made
 //! recognisable by its text — agent ids `agentid-N`, names `NameN`,
 //! comments `COMMENT-N`, invitation ids `invid-N`, agents-only messages
 //! `AGENTSONLY-N`, masked agents' messages `MASKED-N` — so after each
 //! command the customer's event views, session view and message history can
 //! be searched for them. Positives (what the customer and the recipients
-//! must see) are asserted alongside, and a coverage test shows the random
-//! sessions really reach every kind of secret.
+//! must see) are asserted alongside, as are two rules of the gate: the
+//! customer's message numbers are exactly 1, 2, 3… over what it saw (so
+//! they reveal nothing about what it did not), and every event is routed
+//! consistently (`audiences` names exactly the kinds of viewers `view` shows
+//! it to). A coverage test shows the random sessions really reach every
+//! kind of secret.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -23,8 +28,14 @@ use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
 use super::directory::AgentRef;
 use super::id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId};
 use super::policy::{Policy, SessionMode};
-use super::session::{Audience, Author, Command, Event, Message, Poster, Session, Target};
-use super::visibility::{ClientEvent, Viewer, customer_session_view, message_view, view};
+use super::session::EndReason;
+use super::session::{
+    Accept, Audience, Author, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End, Event,
+    Expire, Invite, Leave, Message, Post, Poster, RecipientGone, Rules, Session, Target,
+};
+use super::visibility::{
+    ClientEvent, Viewer, audiences, customer_session_view, message_view, view,
+};
 
 /// Agents `agentid-0` (the lead) to `agentid-5`: single digits, so no id or
 /// name is a prefix of another.
@@ -138,6 +149,9 @@ enum Op {
         generation_off_by: i64,
         screen_shared: bool,
     },
+    CheckIdle {
+        after_secs: i64,
+    },
 }
 
 /// Which invitation a command is about, counted back from the newest:
@@ -171,6 +185,7 @@ fn op() -> impl Strategy<Value = Op> {
                 generation_off_by, screen_shared,
             }
         ),
+        1 => (0i64..5000).prop_map(|after_secs| Op::CheckIdle { after_secs }),
     ]
 }
 
@@ -206,6 +221,8 @@ struct Coverage {
     withdrawals_delivered: usize,
     reconnects_shown: usize,
     sessions_ended: usize,
+    sessions_ended_idle: usize,
+    hidden_messages_between_shown_ones: usize,
 }
 
 impl Coverage {
@@ -222,6 +239,8 @@ impl Coverage {
         self.withdrawals_delivered += o.withdrawals_delivered;
         self.reconnects_shown += o.reconnects_shown;
         self.sessions_ended += o.sessions_ended;
+        self.sessions_ended_idle += o.sessions_ended_idle;
+        self.hidden_messages_between_shown_ones += o.hidden_messages_between_shown_ones;
     }
 }
 
@@ -230,6 +249,13 @@ struct Run {
     session: Session,
     /// Messages stored beside the state, as the history endpoint serves them.
     messages: Vec<Message>,
+    /// Every invitation sent and whom it was offered to, newest last: the
+    /// hot state keeps only the open ones, commands may name any.
+    sent: Vec<(InvitationId, Vec<AgentId>)>,
+    /// The `seq` of each message the customer's stream showed, in order.
+    customer_seqs: Vec<u64>,
+    /// A message the customer may not read came since the last it saw.
+    hidden_since_shown: bool,
     now: DateTime<Utc>,
     /// Makes every id and text unique.
     counter: u64,
@@ -246,20 +272,25 @@ impl Run {
             ..Policy::default()
         };
         let now = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
-        let session = Session::create(
+        let (session, _) = Session::create(
             SessionId::parse("ses-prop").unwrap(),
             AccountId::parse("acme").unwrap(),
             SessionMode::Web,
             agent_ref(0),
             CUSTOMER_NAME.into(),
-            &policy,
-            now,
+            Rules {
+                policy: &policy,
+                now,
+            },
         )
         .unwrap();
         Self {
             policy,
             session,
             messages: Vec::new(),
+            sent: Vec::new(),
+            customer_seqs: Vec::new(),
+            hidden_since_shown: false,
             now,
             counter: 0,
             shown: BTreeSet::from([0]),
@@ -273,20 +304,14 @@ impl Run {
     }
 
     fn participant_ids(&self) -> Vec<AgentId> {
-        self.session
-            .participants
-            .iter()
-            .map(|p| p.agent.id.clone())
-            .collect()
+        self.session.agent_ids()
     }
 
-    /// The `n`th newest invitation (cyclically) and its recipients, if any.
+    /// The `n`th newest invitation ever sent (cyclically) and its
+    /// recipients, if any: open or closed.
     fn invitation(&self, n: usize) -> Option<(InvitationId, Vec<AgentId>)> {
-        let all = &self.session.invitations;
-        (!all.is_empty()).then(|| {
-            let i = &all[all.len() - 1 - n % all.len()];
-            (i.id.clone(), i.recipients.clone())
-        })
+        let all = &self.sent;
+        (!all.is_empty()).then(|| all[all.len() - 1 - n % all.len()].clone())
     }
 
     /// The command `op` stands for in the current session, if any.
@@ -313,7 +338,7 @@ impl Run {
                     }
                     Target::Agent(agent_id(*target))
                 };
-                Command::Invite {
+                Invite {
                     id: InvitationId::parse(&format!("invid-{n}")).unwrap(),
                     inviter: inviter.from(&self.participant_ids()),
                     target,
@@ -321,6 +346,7 @@ impl Run {
                     comment: comment.then(|| format!("COMMENT-{n}")),
                     online,
                 }
+                .into()
             }
             Op::Accept {
                 invitation,
@@ -328,36 +354,41 @@ impl Run {
                 active_sessions,
             } => {
                 let (invitation, recipients) = self.invitation(*invitation)?;
-                Command::Accept {
+                Accept {
                     invitation,
                     agent: agent_ref(index_of(&by.from(&recipients))),
                     active_sessions: *active_sessions,
                     fence: n,
                 }
+                .into()
             }
             Op::Decline { invitation, by } => {
                 let (invitation, recipients) = self.invitation(*invitation)?;
-                Command::Decline {
+                Decline {
                     invitation,
                     agent: by.from(&recipients),
                 }
+                .into()
             }
-            Op::Cancel { invitation, by } => Command::Cancel {
+            Op::Cancel { invitation, by } => Cancel {
                 invitation: self.invitation(*invitation)?.0,
                 by: by.from(&self.participant_ids()),
-            },
+            }
+            .into(),
             Op::Expire {
                 invitation,
                 after_secs,
             } => {
                 self.now += Duration::seconds(*after_secs);
-                Command::Expire {
+                Expire {
                     invitation: self.invitation(*invitation)?.0,
                 }
+                .into()
             }
-            Op::RecipientGone { agent } => Command::RecipientGone {
+            Op::RecipientGone { agent } => RecipientGone {
                 agent: agent_id(*agent),
-            },
+            }
+            .into(),
             Op::Post { by, agents_only } => {
                 let author = by.from(&self.participant_ids());
                 let masked = self.session.participant(&author).is_some_and(|p| p.masked);
@@ -366,7 +397,7 @@ impl Run {
                     (false, true) => "AGENTSONLY",
                     (false, false) => "PUBLIC",
                 };
-                Command::Post {
+                Post {
                     id: MessageId::parse(&format!("msg-{n}")).unwrap(),
                     author: Poster::Agent(author),
                     text: format!("{label}-{n}"),
@@ -376,29 +407,38 @@ impl Run {
                         Audience::Everyone
                     },
                 }
+                .into()
             }
-            Op::CustomerPost => Command::Post {
+            Op::CustomerPost => Post {
                 id: MessageId::parse(&format!("msg-{n}")).unwrap(),
                 author: Poster::Customer,
                 text: format!("CUSTOMER-{n}"),
                 audience: Audience::Everyone,
-            },
-            Op::Leave { by } => Command::Leave {
+            }
+            .into(),
+            Op::Leave { by } => Leave {
                 agent: by.from(&self.participant_ids()),
-            },
-            Op::End { by } => Command::End {
+            }
+            .into(),
+            Op::End { by } => End {
                 by: by.from(&self.participant_ids()),
-            },
+            }
+            .into(),
             Op::CustomerReconnected {
                 generation_off_by,
                 screen_shared,
-            } => Command::CustomerReconnected {
+            } => CustomerReconnected {
                 generation: u32::try_from(
                     i64::from(self.session.customer.generation) + generation_off_by,
                 )
                 .unwrap_or(0),
                 screen_shared: *screen_shared,
-            },
+            }
+            .into(),
+            Op::CheckIdle { after_secs } => {
+                self.now += Duration::seconds(*after_secs);
+                CheckIdle.into()
+            }
         })
     }
 
@@ -406,11 +446,21 @@ impl Run {
         let Some(command) = self.command(op) else {
             return;
         };
-        match self.session.apply(command, &self.policy, self.now) {
-            Err(_) => self.coverage.commands_refused += 1,
+        let before = self.session.clone();
+        let rules = Rules {
+            policy: &self.policy,
+            now: self.now,
+        };
+        match self.session.apply(&command, rules) {
+            Err(e) => {
+                assert_eq!(
+                    self.session, before,
+                    "the refused {command:?} ({e}) changed it"
+                );
+                self.coverage.commands_refused += 1;
+            }
             Ok(outcome) => {
                 self.coverage.commands_applied += 1;
-                self.session = outcome.session;
                 self.messages.extend(outcome.message);
                 for event in &outcome.events {
                     self.check_event(event);
@@ -429,7 +479,9 @@ impl Run {
             self.shown.insert(index_of(&participant.agent.id));
         }
         let sid = self.session.id.clone();
-        let customer = view(&Viewer::Customer, &sid, event).map(|e| client_text(&e));
+        self.check_routing(&sid, event);
+        let customer_event = view(&Viewer::Customer, &sid, event);
+        let customer = customer_event.as_ref().map(client_text);
         if let Some(text) = &customer {
             self.assert_clean("an event", text);
         }
@@ -445,8 +497,22 @@ impl Run {
                     } else {
                         self.coverage.customer_messages_shown += 1;
                     }
+                    let seq = customer_event
+                        .as_ref()
+                        .and_then(|e| e.data["message"]["seq"].as_u64())
+                        .expect("a message the customer sees is numbered");
+                    self.customer_seqs.push(seq);
+                    if std::mem::take(&mut self.hidden_since_shown) && seq > 1 {
+                        self.coverage.hidden_messages_between_shown_ones += 1;
+                    }
+                    let expected: Vec<u64> = (1..=self.customer_seqs.len() as u64).collect();
+                    assert_eq!(
+                        self.customer_seqs, expected,
+                        "the customer's numbering skips or repeats"
+                    );
                 } else {
                     assert_eq!(customer, None, "{text}");
+                    self.hidden_since_shown = true;
                     if text.starts_with("MASKED-") {
                         self.coverage.masked_messages_hidden += 1;
                     } else {
@@ -472,6 +538,8 @@ impl Run {
             }
             Event::InvitationOffered { invitation, .. } => {
                 assert_eq!(customer, None);
+                self.sent
+                    .push((invitation.id.clone(), invitation.recipients.clone()));
                 for i in 0..AGENTS {
                     let agent = agent_id(i);
                     let offer = view(&Viewer::Recipient(&agent), &sid, event);
@@ -506,9 +574,12 @@ impl Run {
                 );
                 self.coverage.reconnects_shown += 1;
             }
-            Event::SessionEnded { .. } => {
+            Event::SessionEnded { reason, .. } => {
                 assert!(shows("session_ended"), "{customer:?}");
                 self.coverage.sessions_ended += 1;
+                if *reason == EndReason::Idle {
+                    self.coverage.sessions_ended_idle += 1;
+                }
             }
             Event::ParticipantLeft { participant } => {
                 assert_eq!(
@@ -523,13 +594,40 @@ impl Run {
                     .accepted_by
                     .as_ref()
                     .expect("accepted by someone");
-                assert!(invitation.recipients.contains(by), "{invitation:?}");
+                let (_, recipients) = self
+                    .sent
+                    .iter()
+                    .find(|(id, _)| id == &invitation.id)
+                    .expect("an accepted invitation was sent");
+                assert!(recipients.contains(by), "{invitation:?}");
             }
-            Event::InvitationDeclined { .. }
+            Event::InvitationSent { .. }
+            | Event::InvitationDeclined { .. }
             | Event::InvitationExpired { .. }
             | Event::InvitationCancelled { .. }
             | Event::LeadChanged { .. }
             | Event::CustomerReconnected { .. } => assert_eq!(customer, None, "{event:?}"),
+        }
+    }
+
+    /// `audiences` routes `event` to exactly the kinds of viewers `view`
+    /// shows it to: the customer and the session's agents see something iff
+    /// their flag is set; a recipient only if recipients are addressed.
+    fn check_routing(&self, session: &SessionId, event: &Event) {
+        let to = audiences(event);
+        let sees = |viewer: Viewer<'_>| view(&viewer, session, event).is_some();
+        assert_eq!(sees(Viewer::Customer), to.customer, "customer: {event:?}");
+        for i in 0..AGENTS {
+            let agent = agent_id(i);
+            assert_eq!(
+                sees(Viewer::Participant(&agent)),
+                to.participants,
+                "participant {agent}: {event:?}"
+            );
+            assert!(
+                !sees(Viewer::Recipient(&agent)) || to.recipients,
+                "recipient {agent}: {event:?}"
+            );
         }
     }
 
@@ -549,6 +647,21 @@ impl Run {
         let listed: Vec<String> = session_view.agents.iter().map(|a| a.name.clone()).collect();
         assert_eq!(listed, unmasked);
         assert_eq!(session_view.generation, self.session.customer.generation);
+
+        // The history numbers what the customer may read 1, 2, 3…, as the
+        // stream did, and as far as the session's counter says.
+        let history_seqs: Vec<u64> = self
+            .messages
+            .iter()
+            .filter_map(|m| message_view(&Viewer::Customer, m))
+            .map(|v| v["seq"].as_u64().expect("a numbered message"))
+            .collect();
+        assert_eq!(history_seqs, self.customer_seqs);
+        assert_eq!(
+            self.session.counters.customer_messages,
+            self.customer_seqs.len() as u64
+        );
+        assert_eq!(self.session.counters.messages, self.messages.len() as u64);
 
         for message in &self.messages {
             let seen = message_view(&Viewer::Customer, message)
@@ -643,6 +756,11 @@ fn the_random_sessions_reach_every_secret_and_every_positive() {
         ("withdrawals delivered", t.withdrawals_delivered),
         ("reconnects shown", t.reconnects_shown),
         ("sessions ended", t.sessions_ended),
+        ("sessions ended idle", t.sessions_ended_idle),
+        (
+            "hidden messages between shown ones",
+            t.hidden_messages_between_shown_ones,
+        ),
     ] {
         assert!(count >= 10, "only {count} {what} in {t:?}");
     }

@@ -11,30 +11,14 @@ use chrono::Utc;
 use super::AppState;
 use super::error::ApiError;
 use super::token::Subject;
-use crate::domain::{Account, Agent, SessionId};
+pub use crate::app::{AgentCaller, CustomerCaller};
 
 /// The provisioning administrator.
 pub struct Admin;
 
-/// An agent, with its account and profile loaded.
-pub struct AgentCaller {
-    /// The agent's account.
-    pub account: Account,
-    /// The agent.
-    pub agent: Agent,
-}
-
-/// The customer of one session.
-pub struct CustomerCaller {
-    /// The session's account.
-    pub account: Account,
-    /// The session.
-    pub session: SessionId,
-}
-
 enum Bearer {
     Admin,
-    Subject(Subject),
+    Subject(Subject, String),
 }
 
 fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
@@ -66,11 +50,13 @@ fn bearer(req: &HttpRequest, state: &AppState) -> Result<Bearer, ApiError> {
     ) {
         return Ok(Bearer::Admin);
     }
-    state
+    let subject = state
         .tokens
         .verify(token, Utc::now())
-        .map(Bearer::Subject)
-        .ok_or_else(|| ApiError::unauthorized("the token is invalid or has expired"))
+        .ok_or_else(|| ApiError::unauthorized("the token is invalid or has expired"))?;
+    // The signature names the token (for per-token limits) without keeping it.
+    let name = token.rsplit('.').next().unwrap_or(token).to_owned();
+    Ok(Bearer::Subject(subject, name))
 }
 
 type Fut<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
@@ -82,7 +68,7 @@ impl FromRequest for Admin {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let result = state(req).and_then(|s| match bearer(req, &s)? {
             Bearer::Admin => Ok(Admin),
-            Bearer::Subject(_) => Err(ApiError::forbidden("this call needs the admin token")),
+            Bearer::Subject(..) => Err(ApiError::forbidden("this call needs the admin token")),
         });
         Box::pin(async move { result })
     }
@@ -96,16 +82,19 @@ impl FromRequest for AgentCaller {
         let req = req.clone();
         Box::pin(async move {
             let state = state(&req)?;
-            let (account_id, agent_id) = match bearer(&req, &state)? {
-                Bearer::Subject(Subject::Agent { account, agent }) => (account, agent),
+            let (account, agent, token) = match bearer(&req, &state)? {
+                Bearer::Subject(Subject::Agent { account, agent }, token) => {
+                    (account, agent, token)
+                }
                 _ => return Err(ApiError::forbidden("this call needs an agent token")),
             };
-            let backplane = &state.node.backplane;
-            let account = backplane.account(&account_id).await?;
-            let agent = backplane.agent(&account_id, &agent_id).await?;
-            match (account, agent) {
-                (Some(account), Some(agent)) => Ok(AgentCaller { account, agent }),
-                _ => Err(ApiError::unauthorized(
+            match crate::app::agent_caller(&state.node, &account, &agent).await? {
+                Some((account, agent)) => Ok(AgentCaller {
+                    account,
+                    agent,
+                    token,
+                }),
+                None => Err(ApiError::unauthorized(
                     "the token names an agent that no longer exists",
                 )),
             }
@@ -121,19 +110,22 @@ impl FromRequest for CustomerCaller {
         let req = req.clone();
         Box::pin(async move {
             let state = state(&req)?;
-            let (account_id, session) = match bearer(&req, &state)? {
-                Bearer::Subject(Subject::Customer { account, session }) => (account, session),
+            let (account, session, token) = match bearer(&req, &state)? {
+                Bearer::Subject(Subject::Customer { account, session }, token) => {
+                    (account, session, token)
+                }
                 _ => return Err(ApiError::forbidden("this call needs a customer token")),
             };
-            let account = state
-                .node
-                .backplane
-                .account(&account_id)
+            let account = crate::app::customer_account(&state.node, &account)
                 .await?
                 .ok_or_else(|| {
                     ApiError::unauthorized("the token names an account that no longer exists")
                 })?;
-            Ok(CustomerCaller { account, session })
+            Ok(CustomerCaller {
+                account,
+                session,
+                token,
+            })
         })
     }
 }

@@ -2,18 +2,13 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, Responder, web};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::auth::CustomerCaller;
 use super::error::ApiError;
-use super::{AppState, run_command, sse};
-use crate::actors::outbox::{Connect, Outbox};
-use crate::actors::reads;
-use crate::domain::session::{Audience, Poster};
-use crate::domain::visibility::{Viewer, customer_session_view, message_view};
-use crate::domain::{Command, MessageId};
+use super::{AppState, PageQuery, sse};
+use crate::app::customer as use_case;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/customer/session", web::get().to(session))
@@ -27,18 +22,17 @@ async fn session(
     caller: CustomerCaller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (view, _) =
-        reads::customer_session(&state.node, &caller.account.id, &caller.session).await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(use_case::session(&state.node, &caller).await?))
 }
 
 async fn messages(
     caller: CustomerCaller,
     state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, messages) =
-        reads::customer_session(&state.node, &caller.account.id, &caller.session).await?;
-    Ok(HttpResponse::Ok().json(json!({"messages": messages})))
+    let limit = query.limit()?;
+    let page = use_case::messages(&state.node, &caller, query.before, limit).await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[derive(Deserialize)]
@@ -52,17 +46,7 @@ async fn post_message(
     state: web::Data<AppState>,
     body: web::Json<MessageBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let command = Command::Post {
-        id: MessageId::random(),
-        author: Poster::Customer,
-        text: body.into_inner().text,
-        audience: Audience::Everyone,
-    };
-    let outcome = run_command(&state, &caller.account, &caller.session, command).await?;
-    let message = outcome
-        .message
-        .as_ref()
-        .and_then(|m| message_view(&Viewer::Customer, m));
+    let message = use_case::post(&state.node, &caller, body.into_inner().text).await?;
     Ok(HttpResponse::Created().json(message))
 }
 
@@ -79,29 +63,16 @@ async fn reconnected(
     state: web::Data<AppState>,
     body: web::Json<ReconnectedBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let command = Command::CustomerReconnected {
-        generation: body.generation,
-        screen_shared: body.screen_shared,
-    };
-    let outcome = run_command(&state, &caller.account, &caller.session, command).await?;
-    Ok(HttpResponse::Ok().json(customer_session_view(&outcome.session)))
+    let view =
+        use_case::reconnected(&state.node, &caller, body.generation, body.screen_shared).await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 async fn events(
     caller: CustomerCaller,
     state: web::Data<AppState>,
-) -> Result<impl Responder, ApiError> {
-    // Fail before opening a stream if the session is gone.
-    reads::customer_session(&state.node, &caller.account.id, &caller.session).await?;
-    let settings = &state.node.settings.sse;
-    let (outbox, rx) = Outbox::channel(settings.outbox);
-    state
-        .node
-        .session(&caller.account.id, &caller.session)
-        .send(Connect(outbox))
-        .await?;
-    Ok(sse::respond(
-        rx,
-        Duration::from_secs(settings.keep_alive_secs),
-    ))
+) -> Result<HttpResponse, ApiError> {
+    let (inbox, permit) = use_case::events(&state.node, &caller).await?;
+    let keep_alive = Duration::from_secs(state.node.settings.sse.keep_alive_secs);
+    Ok(sse::respond(inbox, permit, keep_alive))
 }

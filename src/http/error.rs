@@ -110,6 +110,7 @@ impl From<DomainError> for ApiError {
             D::NotParticipant | D::NotLead => (StatusCode::FORBIDDEN, "forbidden"),
             D::InvitationNotFound => (StatusCode::NOT_FOUND, "not_found"),
             D::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            D::LimitReached(_) => (StatusCode::CONFLICT, "limit_reached"),
             D::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
         };
         ApiError::new(status, code, e.to_string())
@@ -130,6 +131,12 @@ impl From<Failure> for ApiError {
             Failure::NotFound(what) => ApiError::not_found(what),
             Failure::Backplane(b) => b.into(),
             Failure::Contended => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            Failure::Forbidden(detail) => ApiError::forbidden(detail),
+            Failure::TooManyStreams(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                e.to_string(),
+            ),
             Failure::Unavailable(detail) => {
                 tracing::warn!(%detail, "actor unavailable");
                 ApiError::unavailable("this node is shutting down; retry")

@@ -1,5 +1,5 @@
-//! The HTTP surface (API.md): thin handlers that extract, call the actors
-//! or reads, and map the result; errors as problem+json.
+//! The HTTP surface (API.md): thin handlers that extract, call one use case
+//! of `app/`, and map the result; errors as problem+json.
 
 pub mod agents;
 pub mod auth;
@@ -15,10 +15,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
+use serde::Deserialize;
 
 use crate::actors::Node;
-use crate::actors::session::Execute;
-use crate::domain::{Account, Command, Outcome, SessionId};
 use error::ApiError;
 use token::Tokens;
 
@@ -35,23 +34,26 @@ pub fn lookup_id<T: FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found(what))
 }
 
-/// Runs a command on a session through this node's session actor, under
-/// the account's current policy.
-pub async fn run_command(
-    state: &AppState,
-    account: &Account,
-    session: &SessionId,
-    command: Command,
-) -> Result<Outcome, ApiError> {
-    let execute = Execute {
-        policy: account.policy.clone(),
-        command,
-    };
-    Ok(state
-        .node
-        .session(&account.id, session)
-        .send(execute)
-        .await??)
+/// `?before=&limit=` of a message page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Only messages numbered below this.
+    pub before: Option<u64>,
+    /// At most this many (default 50, at most 200).
+    pub limit: Option<usize>,
+}
+
+impl PageQuery {
+    /// The page size asked for, checked against the contract's bounds.
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        let max = crate::app::sessions::MESSAGE_PAGE_MAX;
+        match self.limit {
+            None => Ok(crate::app::sessions::MESSAGE_PAGE),
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::invalid(format!("limit must be 1 to {max}"))),
+        }
+    }
 }
 
 /// Mounts every route.

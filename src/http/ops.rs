@@ -24,7 +24,7 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.node.backplane.ping().await?;
+    crate::app::ready(&state.node).await?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready", "node": state.node.settings.node.id})))
 }
 
@@ -77,6 +77,21 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "Events written to client outboxes.",
             &m.events_delivered,
         ),
+        (
+            "collabd_events_prepared_total",
+            "Events viewed and serialized (once per node per event and kind of viewer).",
+            &m.events_prepared,
+        ),
+        (
+            "collabd_streams_refused_total",
+            "Event streams refused: the token had as many open as it may.",
+            &m.streams_refused,
+        ),
+        (
+            "collabd_session_loads_total",
+            "Session states read from the backplane (not served from the node's cache).",
+            &m.session_loads,
+        ),
     ];
     let mut out = String::new();
     for (name, help, value) in counters {
@@ -86,7 +101,16 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             value.load(Ordering::Relaxed)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP collabd_open_streams Event streams open on this node.\n# TYPE collabd_open_streams gauge\ncollabd_open_streams {}",
+        state.node.permits.open_streams()
+    );
     let (sessions, agents, portals) = state.node.actor_counts();
+    let _ = writeln!(
+        out,
+        "# HELP collabd_live_actors Actors running on this node, by kind.\n# TYPE collabd_live_actors gauge"
+    );
     for (kind, n) in [
         ("session", sessions),
         ("agent", agents),

@@ -10,6 +10,7 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::token::Subject;
 use super::{AppState, lookup_id};
+use crate::app::provisioning as use_case;
 use crate::domain::directory::parse_name;
 use crate::domain::{Account, AccountId, Agent, AgentId, PolicyInput, Portal, PortalId};
 
@@ -65,19 +66,12 @@ async fn put_account(
     let name = parse_name("name", &body.name).map_err(ApiError::invalid)?;
     let policy = body.policy.into_policy().map_err(ApiError::invalid)?;
     let account = Account { id, name, policy };
-    let created = state.node.backplane.put_account(account.clone()).await?;
+    let created = use_case::put_account(&state.node, &account).await?;
     Ok(HttpResponse::build(created_or_ok(created)).json(account))
 }
 
-async fn existing_account(state: &AppState, raw: &str) -> Result<AccountId, ApiError> {
-    let id: AccountId = lookup_id(raw, "account")?;
-    state
-        .node
-        .backplane
-        .account(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("account"))?;
-    Ok(id)
+fn account_id(raw: &str) -> Result<AccountId, ApiError> {
+    lookup_id(raw, "account")
 }
 
 #[derive(Deserialize)]
@@ -92,15 +86,11 @@ async fn put_portal(
     path: web::Path<(String, String)>,
     body: web::Json<PortalBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = existing_account(&state, &path.0).await?;
+    let account = account_id(&path.0)?;
     let id: PortalId = new_id(&path.1, "portal")?;
     let name = parse_name("name", &body.name).map_err(ApiError::invalid)?;
     let portal = Portal { id, name };
-    let created = state
-        .node
-        .backplane
-        .put_portal(&account, portal.clone())
-        .await?;
+    let created = use_case::put_portal(&state.node, &account, &portal).await?;
     Ok(HttpResponse::build(created_or_ok(created)).json(portal))
 }
 
@@ -118,32 +108,15 @@ async fn put_agent(
     path: web::Path<(String, String)>,
     body: web::Json<AgentBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = existing_account(&state, &path.0).await?;
+    let account = account_id(&path.0)?;
     let id: AgentId = new_id(&path.1, "agent")?;
     let body = body.into_inner();
     let name = parse_name("name", &body.name).map_err(ApiError::invalid)?;
     let mut portals = body.portals;
     portals.sort();
     portals.dedup();
-    for portal in &portals {
-        if state
-            .node
-            .backplane
-            .portal(&account, portal)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::invalid(format!(
-                "portal {portal:?} does not exist in this account"
-            )));
-        }
-    }
     let agent = Agent { id, name, portals };
-    let created = state
-        .node
-        .backplane
-        .put_agent(&account, agent.clone())
-        .await?;
+    let created = use_case::put_agent(&state.node, &account, &agent).await?;
     Ok(HttpResponse::build(created_or_ok(created)).json(agent))
 }
 
@@ -160,14 +133,9 @@ async fn mint_token(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let account = existing_account(&state, &path.0).await?;
+    let account = account_id(&path.0)?;
     let agent: AgentId = lookup_id(&path.1, "agent")?;
-    state
-        .node
-        .backplane
-        .agent(&account, &agent)
-        .await?
-        .ok_or_else(|| ApiError::not_found("agent"))?;
+    use_case::existing_agent(&state.node, &account, &agent).await?;
     let body: TokenBody = if body.iter().all(u8::is_ascii_whitespace) {
         TokenBody::default()
     } else {

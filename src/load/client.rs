@@ -1,7 +1,12 @@
 //! HTTP and Server-Sent Events over awc, for the generator. One client for
 //! every call and stream: its connector has no connection limit, because
 //! every open event stream holds a connection for the whole run.
+//!
+//! The stream side is on the generator's hot path (one call per delivered
+//! event): frames are cut out of the receive buffer in place and handed to
+//! the caller as borrowed text, so reading an event allocates nothing.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -9,13 +14,14 @@ use actix_web::web::Bytes;
 use awc::error::PayloadError;
 use awc::http::Method;
 use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How long a request may wait for its response head (and an ordinary
 /// body); streams' bodies have no limit.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest ordinary response body read.
 const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -26,13 +32,20 @@ pub struct Nodes {
     urls: Vec<String>,
 }
 
-/// An HTTP answer: status and the body as JSON (`Null` when not JSON).
+/// An HTTP answer: its status and raw body, parsed only as far as a caller
+/// asks (most answers on the hot path are judged by their status alone).
 #[derive(Debug, Clone)]
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
-    /// The body parsed as JSON.
-    pub body: Value,
+    /// The body as received.
+    pub body: Bytes,
+}
+
+#[derive(Deserialize)]
+struct ProblemHead<'a> {
+    #[serde(borrow)]
+    code: Option<Cow<'a, str>>,
 }
 
 impl Answer {
@@ -41,17 +54,27 @@ impl Answer {
         (200..300).contains(&self.status)
     }
 
-    /// `"<status> <problem code>"`, the key errors are counted under.
-    pub fn error_key(&self) -> String {
-        match self.body.get("code").and_then(Value::as_str) {
-            Some(code) => format!("{} {code}", self.status),
-            None => self.status.to_string(),
-        }
+    /// The body parsed into `T`, borrowing from it where `T` does.
+    pub fn json<'a, T: Deserialize<'a>>(&'a self) -> Option<T> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The body as a JSON value (`Null` when not JSON); for set-up only.
+    pub fn value(&self) -> Value {
+        self.json().unwrap_or(Value::Null)
     }
 
     /// The problem code, if the body is a problem.
-    pub fn code(&self) -> Option<&str> {
-        self.body.get("code").and_then(Value::as_str)
+    pub fn code(&self) -> Option<Cow<'_, str>> {
+        self.json::<ProblemHead<'_>>()?.code
+    }
+
+    /// `"<status> <problem code>"`, the key errors are counted under.
+    pub fn error_key(&self) -> String {
+        match self.code() {
+            Some(code) => format!("{} {code}", self.status),
+            None => self.status.to_string(),
+        }
     }
 }
 
@@ -102,19 +125,16 @@ impl Nodes {
         };
         let mut response = sent.map_err(|e| format!("{e}"))?;
         let status = response.status().as_u16();
-        let bytes = response
+        let body = response
             .body()
             .limit(MAX_REPLY_BYTES)
             .await
             .map_err(|e| format!("{e}"))?;
-        Ok(Answer {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        })
+        Ok(Answer { status, body })
     }
 
     /// Opens an event stream on node `node % len` and returns its body once
-    /// the server answered 200.
+    /// the server answered 200; `Err` names the status or the failure.
     pub async fn open_stream(&self, node: usize, path: &str, token: &str) -> Result<Body, String> {
         let url = format!("{}{path}", self.urls[node % self.urls.len()]);
         let response = self
@@ -133,13 +153,15 @@ impl Nodes {
     }
 }
 
-/// One SSE event: its `event:` type and its `data:` text.
+/// One SSE event: its `event:` type and its `data:` text, borrowed from the
+/// receive buffer (owned only when the data spans several lines or the
+/// bytes were not UTF-8).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub struct Frame<'a> {
     /// The event type (`message` when absent).
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// The data lines joined by `\n`.
-    pub data: String,
+    pub data: Cow<'a, str>,
 }
 
 /// How a stream stopped being read.
@@ -157,7 +179,7 @@ pub enum StreamEnd {
 pub async fn pump(
     mut body: Body,
     mut stop: watch::Receiver<bool>,
-    mut on_event: impl FnMut(Frame, Instant),
+    mut on_event: impl FnMut(&Frame<'_>, Instant),
 ) -> StreamEnd {
     let mut buffer = FrameBuffer::default();
     loop {
@@ -178,7 +200,7 @@ pub async fn pump(
                     let arrived = Instant::now();
                     buffer.push(&chunk);
                     while let Some(frame) = buffer.next_frame() {
-                        on_event(frame, arrived);
+                        on_event(&frame, arrived);
                     }
                 }
             },
@@ -187,9 +209,13 @@ pub async fn pump(
 }
 
 /// Splits a byte stream into SSE frames (events separated by a blank line).
+/// Consumed frames are only marked; the bytes are moved once per received
+/// chunk, not once per frame.
 #[derive(Debug, Default)]
 pub struct FrameBuffer {
     bytes: Vec<u8>,
+    /// Where the first unconsumed frame starts.
+    start: usize,
     /// Where to resume looking for a blank line, so a frame that arrives in
     /// many chunks is not rescanned from its start each time.
     scanned: usize,
@@ -198,32 +224,57 @@ pub struct FrameBuffer {
 impl FrameBuffer {
     /// Appends received bytes.
     pub fn push(&mut self, chunk: &[u8]) {
+        if self.start > 0 {
+            self.bytes.drain(..self.start);
+            self.scanned = self.scanned.saturating_sub(self.start);
+            self.start = 0;
+        }
         self.bytes.extend_from_slice(chunk);
     }
 
     /// The next complete event, skipping comment-only frames (keep-alives).
-    pub fn next_frame(&mut self) -> Option<Frame> {
-        loop {
-            let from = self.scanned.saturating_sub(1);
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        let range = loop {
+            // A blank line split across chunks: look again from one byte back.
+            let from = self.scanned.max(self.start + 1) - 1;
             let Some(at) = self.bytes[from..].windows(2).position(|w| w == b"\n\n") else {
                 self.scanned = self.bytes.len();
                 return None;
             };
-            let end = from + at;
-            let frame = parse_frame(&self.bytes[..end]);
-            self.bytes.drain(..end + 2);
-            self.scanned = 0;
-            if frame.is_some() {
-                return frame;
+            let range = self.start..from + at;
+            self.start = from + at + 2;
+            self.scanned = self.start;
+            if has_fields(&self.bytes[range.clone()]) {
+                break range;
+            }
+        };
+        Some(parse_frame(&self.bytes[range]))
+    }
+}
+
+/// Whether a frame has any line that is not a comment.
+fn has_fields(raw: &[u8]) -> bool {
+    raw.split(|b| *b == b'\n')
+        .any(|line| !(line.is_empty() || line == b"\r" || line.starts_with(b":")))
+}
+
+fn parse_frame(raw: &[u8]) -> Frame<'_> {
+    match std::str::from_utf8(raw) {
+        Ok(text) => parse_text(text),
+        Err(_) => {
+            let text = String::from_utf8_lossy(raw).into_owned();
+            let frame = parse_text(&text);
+            Frame {
+                name: Cow::Owned(frame.name.into_owned()),
+                data: Cow::Owned(frame.data.into_owned()),
             }
         }
     }
 }
 
-fn parse_frame(raw: &[u8]) -> Option<Frame> {
-    let text = String::from_utf8_lossy(raw);
+fn parse_text(text: &str) -> Frame<'_> {
     let mut name = None;
-    let mut data: Vec<&str> = Vec::new();
+    let mut data: Option<Cow<'_, str>> = None;
     for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
         if line.is_empty() || line.starts_with(':') {
             continue;
@@ -231,23 +282,37 @@ fn parse_frame(raw: &[u8]) -> Option<Frame> {
         let (field, value) = line.split_once(':').unwrap_or((line, ""));
         let value = value.strip_prefix(' ').unwrap_or(value);
         match field {
-            "event" => name = Some(value.to_owned()),
-            "data" => data.push(value),
+            "event" => name = Some(value),
+            "data" => {
+                data = Some(match data.take() {
+                    None => Cow::Borrowed(value),
+                    Some(before) => {
+                        let mut joined = before.into_owned();
+                        joined.push('\n');
+                        joined.push_str(value);
+                        Cow::Owned(joined)
+                    }
+                });
+            }
             _ => {}
         }
     }
-    if name.is_none() && data.is_empty() {
-        return None;
+    Frame {
+        name: Cow::Borrowed(name.unwrap_or("message")),
+        data: data.unwrap_or(Cow::Borrowed("")),
     }
-    Some(Frame {
-        name: name.unwrap_or_else(|| "message".to_owned()),
-        data: data.join("\n"),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(name: &str, data: &str) -> Frame<'static> {
+        Frame {
+            name: Cow::Owned(name.to_owned()),
+            data: Cow::Owned(data.to_owned()),
+        }
+    }
 
     #[test]
     fn frames_split_across_chunks_are_reassembled_and_keep_alives_skipped() {
@@ -257,20 +322,41 @@ mod tests {
         buffer.push(b"shot\ndata: {\"a\":1}\n");
         assert_eq!(buffer.next_frame(), None);
         buffer.push(b"\nid: 2\ndata: x\ndata: y\n\n");
-        assert_eq!(
-            buffer.next_frame(),
-            Some(Frame {
-                name: "snapshot".into(),
-                data: "{\"a\":1}".into()
-            })
-        );
-        assert_eq!(
-            buffer.next_frame(),
-            Some(Frame {
-                name: "message".into(),
-                data: "x\ny".into()
-            })
-        );
+        assert_eq!(buffer.next_frame(), Some(frame("snapshot", "{\"a\":1}")));
+        assert_eq!(buffer.next_frame(), Some(frame("message", "x\ny")));
         assert_eq!(buffer.next_frame(), None);
+    }
+
+    #[test]
+    fn a_single_line_frame_is_borrowed_and_consumed_bytes_are_reclaimed() {
+        let mut buffer = FrameBuffer::default();
+        buffer.push(b"event: a\ndata: 1\n\nevent: b\ndata: 2\n\nevent: c\nda");
+        let first = buffer.next_frame().unwrap();
+        assert!(matches!(first.name, Cow::Borrowed("a")));
+        assert!(matches!(first.data, Cow::Borrowed("1")));
+        assert_eq!(buffer.next_frame(), Some(frame("b", "2")));
+        assert_eq!(buffer.next_frame(), None);
+        buffer.push(b"ta: 3\n");
+        assert_eq!(buffer.bytes, b"event: c\ndata: 3\n");
+        buffer.push(b"\n: ping\n\n");
+        assert_eq!(buffer.next_frame(), Some(frame("c", "3")));
+        assert_eq!(buffer.next_frame(), None);
+        buffer.push(b"");
+        assert!(buffer.bytes.is_empty());
+    }
+
+    #[test]
+    fn a_problem_answer_names_its_code() {
+        let answer = Answer {
+            status: 409,
+            body: Bytes::from_static(br#"{"status":409,"code":"invitation_taken"}"#),
+        };
+        assert_eq!(answer.code().as_deref(), Some("invitation_taken"));
+        assert_eq!(answer.error_key(), "409 invitation_taken");
+        let bare = Answer {
+            status: 502,
+            body: Bytes::from_static(b"bad gateway"),
+        };
+        assert_eq!(bare.error_key(), "502");
     }
 }

@@ -4,11 +4,15 @@
 //! histograms.
 //!
 //! Layout: [`client`] speaks HTTP and SSE, [`scenario`] provisions the
-//! account and runs the schedule, [`report`] turns what was observed into
-//! figures, a table and JSON, [`floor`] measures raw Redis round trips.
+//! account and runs the schedule, [`ledger`] keeps what is known of each
+//! invitation in play and judges it once settled, [`report`] turns what was
+//! observed into figures, a table and JSON, [`floor`] measures raw Redis
+//! round trips, [`cpu`] reads the nodes' and the generator's CPU time.
 
 pub mod client;
+pub mod cpu;
 pub mod floor;
+pub mod ledger;
 pub mod report;
 pub mod scenario;
 
@@ -30,8 +34,15 @@ pub use report::Report;
                   account (random id), logs agents in through the nodes round-robin, holds one \
                   event stream per agent on a different node than its login, creates sessions \
                   (each with a customer stream) and sends invitations open-loop at --rate. \
-                  Recipients accept after --accept-delay. Every alert, acceptance and withdrawal \
-                  is checked against the streams; latencies are HDR histograms.\n\n\
+                  --racers recipients of each invitation (chosen from the POST answer's recipient \
+                  list) accept after --accept-delay. Every alert, acceptance and withdrawal is \
+                  checked against the streams; latencies are HDR histograms. Each invitation is \
+                  judged once settled (race decided, every withdrawal in) or --grace after it was \
+                  created, so memory stays flat on long runs.\n\n\
+                  An accept whose answer was lost (timeout, transport failure, 503 `unavailable`) \
+                  is no refusal: its outcome is learned from the streams or, after the drain, from \
+                  GET /v1/sessions/{id}/invitations/{inv}, and reported as `learned`, or \
+                  `unknown` when nothing told; neither is an invariant break.\n\n\
                   Exit status: 0 when no invariant broke, 3 when any did (two winners, no winner \
                   although someone accepted in time, a missing alert or withdrawal, a customer \
                   leak), 1 when the run could not be carried out, 2 for bad arguments."
@@ -61,16 +72,20 @@ pub struct LoadArgs {
     /// How long to send invitations (e.g. 30s, 500ms, 2m).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// How long after the last invitation to keep listening for alerts,
-    /// acceptances and withdrawals before judging.
+    /// How long an invitation stays in play after its POST answer: its
+    /// alerts, acceptances and withdrawals must arrive within it (later
+    /// ones count as missing). The run listens this long after the last
+    /// invitation, then looks up lost answers' outcomes.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
     /// Delay between a recipient's alert and its accept: `fixed:10ms`,
     /// `uniform:0ms..50ms` or `exp:20ms` (exponential with that mean).
     #[arg(long, default_value = "uniform:0ms..50ms")]
     pub accept_delay: Delay,
-    /// How many of a portal invitation's recipients race to accept it
-    /// (chosen per invitation); the others only see the alert and its withdrawal.
+    /// How many of a portal invitation's recipients race to accept it: a
+    /// window of consecutive entries of the POST answer's recipient list, from
+    /// a position hashed from the invitation id. The others only see the
+    /// alert and its withdrawal.
     #[arg(long, default_value_t = 3)]
     pub racers: usize,
     /// Shares of invitations: `portal` (vs direct to one agent), `masked`,
@@ -84,6 +99,13 @@ pub struct LoadArgs {
     /// SET NX round trips from this process) and report latencies as ratios to it.
     #[arg(long)]
     pub redis: Option<String>,
+    /// Process ids of the nodes (local ones; comma-separated): report their
+    /// CPU time (utime + stime from /proc/<pid>/stat) from the first
+    /// invitation to the end of the drain, in all, per node and in µs per
+    /// delivered event (alerts + withdrawals the generator received). The
+    /// generator's own CPU is reported the same way with or without this.
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "PID[,PID...]")]
+    pub node_pids: Vec<u32>,
 }
 
 impl LoadArgs {
@@ -110,6 +132,13 @@ impl LoadArgs {
         }
         if self.racers == 0 {
             return bad("--racers must be at least 1");
+        }
+        for pid in &self.node_pids {
+            if cpu::ticks(Some(*pid)).is_none() {
+                return bad(&format!(
+                    "--node-pids: cannot read /proc/{pid}/stat (no such local process?)"
+                ));
+            }
         }
         Ok(())
     }
@@ -379,5 +408,38 @@ mod tests {
         ])
         .unwrap();
         assert!(too_few.validate().is_err());
+    }
+
+    #[test]
+    fn node_pids_are_a_list_of_readable_local_processes() {
+        let me = std::process::id().to_string();
+        let parse = |pids: &str| {
+            LoadArgs::try_parse_from([
+                "collabd load",
+                "--nodes",
+                "http://127.0.0.1:1",
+                "--admin-token",
+                "t",
+                "--node-pids",
+                pids,
+            ])
+        };
+        let args = parse(&format!("{me},{me}")).unwrap();
+        assert_eq!(args.node_pids, vec![std::process::id(); 2]);
+        if std::path::Path::new("/proc/self/stat").exists() {
+            assert!(args.validate().is_ok());
+            // Above the kernel's pid_max: never a live process.
+            assert!(parse("4194305").unwrap().validate().is_err());
+        }
+        assert!(parse("not-a-pid").is_err());
+        let none = LoadArgs::try_parse_from([
+            "collabd load",
+            "--nodes",
+            "http://127.0.0.1:1",
+            "--admin-token",
+            "t",
+        ])
+        .unwrap();
+        assert!(none.node_pids.is_empty());
     }
 }

@@ -11,6 +11,11 @@
 //! - `invite`: round trip of the invitation's POST;
 //! - `schedule_lag`: how late the generator sent each invitation against its
 //!   open-loop schedule (the generator's own health, not the server's).
+//!
+//! CPU, from `/proc` over the window from the first invitation to the end
+//! of the drain: `node_cpu` (with `--node-pids`) and `generator_cpu`, each
+//! also per delivered event (alerts plus withdrawals the generator's
+//! streams received in that window).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,8 +24,12 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::cpu::CpuUse;
 use super::floor::Floor;
 use super::{LoadArgs, LoadError};
+
+/// Schedule lag p99 above which the figures include a starved generator.
+pub const LAG_WARNING_MS: f64 = 5.0;
 
 /// The largest latency a histogram tells apart (one hour, in µs); longer
 /// ones are counted as this.
@@ -122,6 +131,22 @@ pub struct Observed {
     pub missing_withdrawals: u64,
     /// Customer stream events carrying something a customer must not see.
     pub customer_leaks: u64,
+    /// The same, by kind.
+    pub leaks: LeakCounts,
+    /// Customer stream events checked.
+    pub customer_events: u64,
+    /// Accepts whose answer was lost and whose outcome was learned.
+    pub learned: u64,
+    /// Where those outcomes were learned from.
+    pub learned_from: LearnedFrom,
+    /// Accepts whose answer was lost and whose outcome nothing told.
+    pub unknown: u64,
+    /// Alerts for invitations whose POST answer never came.
+    pub orphan_alerts: u64,
+    /// Alerts and withdrawals that arrived after their invitation was judged.
+    pub late_events: u64,
+    /// CPU of the nodes and of the generator, when it could be read.
+    pub cpu: Option<CpuUse>,
     /// Event streams the server closed during the run (each reconnected).
     pub stream_drops: u64,
     /// Non-2xx answers and transport failures, by `"<call> <status> <code>"`.
@@ -156,6 +181,14 @@ impl Observed {
             missing_alerts: 0,
             missing_withdrawals: 0,
             customer_leaks: 0,
+            leaks: LeakCounts::default(),
+            customer_events: 0,
+            learned: 0,
+            learned_from: LearnedFrom::default(),
+            unknown: 0,
+            orphan_alerts: 0,
+            late_events: 0,
+            cpu: None,
             stream_drops: 0,
             errors: BTreeMap::new(),
             invite_to_alert: Latency::new()?,
@@ -165,6 +198,80 @@ impl Observed {
             schedule_lag: Latency::new()?,
         })
     }
+}
+
+/// Customer events that showed what a customer must never see, by kind.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct LeakCounts {
+    /// An agent id.
+    pub agent_id: u64,
+    /// An invitation's comment.
+    pub comment: u64,
+    /// An invitation id.
+    pub invitation_id: u64,
+    /// A masked agent's name (an agent shown joining or leaving a session
+    /// more often than it joined it unmasked).
+    pub masked_agent: u64,
+    /// An `agent_joined` / `agent_left` naming no agent of the run.
+    pub unreadable: u64,
+}
+
+impl LeakCounts {
+    /// All kinds together.
+    pub fn total(&self) -> u64 {
+        self.agent_id + self.comment + self.invitation_id + self.masked_agent + self.unreadable
+    }
+}
+
+/// Where lost answers' outcomes were learned from.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct LearnedFrom {
+    /// Another racer's 2xx named the winner.
+    pub other_answer: u64,
+    /// `invitation_accepted` on the session agents' streams.
+    pub invitation_accepted: u64,
+    /// The accepting agent's own `participant_joined`.
+    pub participant_joined: u64,
+    /// `GET /v1/sessions/{id}/invitations/{inv}` after the drain.
+    pub lookup: u64,
+}
+
+/// The nodes' CPU over the measured window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NodeCpu {
+    /// CPU seconds of every node readable at both ends, together.
+    pub seconds: f64,
+    /// Each node, in `--node-pids` order.
+    pub per_node: Vec<PidCpu>,
+    /// Alerts plus withdrawals received by the generator in the window.
+    pub delivered_events: u64,
+    /// Node CPU µs per delivered event (null when none was delivered).
+    pub us_per_delivered_event: Option<f64>,
+}
+
+/// One node's CPU.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct PidCpu {
+    /// Its process id.
+    pub pid: u32,
+    /// CPU seconds (null when `/proc/<pid>/stat` could not be read at
+    /// both ends, e.g. the node exited).
+    pub seconds: Option<f64>,
+}
+
+/// The generator's own CPU over the measured window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GeneratorCpu {
+    /// CPU seconds.
+    pub seconds: f64,
+    /// Alerts plus withdrawals received in the window.
+    pub delivered_events: u64,
+    /// Generator CPU µs per delivered event (null when none was delivered).
+    pub us_per_delivered_event: Option<f64>,
+}
+
+fn per_event(seconds: f64, events: u64) -> Option<f64> {
+    (events > 0).then(|| round3(seconds * 1e6 / events as f64))
 }
 
 /// The report: figures under stable keys (the JSON is what CI reads).
@@ -219,6 +326,23 @@ pub struct Report {
     /// Invariant break: customer events carrying agent ids, comments,
     /// masked agents' names or invitation ids.
     pub customer_leaks: u64,
+    /// The customer leaks by kind.
+    pub customer_leaks_by_kind: LeakCounts,
+    /// Customer events checked.
+    pub customer_events: u64,
+    /// Accepts whose answer was lost (timeout, transport failure) and whose
+    /// outcome was learned from the streams or a lookup; not a break.
+    pub learned: u64,
+    /// Where those outcomes were learned from.
+    pub learned_from: LearnedFrom,
+    /// Accepts whose answer was lost and whose outcome nothing told; not a
+    /// break.
+    pub unknown: u64,
+    /// Alerts for invitations whose POST answer never came.
+    pub orphan_alerts: u64,
+    /// Alerts and withdrawals that arrived after their invitation was
+    /// judged (already counted missing).
+    pub late_events: u64,
     /// Streams the server closed during the run.
     pub stream_drops: u64,
     /// Errors (non-2xx other than lost races, and transport failures).
@@ -233,6 +357,15 @@ pub struct Report {
     /// Our latencies divided by the floor, when `--redis` was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratios: Option<Ratios>,
+    /// The nodes' CPU, when `--node-pids` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_cpu: Option<NodeCpu>,
+    /// The generator's own CPU (absent without `/proc`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator_cpu: Option<GeneratorCpu>,
+    /// The generator ran late (schedule lag p99 above 5 ms): the figures
+    /// include a starved generator.
+    pub generator_lagged: bool,
 }
 
 /// The measured latencies.
@@ -315,6 +448,36 @@ impl Report {
             accept: ratio(&latency_ms.accept, &f.set_nx),
             withdraw: ratio(&latency_ms.withdraw, &f.publish),
         });
+        let (node_cpu, generator_cpu) = match &observed.cpu {
+            Some(cpu) => {
+                let events = cpu.delivered_events;
+                let node_cpu = (!cpu.pids.is_empty()).then(|| {
+                    let seconds: f64 = cpu.nodes.iter().flatten().sum();
+                    NodeCpu {
+                        seconds: round3(seconds),
+                        per_node: cpu
+                            .pids
+                            .iter()
+                            .zip(&cpu.nodes)
+                            .map(|(pid, s)| PidCpu {
+                                pid: *pid,
+                                seconds: s.map(round3),
+                            })
+                            .collect(),
+                        delivered_events: events,
+                        us_per_delivered_event: per_event(seconds, events),
+                    }
+                });
+                let generator_cpu = cpu.generator.map(|seconds| GeneratorCpu {
+                    seconds: round3(seconds),
+                    delivered_events: events,
+                    us_per_delivered_event: per_event(seconds, events),
+                });
+                (node_cpu, generator_cpu)
+            }
+            None => (None, None),
+        };
+        let generator_lagged = latency_ms.schedule_lag.p99 > LAG_WARNING_MS;
         Self {
             run: observed.run,
             nodes: args.nodes.clone(),
@@ -340,12 +503,22 @@ impl Report {
             missing_alerts: observed.missing_alerts,
             missing_withdrawals: observed.missing_withdrawals,
             customer_leaks: observed.customer_leaks,
+            customer_leaks_by_kind: observed.leaks,
+            customer_events: observed.customer_events,
+            learned: observed.learned,
+            learned_from: observed.learned_from,
+            unknown: observed.unknown,
+            orphan_alerts: observed.orphan_alerts,
+            late_events: observed.late_events,
             stream_drops: observed.stream_drops,
             errors: observed.errors.values().sum(),
             errors_by_code: observed.errors,
             latency_ms,
             floor_ms,
             ratios,
+            node_cpu,
+            generator_cpu,
+            generator_lagged,
         }
     }
 
@@ -428,6 +601,41 @@ impl Report {
                 r.withdraw.p99
             );
         }
+        if let Some(cpu) = &self.node_cpu {
+            let per_node: Vec<String> = cpu
+                .per_node
+                .iter()
+                .map(|n| match n.seconds {
+                    Some(s) => format!("pid {} {s:.2} s", n.pid),
+                    None => format!("pid {} unreadable", n.pid),
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "\nnode cpu: {:.2} s ({}); {} µs per delivered event ({} alerts + withdrawals)",
+                cpu.seconds,
+                per_node.join(", "),
+                micros(cpu.us_per_delivered_event),
+                cpu.delivered_events
+            );
+        }
+        if let Some(cpu) = &self.generator_cpu {
+            let _ = writeln!(
+                out,
+                "{}generator cpu: {:.2} s; {} µs per delivered event",
+                if self.node_cpu.is_some() { "" } else { "\n" },
+                cpu.seconds,
+                micros(cpu.us_per_delivered_event)
+            );
+        }
+        if self.generator_lagged {
+            let _ = writeln!(
+                out,
+                "\nWARNING: the generator lagged: figures include a starved generator \
+                 (schedule lag p99 {:.3} ms > {LAG_WARNING_MS} ms)",
+                self.latency_ms.schedule_lag.p99
+            );
+        }
         let _ = writeln!(
             out,
             "\ninvariant breaks: {} (double winners {}, no winner {}, missing alerts {}, missing withdrawals {}, customer leaks {}); stream drops {}",
@@ -439,12 +647,37 @@ impl Report {
             self.customer_leaks,
             self.stream_drops
         );
+        if self.customer_leaks > 0 {
+            let k = &self.customer_leaks_by_kind;
+            let _ = writeln!(
+                out,
+                "customer leaks by kind: agent ids {}, comments {}, invitation ids {}, masked agents {}, unreadable {}",
+                k.agent_id, k.comment, k.invitation_id, k.masked_agent, k.unreadable
+            );
+        }
+        let f = &self.learned_from;
+        let _ = writeln!(
+            out,
+            "lost answers (not breaks): learned {} (other answer {}, invitation_accepted {}, participant_joined {}, lookup {}), unknown {}; orphan alerts {}, late events {}",
+            self.learned,
+            f.other_answer,
+            f.invitation_accepted,
+            f.participant_joined,
+            f.lookup,
+            self.unknown,
+            self.orphan_alerts,
+            self.late_events
+        );
         let _ = write!(out, "errors: {}", self.errors);
         for (code, n) in &self.errors_by_code {
             let _ = write!(out, "\n  {n:>7}  {code}");
         }
         out
     }
+}
+
+fn micros(us: Option<f64>) -> String {
+    us.map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"))
 }
 
 #[cfg(test)]
@@ -463,6 +696,97 @@ mod tests {
         assert!((q.p99 - 99.0).abs() < 0.1, "{q:?}");
         assert!((q.max - 100.0).abs() < 0.1, "{q:?}");
         assert_eq!(Latency::new().unwrap().quantiles(), Quantiles::default());
+    }
+
+    fn args(extra: &[&str]) -> LoadArgs {
+        use clap::Parser;
+        let base = [
+            "collabd load",
+            "--nodes",
+            "http://127.0.0.1:1",
+            "--admin-token",
+            "t",
+        ];
+        LoadArgs::try_parse_from(base.iter().chain(extra)).unwrap()
+    }
+
+    fn observed(lag_ms: u64, cpu: Option<CpuUse>) -> Observed {
+        let mut o = Observed::new("ldtest".into()).unwrap();
+        o.sending = Duration::from_secs(2);
+        o.schedule_lag.record(Duration::from_millis(lag_ms));
+        o.learned = 2;
+        o.learned_from.lookup = 2;
+        o.unknown = 1;
+        o.cpu = cpu;
+        o
+    }
+
+    #[test]
+    fn cpu_figures_are_per_node_and_per_delivered_event() {
+        let cpu = CpuUse {
+            pids: vec![11, 12],
+            nodes: vec![Some(1.5), None],
+            generator: Some(0.25),
+            delivered_events: 5000,
+        };
+        let report = Report::build(
+            &args(&["--node-pids", "11,12"]),
+            observed(1, Some(cpu)),
+            None,
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        let node = &json["node_cpu"];
+        assert_eq!(node["seconds"], 1.5);
+        assert_eq!(node["per_node"][0]["pid"], 11);
+        assert_eq!(node["per_node"][1]["seconds"], serde_json::Value::Null);
+        assert_eq!(node["us_per_delivered_event"], 300.0);
+        assert_eq!(json["generator_cpu"]["us_per_delivered_event"], 50.0);
+        assert_eq!(json["generator_cpu"]["delivered_events"], 5000);
+        assert_eq!(
+            (json["learned"].as_u64(), json["unknown"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(json["learned_from"]["lookup"], 2);
+        assert_eq!(json["generator_lagged"], false);
+        let table = report.table();
+        assert!(
+            table.contains("node cpu: 1.50 s (pid 11 1.50 s, pid 12 unreadable)"),
+            "{table}"
+        );
+        assert!(!table.contains("WARNING"), "{table}");
+        // Unknown outcomes are no invariant breaks.
+        assert_eq!(report.invariant_breaks(), 0);
+    }
+
+    #[test]
+    fn without_node_pids_there_is_no_node_cpu_and_a_lagging_generator_is_named() {
+        let cpu = CpuUse {
+            pids: Vec::new(),
+            nodes: Vec::new(),
+            generator: Some(0.1),
+            delivered_events: 0,
+        };
+        let report = Report::build(&args(&[]), observed(12, Some(cpu)), None);
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert!(json.get("node_cpu").is_none(), "{json}");
+        assert_eq!(
+            json["generator_cpu"]["us_per_delivered_event"],
+            serde_json::Value::Null
+        );
+        assert_eq!(json["generator_lagged"], true);
+        for key in [
+            "customer_leaks_by_kind",
+            "customer_events",
+            "orphan_alerts",
+            "late_events",
+        ] {
+            assert!(json.get(key).is_some(), "{key} in {json}");
+        }
+        let table = report.table();
+        assert!(
+            table.contains("the generator lagged: figures include a starved generator"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -1,17 +1,18 @@
 //! The run itself: provision an account of its own, log the agents in,
 //! hold their streams, open the sessions, send invitations on schedule,
-//! let recipients race to accept, and judge every outcome at the end.
+//! let recipients race to accept, and judge every outcome.
 //!
 //! Everything runs on one actix (current-thread) system. Nothing here
 //! waits on anything else on the measuring path: stream readers are tasks
-//! of their own that timestamp events as their bytes arrive and only append
-//! to the ledger; each invitation and each accept is a task of its own;
-//! judging happens once, after the drain.
+//! of their own that timestamp events as their bytes arrive, take only the
+//! fields they need from each frame and hand them to the [`Ledger`]; each
+//! invitation and each accept is a task of its own. The ledger judges each
+//! invitation as soon as it is settled and asks for the accepts and leaves
+//! the scenario then sends.
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -25,7 +26,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::client::{Answer, Frame, Nodes, StreamEnd, pump};
-use super::report::Observed;
+use super::cpu;
+use super::ledger::{self, AcceptPlan, Key, Ledger, Lookup, Reply};
+use super::report::{Latency, Observed};
 use super::{LoadArgs, LoadError};
 
 /// Set-up requests in flight at once: enough to provision a thousand agents
@@ -35,12 +38,24 @@ const SETUP_CONCURRENCY: usize = 32;
 const SETUP_LIMIT: Duration = Duration::from_secs(120);
 /// How often the progress bar is redrawn.
 const PROGRESS_TICK: Duration = Duration::from_millis(200);
+/// How often invitations past their grace are judged.
+const SWEEP_TICK: Duration = Duration::from_millis(50);
 /// Pause before reopening a stream the server closed.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 /// The account's invitation TTL: far longer than any run's accept delay,
 /// so expiry never decides a race.
 const INVITATION_TTL_SECS: u64 = 120;
-/// How long ending the sessions and logging the agents out may take.
+/// Invitations one session may send in its life: the policy's maximum, so
+/// a long run never meets the limit (the default is 10,000).
+const MAX_INVITATIONS_PER_SESSION: u64 = 100_000;
+/// Invitations open at once in one session: the policy's maximum, so a
+/// slow race never meets the limit (the default is 16).
+const MAX_PENDING_INVITATIONS_PER_SESSION: u64 = 256;
+/// How long accepts still waiting for an answer at the end of the drain
+/// may take to give up (they are bounded by the run's end already).
+const ACCEPTS_SETTLE_LIMIT: Duration = Duration::from_secs(2);
+/// How long the lookups of lost answers, the leaves they call for, ending
+/// the sessions and logging the agents out may each take.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(30);
 
 /// One provisioned agent.
@@ -61,47 +76,23 @@ struct Live {
     lead: usize,
 }
 
-/// An invitation the server created.
-struct Sent {
-    session: usize,
-    sent_at: Instant,
-    recipients: Vec<usize>,
-    masked: bool,
-}
-
-/// One accept and its answer.
-struct Attempt {
-    agent: usize,
-    sent_at: Instant,
-    answered_at: Instant,
-    status: u16,
-    code: Option<String>,
-}
-
-/// What the streams and the answers showed, appended as it happens and
-/// judged at the end.
-#[derive(Default)]
-struct Ledger {
-    invitations: HashMap<String, Sent>,
-    alerts: HashMap<String, Vec<(usize, Instant)>>,
-    withdrawals: HashMap<String, Vec<(usize, Instant)>>,
-    attempts: HashMap<String, Vec<Attempt>>,
-    /// Winners named by `invitation_accepted` on the session agents' streams.
-    announced: HashMap<String, HashSet<String>>,
-    /// Every event of every customer stream, by session.
-    customer: Vec<(usize, Frame)>,
-    /// Invitation POST round trips.
-    invite_rtt: Vec<Duration>,
-}
-
-/// Live figures for the progress bar.
+/// Live figures for the progress bar and the CPU window.
 #[derive(Default)]
 struct Counters {
     ready: Cell<usize>,
     sent: Cell<u64>,
     created: Cell<u64>,
+    /// `invitation_offered` frames received, matched or not.
     alerts: Cell<u64>,
+    /// `invitation_withdrawn` frames received, matched or not.
+    withdrawals: Cell<u64>,
     drops: Cell<u64>,
+}
+
+impl Counters {
+    fn delivered(&self) -> u64 {
+        self.alerts.get() + self.withdrawals.get()
+    }
 }
 
 fn bump<T: Copy + std::ops::Add<Output = T> + From<u8>>(c: &Cell<T>) {
@@ -115,12 +106,12 @@ struct Run {
     prefix: String,
     agents: Vec<Agent>,
     sessions: RefCell<Vec<Live>>,
+    /// Session id key → session index.
+    session_keys: RefCell<HashMap<Key, u32>>,
     portals: Vec<String>,
     args: LoadArgs,
     /// Flips to true when every reader must stop.
     stop: watch::Receiver<bool>,
-    /// No accept starts after this, so each finishes before judging.
-    accept_cutoff: Cell<Instant>,
     /// Nothing is awaited past this.
     end: Cell<Instant>,
     ledger: RefCell<Ledger>,
@@ -134,12 +125,16 @@ impl Run {
     }
 
     /// The index of one of our agents from its id.
-    fn agent_index(&self, id: &str) -> Option<usize> {
+    fn agent_index(&self, id: &str) -> Option<u32> {
         id.strip_prefix(&self.prefix)?
             .strip_prefix("-ag")?
             .parse()
             .ok()
-            .filter(|i| *i < self.agents.len())
+            .filter(|i| (*i as usize) < self.agents.len())
+    }
+
+    fn session_index(&self, id: &str) -> Option<u32> {
+        self.session_keys.borrow().get(&ledger::key(id)).copied()
     }
 
     fn error(&self, call: &str, what: &str) {
@@ -191,19 +186,28 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
             stream_node: (i + 1) % n,
         })
         .collect();
+    let expected = (args.rate * args.duration.as_secs_f64()).ceil() as u64;
+    let ledger = Ledger::new(ledger::Config {
+        prefix: prefix.clone(),
+        agents: args.agents,
+        racers: args.racers,
+        grace: args.grace,
+        accept_delay: args.accept_delay,
+        expected_invitations: usize::try_from(expected).unwrap_or(usize::MAX / 2),
+    })?;
     let mut run = Run {
         nodes,
         prefix: prefix.clone(),
         agents,
         sessions: RefCell::new(Vec::new()),
+        session_keys: RefCell::new(HashMap::new()),
         portals: (0..args.portals)
             .map(|p| format!("{prefix}-p{p}"))
             .collect(),
         args: args.clone(),
         stop,
-        accept_cutoff: Cell::new(began + SETUP_LIMIT),
         end: Cell::new(began + SETUP_LIMIT),
-        ledger: RefCell::new(Ledger::default()),
+        ledger: RefCell::new(ledger),
         errors: RefCell::new(Default::default()),
         counters: Counters::default(),
     };
@@ -222,16 +226,21 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     // The schedule: invitation k leaves at start + k / rate, whether or not
     // earlier ones were answered (open loop). A late wake-up sends the
     // overdue ones at once rather than shifting the schedule.
+    let ticks_per_s = cpu::clock_ticks_per_second();
+    let cpu_start = cpu::Reading::take(&args.node_pids);
+    let delivered_start = run.counters.delivered();
     let start = Instant::now();
     let schedule_end = start + args.duration;
     let end = schedule_end + args.grace;
     run.end.set(end);
-    run.accept_cutoff.set(schedule_end + args.grace / 2);
-    let expected = (args.rate * args.duration.as_secs_f64()).ceil() as u64;
+    run.ledger
+        .borrow_mut()
+        .set_accept_cutoff(schedule_end + args.grace / 2);
     progress.set_length(expected);
     progress.set_style(bar_style());
     let ticker = actix_web::rt::spawn(show_progress(Rc::clone(&run), progress.clone()));
-    let mut lag = super::report::Latency::new()?;
+    let sweeper = actix_web::rt::spawn(sweep(Rc::clone(&run)));
+    let mut lag = Latency::new()?;
     if args.rate > 0.0 {
         let mut k: u64 = 0;
         loop {
@@ -252,21 +261,122 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     let sending = start.elapsed();
     progress.set_message("draining");
     tokio::time::sleep_until(end).await;
+    let cpu_end = cpu::Reading::take(&args.node_pids);
+    let delivered = run.counters.delivered() - delivered_start;
     let _ = stop_tx.send(true);
     ticker.abort();
+    sweeper.abort();
+    // Accepts still waiting for an answer give up at `end`: let them record
+    // that, so every lost answer is known before the lookups.
+    let limit = Instant::now() + ACCEPTS_SETTLE_LIMIT;
+    while run.ledger.borrow().accepts_in_flight() > 0 && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    progress.set_message("looking up lost answers");
+    run.end.set(Instant::now() + CLEANUP_LIMIT);
+    let lookups = run.ledger.borrow_mut().finish_run();
+    look_up(&run, &lookups).await;
+    leave_learned(&run).await;
     progress.finish_and_clear();
-    // Readers see the stop flag at their next poll; give them one turn.
-    tokio::task::yield_now().await;
 
-    let mut observed = judge(&run)?;
+    let mut observed = run.ledger.borrow_mut().finish();
+    observed.sent = run.counters.sent.get();
     observed.setup = setup;
     observed.sending = sending;
     observed.stream_drops = run.counters.drops.get();
     observed.schedule_lag = lag;
-    progress.set_message("cleaning up");
+    observed.cpu = Some(cpu::CpuUse::between(
+        &args.node_pids,
+        &cpu_start,
+        &cpu_end,
+        ticks_per_s,
+        delivered,
+    ));
     clean_up(&run).await;
     observed.errors = run.errors.borrow().clone();
     Ok(observed)
+}
+
+/// Judges invitations past their grace, every [`SWEEP_TICK`].
+async fn sweep(run: Rc<Run>) {
+    loop {
+        tokio::time::sleep(SWEEP_TICK).await;
+        run.ledger.borrow_mut().sweep(Instant::now());
+        dispatch(&run);
+    }
+}
+
+/// Sends the accepts and leaves the ledger asked for, each as a task.
+fn dispatch(run: &Rc<Run>) {
+    if !run.ledger.borrow().has_orders() {
+        return;
+    }
+    let (mut plans, mut leaves) = (Vec::new(), Vec::new());
+    {
+        let mut ledger = run.ledger.borrow_mut();
+        ledger.take_plans(&mut plans);
+        ledger.take_leaves(&mut leaves);
+    }
+    for plan in plans {
+        actix_web::rt::spawn(accept(Rc::clone(run), plan));
+    }
+    for order in leaves {
+        actix_web::rt::spawn(leave(Rc::clone(run), order.agent, order.session));
+    }
+}
+
+#[derive(Deserialize)]
+struct LookedUp<'a> {
+    #[serde(borrow)]
+    accepted_by: Option<Cow<'a, str>>,
+}
+
+/// Asks each session's lead how its invitations with lost answers ended.
+async fn look_up(run: &Rc<Run>, lookups: &[Lookup]) {
+    for_each(lookups.len(), |i| {
+        let lookup = &lookups[i];
+        async move {
+            let (session, lead) = {
+                let sessions = run.sessions.borrow();
+                let live = &sessions[lookup.session as usize];
+                (live.id.clone(), live.lead)
+            };
+            let agent = &run.agents[lead];
+            let path = format!("/v1/sessions/{session}/invitations/{}", lookup.id);
+            let outcome = match run
+                .call(
+                    "lookup",
+                    agent.login_node,
+                    Method::GET,
+                    &path,
+                    &agent.token,
+                    None,
+                )
+                .await
+            {
+                Some(a) if a.ok() => a
+                    .json::<LookedUp<'_>>()
+                    .map(|found| found.accepted_by.and_then(|by| run.agent_index(&by))),
+                Some(a) => {
+                    run.error("lookup", &a.error_key());
+                    None
+                }
+                None => None,
+            };
+            run.ledger.borrow_mut().looked_up(lookup.key, outcome);
+        }
+    })
+    .await;
+}
+
+/// Winners learned after the drain leave too, as answered winners do.
+async fn leave_learned(run: &Rc<Run>) {
+    let mut leaves = Vec::new();
+    run.ledger.borrow_mut().take_leaves(&mut leaves);
+    for_each(leaves.len(), |i| {
+        leave(Rc::clone(run), leaves[i].agent, leaves[i].session)
+    })
+    .await;
 }
 
 /// Ends the run's sessions and logs its agents out. Without it every run
@@ -342,10 +452,12 @@ async fn show_progress(run: Rc<Run>, bar: ProgressBar) {
     loop {
         let c = &run.counters;
         bar.set_position(c.sent.get());
+        let (live, pending) = run.ledger.borrow().in_play();
         bar.set_message(format!(
-            "created {}  alerts {}  errors {}  drops {}",
+            "created {}  alerts {}  in play {}  errors {}  drops {}",
             c.created.get(),
             c.alerts.get(),
+            live + pending,
             run.errors.borrow().values().sum::<u64>(),
             c.drops.get()
         ));
@@ -368,7 +480,11 @@ where
 
 fn setup_failed(what: &str, answer: Result<Answer, String>) -> LoadError {
     match answer {
-        Ok(a) => LoadError::Setup(format!("{what}: HTTP {} {}", a.status, a.body)),
+        Ok(a) => LoadError::Setup(format!(
+            "{what}: HTTP {} {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        )),
         Err(e) => LoadError::Setup(format!("{what}: {e}")),
     }
 }
@@ -378,7 +494,11 @@ async fn provision(run: &mut Run) -> Result<(), LoadError> {
     let admin = run.args.admin_token.clone();
     let nodes = &run.nodes;
     let policy = json!({"name": format!("collabd load {}", run.prefix),
-        "policy": {"invitation_ttl_secs": INVITATION_TTL_SECS}});
+    "policy": {
+        "invitation_ttl_secs": INVITATION_TTL_SECS,
+        "max_invitations_per_session": MAX_INVITATIONS_PER_SESSION,
+        "max_pending_invitations_per_session": MAX_PENDING_INVITATIONS_PER_SESSION,
+    }});
     let put = nodes
         .call(
             0,
@@ -428,7 +548,7 @@ async fn provision(run: &mut Run) -> Result<(), LoadError> {
                 )
                 .await;
             match &minted {
-                Ok(a) if a.ok() => match a.body["token"].as_str() {
+                Ok(a) if a.ok() => match a.value()["token"].as_str() {
                     Some(token) => Ok((i, token.to_owned())),
                     None => Err(setup_failed("minting a token", minted)),
                 },
@@ -497,10 +617,11 @@ async fn open_sessions(run: &Rc<Run>) -> Result<(), LoadError> {
                     Some(&body),
                 )
                 .await;
+            let body = created.as_ref().map(Answer::value).unwrap_or(Value::Null);
             let (id, customer_token) = match &created {
                 Ok(a) if a.ok() => match (
-                    a.body["session"]["id"].as_str(),
-                    a.body["customer_token"].as_str(),
+                    body["session"]["id"].as_str(),
+                    body["customer_token"].as_str(),
                 ) {
                     (Some(id), Some(t)) => (id.to_owned(), t.to_owned()),
                     _ => return Err(setup_failed("creating a session", created)),
@@ -519,8 +640,10 @@ async fn open_sessions(run: &Rc<Run>) -> Result<(), LoadError> {
     let mut customers = Vec::with_capacity(count);
     {
         let mut sessions = run.sessions.borrow_mut();
+        let mut keys = run.session_keys.borrow_mut();
         for (s, live, token) in opened {
             customers.push((s, run.agents[live.lead].login_node + 1, token));
+            keys.insert(ledger::key(&live.id), s as u32);
             sessions.push(live);
         }
     }
@@ -554,31 +677,50 @@ async fn wait_until_ready(run: &Rc<Run>, progress: &ProgressBar) -> Result<(), L
     Ok(())
 }
 
-/// The fields of an alert the generator needs. The recipient list is
-/// borrowed from the frame: a portal alert names every recipient, so owning
-/// copies would cost O(recipients²) allocations per invitation.
+/// The fields of the events the generator reads; everything else of a
+/// frame is skipped unparsed, and ids are borrowed from the frame.
 #[derive(Deserialize)]
-struct OfferHead<'a> {
-    id: String,
-    session: String,
+struct IdHead<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct WithdrawnHead<'a> {
+    #[serde(borrow)]
+    invitation: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct AcceptedHead<'a> {
+    #[serde(borrow)]
+    invitation: IdHead<'a>,
+    #[serde(borrow)]
+    by: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ParticipantHead<'a> {
+    #[serde(borrow)]
+    agent: IdHead<'a>,
+    masked: bool,
+}
+
+#[derive(Deserialize)]
+struct JoinedHead<'a> {
+    #[serde(borrow)]
+    session: Cow<'a, str>,
+    #[serde(borrow)]
+    participant: ParticipantHead<'a>,
+}
+
+/// What the generator needs of an invitation's 201.
+#[derive(Deserialize)]
+struct CreatedHead<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
     #[serde(borrow)]
     recipients: Vec<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct WithdrawnHead {
-    invitation: String,
-}
-
-#[derive(Deserialize)]
-struct IdOnly {
-    id: String,
-}
-
-#[derive(Deserialize)]
-struct AcceptedHead {
-    invitation: IdOnly,
-    by: Option<String>,
 }
 
 /// Reads agent `i`'s stream until the stop flag, reopening it when the
@@ -608,7 +750,7 @@ async fn agent_stream(run: Rc<Run>, i: usize, mut body: Option<super::client::Bo
             }
         };
         let ended = pump(current, run.stop.clone(), |frame, at| {
-            on_agent_event(&run, i, frame, at, &mut first)
+            on_agent_event(&run, i as u32, frame, at, &mut first)
         })
         .await;
         if ended == StreamEnd::Deadline || *run.stop.borrow() {
@@ -619,71 +761,56 @@ async fn agent_stream(run: Rc<Run>, i: usize, mut body: Option<super::client::Bo
     }
 }
 
-fn on_agent_event(run: &Rc<Run>, me: usize, frame: Frame, at: Instant, first: &mut bool) {
-    match frame.name.as_str() {
+fn on_agent_event(run: &Rc<Run>, me: u32, frame: &Frame<'_>, at: Instant, first: &mut bool) {
+    match frame.name.as_ref() {
         "snapshot" if *first => {
             *first = false;
             bump(&run.counters.ready);
         }
         "invitation_offered" => {
-            let Ok(offer) = serde_json::from_str::<OfferHead>(&frame.data) else {
-                run.error("stream", "unreadable invitation_offered");
-                return;
-            };
             bump(&run.counters.alerts);
-            run.ledger
-                .borrow_mut()
-                .alerts
-                .entry(offer.id.clone())
-                .or_default()
-                .push((me, at));
-            let my_id = &run.agents[me].id;
-            if is_racer(&offer.id, &offer.recipients, my_id, run.args.racers)
-                && at < run.accept_cutoff.get()
-            {
-                actix_web::rt::spawn(accept(Rc::clone(run), me, offer.id, offer.session));
+            match serde_json::from_str::<IdHead<'_>>(&frame.data) {
+                Ok(offer) => {
+                    run.ledger.borrow_mut().alert(&offer.id, me, at);
+                    dispatch(run);
+                }
+                Err(_) => run.error("stream", "unreadable invitation_offered"),
             }
         }
         "invitation_withdrawn" => {
-            if let Ok(w) = serde_json::from_str::<WithdrawnHead>(&frame.data) {
-                run.ledger
-                    .borrow_mut()
-                    .withdrawals
-                    .entry(w.invitation)
-                    .or_default()
-                    .push((me, at));
+            bump(&run.counters.withdrawals);
+            match serde_json::from_str::<WithdrawnHead<'_>>(&frame.data) {
+                Ok(w) => run.ledger.borrow_mut().withdrawn(&w.invitation, me, at),
+                Err(_) => run.error("stream", "unreadable invitation_withdrawn"),
             }
         }
-        "invitation_accepted" => {
-            if let Ok(a) = serde_json::from_str::<AcceptedHead>(&frame.data)
-                && let Some(by) = a.by
-            {
-                run.ledger
-                    .borrow_mut()
-                    .announced
-                    .entry(a.invitation.id)
-                    .or_default()
-                    .insert(by);
+        "invitation_accepted" => match serde_json::from_str::<AcceptedHead<'_>>(&frame.data) {
+            Ok(a) => {
+                let by = a.by.as_deref().and_then(|by| run.agent_index(by));
+                run.ledger.borrow_mut().announced(&a.invitation.id, by);
+                dispatch(run);
             }
-        }
+            Err(_) => run.error("stream", "unreadable invitation_accepted"),
+        },
+        "participant_joined" => match serde_json::from_str::<JoinedHead<'_>>(&frame.data) {
+            // Only its own join tells an agent something.
+            Ok(j) if j.participant.agent.id == run.agents[me as usize].id => {
+                if let Some(session) = run.session_index(&j.session) {
+                    run.ledger
+                        .borrow_mut()
+                        .joined(me, session, j.participant.masked, at);
+                    dispatch(run);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => run.error("stream", "unreadable participant_joined"),
+        },
         _ => {}
     }
 }
 
-/// Whether `me` is one of the `racers` recipients who try to accept:
-/// a window of consecutive recipients starting at a position drawn from the
-/// invitation id, so every reader reaches the same verdict on its own.
-fn is_racer<S: AsRef<str>>(invitation: &str, recipients: &[S], me: &str, racers: usize) -> bool {
-    let n = recipients.len();
-    let Some(position) = recipients.iter().position(|r| r.as_ref() == me) else {
-        return false;
-    };
-    let mut hasher = DefaultHasher::new();
-    invitation.hash(&mut hasher);
-    let offset = (hasher.finish() % n as u64) as usize;
-    (position + n - offset) % n < racers
-}
-
+/// Reads session `s`'s customer stream; every frame is checked for leaks
+/// as it arrives and only counts are kept.
 async fn customer_stream(run: Rc<Run>, s: usize, body: super::client::Body) {
     let mut first = true;
     let ended = pump(body, run.stop.clone(), |frame, _| {
@@ -691,7 +818,9 @@ async fn customer_stream(run: Rc<Run>, s: usize, body: super::client::Body) {
             first = false;
             bump(&run.counters.ready);
         }
-        run.ledger.borrow_mut().customer.push((s, frame));
+        run.ledger
+            .borrow_mut()
+            .customer_frame(s as u32, &frame.name, &frame.data);
     })
     .await;
     if ended == StreamEnd::Closed && !*run.stop.borrow() {
@@ -703,7 +832,7 @@ async fn customer_stream(run: Rc<Run>, s: usize, body: super::client::Body) {
 
 /// Sends invitation `k`: from a random session's lead to a portal or to one agent.
 async fn invite(run: Rc<Run>, k: u64) {
-    let (session, lead, session_id, body) = {
+    let (session, lead, session_id, masked, body) = {
         let mut rng = rand::rng();
         let sessions = run.sessions.borrow();
         let s = rng.random_range(0..sessions.len());
@@ -725,7 +854,7 @@ async fn invite(run: Rc<Run>, k: u64) {
             // The marker is what the customer leak check looks for.
             body["comment"] = json!(format!("note {} #{k}", run.prefix));
         }
-        (s, live.lead, live.id.clone(), body)
+        (s, live.lead, live.id.clone(), masked, body)
     };
     let agent = &run.agents[lead];
     bump(&run.counters.sent);
@@ -743,242 +872,114 @@ async fn invite(run: Rc<Run>, k: u64) {
     else {
         return;
     };
-    let rtt = sent_at.elapsed();
+    let answered_at = Instant::now();
     if answer.status != 201 {
         run.error("invite", &answer.error_key());
         return;
     }
-    let (Some(id), Some(recipients)) = (
-        answer.body["id"].as_str(),
-        answer.body["recipients"].as_array(),
-    ) else {
+    let Some(created) = answer.json::<CreatedHead<'_>>() else {
         run.error("invite", "201 without id or recipients");
         return;
     };
-    let recipients = recipients
+    let recipients = created
+        .recipients
         .iter()
-        .filter_map(Value::as_str)
         .filter_map(|r| run.agent_index(r))
         .collect();
     bump(&run.counters.created);
-    let mut ledger = run.ledger.borrow_mut();
-    ledger.invite_rtt.push(rtt);
-    ledger.invitations.insert(
-        id.to_owned(),
-        Sent {
-            session,
-            sent_at,
-            recipients,
-            masked: body["masked"].as_bool().unwrap_or(false),
-        },
+    run.ledger.borrow_mut().invited(
+        &created.id,
+        session as u32,
+        masked,
+        sent_at,
+        answered_at,
+        recipients,
     );
+    dispatch(&run);
 }
 
-/// Agent `me` accepts after its delay; a winner leaves again at once so
+/// An accept as the ledger planned it; a winner leaves again at once so
 /// sessions never fill up and it stays free for the next race.
-async fn accept(run: Rc<Run>, me: usize, invitation: String, session: String) {
-    let delay = run.args.accept_delay.sample(&mut rand::rng());
-    tokio::time::sleep(delay).await;
-    let agent = &run.agents[me];
+async fn accept(run: Rc<Run>, plan: AcceptPlan) {
+    // Too close to the end to be answered: not sent, so no outcome is left
+    // in doubt by the run's own deadline.
+    if plan.at + run.args.grace / 4 > run.end.get() {
+        run.ledger
+            .borrow_mut()
+            .dropped(plan.key, plan.agent, plan.session);
+        return;
+    }
+    tokio::time::sleep_until(plan.at).await;
+    let agent = &run.agents[plan.agent as usize];
+    let path = format!("/v1/invitations/{}/accept", plan.id);
     let sent_at = Instant::now();
-    let Some(answer) = run
+    let answer = run
         .call(
             "accept",
             agent.login_node,
             Method::POST,
-            &format!("/v1/invitations/{invitation}/accept"),
+            &path,
+            &agent.token,
+            None,
+        )
+        .await;
+    let answered_at = Instant::now();
+    let reply = match &answer {
+        // Unanswered: it may have won. Not a refusal; the ledger learns
+        // the outcome from the streams or a lookup.
+        None => Reply::Lost,
+        Some(a) if a.ok() => Reply::Won,
+        // 503 `unavailable`: the change may or may not persist (API v2), so
+        // the answer tells nothing either.
+        Some(a) if a.status == 503 => {
+            run.error("accept", &a.error_key());
+            Reply::Lost
+        }
+        Some(a) if a.code().as_deref() == Some("invitation_taken") => Reply::Taken,
+        Some(a) => {
+            run.error("accept", &a.error_key());
+            Reply::Refused
+        }
+    };
+    run.ledger.borrow_mut().replied(
+        plan.key,
+        plan.agent,
+        plan.session,
+        sent_at,
+        answered_at,
+        reply,
+    );
+    dispatch(&run);
+    if reply == Reply::Won {
+        leave(run, plan.agent, plan.session).await;
+    }
+}
+
+/// Agent `agent` leaves session `session`.
+async fn leave(run: Rc<Run>, agent: u32, session: u32) {
+    let Some(id) = run
+        .sessions
+        .borrow()
+        .get(session as usize)
+        .map(|s| s.id.clone())
+    else {
+        return;
+    };
+    let agent = &run.agents[agent as usize];
+    if let Some(left) = run
+        .call(
+            "leave",
+            agent.login_node,
+            Method::POST,
+            &format!("/v1/sessions/{id}/leave"),
             &agent.token,
             None,
         )
         .await
-    else {
-        // Unanswered: it may have won, so the race cannot be judged as
-        // "nobody won" (status 0 is no refusal).
-        run.ledger
-            .borrow_mut()
-            .attempts
-            .entry(invitation)
-            .or_default()
-            .push(Attempt {
-                agent: me,
-                sent_at,
-                answered_at: sent_at,
-                status: 0,
-                code: None,
-            });
-        return;
-    };
-    let answered_at = Instant::now();
-    let taken = answer.code() == Some("invitation_taken");
-    if !answer.ok() && !taken {
-        run.error("accept", &answer.error_key());
-    }
-    run.ledger
-        .borrow_mut()
-        .attempts
-        .entry(invitation)
-        .or_default()
-        .push(Attempt {
-            agent: me,
-            sent_at,
-            answered_at,
-            status: answer.status,
-            code: answer.code().map(str::to_owned),
-        });
-    if answer.ok()
-        && let Some(left) = run
-            .call(
-                "leave",
-                agent.login_node,
-                Method::POST,
-                &format!("/v1/sessions/{session}/leave"),
-                &agent.token,
-                None,
-            )
-            .await
         && !left.ok()
     {
         run.error("leave", &left.error_key());
     }
-}
-
-/// Turns the ledger into figures and invariant verdicts.
-fn judge(run: &Run) -> Result<Observed, LoadError> {
-    let mut o = Observed::new(run.prefix.clone())?;
-    let ledger = run.ledger.borrow();
-    o.sent = run.counters.sent.get();
-    o.invitations = ledger.invitations.len() as u64;
-    for rtt in &ledger.invite_rtt {
-        o.invite.record(*rtt);
-    }
-    // (session, agent) → unmasked joins, for the customer check below.
-    let mut unmasked_joins: HashMap<(usize, usize), u64> = HashMap::new();
-    let empty = Vec::new();
-    for (id, sent) in &ledger.invitations {
-        let alerts: HashMap<usize, Instant> = first_by_agent(ledger.alerts.get(id));
-        for r in &sent.recipients {
-            match alerts.get(r) {
-                Some(at) => {
-                    o.alerts += 1;
-                    o.invite_to_alert
-                        .record(at.saturating_duration_since(sent.sent_at));
-                }
-                None => o.missing_alerts += 1,
-            }
-        }
-        let attempts = ledger.attempts.get(id).unwrap_or(&empty);
-        let mut winners: HashSet<usize> = HashSet::new();
-        for a in attempts.iter().filter(|a| a.status != 0) {
-            o.accepts += 1;
-            o.accept
-                .record(a.answered_at.saturating_duration_since(a.sent_at));
-            if (200..300).contains(&a.status) {
-                winners.insert(a.agent);
-            } else if a.code.as_deref() == Some("invitation_taken") {
-                o.lost_races += 1;
-            }
-        }
-        if let Some(named) = ledger.announced.get(id) {
-            winners.extend(named.iter().filter_map(|w| run.agent_index(w)));
-        }
-        match winners.len() {
-            0 => {
-                // Someone accepted in time and every refusal claimed it was
-                // taken, yet nobody has it: the claim went nowhere.
-                if !attempts.is_empty()
-                    && attempts
-                        .iter()
-                        .all(|a| a.code.as_deref() == Some("invitation_taken"))
-                {
-                    o.no_winners += 1;
-                }
-            }
-            1 => {
-                o.winners += 1;
-                let winner = winners.iter().copied().next().unwrap_or_default();
-                let closed_at = attempts
-                    .iter()
-                    .filter(|a| a.agent == winner && (200..300).contains(&a.status))
-                    .map(|a| a.sent_at)
-                    .min();
-                if !sent.masked {
-                    *unmasked_joins.entry((sent.session, winner)).or_default() += 1;
-                }
-                let withdrawn = first_by_agent(ledger.withdrawals.get(id));
-                for r in sent.recipients.iter().filter(|r| **r != winner) {
-                    match (withdrawn.get(r), closed_at) {
-                        (Some(at), Some(closed)) => {
-                            o.withdraw.record(at.saturating_duration_since(closed))
-                        }
-                        (Some(_), None) => {}
-                        (None, _) => o.missing_withdrawals += 1,
-                    }
-                }
-            }
-            _ => o.double_winners += 1,
-        }
-    }
-    o.customer_leaks = customer_leaks(&run.prefix, &ledger.customer, &unmasked_joins);
-    o.errors = run.errors.borrow().clone();
-    Ok(o)
-}
-
-fn first_by_agent(events: Option<&Vec<(usize, Instant)>>) -> HashMap<usize, Instant> {
-    let mut first = HashMap::new();
-    for (agent, at) in events.into_iter().flatten() {
-        first.entry(*agent).or_insert(*at);
-    }
-    first
-}
-
-#[derive(Deserialize)]
-struct NameOnly {
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct AgentNamed {
-    agent: NameOnly,
-}
-
-/// Customer events that show what a customer must never see: an agent id,
-/// a comment, an invitation id, or a masked agent (more `agent_joined` /
-/// `agent_left` for an agent than it had unmasked joins in that session).
-fn customer_leaks(
-    prefix: &str,
-    events: &[(usize, Frame)],
-    unmasked_joins: &HashMap<(usize, usize), u64>,
-) -> u64 {
-    let agent_marker = format!("{prefix}-ag");
-    let comment_marker = format!("note {prefix}");
-    let mut leaks = 0;
-    let mut shown: HashMap<(usize, usize, bool), u64> = HashMap::new();
-    for (s, frame) in events {
-        if frame.data.contains(&agent_marker)
-            || frame.data.contains(&comment_marker)
-            || frame.data.contains("inv-")
-        {
-            leaks += 1;
-            continue;
-        }
-        let joined = match frame.name.as_str() {
-            "agent_joined" => true,
-            "agent_left" => false,
-            _ => continue,
-        };
-        let agent = serde_json::from_str::<AgentNamed>(&frame.data)
-            .ok()
-            .and_then(|a| a.agent.name.strip_prefix("Agent ")?.parse::<usize>().ok());
-        match agent {
-            Some(agent) => *shown.entry((*s, agent, joined)).or_default() += 1,
-            None => leaks += 1,
-        }
-    }
-    for ((s, agent, _), count) in shown {
-        let allowed = unmasked_joins.get(&(s, agent)).copied().unwrap_or(0);
-        leaks += count.saturating_sub(allowed);
-    }
-    leaks
 }
 
 #[cfg(test)]
@@ -986,68 +987,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exactly_racers_recipients_race_and_all_agree() {
-        let recipients: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
-        for inv in ["inv-1", "inv-2", "inv-xyz"] {
-            let racing = recipients
-                .iter()
-                .filter(|r| is_racer(inv, &recipients, r, 3))
-                .count();
-            assert_eq!(racing, 3);
-        }
-    }
-
-    fn frame(name: &str, data: &str) -> Frame {
-        Frame {
-            name: name.to_owned(),
-            data: data.to_owned(),
-        }
-    }
-
-    #[test]
-    fn the_customer_check_flags_ids_comments_and_masked_agents_only() {
-        let joined = |i: usize| {
-            frame(
-                "agent_joined",
-                &format!(r#"{{"agent":{{"name":"Agent {i}"}}}}"#),
-            )
-        };
-        let left = |i: usize| {
-            frame(
-                "agent_left",
-                &format!(r#"{{"agent":{{"name":"Agent {i}"}}}}"#),
-            )
-        };
-        // Agent 1 joined session 0 once unmasked; agent 2 only masked.
-        let joins = HashMap::from([((0, 1), 1)]);
-        let clean = vec![
-            (0, frame("snapshot", r#"{"agents":[{"name":"Agent 0"}]}"#)),
-            (0, joined(1)),
-            (0, left(1)),
-            (
-                0,
-                frame(
-                    "reconnect_required",
-                    r#"{"generation":2,"reshare_screen":true}"#,
-                ),
-            ),
-        ];
-        assert_eq!(customer_leaks("ldx", &clean, &joins), 0);
-        let leaky = vec![
-            (0, joined(2)),
-            (0, joined(1)),
-            (0, joined(1)),
-            (1, frame("message", r#"{"text":"see inv-abc"}"#)),
-            (1, frame("message", r#"{"text":"note ldx #3"}"#)),
-            (1, frame("message", r#"{"id":"ldx-ag7"}"#)),
-        ];
-        assert_eq!(customer_leaks("ldx", &leaky, &joins), 5);
-    }
-
-    #[test]
-    fn racers_need_to_be_recipients() {
-        let one = vec!["a0".to_owned()];
-        assert!(is_racer("inv-1", &one, "a0", 3));
-        assert!(!is_racer("inv-1", &one, "stranger", 3));
+    fn event_heads_read_only_what_they_need_and_borrow_ids() {
+        let offer = r#"{"id":"inv-1-2","session":"ses-1","inviter":{"id":"ld-ag0","name":"Agent 0"},
+            "target":{"portal":"p"},"masked":false,"comment":null,"recipient_count":3,
+            "customer":{"name":"C"},"mode":"web"}"#;
+        let head: IdHead<'_> = serde_json::from_str(offer).unwrap();
+        assert!(matches!(head.id, Cow::Borrowed("inv-1-2")));
+        let accepted = r#"{"session":"ses-1","invitation":{"id":"inv-1-2","recipient_count":3},"by":"ld-ag4"}"#;
+        let head: AcceptedHead<'_> = serde_json::from_str(accepted).unwrap();
+        assert_eq!(
+            (&*head.invitation.id, head.by.as_deref()),
+            ("inv-1-2", Some("ld-ag4"))
+        );
+        let joined = r#"{"session":"ses-1","participant":{"agent":{"id":"ld-ag4","name":"Agent 4"},
+            "role":"collaborator","masked":true,"joined_at":"2024-01-01T00:00:00Z"}}"#;
+        let head: JoinedHead<'_> = serde_json::from_str(joined).unwrap();
+        assert_eq!(
+            (&*head.session, &*head.participant.agent.id),
+            ("ses-1", "ld-ag4")
+        );
+        assert!(head.participant.masked);
+        let withdrawn =
+            r#"{"invitation":"inv-1-2","session":"ses-1","reason":"accepted_by_other"}"#;
+        let head: WithdrawnHead<'_> = serde_json::from_str(withdrawn).unwrap();
+        assert!(matches!(head.invitation, Cow::Borrowed("inv-1-2")));
     }
 }

@@ -6,4 +6,5 @@
 pub mod support;
 
 mod conformance;
+mod cost;
 mod scenarios;

@@ -133,23 +133,6 @@ impl RedisServer {
             .expect("redis-cli is installed");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
-
-    /// `INFO commandstats` as (command, calls) pairs.
-    pub fn command_calls(&self) -> std::collections::HashMap<String, u64> {
-        self.cli(&["INFO", "commandstats"])
-            .lines()
-            .filter_map(|line| {
-                let rest = line.strip_prefix("cmdstat_")?;
-                let (name, stats) = rest.split_once(':')?;
-                let calls = stats
-                    .split(',')
-                    .find_map(|kv| kv.strip_prefix("calls="))?
-                    .parse()
-                    .ok()?;
-                Some((name.to_owned(), calls))
-            })
-            .collect()
-    }
 }
 
 impl Drop for RedisServer {

@@ -489,6 +489,23 @@ impl TestApp {
         (stream, snapshot)
     }
 
+    /// The status an event stream request is answered with; the stream, if
+    /// it opened, is closed again at once.
+    pub async fn stream_status(&self, path: &str, token: &str) -> u16 {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish();
+        client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .insert_header(("Accept", "text/event-stream"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} was not answered: {e}"))
+            .status()
+            .as_u16()
+    }
+
     /// Opens an event stream without reading anything from it.
     pub async fn connect_stream(&self, path: &str, token: &str) -> EventStream {
         // The head must come within the timeout; the body, read with

@@ -78,7 +78,8 @@ async fn a_masked_agent_and_everything_internal_stay_out_of_every_customer_paylo
     let messages = app.customer_messages(&customer).await;
     assert_eq!(
         pluck(&messages.expect_status(200)["messages"], "text"),
-        ["hello from Annie", "thanks"]
+        ["thanks", "hello from Annie"],
+        "newest first"
     );
     seen.push(messages.text);
     let cleared = app.reconnected(&customer, generation + 1, true).await;

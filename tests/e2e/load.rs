@@ -1,5 +1,6 @@
 //! `collabd load` against a node of this process: the real binary, as CI
-//! runs it, must finish with every invariant intact and say so in its report.
+//! runs it, must finish with every invariant intact, every outcome answered
+//! (none learned, none unknown) and say so in its report.
 
 use std::process::Command;
 
@@ -61,4 +62,22 @@ async fn the_load_generator_keeps_every_invariant_on_one_node() {
             "latency_ms.{latency}.p99 in {report}"
         );
     }
+    // Every accept was answered: no outcome had to be learned, none is unknown.
+    assert_eq!(count("learned"), 0, "{report}");
+    assert_eq!(count("unknown"), 0, "{report}");
+    assert!(count("winners") > 0, "{report}");
+    // The customer streams were read and checked (at least their snapshots).
+    assert!(count("customer_events") >= 8, "{report}");
+    let kinds = &report["customer_leaks_by_kind"];
+    for kind in ["agent_id", "comment", "invitation_id", "masked_agent"] {
+        assert_eq!(kinds[kind].as_u64(), Some(0), "{kind} in {report}");
+    }
+    // No --node-pids: no node CPU; the generator's own CPU is always there.
+    assert!(report.get("node_cpu").is_none(), "{report}");
+    if std::path::Path::new("/proc/self/stat").exists() {
+        let generator = &report["generator_cpu"];
+        assert!(generator["seconds"].as_f64().is_some(), "{report}");
+        assert!(generator["delivered_events"].as_u64() > Some(0), "{report}");
+    }
+    assert!(report["generator_lagged"].is_boolean(), "{report}");
 }

@@ -190,10 +190,11 @@ async fn chat_reaches_every_agent_and_only_everyone_messages_reach_the_customer(
     assert_eq!(second["message"]["author"]["kind"], "customer");
     carols.assert_silent(QUIET).await;
 
+    // Pages are newest first.
     let all = app.messages(&bob.token, &session).await.expect_status(200);
     assert_eq!(
         pluck(&all["messages"], "text"),
-        ["hello everyone", "agents only note", "customer here"]
+        ["customer here", "agents only note", "hello everyone"]
     );
     assert_eq!(
         pluck(&all["messages"], "audience"),
@@ -202,7 +203,7 @@ async fn chat_reaches_every_agent_and_only_everyone_messages_reach_the_customer(
     let visible = app.customer_messages(&customer).await.expect_status(200);
     assert_eq!(
         pluck(&visible["messages"], "text"),
-        ["hello everyone", "customer here"]
+        ["customer here", "hello everyone"]
     );
 }
 

@@ -1,0 +1,123 @@
+//! The agent's own calls: presence, the collaboration window, its alerts,
+//! and its event stream.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::{AgentCaller, run};
+use crate::actors::outbox::Inbox;
+use crate::actors::reads::{self, CollaboratorsView, MeView, PortalRef};
+use crate::actors::session::Want;
+use crate::actors::{Failure, Node, StreamPermit};
+use crate::backplane::{BusMessage, Topic};
+use crate::domain::session::RecipientGone;
+use crate::domain::visibility::OfferView;
+use crate::domain::{DomainError, PortalId};
+
+/// `POST /v1/me/login`: the agent is logged into `portal` (one of its own).
+pub async fn login(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    portal: &PortalId,
+) -> Result<PortalRef, Failure> {
+    let (account, agent) = (&caller.account.id, &caller.agent);
+    let portal = node
+        .backplane
+        .portal(account, portal)
+        .await?
+        .ok_or(Failure::NotFound("portal"))?;
+    if !agent.is_member_of(&portal.id) {
+        return Err(Failure::Forbidden(
+            "this agent may not log into that portal",
+        ));
+    }
+    node.backplane.login(account, agent, &portal.id).await?;
+    let presence = BusMessage::Presence {
+        agent: agent.id.clone(),
+        portal: Some(portal.id.clone()),
+    };
+    node.backplane
+        .publish(Topic::Agent(account.clone(), agent.id.clone()), presence)
+        .await?;
+    Ok(PortalRef {
+        id: portal.id,
+        name: portal.name,
+    })
+}
+
+/// `POST /v1/me/logout`. Logging out withdraws the agent's open alerts:
+/// nobody may join a session through an invitation it received while it
+/// is gone. Order matters: out of presence first (no new offers), then the
+/// withdrawals (still delivered through its portal), then the presence
+/// change that moves its streams out of the portal's fan-out.
+pub async fn logout(node: &Arc<Node>, caller: &AgentCaller) -> Result<(), Failure> {
+    let (account, agent) = (&caller.account.id, &caller.agent);
+    node.backplane.logout(account, agent).await?;
+    let offers = reads::offers(node, account, agent).await?;
+    let sessions: BTreeSet<_> = offers.into_iter().map(|o| o.invitation.session).collect();
+    // Every session gets its withdrawal even if one of them fails.
+    let mut failed = None;
+    for session in sessions {
+        let command = RecipientGone {
+            agent: agent.id.clone(),
+        };
+        let gone = run(
+            node,
+            &caller.account,
+            &session,
+            command.into(),
+            None,
+            Want::default(),
+        )
+        .await;
+        if let Err(e) = gone {
+            failed.get_or_insert(e);
+        }
+    }
+    let presence = BusMessage::Presence {
+        agent: agent.id.clone(),
+        portal: None,
+    };
+    node.backplane
+        .publish(Topic::Agent(account.clone(), agent.id.clone()), presence)
+        .await?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// `GET /v1/me`.
+pub async fn me(node: &Arc<Node>, caller: &AgentCaller) -> Result<MeView, Failure> {
+    reads::me(node, &caller.account.id, &caller.agent).await
+}
+
+/// `GET /v1/me/invitations`: the open offers the agent may still accept.
+pub async fn offers(node: &Arc<Node>, caller: &AgentCaller) -> Result<Vec<OfferView>, Failure> {
+    reads::offers(node, &caller.account.id, &caller.agent).await
+}
+
+/// `GET /v1/collaborators?q=&limit=&cursor=`.
+pub async fn collaborators(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    q: Option<&str>,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<CollaboratorsView, Failure> {
+    if !(1..=reads::WINDOW_PAGE_MAX).contains(&limit) {
+        return Err(
+            DomainError::Invalid(format!("limit must be 1 to {}", reads::WINDOW_PAGE_MAX)).into(),
+        );
+    }
+    reads::collaborators(node, &caller.account.id, &caller.agent.id, q, limit, cursor).await
+}
+
+/// `GET /v1/me/events`: the agent's stream, once the token has a place left.
+pub async fn events(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+) -> Result<(Inbox, StreamPermit), Failure> {
+    let actor = node.agent(&caller.account.id, &caller.agent.id);
+    super::open_stream(node, &caller.token, actor).await
+}

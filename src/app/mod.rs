@@ -1,0 +1,104 @@
+//! The use cases, one layer below `http/`: each is one function that takes
+//! the caller and what it asked for, drives the actors and the backplane,
+//! and returns what to answer. `http/` only extracts, calls one of these,
+//! and maps the result; it never names the backplane or the bus.
+
+pub mod agents;
+pub mod customer;
+pub mod provisioning;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use crate::actors::outbox::{Connect, Inbox, Outbox};
+use crate::actors::session::{Execute, Executed, Want};
+use crate::actors::{Failure, Metrics, Node, StreamPermit};
+use crate::backplane::Guard;
+use crate::domain::{Account, Agent, AgentId, Command, SessionId};
+
+pub use crate::actors::Failure as Error;
+
+/// An agent calling, with its account and profile as stored now.
+#[derive(Debug, Clone)]
+pub struct AgentCaller {
+    /// The agent's account.
+    pub account: Account,
+    /// The agent.
+    pub agent: Agent,
+    /// Names the token it called with (its signature), for per-token limits.
+    pub token: String,
+}
+
+/// The customer of one session calling.
+#[derive(Debug, Clone)]
+pub struct CustomerCaller {
+    /// The session's account.
+    pub account: Account,
+    /// The session.
+    pub session: SessionId,
+    /// Names the token it called with (its signature), for per-token limits.
+    pub token: String,
+}
+
+/// Who an agent token names: its account and agent as stored now (one
+/// backplane round trip), or `None` when either no longer exists.
+pub async fn agent_caller(
+    node: &Node,
+    account: &crate::domain::AccountId,
+    agent: &AgentId,
+) -> Result<Option<(Account, Agent)>, Failure> {
+    let (account, agent) = node.backplane.account_and_agent(account, agent).await?;
+    Ok(account.zip(agent))
+}
+
+/// The account a customer token names, as stored now.
+pub async fn customer_account(
+    node: &Node,
+    account: &crate::domain::AccountId,
+) -> Result<Option<Account>, Failure> {
+    Ok(node.backplane.account(account).await?)
+}
+
+/// Runs a command on a session through this node's session actor, under
+/// the account's current policy.
+pub(crate) async fn run(
+    node: &Arc<Node>,
+    account: &Account,
+    session: &SessionId,
+    command: Command,
+    guard: Option<Guard>,
+    want: Want,
+) -> Result<Executed, Failure> {
+    let execute = Execute {
+        policy: account.policy.clone(),
+        command,
+        guard,
+        want,
+    };
+    node.session(&account.id, session).send(execute).await?
+}
+
+/// Opens an event stream on `actor` (an agent's or a session's), once the
+/// token `token` has a place left among its streams.
+pub(crate) async fn open_stream<A>(
+    node: &Node,
+    token: &str,
+    actor: actix::Addr<A>,
+) -> Result<(Inbox, StreamPermit), Failure>
+where
+    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<Connect>,
+{
+    let permit = node
+        .permits
+        .acquire(token)
+        .inspect_err(|_| Metrics::inc(&node.metrics.streams_refused))?;
+    let sse = &node.settings.sse;
+    let (outbox, inbox) = Outbox::channel(sse.outbox, sse.outbox_bytes);
+    actor.send(Connect(outbox)).await?;
+    Ok((inbox, permit))
+}
+
+/// Whether the backplane answers (readiness).
+pub async fn ready(node: &Node) -> Result<(), Failure> {
+    Ok(node.backplane.ping().await?)
+}

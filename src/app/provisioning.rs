@@ -1,0 +1,65 @@
+//! Admin: accounts, portals, agents.
+
+use std::sync::Arc;
+
+use crate::actors::{Failure, Node};
+use crate::domain::{Account, AccountId, Agent, AgentId, DomainError, Portal};
+
+/// Stores an account; `true` if it is new.
+pub async fn put_account(node: &Arc<Node>, account: &Account) -> Result<bool, Failure> {
+    Ok(node.backplane.put_account(account).await?)
+}
+
+/// An account that must exist (404 otherwise).
+pub async fn existing_account(node: &Arc<Node>, id: &AccountId) -> Result<Account, Failure> {
+    node.backplane
+        .account(id)
+        .await?
+        .ok_or(Failure::NotFound("account"))
+}
+
+/// Stores a portal of an existing account; `true` if it is new.
+pub async fn put_portal(
+    node: &Arc<Node>,
+    account: &AccountId,
+    portal: &Portal,
+) -> Result<bool, Failure> {
+    existing_account(node, account).await?;
+    Ok(node.backplane.put_portal(account, portal).await?)
+}
+
+/// Stores an agent of an existing account, whose portals must all exist;
+/// `true` if it is new.
+pub async fn put_agent(
+    node: &Arc<Node>,
+    account: &AccountId,
+    agent: &Agent,
+) -> Result<bool, Failure> {
+    existing_account(node, account).await?;
+    let known = node.backplane.portals(account).await?;
+    if let Some(missing) = agent
+        .portals
+        .iter()
+        .find(|p| !known.iter().any(|k| &k.id == *p))
+    {
+        return Err(DomainError::Invalid(format!(
+            "portal {:?} does not exist in this account",
+            missing.as_str()
+        ))
+        .into());
+    }
+    Ok(node.backplane.put_agent(account, agent).await?)
+}
+
+/// An agent that must exist in an existing account (404 otherwise).
+pub async fn existing_agent(
+    node: &Arc<Node>,
+    account: &AccountId,
+    agent: &AgentId,
+) -> Result<Agent, Failure> {
+    existing_account(node, account).await?;
+    node.backplane
+        .agent(account, agent)
+        .await?
+        .ok_or(Failure::NotFound("agent"))
+}

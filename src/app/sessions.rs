@@ -1,0 +1,395 @@
+//! Sessions, their chat and their invitations: what the session's agents
+//! and the invitees do.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{AgentCaller, run};
+use crate::actors::session::{Accept, Create, Executed, Read, Want};
+use crate::actors::{Failure, Node};
+use crate::backplane::{Guard, Transcript};
+use crate::domain::session::{Audience, Cancel, Decline, End, Invite, Leave, Post, Poster, Target};
+use crate::domain::visibility::{AgentSessionView, InvitationView, Viewer, message_view};
+use crate::domain::{DomainError, InvitationId, MessageId, Rules, Session, SessionId, SessionMode};
+
+/// The default page of chat messages.
+pub const MESSAGE_PAGE: usize = 50;
+/// The largest page of chat messages.
+pub const MESSAGE_PAGE_MAX: usize = 200;
+
+/// A page of chat messages, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessagePage {
+    /// The messages as the reader may see them.
+    pub messages: Vec<Value>,
+    /// Where the next (older) page starts, if there is one.
+    pub next_before: Option<u64>,
+}
+
+/// `POST /v1/sessions`: the caller leads a new session (which counts toward
+/// its `max_active_sessions_per_agent`, checked atomically with creating it).
+pub async fn create(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    mode: SessionMode,
+    customer_name: String,
+) -> Result<AgentSessionView, Failure> {
+    let policy = &caller.account.policy;
+    let (session, outcome) = Session::create(
+        SessionId::random(),
+        caller.account.id.clone(),
+        mode,
+        caller.agent.as_ref(),
+        customer_name,
+        Rules {
+            policy,
+            now: Utc::now(),
+        },
+    )?;
+    let create = Create {
+        guard: Guard {
+            agent: caller.agent.id.clone(),
+            below: policy.max_active_sessions_per_agent,
+        },
+        policy: policy.clone(),
+        outcome,
+        session: session.clone(),
+    };
+    node.session(&caller.account.id, &session.id)
+        .send(create)
+        .await?
+}
+
+async fn read(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    session: &SessionId,
+    want: Want,
+) -> Result<Executed, Failure> {
+    let read = Read {
+        participant: Some(caller.agent.id.clone()),
+        want,
+    };
+    node.session(&caller.account.id, session).send(read).await?
+}
+
+/// `GET /v1/sessions/{id}`: only its agents may read it.
+pub async fn get(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    session: &SessionId,
+) -> Result<AgentSessionView, Failure> {
+    let want = Want {
+        agent_view: true,
+        ..Want::default()
+    };
+    read(node, caller, session, want)
+        .await?
+        .agent_view
+        .ok_or(Failure::NotFound("session"))
+}
+
+/// `GET /v1/sessions/{id}/invitations/{inv}`: one invitation, open or
+/// closed, for the session's agents.
+pub async fn invitation(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    session: &SessionId,
+    invitation: &InvitationId,
+) -> Result<InvitationView, Failure> {
+    let want = Want {
+        invitation: Some(invitation.clone()),
+        ..Want::default()
+    };
+    read(node, caller, session, want)
+        .await?
+        .invitation
+        .ok_or(Failure::NotFound("invitation"))
+}
+
+/// What an invitation asks for.
+#[derive(Debug, Clone)]
+pub struct InviteRequest {
+    /// One agent or a portal.
+    pub target: Target,
+    /// Join masked.
+    pub masked: bool,
+    /// A note for the invitees.
+    pub comment: Option<String>,
+}
+
+/// `POST /v1/sessions/{id}/invitations`.
+pub async fn invite(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    session: &SessionId,
+    request: InviteRequest,
+) -> Result<InvitationView, Failure> {
+    let account = &caller.account.id;
+    let backplane = &node.backplane;
+    // Who could receive it, as of now: the direct target if logged in, or
+    // everyone logged into the portal (one read, however big the account).
+    // The domain removes the inviter and the participants.
+    let online = match &request.target {
+        Target::Agent(agent) => {
+            backplane
+                .agent(account, agent)
+                .await?
+                .ok_or(Failure::NotFound("agent"))?;
+            match backplane.presence(account, agent).await? {
+                Some(_) => vec![agent.clone()],
+                None => Vec::new(),
+            }
+        }
+        Target::Portal(portal) => backplane
+            .online_in(account, portal)
+            .await?
+            .ok_or(Failure::NotFound("portal"))?,
+    };
+    let comment = request
+        .comment
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    let id = InvitationId::within(session);
+    let command = Invite {
+        id: id.clone(),
+        inviter: caller.agent.id.clone(),
+        target: request.target,
+        masked: request.masked,
+        comment,
+        online,
+    };
+    let want = Want {
+        invitation: Some(id),
+        ..Want::default()
+    };
+    run(node, &caller.account, session, command.into(), None, want)
+        .await?
+        .invitation
+        .ok_or(Failure::NotFound("invitation"))
+}
+
+/// `DELETE /v1/sessions/{id}/invitations/{inv}`.
+pub async fn cancel(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    session: &SessionId,
+    invitation: &InvitationId,
+) -> Result<InvitationView, Failure> {
+    let command = Cancel {
+        invitation: invitation.clone(),
+        by: caller.agent.id.clone(),
+    };
+    let want = Want {
+        invitation: Some(invitation.clone()),
+        ..Want::default()
+    };
+    match run(node, &caller.account, session, command.into(), None, want).await {
+        Ok(done) => done.invitation.ok_or(Failure::NotFound("invitation")),
+        Err(Failure::Domain(DomainError::InvitationNotFound)) => {
+            // Not open: closed already (409), or never sent here (404).
+            let closed = node
+                .backplane
+                .closed_invitation(&caller.account.id, session, invitation)
+                .await?;
+            Err(match closed {
+                Some(_) => DomainError::InvitationClosed.into(),
+                None => Failure::NotFound("invitation"),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `POST /v1/sessions/{id}/messages`: the message as its author sees it.
+pub async fn post(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    session: &SessionId,
+    text: String,
+    audience: Audience,
+) -> Result<Value, Failure> {
+    let command = Post {
+        id: MessageId::random(),
+        author: Poster::Agent(caller.agent.id.clone()),
+        text,
+        audience,
+    };
+    let done = run(
+        node,
+        &caller.account,
+        session,
+        command.into(),
+        None,
+        Want::default(),
+    )
+    .await?;
+    done.outcome
+        .message
+        .as_ref()
+        .and_then(|m| message_view(&Viewer::Participant(&caller.agent.id), m))
+        .ok_or(Failure::NotFound("message"))
+}
+
+/// A page of a transcript, newest first, as `viewer` sees it.
+pub(crate) async fn page(
+    node: &Node,
+    account: &crate::domain::AccountId,
+    session: &SessionId,
+    transcript: Transcript,
+    viewer: Viewer<'_>,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<MessagePage, Failure> {
+    let limit = limit.clamp(1, MESSAGE_PAGE_MAX);
+    let page = node
+        .backplane
+        .messages(account, session, transcript, before, limit)
+        .await?;
+    let number = |m: &crate::domain::Message| match transcript {
+        Transcript::Agents => Some(m.seq),
+        Transcript::Customer => m.customer_seq,
+    };
+    let oldest = page.last().and_then(number);
+    let next_before = oldest.filter(|n| page.len() == limit && *n > 1);
+    Ok(MessagePage {
+        messages: page
+            .iter()
+            .filter_map(|m| message_view(&viewer, m))
+            .collect(),
+        next_before,
+    })
+}
+
+/// `GET /v1/sessions/{id}/messages?before=&limit=`.
+pub async fn messages(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    session: &SessionId,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<MessagePage, Failure> {
+    read(node, caller, session, Want::default()).await?;
+    page(
+        node,
+        &caller.account.id,
+        session,
+        Transcript::Agents,
+        Viewer::Participant(&caller.agent.id),
+        before,
+        limit,
+    )
+    .await
+}
+
+/// `POST /v1/sessions/{id}/leave`.
+pub async fn leave(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    session: &SessionId,
+) -> Result<AgentSessionView, Failure> {
+    let command = Leave {
+        agent: caller.agent.id.clone(),
+    };
+    participant_command(node, caller, session, command.into()).await
+}
+
+/// `POST /v1/sessions/{id}/end`.
+pub async fn end(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    session: &SessionId,
+) -> Result<AgentSessionView, Failure> {
+    let command = End {
+        by: caller.agent.id.clone(),
+    };
+    participant_command(node, caller, session, command.into()).await
+}
+
+async fn participant_command(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    session: &SessionId,
+    command: crate::domain::Command,
+) -> Result<AgentSessionView, Failure> {
+    let want = Want {
+        agent_view: true,
+        ..Want::default()
+    };
+    run(node, &caller.account, session, command, None, want)
+        .await?
+        .agent_view
+        .ok_or(Failure::NotFound("session"))
+}
+
+/// What an accepting agent gets back.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    /// The invitation, accepted.
+    pub invitation: InvitationView,
+    /// The session the agent joined.
+    pub session: AgentSessionView,
+}
+
+/// `POST /v1/invitations/{inv}/accept`: the first accept wins.
+pub async fn accept(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    invitation: &InvitationId,
+) -> Result<Accepted, Failure> {
+    let session = invitation
+        .session()
+        .ok_or(Failure::NotFound("invitation"))?;
+    let accept = Accept {
+        policy: caller.account.policy.clone(),
+        invitation: invitation.clone(),
+        agent: caller.agent.as_ref(),
+    };
+    let done = node
+        .session(&caller.account.id, &session)
+        .send(accept)
+        .await??;
+    match (done.invitation, done.agent_view) {
+        (Some(invitation), Some(session)) => Ok(Accepted {
+            invitation,
+            session,
+        }),
+        _ => Err(Failure::NotFound("invitation")),
+    }
+}
+
+/// `POST /v1/invitations/{inv}/decline`.
+pub async fn decline(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    invitation: &InvitationId,
+) -> Result<InvitationView, Failure> {
+    let session = invitation
+        .session()
+        .ok_or(Failure::NotFound("invitation"))?;
+    let command = Decline {
+        invitation: invitation.clone(),
+        agent: caller.agent.id.clone(),
+    };
+    let want = Want {
+        invitation: Some(invitation.clone()),
+        ..Want::default()
+    };
+    match run(node, &caller.account, &session, command.into(), None, want).await {
+        Ok(done) => done.invitation.ok_or(Failure::NotFound("invitation")),
+        Err(Failure::Domain(DomainError::InvitationNotFound))
+        | Err(Failure::NotFound("session")) => {
+            let closed = node
+                .backplane
+                .closed_invitation(&caller.account.id, &session, invitation)
+                .await?
+                .ok_or(Failure::NotFound("invitation"))?;
+            closed.decline_again(&caller.agent.id)?;
+            Ok(InvitationView::from(&closed))
+        }
+        Err(e) => Err(e),
+    }
+}

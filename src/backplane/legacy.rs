@@ -1,0 +1,142 @@
+//! What the first release (wire format 1) stored, and how it reads today.
+//! Only the shapes that changed are here; the codec decodes v1 bodies into
+//! them and converts.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::domain::session::{
+    Audience, Author, Counters, Customer, EndReason, Ending, Invitation, Participant,
+};
+use crate::domain::{
+    Account, AccountId, AgentId, Message, MessageId, Policy, Session, SessionId, SessionMode,
+    visibility,
+};
+
+/// A v1 policy: the seed's switches and limits, without the v2 bounds.
+#[derive(Deserialize)]
+pub(super) struct PolicyV1 {
+    collaboration: bool,
+    portal_invitations: bool,
+    masking: bool,
+    comments: bool,
+    session_modes: Vec<SessionMode>,
+    invitation_ttl_secs: u32,
+    max_agents_per_session: u32,
+    max_active_sessions_per_agent: u32,
+}
+
+/// A v1 account.
+#[derive(Deserialize)]
+pub(super) struct AccountV1 {
+    id: AccountId,
+    name: String,
+    policy: PolicyV1,
+}
+
+impl From<AccountV1> for Account {
+    fn from(a: AccountV1) -> Self {
+        let p = a.policy;
+        Account {
+            id: a.id,
+            name: a.name,
+            policy: Policy {
+                collaboration: p.collaboration,
+                portal_invitations: p.portal_invitations,
+                masking: p.masking,
+                comments: p.comments,
+                session_modes: p.session_modes,
+                invitation_ttl_secs: p.invitation_ttl_secs,
+                max_agents_per_session: p.max_agents_per_session,
+                max_active_sessions_per_agent: p.max_active_sessions_per_agent,
+                ..Policy::default()
+            },
+        }
+    }
+}
+
+/// A v1 chat message: one sequence for everyone.
+#[derive(Deserialize)]
+pub(super) struct MessageV1 {
+    id: MessageId,
+    seq: u64,
+    author: Author,
+    text: String,
+    audience: Audience,
+    sent_at: DateTime<Utc>,
+}
+
+impl From<MessageV1> for Message {
+    fn from(m: MessageV1) -> Self {
+        let mut message = Message {
+            id: m.id,
+            seq: m.seq,
+            customer_seq: None,
+            author: m.author,
+            text: m.text,
+            audience: m.audience,
+            sent_at: m.sent_at,
+        };
+        // v1 showed customers the session's own numbering; keep it for the
+        // messages it already showed them.
+        if visibility::customer_may_read(&message) {
+            message.customer_seq = Some(message.seq);
+        }
+        message
+    }
+}
+
+#[derive(Deserialize, PartialEq)]
+enum SessionStatusV1 {
+    Active,
+    Ended,
+}
+
+/// A v1 session: every invitation it ever sent, in one state.
+#[derive(Deserialize)]
+pub(super) struct SessionV1 {
+    id: SessionId,
+    account: AccountId,
+    mode: SessionMode,
+    status: SessionStatusV1,
+    created_at: DateTime<Utc>,
+    lead: Option<AgentId>,
+    participants: Vec<Participant>,
+    customer: Customer,
+    invitations: Vec<Invitation>,
+    message_count: u64,
+}
+
+impl From<SessionV1> for Session {
+    /// Keeps the open invitations as hot state; closed ones are dropped (v1
+    /// kept no separate history to move them to). Customer numbering goes
+    /// on after the session's own, which v1 showed customers.
+    fn from(s: SessionV1) -> Self {
+        let invitations = s
+            .invitations
+            .into_iter()
+            .filter(Invitation::is_pending)
+            .collect::<Vec<_>>();
+        let ended = (s.status == SessionStatusV1::Ended).then_some(Ending {
+            at: s.created_at,
+            reason: EndReason::EndedByLead,
+        });
+        Session {
+            id: s.id,
+            account: s.account,
+            mode: s.mode,
+            created_at: s.created_at,
+            ended,
+            lead: s.lead,
+            participants: s.participants,
+            customer: s.customer,
+            counters: Counters {
+                messages: s.message_count,
+                customer_messages: s.message_count,
+                invitations: invitations.len() as u64,
+            },
+            invitations,
+            last_activity: s.created_at,
+        }
+    }
+}

@@ -1,0 +1,950 @@
+//! The cluster backplane: many nodes sharing one Redis.
+//!
+//! - Fan-out: `PUBLISH`/`SUBSCRIBE`, one subscription per node per topic
+//!   (`pubsub.rs`), reconnecting with backoff; after a reconnection local
+//!   streams re-read the truth (pub/sub is a hint, never the truth).
+//! - Session state: the bounded hot state in a hash, written with its
+//!   version by one script that also appends to the history and the
+//!   transcripts, updates the indexes, arms and disarms timers, and
+//!   publishes — atomically (`scripts.rs`, COMMIT).
+//! - First accept wins: a claim key set if absent plus a fencing counter.
+//! - Presence: the portal each agent logged into, a per-portal set, and an
+//!   expiry score refreshed by this node's heartbeat for the agents it
+//!   serves, so a dead node's agents fade out within [`PRESENCE_TTL`].
+//! - Timers: a set per account and a small index of accounts with timers
+//!   (`timers.rs`); every node polls the index, and leases what it takes.
+//!
+//! Every key is built by `keys.rs`; every script touches one hash tag.
+
+mod pubsub;
+mod scripts;
+mod timers;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, Script};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::keys::{AccountKeys, Keyspace, timer_member};
+use super::{
+    AcceptContext, BackplaneError, Bus, BusMessage, Claim, Claims, Commit, Committed, Deadline,
+    Directory, Fresh, Health, Presence, Result, Sessions, Timers, Topic, Transcript, Versioned,
+    Window, WindowAgent, codec,
+};
+use crate::domain::session::{Target, Timer};
+use crate::domain::{
+    Account, AccountId, Agent, AgentId, Invitation, InvitationId, Message, Portal, PortalId,
+    Session, SessionId,
+};
+use crate::settings::BackplaneSettings;
+use pubsub::{Senders, SubCommand};
+
+/// How long an agent stays online without a heartbeat from a node serving it.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
+/// Connect and response timeouts: a request fails fast when Redis is gone.
+pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a subscribe waits for Redis to confirm it.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unavailable(e: redis::RedisError) -> BackplaneError {
+    BackplaneError::Unavailable(e.to_string())
+}
+
+fn corrupt(e: codec::CodecError) -> BackplaneError {
+    BackplaneError::Unavailable(format!("undecodable data in Redis: {e}"))
+}
+
+/// Stored bytes, decoded (absent stays absent).
+fn decoded<T: codec::Wire>(bytes: Option<Vec<u8>>) -> Result<Option<T>> {
+    bytes
+        .map(|b| codec::decode(&b))
+        .transpose()
+        .map_err(corrupt)
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// The scripts, each loaded once per Redis (EVALSHA after the first call).
+struct Scripts {
+    commit: Script,
+    refresh: Script,
+    account_and_agent: Script,
+    claim: Script,
+    release: Script,
+    accept_context: Script,
+    login: Script,
+    logout: Script,
+    online_in: Script,
+    window: Script,
+    transcript_page: Script,
+    index_touch: Script,
+    index_take: Script,
+    timers_take: Script,
+    index_settle: Script,
+    timer_complete: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            commit: Script::new(scripts::COMMIT),
+            refresh: Script::new(scripts::REFRESH),
+            account_and_agent: Script::new(scripts::ACCOUNT_AND_AGENT),
+            claim: Script::new(scripts::CLAIM),
+            release: Script::new(scripts::RELEASE),
+            accept_context: Script::new(scripts::ACCEPT_CONTEXT),
+            login: Script::new(scripts::LOGIN),
+            logout: Script::new(scripts::LOGOUT),
+            online_in: Script::new(scripts::ONLINE_IN),
+            window: Script::new(scripts::WINDOW),
+            transcript_page: Script::new(scripts::TRANSCRIPT_PAGE),
+            index_touch: Script::new(scripts::TIMER_INDEX_TOUCH),
+            index_take: Script::new(scripts::TIMER_INDEX_TAKE),
+            timers_take: Script::new(scripts::TIMERS_TAKE),
+            index_settle: Script::new(scripts::TIMER_INDEX_SETTLE),
+            timer_complete: Script::new(scripts::TIMER_COMPLETE),
+        }
+    }
+}
+
+/// Why this node keeps an agent's presence fresh.
+#[derive(Debug, Default)]
+struct Served {
+    /// It logged in through this node.
+    logged_in: bool,
+    /// Its event streams held by this node.
+    streams: usize,
+}
+
+/// The Redis backplane.
+pub struct RedisBackplane {
+    keys: Keyspace,
+    conn: ConnectionManager,
+    scripts: Scripts,
+    senders: Senders,
+    subscribe_tx: mpsc::UnboundedSender<SubCommand>,
+    pubsub_up: Arc<AtomicBool>,
+    resync_rx: watch::Receiver<u64>,
+    due_rx: Mutex<Option<mpsc::UnboundedReceiver<Deadline>>>,
+    /// Agents this node keeps online: logged in through it, or streaming from it.
+    served: Mutex<HashMap<(AccountId, AgentId), Served>>,
+    /// Timer index updates that failed, retried by the timer loop: until
+    /// one lands, that account's new earliest timer might be looked at late.
+    index_retries: Mutex<Vec<(AccountId, i64)>>,
+}
+
+impl RedisBackplane {
+    /// Connects lazily (a node starts, not ready, while Redis is down) and
+    /// starts the pub/sub, timer and heartbeat tasks on the current runtime.
+    pub fn start(settings: &BackplaneSettings) -> Result<Arc<Self>> {
+        let client = Client::open(settings.redis_url.as_str()).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(REDIS_TIMEOUT);
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let (subscribe_tx, subscribe_rx) = mpsc::unbounded_channel();
+        let (resync_tx, resync_rx) = watch::channel(0);
+        let (due_tx, due_rx) = mpsc::unbounded_channel();
+        let backplane = Arc::new(Self {
+            keys: Keyspace::new(&settings.namespace),
+            conn,
+            scripts: Scripts::new(),
+            senders: Arc::default(),
+            subscribe_tx,
+            pubsub_up: Arc::new(AtomicBool::new(false)),
+            resync_rx,
+            due_rx: Mutex::new(Some(due_rx)),
+            served: Mutex::default(),
+            index_retries: Mutex::default(),
+        });
+        tokio::spawn(pubsub::run(
+            client,
+            backplane.senders.clone(),
+            subscribe_rx,
+            backplane.pubsub_up.clone(),
+            resync_tx,
+        ));
+        tokio::spawn(timers::poll(Arc::downgrade(&backplane), due_tx));
+        tokio::spawn(timers::heartbeat(Arc::downgrade(&backplane)));
+        Ok(backplane)
+    }
+
+    /// The keyspace this backplane uses (tests count and inspect its keys).
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keys
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn account_keys(&self, account: &AccountId) -> AccountKeys {
+        self.keys.account(account)
+    }
+
+    /// Updates why this node keeps `agent` online; forgets it when neither
+    /// a login through this node nor a stream on it remains.
+    fn serve(&self, account: &AccountId, agent: &AgentId, change: impl FnOnce(&mut Served)) {
+        let mut served = lock(&self.served);
+        let key = (account.clone(), agent.clone());
+        let entry = served.entry(key.clone()).or_default();
+        change(entry);
+        if !entry.logged_in && entry.streams == 0 {
+            served.remove(&key);
+        }
+    }
+
+    /// Makes sure the timer index looks at `account` by `at_ms`.
+    async fn touch_index(&self, account: &AccountId, at_ms: i64) {
+        let touched: redis::RedisResult<i64> = self
+            .scripts
+            .index_touch
+            .key(self.keys.timer_index())
+            .key(self.keys.timer_gen())
+            .arg(account.as_str())
+            .arg(at_ms)
+            .invoke_async(&mut self.conn())
+            .await;
+        if let Err(e) = touched {
+            tracing::warn!(error = %e, %account, "timer index not updated; retrying");
+            lock(&self.index_retries).push((account.clone(), at_ms));
+        }
+    }
+
+    /// Sets a hash field; `true` if it is new.
+    async fn hset_new(&self, key: String, field: &str, value: Vec<u8>) -> Result<bool> {
+        let added: i64 = self
+            .conn()
+            .hset(key, field, value)
+            .await
+            .map_err(unavailable)?;
+        Ok(added == 1)
+    }
+
+    /// A hash field, decoded.
+    async fn hget_decoded<T: codec::Wire>(&self, key: String, field: &str) -> Result<Option<T>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn()
+            .hget(key, field)
+            .await
+            .map_err(unavailable)?;
+        decoded(bytes)
+    }
+
+    fn decode_session(version: u64, bytes: &[u8]) -> Result<Versioned> {
+        let session: Session = codec::decode(bytes).map_err(corrupt)?;
+        Ok(Versioned { version, session })
+    }
+
+    /// Builds the commit script's call (see `scripts::COMMIT` for the layout).
+    fn commit_call<'s>(
+        &'s self,
+        account: &AccountId,
+        commit: &Commit<'_>,
+    ) -> redis::ScriptInvocation<'s> {
+        let k = self.account_keys(account);
+        let sid = &commit.session.id;
+        let outcome = commit.outcome;
+        let mut call = self.scripts.commit.prepare_invoke();
+        call.key(k.session(sid)).key(k.active()).key(k.timers());
+        call.arg(commit.expected_version)
+            .arg(codec::encode(commit.session));
+        match commit.guard {
+            Some(g) => call.arg(g.agent.as_str()).arg(g.below),
+            None => call.arg("").arg(0),
+        };
+        let mut ops: Vec<(String, &'static str, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut op = |key: String, kind: &'static str, a: Vec<u8>, b: Vec<u8>| {
+            ops.push((key, kind, a, b));
+        };
+        if let Some(m) = &outcome.message {
+            op(k.chat(sid), "rpush", codec::encode(m), Vec::new());
+            if m.customer_seq.is_some() {
+                // The customer transcript holds positions in the full one.
+                op(
+                    k.customer_chat(sid),
+                    "rpush",
+                    m.seq.to_string().into_bytes(),
+                    Vec::new(),
+                );
+            }
+        }
+        for inv in &outcome.closed {
+            op(
+                k.history(sid),
+                "hset",
+                inv.id.as_str().as_bytes().to_vec(),
+                codec::encode(inv),
+            );
+            op(k.claim(&inv.id), "del", Vec::new(), Vec::new());
+        }
+        let delta = &outcome.delta;
+        for (inv, target) in &delta.opened {
+            op(
+                k.open(target),
+                "hset",
+                inv.as_str().as_bytes().to_vec(),
+                sid.as_str().as_bytes().to_vec(),
+            );
+        }
+        for (inv, target) in &delta.closed {
+            op(
+                k.open(target),
+                "hdel",
+                inv.as_str().as_bytes().to_vec(),
+                Vec::new(),
+            );
+        }
+        for agent in &delta.joined {
+            op(
+                k.agent_sessions(agent),
+                "join",
+                sid.as_str().as_bytes().to_vec(),
+                agent.as_str().as_bytes().to_vec(),
+            );
+        }
+        for agent in &delta.left {
+            op(
+                k.agent_sessions(agent),
+                "leave",
+                sid.as_str().as_bytes().to_vec(),
+                agent.as_str().as_bytes().to_vec(),
+            );
+        }
+        for timer in &outcome.disarm {
+            op(
+                k.timers(),
+                "disarm",
+                timer_member(sid, timer).into_bytes(),
+                Vec::new(),
+            );
+        }
+        for (timer, at) in &outcome.arm {
+            op(
+                k.timers(),
+                "arm",
+                timer_member(sid, timer).into_bytes(),
+                at.timestamp_millis().to_string().into_bytes(),
+            );
+        }
+        if outcome.ended {
+            let secs = commit.retention.as_secs().max(1).to_string().into_bytes();
+            for key in [
+                k.session(sid),
+                k.chat(sid),
+                k.customer_chat(sid),
+                k.history(sid),
+            ] {
+                op(key, "expire", secs.clone(), Vec::new());
+            }
+        }
+        call.arg(ops.len());
+        for (key, kind, a, b) in ops {
+            call.key(key).arg(kind).arg(a).arg(b);
+        }
+        // One payload per event and route, published to each of its channels.
+        let groups = group_publishes(commit.publish);
+        call.arg(groups.len());
+        for (message, topics) in groups {
+            call.arg(pubsub::encode(message)).arg(topics.len());
+            for topic in topics {
+                call.arg(self.keys.channel(topic));
+            }
+        }
+        call
+    }
+}
+
+/// Groups consecutive publishes of the same message (the same event for the
+/// same route, to several topics) so its payload crosses to Redis once.
+fn group_publishes(publish: &[(Topic, BusMessage)]) -> Vec<(&BusMessage, Vec<&Topic>)> {
+    let mut groups: Vec<(&BusMessage, Vec<&Topic>)> = Vec::new();
+    for (topic, message) in publish {
+        match groups.last_mut() {
+            Some((last, topics)) if same_payload(last, message) => topics.push(topic),
+            _ => groups.push((message, vec![topic])),
+        }
+    }
+    groups
+}
+
+fn same_payload(a: &BusMessage, b: &BusMessage) -> bool {
+    match (a, b) {
+        (
+            BusMessage::Session {
+                version: va,
+                index: ia,
+                route: ra,
+                event: ea,
+                ..
+            },
+            BusMessage::Session {
+                version: vb,
+                index: ib,
+                route: rb,
+                event: eb,
+                ..
+            },
+        ) => va == vb && ia == ib && ra == rb && Arc::ptr_eq(ea, eb),
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl Directory for RedisBackplane {
+    async fn put_account(&self, account: &Account) -> Result<bool> {
+        let old: Option<Vec<u8>> = redis::cmd("SET")
+            .arg(self.account_keys(&account.id).account())
+            .arg(codec::encode(account))
+            .arg("GET")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(old.is_none())
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn()
+            .get(self.account_keys(id).account())
+            .await
+            .map_err(unavailable)?;
+        decoded(bytes)
+    }
+
+    async fn put_portal(&self, account: &AccountId, portal: &Portal) -> Result<bool> {
+        let key = self.account_keys(account).portals();
+        self.hset_new(key, portal.id.as_str(), codec::encode(portal))
+            .await
+    }
+
+    async fn portal(&self, account: &AccountId, id: &PortalId) -> Result<Option<Portal>> {
+        let key = self.account_keys(account).portals();
+        self.hget_decoded(key, id.as_str()).await
+    }
+
+    async fn portals(&self, account: &AccountId) -> Result<Vec<Portal>> {
+        let all: HashMap<String, Vec<u8>> = self
+            .conn()
+            .hgetall(self.account_keys(account).portals())
+            .await
+            .map_err(unavailable)?;
+        let mut portals = all
+            .values()
+            .map(|b| codec::decode::<Portal>(b))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(corrupt)?;
+        portals.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(portals)
+    }
+
+    async fn put_agent(&self, account: &AccountId, agent: &Agent) -> Result<bool> {
+        let key = self.account_keys(account).agents();
+        self.hset_new(key, agent.id.as_str(), codec::encode(agent))
+            .await
+    }
+
+    async fn agent(&self, account: &AccountId, id: &AgentId) -> Result<Option<Agent>> {
+        let key = self.account_keys(account).agents();
+        self.hget_decoded(key, id.as_str()).await
+    }
+
+    async fn account_and_agent(
+        &self,
+        account: &AccountId,
+        agent: &AgentId,
+    ) -> Result<(Option<Account>, Option<Agent>)> {
+        let k = self.account_keys(account);
+        let (a, g): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+            .scripts
+            .account_and_agent
+            .key(k.account())
+            .key(k.agents())
+            .arg(agent.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok((decoded(a)?, decoded(g)?))
+    }
+}
+
+#[async_trait]
+impl Presence for RedisBackplane {
+    async fn login(
+        &self,
+        account: &AccountId,
+        agent: &Agent,
+        portal: &PortalId,
+    ) -> Result<Option<PortalId>> {
+        let k = self.account_keys(account);
+        let mut call = self.scripts.login.prepare_invoke();
+        call.key(k.presence())
+            .key(k.online())
+            .key(k.portal_online(portal));
+        for other in agent.portals.iter().filter(|p| *p != portal) {
+            call.key(k.portal_online(other));
+        }
+        let now = now_ms();
+        let previous: Option<String> = call
+            .arg(agent.id.as_str())
+            .arg(portal.as_str())
+            .arg(now + PRESENCE_TTL.as_millis() as i64)
+            .arg(now)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        self.serve(account, &agent.id, |s| s.logged_in = true);
+        Ok(previous.and_then(|p| PortalId::parse(&p).ok()))
+    }
+
+    async fn logout(&self, account: &AccountId, agent: &Agent) -> Result<Option<PortalId>> {
+        let k = self.account_keys(account);
+        let mut call = self.scripts.logout.prepare_invoke();
+        call.key(k.presence()).key(k.online());
+        for portal in &agent.portals {
+            call.key(k.portal_online(portal));
+        }
+        let previous: Option<String> = call
+            .arg(agent.id.as_str())
+            .arg(now_ms())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        self.serve(account, &agent.id, |s| s.logged_in = false);
+        Ok(previous.and_then(|p| PortalId::parse(&p).ok()))
+    }
+
+    async fn presence(&self, account: &AccountId, agent: &AgentId) -> Result<Option<PortalId>> {
+        let k = self.account_keys(account);
+        let (portal, expires): (Option<String>, Option<f64>) = redis::pipe()
+            .hget(k.presence(), agent.as_str())
+            .zscore(k.online(), agent.as_str())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let live = expires.is_some_and(|e| e > now_ms() as f64);
+        Ok(portal
+            .filter(|_| live)
+            .and_then(|p| PortalId::parse(&p).ok()))
+    }
+
+    async fn online_in(
+        &self,
+        account: &AccountId,
+        portal: &PortalId,
+    ) -> Result<Option<Vec<AgentId>>> {
+        let k = self.account_keys(account);
+        let ids: Option<Vec<String>> = self
+            .scripts
+            .online_in
+            .key(k.portal_online(portal))
+            .key(k.online())
+            .key(k.presence())
+            .key(k.portals())
+            .arg(portal.as_str())
+            .arg(now_ms())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(ids.map(|ids| {
+            let mut ids: Vec<AgentId> = ids.iter().filter_map(|a| AgentId::parse(a).ok()).collect();
+            ids.sort();
+            ids
+        }))
+    }
+
+    async fn window(&self, account: &AccountId) -> Result<Window> {
+        let k = self.account_keys(account);
+        type Rows = (
+            Vec<String>,
+            Vec<Option<String>>,
+            Vec<Option<Vec<u8>>>,
+            Vec<Option<i64>>,
+            Vec<Vec<u8>>,
+        );
+        let (ids, portals_of, profiles, actives, portal_hash): Rows = self
+            .scripts
+            .window
+            .key(k.online())
+            .key(k.presence())
+            .key(k.agents())
+            .key(k.active())
+            .key(k.portals())
+            .arg(now_ms())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut agents = Vec::with_capacity(ids.len());
+        for (i, _) in ids.iter().enumerate() {
+            let (Some(Some(portal)), Some(Some(profile))) = (portals_of.get(i), profiles.get(i))
+            else {
+                continue;
+            };
+            let Ok(portal) = PortalId::parse(portal) else {
+                continue;
+            };
+            let agent: Agent = codec::decode(profile).map_err(corrupt)?;
+            let active = actives.get(i).copied().flatten().unwrap_or(0).max(0);
+            agents.push(WindowAgent {
+                agent,
+                portal,
+                active_sessions: u32::try_from(active).unwrap_or(u32::MAX),
+            });
+        }
+        let mut portals = portal_hash
+            .chunks(2)
+            .filter_map(|pair| pair.get(1))
+            .map(|b| codec::decode::<Portal>(b))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(corrupt)?;
+        portals.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Window { agents, portals })
+    }
+
+    fn hold_presence(&self, account: &AccountId, agent: &AgentId, held: bool) {
+        self.serve(account, agent, |s| match held {
+            true => s.streams += 1,
+            false => s.streams = s.streams.saturating_sub(1),
+        });
+    }
+}
+
+#[async_trait]
+impl Sessions for RedisBackplane {
+    async fn load(&self, account: &AccountId, session: &SessionId) -> Result<Option<Versioned>> {
+        let (version, state): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(self.account_keys(account).session(session))
+            .arg("v")
+            .arg("s")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match (version, state) {
+            (Some(version), Some(bytes)) => Self::decode_session(version, &bytes).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn refresh(&self, account: &AccountId, session: &SessionId, known: u64) -> Result<Fresh> {
+        let reply: Vec<Vec<u8>> = self
+            .scripts
+            .refresh
+            .key(self.account_keys(account).session(session))
+            .arg(known)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(match reply.as_slice() {
+            [] => Fresh::Gone,
+            [_] => Fresh::Current,
+            [version, state, ..] => {
+                let version = std::str::from_utf8(version)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| BackplaneError::Unavailable("bad session version".into()))?;
+                Fresh::Changed(Box::new(Self::decode_session(version, state)?))
+            }
+        })
+    }
+
+    async fn commit(&self, account: &AccountId, commit: Commit<'_>) -> Result<Committed> {
+        let (version, earliest): (i64, String) = self
+            .commit_call(account, &commit)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match version {
+            -1 => return Ok(Committed::Conflict),
+            -2 => return Ok(Committed::Refused),
+            _ => {}
+        }
+        if let Ok(at) = earliest.parse::<f64>() {
+            self.touch_index(account, at as i64).await;
+        }
+        Ok(Committed::Stored(version as u64))
+    }
+
+    async fn accept_context(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        invitation: &InvitationId,
+        agent: &AgentId,
+        known_version: Option<u64>,
+    ) -> Result<AcceptContext> {
+        let k = self.account_keys(account);
+        type Reply = (
+            Option<String>,
+            i64,
+            Option<u64>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        );
+        let (portal, active, version, state, closed): Reply = self
+            .scripts
+            .accept_context
+            .key(k.presence())
+            .key(k.online())
+            .key(k.active())
+            .key(k.session(session))
+            .key(k.history(session))
+            .arg(agent.as_str())
+            .arg(invitation.as_str())
+            .arg(known_version.map(|v| v.to_string()).unwrap_or_default())
+            .arg(now_ms())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let current = match (version, state) {
+            (Some(v), Some(bytes)) => Some(Self::decode_session(v, &bytes)?),
+            _ => None,
+        };
+        Ok(AcceptContext {
+            portal: portal.and_then(|p| PortalId::parse(&p).ok()),
+            active_sessions: u32::try_from(active.max(0)).unwrap_or(u32::MAX),
+            version,
+            current,
+            closed: decoded(closed)?,
+        })
+    }
+
+    async fn closed_invitation(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        invitation: &InvitationId,
+    ) -> Result<Option<Invitation>> {
+        let key = self.account_keys(account).history(session);
+        self.hget_decoded(key, invitation.as_str()).await
+    }
+
+    async fn messages(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        transcript: Transcript,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        if limit == 0 || before.is_some_and(|b| b <= 1) {
+            return Ok(Vec::new());
+        }
+        let k = self.account_keys(account);
+        let chat = k.chat(session);
+        let paged = match transcript {
+            Transcript::Agents => chat.clone(),
+            Transcript::Customer => k.customer_chat(session),
+        };
+        // One script clamps the page to the transcript's length.
+        let raw: Vec<Vec<u8>> = self
+            .scripts
+            .transcript_page
+            .key(paged)
+            .key(chat)
+            .arg(before.map(|b| b.to_string()).unwrap_or_default())
+            .arg(limit)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut page = raw
+            .iter()
+            .map(|b| codec::decode::<Message>(b))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(corrupt)?;
+        page.reverse();
+        Ok(page)
+    }
+
+    async fn agent_sessions(&self, account: &AccountId, agent: &AgentId) -> Result<Vec<SessionId>> {
+        let ids: Vec<String> = self
+            .conn()
+            .smembers(self.account_keys(account).agent_sessions(agent))
+            .await
+            .map_err(unavailable)?;
+        let mut ids: Vec<SessionId> = ids
+            .iter()
+            .filter_map(|s| SessionId::parse(s).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn open_invitations(
+        &self,
+        account: &AccountId,
+        target: &Target,
+    ) -> Result<Vec<(InvitationId, SessionId)>> {
+        let all: HashMap<String, String> = self
+            .conn()
+            .hgetall(self.account_keys(account).open(target))
+            .await
+            .map_err(unavailable)?;
+        let mut offers: Vec<_> = all
+            .iter()
+            .filter_map(|(i, s)| Some((InvitationId::parse(i).ok()?, SessionId::parse(s).ok()?)))
+            .collect();
+        offers.sort();
+        Ok(offers)
+    }
+}
+
+#[async_trait]
+impl Claims for RedisBackplane {
+    async fn claim(
+        &self,
+        account: &AccountId,
+        invitation: &InvitationId,
+        agent: &AgentId,
+        ttl: Duration,
+    ) -> Result<Claim> {
+        let k = self.account_keys(account);
+        let (won, value): (i64, String) = self
+            .scripts
+            .claim
+            .key(k.claim(invitation))
+            .key(k.fence())
+            .arg(agent.as_str())
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if won == 1 {
+            let fence = value
+                .parse()
+                .map_err(|_| BackplaneError::Unavailable(format!("bad fence {value:?}")))?;
+            Ok(Claim::Won { fence })
+        } else {
+            let by = AgentId::parse(&value)
+                .map_err(|_| BackplaneError::Unavailable(format!("bad claim holder {value:?}")))?;
+            Ok(Claim::Lost { by })
+        }
+    }
+
+    async fn release(
+        &self,
+        account: &AccountId,
+        invitation: &InvitationId,
+        agent: &AgentId,
+    ) -> Result<()> {
+        let _: i64 = self
+            .scripts
+            .release
+            .key(self.account_keys(account).claim(invitation))
+            .arg(agent.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBackplane {
+    async fn publish(&self, topic: Topic, message: BusMessage) -> Result<()> {
+        let _: i64 = self
+            .conn()
+            .publish(self.keys.channel(&topic), pubsub::encode(&message))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &Topic) -> Result<broadcast::Receiver<Arc<BusMessage>>> {
+        let channel = self.keys.channel(topic);
+        let rx = {
+            let mut senders = lock(&self.senders);
+            if let Some(tx) = senders.get(&channel) {
+                return Ok(tx.subscribe());
+            }
+            let (tx, rx) = broadcast::channel(topic.capacity());
+            senders.insert(channel.clone(), tx);
+            rx
+        };
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let _ = self
+            .subscribe_tx
+            .send(SubCommand::Subscribe(channel, ack_tx));
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, ack_rx).await {
+            Ok(Ok(())) => Ok(rx),
+            _ => Err(BackplaneError::Unavailable(
+                "pub/sub subscription not confirmed".into(),
+            )),
+        }
+    }
+
+    fn resyncs(&self) -> watch::Receiver<u64> {
+        self.resync_rx.clone()
+    }
+}
+
+#[async_trait]
+impl Timers for RedisBackplane {
+    async fn schedule(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        timer: &Timer,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let at_ms = at.timestamp_millis();
+        let _: i64 = self
+            .conn()
+            .zadd(
+                self.account_keys(account).timers(),
+                timer_member(session, timer),
+                at_ms,
+            )
+            .await
+            .map_err(unavailable)?;
+        self.touch_index(account, at_ms).await;
+        Ok(())
+    }
+
+    fn take_due(&self) -> Option<mpsc::UnboundedReceiver<Deadline>> {
+        lock(&self.due_rx).take()
+    }
+
+    async fn complete(&self, deadline: &Deadline) -> Result<()> {
+        let _: i64 = self
+            .scripts
+            .timer_complete
+            .key(self.account_keys(&deadline.account).timers())
+            .arg(timer_member(&deadline.session, &deadline.timer))
+            .arg(deadline.lease)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Health for RedisBackplane {
+    async fn ping(&self) -> Result<()> {
+        if !self.pubsub_up.load(Ordering::Relaxed) {
+            return Err(BackplaneError::Unavailable(
+                "pub/sub connection is down".into(),
+            ));
+        }
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! Fan-out over Redis pub/sub: one subscriber connection per node, one
+//! subscription per topic however many local actors listen, and the wire
+//! shape of a bus message.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::Client;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::{REDIS_TIMEOUT, lock};
+use crate::backplane::{BusMessage, Route, codec};
+use crate::domain::{AgentId, Event, PortalId, SessionId};
+
+/// Pub/sub reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(3);
+/// How often the pub/sub connection is pinged and unused topics dropped.
+const HOUSEKEEPING: Duration = Duration::from_secs(2);
+
+/// A bus message as it crosses between nodes (decoded side).
+#[derive(Deserialize)]
+enum WireMessage {
+    Session {
+        session: SessionId,
+        version: u64,
+        index: u32,
+        route: Route,
+        event: Box<Event>,
+    },
+    Presence {
+        agent: AgentId,
+        portal: Option<PortalId>,
+    },
+}
+
+/// The same shape, borrowed, for encoding without cloning the event.
+#[derive(Serialize)]
+enum WireRef<'a> {
+    Session {
+        session: &'a SessionId,
+        version: u64,
+        index: u32,
+        route: Route,
+        event: &'a Event,
+    },
+    Presence {
+        agent: &'a AgentId,
+        portal: &'a Option<PortalId>,
+    },
+}
+
+/// Encodes a bus message for the wire.
+pub(super) fn encode(message: &BusMessage) -> Vec<u8> {
+    let wire = match message {
+        BusMessage::Session {
+            session,
+            version,
+            index,
+            route,
+            event,
+        } => WireRef::Session {
+            session,
+            version: *version,
+            index: *index,
+            route: *route,
+            event,
+        },
+        BusMessage::Presence { agent, portal } => WireRef::Presence { agent, portal },
+    };
+    codec::encode(&wire)
+}
+
+fn decode(payload: &[u8]) -> Result<BusMessage, codec::CodecError> {
+    Ok(match codec::decode_current::<WireMessage>(payload)? {
+        WireMessage::Session {
+            session,
+            version,
+            index,
+            route,
+            event,
+        } => BusMessage::Session {
+            session,
+            version,
+            index,
+            route,
+            event: Arc::new(*event),
+        },
+        WireMessage::Presence { agent, portal } => BusMessage::Presence { agent, portal },
+    })
+}
+
+/// A request to the subscriber connection.
+pub(super) enum SubCommand {
+    /// Subscribe to a channel; answer once Redis confirmed it.
+    Subscribe(String, oneshot::Sender<()>),
+}
+
+/// Local receivers by channel.
+pub(super) type Senders = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<BusMessage>>>>>;
+
+/// Keeps one pub/sub connection: connects with backoff, resubscribes every
+/// topic this node listens to, dispatches messages to local receivers, and
+/// bumps `resync` after each (re)connection so streams re-read the truth.
+pub(super) async fn run(
+    client: Client,
+    senders: Senders,
+    mut commands: mpsc::UnboundedReceiver<SubCommand>,
+    up: Arc<AtomicBool>,
+    resync: watch::Sender<u64>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let connected = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await;
+        let Ok(Ok(pubsub)) = connected else {
+            up.store(false, Ordering::Relaxed);
+            // Confirm nothing while down: subscribers fail fast and retry.
+            while let Ok(SubCommand::Subscribe(..)) = commands.try_recv() {}
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let channels: Vec<String> = lock(&senders).keys().cloned().collect();
+        if !channels.is_empty() && !answered(sink.subscribe(&channels)).await {
+            continue;
+        }
+        backoff = BACKOFF_MIN;
+        up.store(true, Ordering::Relaxed);
+        resync.send_modify(|n| *n += 1);
+        tracing::info!(topics = channels.len(), "pub/sub connected");
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    dispatch(&senders, msg.get_channel_name(), msg.get_payload_bytes());
+                }
+                cmd = commands.recv() => {
+                    let Some(SubCommand::Subscribe(channel, ack)) = cmd else { return };
+                    if !answered(sink.subscribe(&channel)).await { break }
+                    let _ = ack.send(());
+                }
+                _ = housekeeping.tick() => {
+                    let unused: Vec<String> = {
+                        let mut senders = lock(&senders);
+                        let unused: Vec<String> = senders
+                            .iter()
+                            .filter(|(_, tx)| tx.receiver_count() == 0)
+                            .map(|(c, _)| c.clone())
+                            .collect();
+                        for c in &unused {
+                            senders.remove(c);
+                        }
+                        unused
+                    };
+                    if !unused.is_empty() && !answered(sink.unsubscribe(&unused)).await { break }
+                    let pong = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) { break }
+                }
+            }
+        }
+        up.store(false, Ordering::Relaxed);
+        tracing::warn!("pub/sub connection lost; reconnecting");
+    }
+}
+
+/// Whether a pub/sub command was answered in time: a Redis that stops
+/// answering without closing the socket must not hang the loop.
+async fn answered<T>(call: impl std::future::Future<Output = redis::RedisResult<T>>) -> bool {
+    matches!(tokio::time::timeout(REDIS_TIMEOUT, call).await, Ok(Ok(_)))
+}
+
+fn dispatch(senders: &Senders, channel: &str, payload: &[u8]) {
+    let message = match decode(payload) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, channel, "dropping undecodable bus message");
+            return;
+        }
+    };
+    if let Some(tx) = lock(senders).get(channel) {
+        let _ = tx.send(Arc::new(message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::session::EndReason;
+
+    #[test]
+    fn a_bus_message_survives_the_wire() {
+        let message = BusMessage::Session {
+            session: SessionId::random(),
+            version: 7,
+            index: 2,
+            route: Route::Customer,
+            event: Arc::new(Event::SessionEnded {
+                at: chrono::Utc::now(),
+                reason: EndReason::Idle,
+            }),
+        };
+        assert_eq!(decode(&encode(&message)).unwrap(), message);
+        let presence = BusMessage::Presence {
+            agent: AgentId::parse("ann").unwrap(),
+            portal: None,
+        };
+        assert_eq!(decode(&encode(&presence)).unwrap(), presence);
+    }
+}

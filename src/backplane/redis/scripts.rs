@@ -1,0 +1,383 @@
+//! Every Lua script the Redis backplane runs. Each one touches the keys of
+//! one hash tag only (one account, or the `{ns}` timer index), all declared
+//! in `KEYS`, so each runs on one Redis Cluster slot. Their layouts are
+//! documented at the top of each; `keys.rs` builds the keys.
+
+/// Commits one change of a session atomically.
+///
+/// ```text
+/// KEYS[1]   session hash (fields v = version, s = hot state)
+/// KEYS[2]   the account's `active` hash (agent → sessions it is active in)
+/// KEYS[3]   the account's timer set
+/// KEYS[4..] one key per operation, in the order of the operations
+/// ARGV[1]   expected version (0: the session must not exist)
+/// ARGV[2]   the new hot state
+/// ARGV[3]   guard: an agent that must be active in fewer than ARGV[4]
+///           sessions, or '' for no guard
+/// ARGV[4]   the guard's bound
+/// ARGV[5]   number of operations; then three arguments per operation:
+///           kind, a, b — kind is one of
+///             rpush  key a        append a to a list (a transcript)
+///             hset   key a b      set field a to b
+///             hdel   key a        delete field a
+///             del    key          delete the key (a decided claim)
+///             join   key a b      SADD session a to agent b's session set;
+///                                 count it in `active` if it was not there
+///             leave  key a b      SREM session a from agent b's set; uncount
+///             arm    key a b      timer member a due at b (ms): ZADD
+///             disarm key a        ZREM timer member a
+///             expire key a        EXPIRE key a seconds (retention)
+/// then      number of payloads; per payload: the payload, the number of
+///           channels, the channels — each channel gets PUBLISH payload
+/// ```
+///
+/// Returns `{version, earliest}`: version -1 on a version conflict, -2 when
+/// the guard refused (nothing written either way); `earliest` is the
+/// account's earliest timer (ms) when this commit made it earlier (or the
+/// set was empty), else '' — the node then lowers the timer index.
+pub const COMMIT: &str = r#"
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return {-1, ''} end
+if ARGV[3] ~= '' then
+  local active = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
+  if active >= tonumber(ARGV[4]) then return {-2, ''} end
+end
+local before = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
+v = v + 1
+redis.call('HSET', KEYS[1], 'v', v, 's', ARGV[2])
+local i = 6
+local armed = false
+for k = 1, tonumber(ARGV[5]) do
+  local kind, a, b, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], KEYS[3 + k]
+  i = i + 3
+  if kind == 'rpush' then redis.call('RPUSH', key, a)
+  elseif kind == 'hset' then redis.call('HSET', key, a, b)
+  elseif kind == 'hdel' then redis.call('HDEL', key, a)
+  elseif kind == 'del' then redis.call('DEL', key)
+  elseif kind == 'join' then
+    if redis.call('SADD', key, a) == 1 then redis.call('HINCRBY', KEYS[2], b, 1) end
+  elseif kind == 'leave' then
+    if redis.call('SREM', key, a) == 1 then
+      if redis.call('HINCRBY', KEYS[2], b, -1) <= 0 then redis.call('HDEL', KEYS[2], b) end
+    end
+  elseif kind == 'arm' then redis.call('ZADD', key, b, a); armed = true
+  elseif kind == 'disarm' then redis.call('ZREM', key, a)
+  elseif kind == 'expire' then redis.call('EXPIRE', key, a)
+  end
+end
+local payloads = tonumber(ARGV[i])
+i = i + 1
+for p = 1, payloads do
+  local payload, channels = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  for c = 1, channels do
+    redis.call('PUBLISH', ARGV[i], payload)
+    i = i + 1
+  end
+end
+local earliest = ''
+if armed then
+  local after = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
+  if after and (not before or tonumber(after) < tonumber(before)) then earliest = after end
+end
+return {v, earliest}
+"#;
+
+/// The state of a session whose version the caller holds, only if it
+/// changed (reads only).
+///
+/// ```text
+/// KEYS[1] session hash   ARGV[1] the caller's version
+/// ```
+///
+/// Returns `{version, state}`: `{}` when the session does not exist,
+/// `{version}` alone when it is still the caller's.
+pub const REFRESH: &str = r#"
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return {} end
+if v == ARGV[1] then return {v} end
+return {v, redis.call('HGET', KEYS[1], 's')}
+"#;
+
+/// An account and one of its agents (reads only): every agent request
+/// starts with it, so it is one command.
+///
+/// ```text
+/// KEYS[1] the account   KEYS[2] its agents hash   ARGV[1] agent
+/// ```
+///
+/// Returns `{account, agent}`, `false` for what does not exist.
+pub const ACCOUNT_AND_AGENT: &str = r#"
+return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+"#;
+
+/// First accept wins: the claim is a key set if absent, with a fencing
+/// token from the account's counter.
+///
+/// ```text
+/// KEYS[1] the invitation's claim   KEYS[2] the account's fencing counter
+/// ARGV[1] the agent                ARGV[2] the claim's ttl (ms)
+/// ```
+///
+/// Returns `{1, fence}` when the agent holds the claim (also when it asks
+/// again), `{0, holder}` when another agent does.
+pub const CLAIM: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sep = string.find(cur, '|', 1, true)
+  local holder = string.sub(cur, 1, sep - 1)
+  if holder == ARGV[1] then return {1, string.sub(cur, sep + 1)} end
+  return {0, holder}
+end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. fence, 'PX', ARGV[2])
+return {1, tostring(fence)}
+"#;
+
+/// Gives a claim back, only if `ARGV[1]` holds it.
+///
+/// ```text
+/// KEYS[1] the invitation's claim   ARGV[1] the agent
+/// ```
+pub const RELEASE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// Everything an accept needs, in one round trip (reads only).
+///
+/// ```text
+/// KEYS[1] presence hash   KEYS[2] online set     KEYS[3] active hash
+/// KEYS[4] session hash    KEYS[5] session history
+/// ARGV[1] agent   ARGV[2] invitation   ARGV[3] the caller's known version
+/// ('' for none)   ARGV[4] now (ms)
+/// ```
+///
+/// Returns `{portal, active, version, state, closed}`, `false` for what is
+/// absent; `state` only when the stored version is not the known one.
+pub const ACCEPT_CONTEXT: &str = r#"
+local portal = redis.call('HGET', KEYS[1], ARGV[1])
+local expires = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not expires or tonumber(expires) <= tonumber(ARGV[4]) then portal = false end
+local active = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+local v = redis.call('HGET', KEYS[4], 'v')
+local state = false
+if v and v ~= ARGV[3] then state = redis.call('HGET', KEYS[4], 's') end
+local closed = redis.call('HGET', KEYS[5], ARGV[2])
+return {portal, active, v, state, closed}
+"#;
+
+/// Logs an agent into a portal.
+///
+/// ```text
+/// KEYS[1] presence hash   KEYS[2] online set   KEYS[3] the portal's set
+/// KEYS[4..] the sets of the agent's other portals
+/// ARGV[1] agent   ARGV[2] portal   ARGV[3] presence expiry (ms)   ARGV[4] now (ms)
+/// ```
+///
+/// Returns the portal it was logged into before, if that login was live.
+pub const LOGIN: &str = r#"
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+local expires = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not expires or tonumber(expires) <= tonumber(ARGV[4]) then previous = false end
+for k = 4, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return previous
+"#;
+
+/// Logs an agent out.
+///
+/// ```text
+/// KEYS[1] presence hash   KEYS[2] online set   KEYS[3..] its portals' sets
+/// ARGV[1] agent   ARGV[2] now (ms)
+/// ```
+///
+/// Returns the portal it was logged into, if that login was live.
+pub const LOGOUT: &str = r#"
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+local expires = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not expires or tonumber(expires) <= tonumber(ARGV[2]) then previous = false end
+for k = 3, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return previous
+"#;
+
+/// The agents logged into one portal now (reads only).
+///
+/// ```text
+/// KEYS[1] the portal's set   KEYS[2] online set   KEYS[3] presence hash
+/// KEYS[4] the account's portals
+/// ARGV[1] portal   ARGV[2] now (ms)
+/// ```
+///
+/// A member counts if its presence is live and still names this portal.
+/// Returns `false` (nil) when the account has no such portal.
+pub const ONLINE_IN: &str = r#"
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then return false end
+local members = redis.call('SMEMBERS', KEYS[1])
+if #members == 0 then return {} end
+local scores = redis.call('ZMSCORE', KEYS[2], unpack(members))
+local portals = redis.call('HMGET', KEYS[3], unpack(members))
+local now = tonumber(ARGV[2])
+local live = {}
+for k, agent in ipairs(members) do
+  if scores[k] and tonumber(scores[k]) > now and portals[k] == ARGV[1] then
+    live[#live + 1] = agent
+  end
+end
+return live
+"#;
+
+/// The collaboration window's data (reads only).
+///
+/// ```text
+/// KEYS[1] online set   KEYS[2] presence hash   KEYS[3] agents hash
+/// KEYS[4] active hash  KEYS[5] portals hash
+/// ARGV[1] now (ms)
+/// ```
+///
+/// Returns `{ids, portal ids, agent profiles, active counts, portals}`: the
+/// first four aligned, one entry per agent online now; the last the flat
+/// field/value list of the portals hash.
+pub const WINDOW: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+local portals = redis.call('HGETALL', KEYS[5])
+if #ids == 0 then return {{}, {}, {}, {}, portals} end
+return {
+  ids,
+  redis.call('HMGET', KEYS[2], unpack(ids)),
+  redis.call('HMGET', KEYS[3], unpack(ids)),
+  redis.call('HMGET', KEYS[4], unpack(ids)),
+  portals,
+}
+"#;
+
+/// A timer may have become its account's earliest: make sure the index
+/// looks at the account by then, and tell pollers it changed.
+///
+/// ```text
+/// KEYS[1] timer index   KEYS[2] timer generations
+/// ARGV[1] account       ARGV[2] the earliest timer (ms)
+/// ```
+pub const TIMER_INDEX_TOUCH: &str = r#"
+redis.call('ZADD', KEYS[1], 'LT', ARGV[2], ARGV[1])
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+return 0
+"#;
+
+/// Takes accounts whose timers may be due, leasing each (its score moves
+/// to ARGV[3]) so that one poller at a time looks at it.
+///
+/// ```text
+/// KEYS[1] timer index   KEYS[2] timer generations
+/// ARGV[1] now (ms)      ARGV[2] most accounts   ARGV[3] lease until (ms)
+/// ```
+///
+/// Returns a flat list: account, its generation ('' if none), ...
+pub const TIMER_INDEX_TAKE: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, account in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], account)
+  out[#out + 1] = account
+  out[#out + 1] = redis.call('HGET', KEYS[2], account) or ''
+end
+return out
+"#;
+
+/// Takes an account's due timers, leasing each (its score moves to
+/// ARGV[3], so it comes back to another node if this one never completes
+/// it), and says when the account's next timer is due.
+///
+/// ```text
+/// KEYS[1] the account's timer set
+/// ARGV[1] now (ms)   ARGV[2] most timers   ARGV[3] lease until (ms)
+/// ```
+///
+/// Returns `{members, due times, earliest}`; `earliest` is '' when the set
+/// is empty.
+pub const TIMERS_TAKE: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+local members, times = {}, {}
+for k = 1, #due, 2 do
+  members[#members + 1] = due[k]
+  times[#times + 1] = due[k + 1]
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], due[k])
+end
+local earliest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or ''
+return {members, times, earliest}
+"#;
+
+/// Settles an account's place in the timer index after its timers were
+/// taken — only if no timer became its earliest meanwhile (the generation
+/// is unchanged); otherwise the index keeps the earlier time it was given.
+///
+/// ```text
+/// KEYS[1] timer index   KEYS[2] timer generations
+/// ARGV[1] account   ARGV[2] the generation read when it was taken
+/// ARGV[3] its earliest timer (ms), or '' when it has none
+/// ```
+pub const TIMER_INDEX_SETTLE: &str = r#"
+if (redis.call('HGET', KEYS[2], ARGV[1]) or '') ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then
+  -- The generation stays: removing it could let a stale poller's
+  -- generation match again later.
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+end
+return 1
+"#;
+
+/// A delivered timer was handled: remove it, unless it was armed again
+/// since (its score is no longer the lease it was delivered with).
+///
+/// ```text
+/// KEYS[1] the account's timer set   ARGV[1] member   ARGV[2] lease (ms)
+/// ```
+pub const TIMER_COMPLETE: &str = r#"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
+/// A page of a transcript, newest first (reads only): at most ARGV[2]
+/// messages numbered below ARGV[1]. Number n sits at index n - 1 of the
+/// paged list; the page is clamped to the list, so a `before` beyond its
+/// end reads the newest messages (never more than the limit).
+///
+/// ```text
+/// KEYS[1] the list paged: the full transcript, or the customer's list
+///         (which holds positions, seq, in the full one)
+/// KEYS[2] the full transcript
+/// ARGV[1] number to page below ('' for the newest)   ARGV[2] limit (>= 1)
+/// ```
+///
+/// Returns the messages, oldest first.
+pub const TRANSCRIPT_PAGE: &str = r#"
+local stop = redis.call('LLEN', KEYS[1]) - 1
+if ARGV[1] ~= '' then
+  local below = tonumber(ARGV[1]) - 2
+  if below < stop then stop = below end
+end
+if stop < 0 then return {} end
+local start = stop - tonumber(ARGV[2]) + 1
+if start < 0 then start = 0 end
+local items = redis.call('LRANGE', KEYS[1], start, stop)
+if KEYS[1] == KEYS[2] then return items end
+local out = {}
+for _, seq in ipairs(items) do
+  local m = redis.call('LINDEX', KEYS[2], tonumber(seq) - 1)
+  if m then out[#out + 1] = m end
+end
+return out
+"#;

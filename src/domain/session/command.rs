@@ -1,0 +1,163 @@
+//! The changes someone may ask of a session, one struct each. Validated
+//! text arrives already parsed; each struct's `apply` lives beside the
+//! concept it changes (`invitation.rs`, `chat.rs`, `participants.rs`).
+
+use super::chat::{Audience, Poster};
+use super::invitation::Target;
+use crate::domain::directory::AgentRef;
+use crate::domain::id::{AgentId, InvitationId, MessageId};
+
+/// A change someone asks of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Invite one agent or a portal.
+    Invite(Invite),
+    /// A recipient accepts.
+    Accept(Accept),
+    /// A recipient declines.
+    Decline(Decline),
+    /// A session agent takes an invitation back.
+    Cancel(Cancel),
+    /// An invitation's expiry timer fired.
+    Expire(Expire),
+    /// A recipient logged out: its alerts go away.
+    RecipientGone(RecipientGone),
+    /// Someone writes in the chat.
+    Post(Post),
+    /// An agent leaves.
+    Leave(Leave),
+    /// The lead ends the session.
+    End(End),
+    /// The customer's client reconnected.
+    CustomerReconnected(CustomerReconnected),
+    /// The session's idle timer fired.
+    CheckIdle(CheckIdle),
+}
+
+/// Invite one agent or a portal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    /// Id for the new invitation (made with `InvitationId::within`).
+    pub id: InvitationId,
+    /// The inviting agent.
+    pub inviter: AgentId,
+    /// Whom.
+    pub target: Target,
+    /// The joining agent will be invisible to the customer.
+    pub masked: bool,
+    /// A note for the invitees only.
+    pub comment: Option<String>,
+    /// Agents logged in for the target now (the direct target, or the
+    /// portal's agents). The rule removes the inviter and participants.
+    pub online: Vec<AgentId>,
+}
+
+/// A recipient accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accept {
+    /// Which invitation.
+    pub invitation: InvitationId,
+    /// Who accepts.
+    pub agent: AgentRef,
+    /// How many sessions the agent is active in now.
+    pub active_sessions: u32,
+    /// The fencing token of the agent's won claim.
+    pub fence: u64,
+}
+
+/// A recipient declines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decline {
+    /// Which invitation.
+    pub invitation: InvitationId,
+    /// Who declines.
+    pub agent: AgentId,
+}
+
+/// A session agent takes an invitation back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancel {
+    /// Which invitation.
+    pub invitation: InvitationId,
+    /// Who cancels.
+    pub by: AgentId,
+}
+
+/// An invitation's expiry timer fired (maybe late, maybe twice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expire {
+    /// Which invitation.
+    pub invitation: InvitationId,
+}
+
+/// A recipient logged out: its alerts go away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientGone {
+    /// Who.
+    pub agent: AgentId,
+}
+
+/// Someone writes in the chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Post {
+    /// Id for the new message.
+    pub id: MessageId,
+    /// Who writes.
+    pub author: Poster,
+    /// What (length-checked by the rule).
+    pub text: String,
+    /// Who may read it (customers always write to everyone).
+    pub audience: Audience,
+}
+
+/// An agent leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leave {
+    /// Who.
+    pub agent: AgentId,
+}
+
+/// The lead ends the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct End {
+    /// Who asks.
+    pub by: AgentId,
+}
+
+/// The customer's client reconnected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerReconnected {
+    /// The generation the client reconnected for.
+    pub generation: u32,
+    /// Whether it shares its screen again.
+    pub screen_shared: bool,
+}
+
+/// The session's idle timer fired: end it if nobody did anything for the
+/// policy's idle time, or move the timer to when that will be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckIdle;
+
+macro_rules! into_command {
+    ($($variant:ident),*) => {$(
+        impl From<$variant> for Command {
+            fn from(c: $variant) -> Self {
+                Command::$variant(c)
+            }
+        }
+    )*};
+}
+
+into_command!(
+    Invite,
+    Accept,
+    Decline,
+    Cancel,
+    Expire,
+    RecipientGone,
+    Post,
+    Leave,
+    End,
+    CustomerReconnected,
+    CheckIdle
+);

@@ -1,0 +1,514 @@
+//! The invitation state machine: `pending → accepted | declined |
+//! cancelled | expired`. An invitation lives in the session's hot state
+//! while it is pending; the command that closes it moves it into the
+//! outcome's `closed` list, and the commit appends it to the history.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::event::{Event, InvitationSummary};
+use super::participants::{Participant, Role};
+use super::{
+    Accept, Cancel, Decline, Expire, Invite, Outcome, RecipientGone, Rules, Session, Timer,
+};
+use crate::domain::directory::AgentRef;
+use crate::domain::error::DomainError;
+use crate::domain::id::{AgentId, InvitationId, PortalId, SessionId};
+use crate::domain::policy::Policy;
+
+/// Longest invitation comment, in characters.
+pub const MAX_COMMENT_CHARS: usize = 500;
+
+/// Whom an invitation is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// One agent.
+    Agent(AgentId),
+    /// Every agent logged into a portal when it was sent.
+    Portal(PortalId),
+}
+
+/// Where an invitation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationStatus {
+    /// Open: recipients may accept.
+    Pending,
+    /// One recipient joined the session.
+    Accepted,
+    /// Every recipient declined.
+    Declined,
+    /// Taken back by the session's agents, by the session ending, or because
+    /// nobody it was offered to is still logged in.
+    Cancelled,
+    /// Nobody accepted within the policy's time.
+    Expired,
+}
+
+/// Why a recipient's alert disappears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WithdrawReason {
+    /// Another recipient accepted first.
+    AcceptedByOther,
+    /// A session agent cancelled it.
+    Cancelled,
+    /// Its time ran out.
+    Expired,
+    /// The session ended.
+    SessionEnded,
+    /// The recipient is no longer logged in.
+    RecipientUnavailable,
+}
+
+/// An invitation to join a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// The invitation's id.
+    pub id: InvitationId,
+    /// The session it invites into.
+    pub session: SessionId,
+    /// The agent who sent it.
+    pub inviter: AgentRef,
+    /// One agent or a portal.
+    pub target: Target,
+    /// The joining agent will be invisible to the customer.
+    pub masked: bool,
+    /// A note for the invitees only.
+    pub comment: Option<String>,
+    /// The agents it was offered to.
+    pub recipients: Vec<AgentId>,
+    /// Recipients who said no.
+    pub declined_by: Vec<AgentId>,
+    /// Recipients who logged out while it was open.
+    pub unavailable: Vec<AgentId>,
+    /// Its state.
+    pub status: InvitationStatus,
+    /// The recipient who joined, once accepted.
+    pub accepted_by: Option<AgentId>,
+    /// The claim's fencing token the acceptance was applied with.
+    pub fence: Option<u64>,
+    /// When it was sent.
+    pub created_at: DateTime<Utc>,
+    /// When it expires if nobody accepts.
+    pub expires_at: DateTime<Utc>,
+    /// Why it closed, if it closed without being accepted or declined.
+    pub closed_reason: Option<WithdrawReason>,
+}
+
+impl Invitation {
+    /// Whether it is still open.
+    pub fn is_pending(&self) -> bool {
+        self.status == InvitationStatus::Pending
+    }
+
+    /// Recipients who still have the alert: not declined, not gone.
+    pub fn live_recipients(&self) -> Vec<AgentId> {
+        self.recipients
+            .iter()
+            .filter(|a| self.holds_alert(a))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `agent` still holds this alert.
+    pub fn is_live_recipient(&self, agent: &AgentId) -> bool {
+        self.recipients.contains(agent) && self.holds_alert(agent)
+    }
+
+    fn holds_alert(&self, agent: &AgentId) -> bool {
+        !self.declined_by.contains(agent) && !self.unavailable.contains(agent)
+    }
+
+    /// What an accept of this *closed* invitation by `agent` answers: `Ok`
+    /// for the winner asking again, the reason it cannot join otherwise.
+    pub fn accept_again(&self, agent: &AgentId) -> Result<(), DomainError> {
+        if !self.recipients.contains(agent) {
+            return Err(DomainError::NotARecipient);
+        }
+        match (&self.status, &self.accepted_by) {
+            (InvitationStatus::Accepted, Some(winner)) if winner == agent => Ok(()),
+            (InvitationStatus::Accepted, _) => Err(DomainError::InvitationTaken),
+            _ => Err(DomainError::InvitationClosed),
+        }
+    }
+
+    /// What a decline of this *closed* invitation by `agent` answers:
+    /// declining twice changes nothing; otherwise it is over.
+    pub fn decline_again(&self, agent: &AgentId) -> Result<(), DomainError> {
+        if !self.recipients.contains(agent) {
+            return Err(DomainError::NotARecipient);
+        }
+        if self.declined_by.contains(agent) {
+            Ok(())
+        } else {
+            Err(DomainError::InvitationClosed)
+        }
+    }
+}
+
+impl Invite {
+    pub(super) fn apply(
+        &self,
+        s: &mut Session,
+        rules: Rules<'_>,
+        out: &mut Outcome,
+    ) -> Result<(), DomainError> {
+        let policy = rules.policy;
+        s.require_active()?;
+        let inviter = s.require_participant(&self.inviter)?.agent.clone();
+        if !policy.collaboration {
+            return Err(DomainError::FeatureDisabled("collaboration"));
+        }
+        if matches!(self.target, Target::Portal(_)) && !policy.portal_invitations {
+            return Err(DomainError::FeatureDisabled("portal invitations"));
+        }
+        if self.masked && !policy.masking {
+            return Err(DomainError::FeatureDisabled("masked agents"));
+        }
+        if self.comment.is_some() && !policy.comments {
+            return Err(DomainError::FeatureDisabled("invitation comments"));
+        }
+        if let Some(c) = &self.comment
+            && c.chars().count() > MAX_COMMENT_CHARS
+        {
+            return Err(DomainError::Invalid(format!(
+                "comment must be at most {MAX_COMMENT_CHARS} characters"
+            )));
+        }
+        if s.invitation(&self.id).is_some() {
+            return Err(DomainError::Conflict(
+                "an invitation with this id is already open".into(),
+            ));
+        }
+        if s.participants.len() as u32 >= policy.max_agents_per_session {
+            return Err(DomainError::SessionFull);
+        }
+        if s.invitations.len() as u32 >= policy.max_pending_invitations_per_session {
+            return Err(DomainError::LimitReached(
+                "max_pending_invitations_per_session",
+            ));
+        }
+        if s.counters.invitations >= u64::from(policy.max_invitations_per_session) {
+            return Err(DomainError::LimitReached("max_invitations_per_session"));
+        }
+        let mut recipients: Vec<AgentId> = Vec::with_capacity(self.online.len());
+        let mut seen: HashSet<&AgentId> = HashSet::with_capacity(self.online.len());
+        for agent in &self.online {
+            if agent != &inviter.id && !s.is_participant(agent) && seen.insert(agent) {
+                recipients.push(agent.clone());
+            }
+        }
+        match &self.target {
+            Target::Agent(agent) => {
+                if agent == &inviter.id || s.is_participant(agent) {
+                    return Err(DomainError::AlreadyParticipant);
+                }
+                recipients.retain(|a| a == agent);
+                if recipients.is_empty() {
+                    return Err(DomainError::AgentUnavailable);
+                }
+            }
+            Target::Portal(_) => {
+                if recipients.is_empty() {
+                    return Err(DomainError::NoAgentsOnline);
+                }
+            }
+        }
+        let now = rules.now;
+        let invitation = Invitation {
+            id: self.id.clone(),
+            session: s.id.clone(),
+            inviter,
+            target: self.target.clone(),
+            masked: self.masked,
+            comment: self.comment.clone(),
+            recipients,
+            declined_by: Vec::new(),
+            unavailable: Vec::new(),
+            status: InvitationStatus::Pending,
+            accepted_by: None,
+            fence: None,
+            created_at: now,
+            expires_at: now + Duration::seconds(i64::from(policy.invitation_ttl_secs)),
+            closed_reason: None,
+        };
+        s.counters.invitations += 1;
+        s.touch(now);
+        out.delta
+            .opened
+            .push((invitation.id.clone(), invitation.target.clone()));
+        out.arm
+            .push((Timer::Expiry(invitation.id.clone()), invitation.expires_at));
+        out.events.push(Event::InvitationSent {
+            invitation: InvitationSummary::from(&invitation),
+        });
+        out.events.push(Event::InvitationOffered {
+            invitation: invitation.clone(),
+            session: s.brief(),
+        });
+        s.invitations.push(invitation);
+        Ok(())
+    }
+}
+
+/// Checks everything about an accept of an open invitation that can be
+/// checked before claiming it, so a claim is only taken by an agent who
+/// could join.
+pub fn check_accept(
+    s: &Session,
+    invitation: &InvitationId,
+    agent: &AgentId,
+    active_sessions: u32,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<(), DomainError> {
+    let inv = s
+        .invitation(invitation)
+        .ok_or(DomainError::InvitationNotFound)?;
+    if !inv.recipients.contains(agent) {
+        return Err(DomainError::NotARecipient);
+    }
+    if !inv.is_live_recipient(agent) || now >= inv.expires_at {
+        return Err(DomainError::InvitationClosed);
+    }
+    s.require_active()?;
+    if s.is_participant(agent) {
+        return Err(DomainError::AlreadyParticipant);
+    }
+    if s.participants.len() as u32 >= policy.max_agents_per_session {
+        return Err(DomainError::SessionFull);
+    }
+    if active_sessions >= policy.max_active_sessions_per_agent {
+        return Err(DomainError::AgentBusy);
+    }
+    Ok(())
+}
+
+impl Accept {
+    pub(super) fn apply(
+        &self,
+        s: &mut Session,
+        rules: Rules<'_>,
+        out: &mut Outcome,
+    ) -> Result<(), DomainError> {
+        check_accept(
+            s,
+            &self.invitation,
+            &self.agent.id,
+            self.active_sessions,
+            rules.policy,
+            rules.now,
+        )?;
+        let Some(mut inv) = s.take_invitation(&self.invitation) else {
+            return Err(DomainError::InvitationNotFound);
+        };
+        inv.status = InvitationStatus::Accepted;
+        inv.accepted_by = Some(self.agent.id.clone());
+        inv.fence = Some(self.fence);
+        let losers: Vec<AgentId> = inv
+            .live_recipients()
+            .into_iter()
+            .filter(|a| a != &self.agent.id)
+            .collect();
+        out.events.push(Event::InvitationAccepted {
+            invitation: InvitationSummary::from(&inv),
+        });
+        if !losers.is_empty() {
+            out.events.push(Event::InvitationWithdrawn {
+                invitation: inv.id.clone(),
+                recipients: losers,
+                reason: WithdrawReason::AcceptedByOther,
+            });
+        }
+        let participant = Participant {
+            agent: self.agent.clone(),
+            role: Role::Collaborator,
+            masked: inv.masked,
+            joined_at: rules.now,
+        };
+        out.delta.joined.push(participant.agent.id.clone());
+        out.close(inv);
+        s.participants.push(participant.clone());
+        s.touch(rules.now);
+        out.events.push(Event::ParticipantJoined { participant });
+        if s.participants.len() >= 2 && !s.customer.second_agent_joined {
+            s.customer.second_agent_joined = true;
+            s.customer.generation += 1;
+            s.customer.reconnect_required = true;
+            out.events.push(Event::CustomerReconnectRequired {
+                generation: s.customer.generation,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Decline {
+    pub(super) fn apply(
+        &self,
+        s: &mut Session,
+        _: Rules<'_>,
+        out: &mut Outcome,
+    ) -> Result<(), DomainError> {
+        let index = s
+            .invitations
+            .iter()
+            .position(|i| i.id == self.invitation)
+            .ok_or(DomainError::InvitationNotFound)?;
+        let inv = &mut s.invitations[index];
+        if !inv.recipients.contains(&self.agent) {
+            return Err(DomainError::NotARecipient);
+        }
+        if inv.declined_by.contains(&self.agent) {
+            return Ok(()); // declining twice changes nothing
+        }
+        if inv.unavailable.contains(&self.agent) {
+            return Err(DomainError::InvitationClosed);
+        }
+        inv.declined_by.push(self.agent.clone());
+        if inv.live_recipients().is_empty() {
+            let mut inv = s.invitations.remove(index);
+            inv.status = InvitationStatus::Declined;
+            out.events.push(Event::InvitationDeclined {
+                invitation: InvitationSummary::from(&inv),
+                by: self.agent.clone(),
+            });
+            out.close(inv);
+        } else {
+            out.events.push(Event::InvitationDeclined {
+                invitation: InvitationSummary::from(&*inv),
+                by: self.agent.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Cancel {
+    pub(super) fn apply(
+        &self,
+        s: &mut Session,
+        rules: Rules<'_>,
+        out: &mut Outcome,
+    ) -> Result<(), DomainError> {
+        s.require_active()?;
+        s.require_participant(&self.by)?;
+        if s.invitation(&self.invitation).is_none() {
+            return Err(DomainError::InvitationNotFound);
+        }
+        close(
+            s,
+            &self.invitation,
+            InvitationStatus::Cancelled,
+            WithdrawReason::Cancelled,
+            None,
+            out,
+        );
+        s.touch(rules.now);
+        Ok(())
+    }
+}
+
+impl Expire {
+    pub(super) fn apply(
+        &self,
+        s: &mut Session,
+        rules: Rules<'_>,
+        out: &mut Outcome,
+    ) -> Result<(), DomainError> {
+        // A timer may fire late or twice: only an open, due invitation
+        // expires; one that is open but not due yet keeps its timer.
+        let Some(inv) = s.invitation(&self.invitation) else {
+            return Ok(());
+        };
+        if rules.now < inv.expires_at {
+            out.arm
+                .push((Timer::Expiry(inv.id.clone()), inv.expires_at));
+            return Ok(());
+        }
+        close(
+            s,
+            &self.invitation,
+            InvitationStatus::Expired,
+            WithdrawReason::Expired,
+            None,
+            out,
+        );
+        Ok(())
+    }
+}
+
+impl RecipientGone {
+    pub(super) fn apply(
+        &self,
+        s: &mut Session,
+        _: Rules<'_>,
+        out: &mut Outcome,
+    ) -> Result<(), DomainError> {
+        let affected: Vec<InvitationId> = s
+            .invitations
+            .iter()
+            .filter(|i| i.is_live_recipient(&self.agent))
+            .map(|i| i.id.clone())
+            .collect();
+        for id in affected {
+            let Some(inv) = s.invitations.iter_mut().find(|i| i.id == id) else {
+                continue;
+            };
+            inv.unavailable.push(self.agent.clone());
+            if inv.live_recipients().is_empty() {
+                // Nobody is left who could take it.
+                close(
+                    s,
+                    &id,
+                    InvitationStatus::Cancelled,
+                    WithdrawReason::RecipientUnavailable,
+                    Some(vec![self.agent.clone()]),
+                    out,
+                );
+            } else {
+                out.events.push(Event::InvitationWithdrawn {
+                    invitation: id,
+                    recipients: vec![self.agent.clone()],
+                    reason: WithdrawReason::RecipientUnavailable,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Closes an open invitation and withdraws the alerts of `holders` (by
+/// default, every live recipient); it leaves the hot state.
+pub(super) fn close(
+    s: &mut Session,
+    id: &InvitationId,
+    status: InvitationStatus,
+    reason: WithdrawReason,
+    holders: Option<Vec<AgentId>>,
+    out: &mut Outcome,
+) {
+    let Some(mut inv) = s.take_invitation(id) else {
+        return;
+    };
+    let recipients = holders.unwrap_or_else(|| inv.live_recipients());
+    inv.status = status;
+    inv.closed_reason = Some(reason);
+    let invitation = InvitationSummary::from(&inv);
+    out.events.push(match status {
+        InvitationStatus::Expired => Event::InvitationExpired { invitation },
+        _ => Event::InvitationCancelled { invitation, reason },
+    });
+    if !recipients.is_empty() {
+        out.events.push(Event::InvitationWithdrawn {
+            invitation: inv.id.clone(),
+            recipients,
+            reason,
+        });
+    }
+    out.close(inv);
+}

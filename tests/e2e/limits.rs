@@ -1,0 +1,410 @@
+//! Every collection has a bound and every stored thing a lifetime (API.md,
+//! v2 "Limits" and "Bounded reads"): a limit reached is a problem+json
+//! answer that changes nothing; an idle session ends; an ended session is
+//! gone after its retention; long lists come in pages.
+
+use std::time::Duration;
+
+use awc::http::Method;
+use serde_json::{Value, json};
+
+use crate::common::{ACME, AgentLogin, EVENT_WAIT, QUIET, TestApp, assert_problem, id_of, pluck};
+
+/// `acme` with this policy, `ann` logged into `support` leading a session
+/// with the customer Carol: (ann, session id, customer token).
+async fn ann_with_a_session(app: &TestApp, policy: Value) -> (AgentLogin, String, String) {
+    app.acme(policy).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
+    (ann, id_of(&session), customer)
+}
+
+/// Polls `probe` until it returns true, for at most `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_session_holds_at_most_the_policys_pending_invitations_and_the_next_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let (ann, session, _) =
+        ann_with_a_session(&app, json!({"max_pending_invitations_per_session": 2})).await;
+    let mut streams = Vec::new();
+    for name in ["bob", "cid", "dan"] {
+        let agent = app.online(ACME, name, name, "support").await;
+        streams.push(app.agent_events(&agent.token).await.0);
+    }
+    for name in ["bob", "cid"] {
+        app.invite(&ann.token, &session, json!({"target": {"agent": name}}))
+            .await
+            .expect_status(201);
+    }
+    let refused = app
+        .invite(&ann.token, &session, json!({"target": {"agent": "dan"}}))
+        .await;
+    assert_problem(&refused, 409, "limit_reached");
+    assert!(
+        refused.json["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("max_pending_invitations_per_session")),
+        "the detail names the limit: {}",
+        refused.text
+    );
+    let view = app.session(&ann.token, &session).await.expect_status(200);
+    assert_eq!(view["invitations"].as_array().map(Vec::len), Some(2));
+    // Dan was never offered anything; closing one makes room again.
+    streams[2].assert_silent(QUIET).await;
+    let bobs = pluck(&view["invitations"], "id");
+    app.cancel(&ann.token, &session, &bobs[0])
+        .await
+        .expect_status(200);
+    app.invite(&ann.token, &session, json!({"target": {"agent": "dan"}}))
+        .await
+        .expect_status(201);
+    streams[2].expect("invitation_offered", EVENT_WAIT).await;
+}
+
+#[actix_rt::test]
+async fn a_session_sends_at_most_the_policys_invitations_in_its_life() {
+    let app = TestApp::spawn().await;
+    let (ann, session, _) =
+        ann_with_a_session(&app, json!({"max_invitations_per_session": 2})).await;
+    app.online(ACME, "bob", "Bob", "support").await;
+    for _ in 0..2 {
+        let sent = app
+            .invite(&ann.token, &session, json!({"target": {"agent": "bob"}}))
+            .await
+            .expect_status(201);
+        app.cancel(&ann.token, &session, &id_of(&sent))
+            .await
+            .expect_status(200);
+    }
+    let refused = app
+        .invite(&ann.token, &session, json!({"target": {"agent": "bob"}}))
+        .await;
+    assert_problem(&refused, 409, "limit_reached");
+    assert!(refused.text.contains("max_invitations_per_session"));
+}
+
+#[actix_rt::test]
+async fn a_session_holds_at_most_the_policys_messages_from_anyone() {
+    let app = TestApp::spawn().await;
+    let (ann, session, customer) =
+        ann_with_a_session(&app, json!({"max_messages_per_session": 3})).await;
+    for text in ["one", "two"] {
+        app.say(&ann.token, &session, text, "everyone")
+            .await
+            .expect_status(201);
+    }
+    app.customer_say(&customer, "three")
+        .await
+        .expect_status(201);
+    let refused = app.say(&ann.token, &session, "four", "agents").await;
+    assert_problem(&refused, 409, "limit_reached");
+    assert!(refused.text.contains("max_messages_per_session"));
+    assert_problem(
+        &app.customer_say(&customer, "five").await,
+        409,
+        "limit_reached",
+    );
+    let all = app.messages(&ann.token, &session).await.expect_status(200);
+    assert_eq!(pluck(&all["messages"], "text"), ["three", "two", "one"]);
+}
+
+#[actix_rt::test]
+async fn creating_a_session_counts_toward_the_agents_session_limit() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({"max_active_sessions_per_agent": 2})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    for customer in ["Carl", "Cora"] {
+        app.create_session(&ann.token, "web", customer).await;
+    }
+    let refused = app
+        .post(
+            "/v1/sessions",
+            &ann.token,
+            json!({"mode": "web", "customer": {"name": "Cyd"}}),
+        )
+        .await;
+    assert_problem(&refused, 409, "agent_busy");
+    assert_eq!(
+        app.me(&ann.token).await.expect_status(200)["active_sessions"],
+        2
+    );
+}
+
+#[actix_rt::test]
+async fn a_token_holds_at_most_its_streams_and_the_next_is_429_without_dropping_any() {
+    let app = TestApp::spawn_with(|s| s.limits.streams_per_token = 2).await;
+    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
+    let (mut first, _) = app.agent_events(&ann.token).await;
+    let (mut second, _) = app.agent_events(&ann.token).await;
+    let refused = app
+        .call(Method::GET, "/v1/me/events", Some(&ann.token), None)
+        .await;
+    assert_problem(&refused, 429, "too_many_streams");
+    // Both open streams still get events.
+    app.say(&ann.token, &session, "still heard", "agents")
+        .await
+        .expect_status(201);
+    for stream in [&mut first, &mut second] {
+        let message = stream.wait_for("message", EVENT_WAIT).await;
+        assert_eq!(message["message"]["text"], "still heard");
+    }
+    // A stream that ends gives its place back.
+    drop(first);
+    eventually(
+        EVENT_WAIT,
+        "a closed stream gives its place back",
+        || async { app.stream_status("/v1/me/events", &ann.token).await == 200 },
+    )
+    .await;
+}
+
+/// The most messages the byte-bound test sends before it gives up.
+const MAX_FILLER_MESSAGES: usize = 5000;
+
+async fn slow_clients_dropped(app: &TestApp) -> u64 {
+    app.call(Method::GET, "/metrics", None, None)
+        .await
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("collabd_slow_clients_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[actix_rt::test]
+async fn a_stream_too_far_behind_in_bytes_is_dropped_and_the_others_go_on() {
+    // So many events fit that only the byte bound can drop a client.
+    let app = TestApp::spawn_with(|s| {
+        s.sse.outbox = 1_000_000;
+        s.sse.outbox_bytes = 64 * 1024;
+    })
+    .await;
+    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
+    let bob = app.online(ACME, "bob", "Bob", "support").await;
+    app.bring_in(&ann, &session, &bob, false).await;
+    let mut stalled = app.connect_stream("/v1/me/events", &ann.token).await;
+    let (mut reader, _) = app.agent_events(&bob.token).await;
+    let text = "x".repeat(3900);
+    let mut sent = 0;
+    // Until the socket buffers are full and 64 KiB more wait in the outbox.
+    while slow_clients_dropped(&app).await == 0 {
+        assert!(
+            sent < MAX_FILLER_MESSAGES,
+            "no stream was dropped after {sent} messages to a stream nobody reads"
+        );
+        for _ in 0..20 {
+            app.say(&bob.token, &session, &format!("{sent} {text}"), "agents")
+                .await
+                .expect_status(201);
+            let message = reader.wait_for("message", EVENT_WAIT).await;
+            assert!(
+                message["message"]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(&format!("{sent} "))),
+                "the reader missed nothing"
+            );
+            sent += 1;
+        }
+    }
+    // The stalled client, once it reads, finds its stream ended.
+    stalled.expect_end(Duration::from_secs(30)).await;
+}
+
+#[actix_rt::test]
+async fn a_session_without_agent_activity_for_the_idle_time_ends_for_everyone() {
+    let app = TestApp::spawn().await;
+    let (ann, session, customer) =
+        ann_with_a_session(&app, json!({"session_idle_timeout_secs": 1})).await;
+    let (mut anns, _) = app.agent_events(&ann.token).await;
+    let (mut carols, _) = app.customer_events(&customer).await;
+    // A customer message is not agent activity.
+    app.customer_say(&customer, "anyone there?")
+        .await
+        .expect_status(201);
+    let ended = anns.wait_for("session_ended", EVENT_WAIT).await;
+    assert_eq!(ended["session"], session.as_str());
+    assert_eq!(ended["reason"], "idle");
+    let seen = carols.wait_for("session_ended", EVENT_WAIT).await;
+    assert_eq!(seen["reason"], "idle");
+    let view = app.session(&ann.token, &session).await.expect_status(200);
+    assert_eq!(view["status"], "ended");
+    assert_eq!(view["ended_reason"], "idle");
+    assert_eq!(
+        app.me(&ann.token).await.expect_status(200)["active_sessions"],
+        0
+    );
+}
+
+#[actix_rt::test]
+async fn agent_activity_keeps_a_session_alive_past_its_idle_time() {
+    let app = TestApp::spawn().await;
+    let (ann, session, _) = ann_with_a_session(&app, json!({"session_idle_timeout_secs": 2})).await;
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        app.say(
+            &ann.token,
+            &session,
+            &format!("still working {i}"),
+            "agents",
+        )
+        .await
+        .expect_status(201);
+    }
+    let view = app.session(&ann.token, &session).await.expect_status(200);
+    assert_eq!(
+        view["status"], "active",
+        "3 s of activity outlived a 2 s idle time"
+    );
+}
+
+#[actix_rt::test]
+async fn an_ended_session_is_gone_after_its_retention() {
+    let app = TestApp::spawn().await;
+    let (ann, session, customer) = ann_with_a_session(&app, json!({"retention_secs": 1})).await;
+    app.say(&ann.token, &session, "goodbye", "everyone")
+        .await
+        .expect_status(201);
+    app.end(&ann.token, &session).await.expect_status(200);
+    // Still readable while retained …
+    app.session(&ann.token, &session).await.expect_status(200);
+    app.customer_messages(&customer).await.expect_status(200);
+    // … then gone, for everyone and every read.
+    eventually(EVENT_WAIT, "the ended session is deleted", || async {
+        app.session(&ann.token, &session).await.status == 404
+    })
+    .await;
+    assert_problem(&app.session(&ann.token, &session).await, 404, "not_found");
+    assert_problem(&app.messages(&ann.token, &session).await, 404, "not_found");
+    assert_problem(&app.customer_session(&customer).await, 404, "not_found");
+    assert_problem(&app.customer_messages(&customer).await, 404, "not_found");
+}
+
+#[actix_rt::test]
+async fn messages_come_in_pages_newest_first_and_the_customer_counts_only_what_it_sees() {
+    let app = TestApp::spawn().await;
+    let (ann, session, customer) = ann_with_a_session(&app, json!({})).await;
+    // 120 messages; every third is agents-only.
+    for i in 1..=120 {
+        let audience = if i % 3 == 0 { "agents" } else { "everyone" };
+        app.say(&ann.token, &session, &format!("m{i}"), audience)
+            .await
+            .expect_status(201);
+    }
+    let mut seqs = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let path = match before {
+            Some(b) => format!("/v1/sessions/{session}/messages?before={b}"),
+            None => format!("/v1/sessions/{session}/messages"),
+        };
+        let page = app.get(&path, &ann.token).await.expect_status(200);
+        let page_seqs: Vec<u64> = page["messages"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|m| m["seq"].as_u64()).collect())
+            .unwrap_or_default();
+        assert!(page_seqs.len() <= 50, "a default page is at most 50");
+        seqs.extend(page_seqs);
+        match page["next_before"].as_u64() {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seqs, (1..=120).rev().collect::<Vec<u64>>());
+
+    // The customer's pages number its 80 messages 80..1, without gaps.
+    let page = app
+        .get("/v1/customer/messages?limit=200", &customer)
+        .await
+        .expect_status(200);
+    let customer_seqs: Vec<u64> = page["messages"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["seq"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(customer_seqs, (1..=80).rev().collect::<Vec<u64>>());
+    assert_eq!(page["next_before"], Value::Null);
+    let small = app
+        .get("/v1/customer/messages?limit=5&before=10", &customer)
+        .await
+        .expect_status(200);
+    assert_eq!(
+        pluck(&small["messages"], "text"),
+        ["m13", "m11", "m10", "m8", "m7"]
+    );
+    assert_eq!(small["next_before"], 5);
+
+    // A snapshot carries the last 50 it may read, oldest first, and says there is more.
+    let (_, snapshot) = app.customer_events(&customer).await;
+    let texts = pluck(&snapshot["messages"], "text");
+    assert_eq!(texts.len(), 50);
+    assert_eq!(texts.last().map(String::as_str), Some("m119"));
+    assert_eq!(snapshot["has_more"], true);
+
+    for bad in ["limit=0", "limit=201", "limit=x", "before=-1", "colour=red"] {
+        let reply = app
+            .get(
+                &format!("/v1/sessions/{session}/messages?{bad}"),
+                &ann.token,
+            )
+            .await;
+        assert_problem(&reply, 400, "invalid_request");
+    }
+}
+
+#[actix_rt::test]
+async fn the_collaboration_window_comes_in_pages_that_keep_the_search() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    for i in 0..7 {
+        app.online(
+            ACME,
+            &format!("helper{i}"),
+            &format!("Helper {i}"),
+            "billing",
+        )
+        .await;
+    }
+    app.online(ACME, "zed", "Zed", "support").await;
+    let mut names = Vec::new();
+    let mut path = "/v1/collaborators?q=helper&limit=3".to_owned();
+    loop {
+        let page = app.get(&path, &ann.token).await.expect_status(200);
+        let page_names = pluck(&page["agents"], "name");
+        assert!(page_names.len() <= 3);
+        names.extend(page_names);
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/collaborators?q=helper&limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        names,
+        (0..7).map(|i| format!("Helper {i}")).collect::<Vec<_>>()
+    );
+    let all = app
+        .get("/v1/collaborators", &ann.token)
+        .await
+        .expect_status(200);
+    assert_eq!(all["agents"].as_array().map(Vec::len), Some(8));
+    assert_eq!(all["next_cursor"], Value::Null);
+    for bad in ["limit=0", "limit=1001", "cursor=not-a-cursor"] {
+        let reply = app
+            .get(&format!("/v1/collaborators?{bad}"), &ann.token)
+            .await;
+        assert_problem(&reply, 400, "invalid_request");
+    }
+}
