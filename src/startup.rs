@@ -32,13 +32,26 @@ pub struct Application {
 impl Application {
     /// Binds `http.listen`, starts the actors' arbiter and the timer worker.
     pub async fn build(settings: Settings) -> std::io::Result<Self> {
+        // Shared actors live on one arbiter made before the server: the
+        // server's factory runs once per worker.
+        let arbiter = Arbiter::new();
         let backplane: Arc<dyn Backplane> = match settings.backplane.kind {
             BackplaneKind::Memory => Arc::new(MemoryBackplane::new()),
             BackplaneKind::Redis => {
-                RedisBackplane::start(&settings.backplane).map_err(std::io::Error::other)?
+                // The Redis connection, its pub/sub and its timer loops run
+                // on the actors' thread: the actors' calls and the events
+                // they receive do not cross threads.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let config = settings.backplane.clone();
+                arbiter.spawn(async move {
+                    let _ = tx.send(RedisBackplane::start(&config));
+                });
+                rx.await
+                    .map_err(std::io::Error::other)?
+                    .map_err(std::io::Error::other)?
             }
         };
-        Self::build_with(settings, backplane).await
+        Self::assemble(settings, backplane, arbiter)
     }
 
     /// Like [`Application::build`], on a given backplane.
@@ -46,15 +59,23 @@ impl Application {
         settings: Settings,
         backplane: Arc<dyn Backplane>,
     ) -> std::io::Result<Self> {
+        Self::assemble(settings, backplane, Arbiter::new())
+    }
+
+    fn assemble(
+        settings: Settings,
+        backplane: Arc<dyn Backplane>,
+        arbiter: Arbiter,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(&settings.http.listen)?;
         let port = listener.local_addr()?.port();
-        // Shared actors live on one arbiter made before the server: the
-        // server's factory runs once per worker.
-        let arbiter = Arbiter::new();
         let node = Node::new(backplane, settings.clone(), arbiter.handle());
-        if let Some(due) = node.backplane.take_due() {
-            arbiter.spawn(expire_due(node.clone(), due));
-        }
+        let timers = node.clone();
+        arbiter.spawn(async move {
+            if let Some(due) = timers.backplane.take_due() {
+                expire_due(timers, due).await;
+            }
+        });
         arbiter.spawn(resync_on_reconnect(node.clone()));
         let state = web::Data::new(AppState {
             node: node.clone(),

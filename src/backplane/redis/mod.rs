@@ -238,11 +238,7 @@ impl RedisBackplane {
 
     /// A hash field, decoded.
     async fn hget_decoded<T: codec::Wire>(&self, key: String, field: &str) -> Result<Option<T>> {
-        let bytes: Option<Vec<u8>> = self
-            .conn()
-            .hget(key, field)
-            .await
-            .map_err(unavailable)?;
+        let bytes: Option<Vec<u8>> = self.conn().hget(key, field).await.map_err(unavailable)?;
         decoded(bytes)
     }
 
