@@ -15,6 +15,11 @@ const USAGE: &str = "usage: collabd [serve] [--config FILE]\n\
                      Runs a collabd node. Configuration: built-in defaults < config/default.toml\n\
                      < --config FILE < environment COLLABD__SECTION__KEY (e.g. COLLABD__HTTP__LISTEN).";
 
+/// jemalloc rather than the system allocator: about 2 KiB less resident
+/// memory per connected agent (README, "Memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit status of a load run that counted an invariant break, so CI fails.
 const EXIT_INVARIANT_BROKEN: u8 = 3;
 

@@ -86,7 +86,15 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap(middleware::ErrorHandlers::new().default_handler(problem_for_plain_errors))
-                .wrap(middleware::Logger::new("%r %s %Dms").log_target("collabd::http"))
+                // An event stream's access line would only be written when
+                // it ends, and its logger would hold a copy of the format
+                // for the stream's whole life (per connected agent).
+                .wrap(
+                    middleware::Logger::new("%r %s %Dms")
+                        .log_target("collabd::http")
+                        .exclude("/v1/me/events")
+                        .exclude("/v1/customer/events"),
+                )
                 .configure(configure(max_body))
         })
         .listen(listener)?

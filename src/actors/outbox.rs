@@ -245,6 +245,8 @@ pub fn streams(shared: &SharedStreams) -> MutexGuard<'_, StreamSet> {
 impl StreamSet {
     /// Adds a stream.
     pub fn add(&mut self, outbox: Outbox) {
+        // Most clients hold one stream: room for exactly that.
+        self.outboxes.reserve_exact(1);
         self.outboxes.push(outbox);
     }
 

@@ -95,6 +95,7 @@ where
     let sse = &node.settings.sse;
     let (outbox, inbox) = Outbox::channel(sse.outbox, sse.outbox_bytes);
     actor.send(Connect(outbox)).await?;
+    tracing::debug!(open = node.permits.open_streams(), "event stream opened");
     Ok((inbox, permit))
 }
 

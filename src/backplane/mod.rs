@@ -51,8 +51,8 @@ impl Topic {
     pub fn capacity(&self) -> usize {
         match self {
             Topic::Agent(..) => 16,
-            Topic::Session(..) => 256,
-            Topic::Portal(..) => 1024,
+            Topic::Session(..) => 64,
+            Topic::Portal(..) => 256,
         }
     }
 }
