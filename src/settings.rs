@@ -115,6 +115,9 @@ pub struct LimitSettings {
     /// Event streams one token may hold open at once on a node; the next
     /// one is refused (429 `too_many_streams`), none is dropped.
     pub streams_per_token: usize,
+    /// Requests (event streams aside, once open) a node handles at once;
+    /// more are refused with 503 and `Retry-After` rather than queued.
+    pub max_in_flight: usize,
 }
 
 /// The defaults every layer starts from (the same as `config/default.toml`).
@@ -150,6 +153,7 @@ outbox_bytes = 1048576
 
 [limits]
 streams_per_token = 4
+max_in_flight = 1024
 "#;
 
 impl Settings {
@@ -193,6 +197,10 @@ impl Settings {
             (
                 self.limits.streams_per_token >= 1,
                 "limits.streams_per_token must be at least 1",
+            ),
+            (
+                self.limits.max_in_flight >= 1,
+                "limits.max_in_flight must be at least 1",
             ),
             (
                 self.http.max_body_bytes >= 1024,

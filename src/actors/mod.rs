@@ -10,7 +10,7 @@ pub mod session;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::{Actor, Addr, ArbiterHandle};
@@ -45,6 +45,9 @@ pub enum Failure {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// This node is handling as many requests as it may at once.
+    #[error("this node is at capacity; retry shortly")]
+    Overloaded,
     /// A token already has as many event streams open as it may.
     #[error("this token already has {0} event streams open")]
     TooManyStreams(usize),
@@ -81,6 +84,8 @@ pub struct Metrics {
     pub streams_refused: AtomicU64,
     /// Session states read from the backplane (cache misses and reloads).
     pub session_loads: AtomicU64,
+    /// Requests refused because the node was at capacity.
+    pub requests_shed: AtomicU64,
 }
 
 impl Metrics {
@@ -112,6 +117,8 @@ pub struct Node {
     pub views: ViewCache,
     /// Open event streams per token.
     pub permits: StreamPermits,
+    /// Requests being handled now.
+    pub admission: Admission,
     arbiter: ArbiterHandle,
     sessions: Mutex<HashMap<Key<SessionId>, Addr<SessionActor>>>,
     agents: Mutex<HashMap<Key<AgentId>, Addr<AgentActor>>>,
@@ -158,12 +165,14 @@ impl Node {
         arbiter: ArbiterHandle,
     ) -> Arc<Self> {
         let permits = StreamPermits::new(settings.limits.streams_per_token);
+        let admission = Admission::new(settings.limits.max_in_flight);
         Arc::new(Self {
             backplane,
             settings,
             metrics: Metrics::default(),
             views: ViewCache::default(),
             permits,
+            admission,
             arbiter,
             sessions: Mutex::default(),
             agents: Mutex::default(),
@@ -354,5 +363,65 @@ impl Drop for StreamPermit {
                 open.remove(&self.key);
             }
         }
+    }
+}
+
+/// Bounds the requests a node handles at once. Under overload a node sheds
+/// what it cannot take (503 with `Retry-After`) instead of queueing it:
+/// queued requests hold memory and come back too late to be of use.
+pub struct Admission {
+    limit: usize,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One admitted request's place; given back when the request is done.
+#[derive(Debug)]
+pub struct Admitted(Arc<AtomicUsize>);
+
+impl Admission {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// A place for one more request, if the node has one.
+    pub fn try_admit(&self) -> Option<Admitted> {
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok();
+        admitted.then(|| Admitted(self.in_flight.clone()))
+    }
+
+    /// Requests being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_gives_at_most_its_limit_of_places_and_takes_them_back() {
+        let admission = Admission::new(2);
+        let a = admission.try_admit();
+        let b = admission.try_admit();
+        assert!(a.is_some() && b.is_some());
+        assert!(admission.try_admit().is_none());
+        drop(a);
+        assert_eq!(admission.in_flight(), 1);
+        assert!(admission.try_admit().is_some());
     }
 }

@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 use crate::actors::outbox::{Connect, Inbox, Outbox};
 use crate::actors::session::{Execute, Executed, Want};
-use crate::actors::{Failure, Metrics, Node, StreamPermit};
+use crate::actors::{Admitted, Failure, Metrics, Node, StreamPermit};
 use crate::backplane::Guard;
 use crate::domain::{Account, Agent, AgentId, Command, SessionId};
 
 pub use crate::actors::Failure as Error;
 
 /// An agent calling, with its account and profile as stored now.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AgentCaller {
     /// The agent's account.
     pub account: Account,
@@ -27,10 +27,12 @@ pub struct AgentCaller {
     pub agent: Agent,
     /// Names the token it called with (its signature), for per-token limits.
     pub token: String,
+    /// Its place among the requests the node handles now.
+    pub admitted: Admitted,
 }
 
 /// The customer of one session calling.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CustomerCaller {
     /// The session's account.
     pub account: Account,
@@ -38,6 +40,16 @@ pub struct CustomerCaller {
     pub session: SessionId,
     /// Names the token it called with (its signature), for per-token limits.
     pub token: String,
+    /// Its place among the requests the node handles now.
+    pub admitted: Admitted,
+}
+
+/// A place among the requests this node handles now, or `Overloaded`.
+pub fn admit(node: &Node) -> Result<Admitted, Failure> {
+    node.admission.try_admit().ok_or_else(|| {
+        Metrics::inc(&node.metrics.requests_shed);
+        Failure::Overloaded
+    })
 }
 
 /// Who an agent token names: its account and agent as stored now (one

@@ -14,7 +14,10 @@ use super::token::Subject;
 pub use crate::app::{AgentCaller, CustomerCaller};
 
 /// The provisioning administrator.
-pub struct Admin;
+pub struct Admin {
+    /// Its place among the requests the node handles now.
+    pub admitted: crate::actors::Admitted,
+}
 
 enum Bearer {
     Admin,
@@ -67,7 +70,9 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let result = state(req).and_then(|s| match bearer(req, &s)? {
-            Bearer::Admin => Ok(Admin),
+            Bearer::Admin => Ok(Admin {
+                admitted: crate::app::admit(&s.node)?,
+            }),
             Bearer::Subject(..) => Err(ApiError::forbidden("this call needs the admin token")),
         });
         Box::pin(async move { result })
@@ -88,11 +93,13 @@ impl FromRequest for AgentCaller {
                 }
                 _ => return Err(ApiError::forbidden("this call needs an agent token")),
             };
+            let admitted = crate::app::admit(&state.node)?;
             match crate::app::agent_caller(&state.node, &account, &agent).await? {
                 Some((account, agent)) => Ok(AgentCaller {
                     account,
                     agent,
                     token,
+                    admitted,
                 }),
                 None => Err(ApiError::unauthorized(
                     "the token names an agent that no longer exists",
@@ -116,6 +123,7 @@ impl FromRequest for CustomerCaller {
                 }
                 _ => return Err(ApiError::forbidden("this call needs a customer token")),
             };
+            let admitted = crate::app::admit(&state.node)?;
             let account = crate::app::customer_account(&state.node, &account)
                 .await?
                 .ok_or_else(|| {
@@ -125,6 +133,7 @@ impl FromRequest for CustomerCaller {
                 account,
                 session,
                 token,
+                admitted,
             })
         })
     }

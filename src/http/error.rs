@@ -8,7 +8,6 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::actors::Failure;
-use crate::backplane::BackplaneError;
 use crate::domain::DomainError;
 
 /// A problem+json error.
@@ -25,6 +24,9 @@ pub struct ApiError {
     pub detail: String,
     /// Stable code, e.g. `invitation_taken`.
     pub code: &'static str,
+    /// Seconds after which a retry may succeed (`Retry-After`).
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -36,6 +38,7 @@ impl ApiError {
             status: status.as_u16(),
             detail: detail.into(),
             code,
+            retry_after: None,
         }
     }
 
@@ -81,9 +84,12 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .insert_header(ContentType(mime_problem()))
-            .body(serde_json::to_string(self).unwrap_or_default())
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header(ContentType(mime_problem()));
+        if let Some(secs) = self.retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        response.body(serde_json::to_string(self).unwrap_or_default())
     }
 }
 
@@ -117,21 +123,21 @@ impl From<DomainError> for ApiError {
     }
 }
 
-impl From<BackplaneError> for ApiError {
-    fn from(e: BackplaneError) -> Self {
-        tracing::warn!(error = %e, "backplane failure");
-        ApiError::unavailable("the shared store is unreachable; retry shortly")
-    }
-}
-
 impl From<Failure> for ApiError {
     fn from(e: Failure) -> Self {
         match e {
             Failure::Domain(d) => d.into(),
             Failure::NotFound(what) => ApiError::not_found(what),
-            Failure::Backplane(b) => b.into(),
+            Failure::Backplane(b) => {
+                tracing::warn!(error = %b, "shared store failure");
+                ApiError::unavailable("the shared store is unreachable; retry shortly")
+            }
             Failure::Contended => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             Failure::Forbidden(detail) => ApiError::forbidden(detail),
+            Failure::Overloaded => ApiError {
+                retry_after: Some(1),
+                ..ApiError::unavailable(e.to_string())
+            },
             Failure::TooManyStreams(_) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_streams",

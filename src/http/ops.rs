@@ -88,6 +88,11 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             &m.streams_refused,
         ),
         (
+            "collabd_requests_shed_total",
+            "Requests refused with 503 because the node was at capacity.",
+            &m.requests_shed,
+        ),
+        (
             "collabd_session_loads_total",
             "Session states read from the backplane (not served from the node's cache).",
             &m.session_loads,
@@ -105,6 +110,11 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         out,
         "# HELP collabd_open_streams Event streams open on this node.\n# TYPE collabd_open_streams gauge\ncollabd_open_streams {}",
         state.node.permits.open_streams()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP collabd_requests_in_flight Requests being handled on this node.\n# TYPE collabd_requests_in_flight gauge\ncollabd_requests_in_flight {}",
+        state.node.admission.in_flight()
     );
     let (sessions, agents, portals) = state.node.actor_counts();
     let _ = writeln!(

@@ -117,6 +117,29 @@ struct Run {
     ledger: RefCell<Ledger>,
     errors: RefCell<std::collections::BTreeMap<String, u64>>,
     counters: Counters,
+    /// Per (agent, session): accepts in flight plus joins not yet left. An
+    /// accept made while the agent has another one in flight or is still in
+    /// the session is rightly refused with `already_participant`.
+    in_session: RefCell<HashMap<(u32, u32), u32>>,
+}
+
+impl Run {
+    fn enter(&self, agent: u32, session: u32) -> u32 {
+        let mut counts = self.in_session.borrow_mut();
+        let n = counts.entry((agent, session)).or_default();
+        *n += 1;
+        *n
+    }
+
+    fn exit(&self, agent: u32, session: u32) {
+        let mut counts = self.in_session.borrow_mut();
+        if let Some(n) = counts.get_mut(&(agent, session)) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&(agent, session));
+            }
+        }
+    }
 }
 
 impl Run {
@@ -210,6 +233,7 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
         ledger: RefCell::new(ledger),
         errors: RefCell::new(Default::default()),
         counters: Counters::default(),
+        in_session: RefCell::default(),
     };
     let progress = progress_bar();
     progress.set_message(format!("provisioning account {prefix}"));
@@ -912,6 +936,7 @@ async fn accept(run: Rc<Run>, plan: AcceptPlan) {
     tokio::time::sleep_until(plan.at).await;
     let agent = &run.agents[plan.agent as usize];
     let path = format!("/v1/invitations/{}/accept", plan.id);
+    run.enter(plan.agent, plan.session);
     let sent_at = Instant::now();
     let answer = run
         .call(
@@ -924,6 +949,13 @@ async fn accept(run: Rc<Run>, plan: AcceptPlan) {
         )
         .await;
     let answered_at = Instant::now();
+    // Another accept of this agent into this session is in flight, or it
+    // joined and is still leaving.
+    let busy_elsewhere = run
+        .in_session
+        .borrow()
+        .get(&(plan.agent, plan.session))
+        .is_some_and(|n| *n > 1);
     let reply = match &answer {
         // Unanswered: it may have won. Not a refusal; the ledger learns
         // the outcome from the streams or a lookup.
@@ -936,6 +968,11 @@ async fn accept(run: Rc<Run>, plan: AcceptPlan) {
             Reply::Lost
         }
         Some(a) if a.code().as_deref() == Some("invitation_taken") => Reply::Taken,
+        // The agent joined this session through another invitation a
+        // moment ago and is still leaving it: a right refusal, not an error.
+        Some(a) if a.code().as_deref() == Some("already_participant") && busy_elsewhere => {
+            Reply::Refused
+        }
         Some(a) => {
             run.error("accept", &a.error_key());
             Reply::Refused
@@ -951,12 +988,20 @@ async fn accept(run: Rc<Run>, plan: AcceptPlan) {
     );
     dispatch(&run);
     if reply == Reply::Won {
-        leave(run, plan.agent, plan.session).await;
+        leave_now(&run, plan.agent, plan.session).await;
     }
+    run.exit(plan.agent, plan.session);
+}
+
+/// Agent `agent` leaves session `session` (a winner learned after the fact).
+async fn leave(run: Rc<Run>, agent: u32, session: u32) {
+    run.enter(agent, session);
+    leave_now(&run, agent, session).await;
+    run.exit(agent, session);
 }
 
 /// Agent `agent` leaves session `session`.
-async fn leave(run: Rc<Run>, agent: u32, session: u32) {
+async fn leave_now(run: &Run, agent: u32, session: u32) {
     let Some(id) = run
         .sessions
         .borrow()

@@ -44,6 +44,8 @@ pub struct Reply {
     pub status: u16,
     /// The `Content-Type` header, or empty.
     pub content_type: String,
+    /// The `Retry-After` header, or empty.
+    pub retry_after: String,
     /// The body as text.
     pub text: String,
     /// The body parsed as JSON.
@@ -551,6 +553,7 @@ where
     let mut response = sent.unwrap_or_else(|e| panic!("the server did not answer: {e}"));
     let status = response.status().as_u16();
     let content_type = header_text(response.headers().get(CONTENT_TYPE));
+    let retry_after = header_text(response.headers().get("retry-after"));
     let bytes = response
         .body()
         .limit(MAX_REPLY_BYTES)
@@ -561,6 +564,7 @@ where
     Reply {
         status,
         content_type,
+        retry_after,
         text,
         json,
     }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use awc::http::Method;
+use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use crate::common::{ACME, AgentLogin, EVENT_WAIT, QUIET, TestApp, assert_problem, id_of, pluck};
@@ -407,4 +408,39 @@ async fn the_collaboration_window_comes_in_pages_that_keep_the_search() {
             .await;
         assert_problem(&reply, 400, "invalid_request");
     }
+}
+
+#[actix_rt::test]
+async fn a_node_at_capacity_sheds_requests_with_503_and_retry_after_and_loses_none_it_took() {
+    let app = TestApp::spawn_with(|s| s.limits.max_in_flight = 1).await;
+    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
+    // One place: of many requests at once, most are refused at once
+    // rather than queued behind the one being handled.
+    let mut shed = Vec::new();
+    let mut stored = 0;
+    for round in 0..20 {
+        let replies = join_all((0..40).map(|i| {
+            let text = format!("r{round} m{i}");
+            let (app, ann, session) = (&app, &ann, &session);
+            async move { app.say(&ann.token, session, &text, "agents").await }
+        }))
+        .await;
+        for reply in replies {
+            match reply.status {
+                201 => stored += 1,
+                _ => shed.push(reply),
+            }
+        }
+        if !shed.is_empty() {
+            break;
+        }
+    }
+    assert!(!shed.is_empty(), "no request was shed with one place");
+    for reply in &shed {
+        assert_problem(reply, 503, "unavailable");
+        assert_eq!(reply.retry_after, "1", "{}", reply.text);
+    }
+    // What was taken was stored once; nothing shed was.
+    let view = app.session(&ann.token, &session).await.expect_status(200);
+    assert_eq!(view["message_count"], stored);
 }
