@@ -223,8 +223,13 @@ impl Settings {
                 "auth.secret must not be empty",
             ),
             (
-                !self.backplane.namespace.is_empty(),
-                "backplane.namespace must not be empty",
+                !self.backplane.namespace.is_empty()
+                    && self
+                        .backplane
+                        .namespace
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "backplane.namespace must be letters, digits, '-' or '_' (it is part of every Redis key's hash tag)",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

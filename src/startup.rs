@@ -8,7 +8,9 @@ use std::time::Duration;
 use actix::Arbiter;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::actors::session::{Execute, Want};
 use crate::actors::{Failure, Node};
@@ -159,6 +161,8 @@ fn display_addr(listen: &str, port: u16) -> String {
     }
 }
 
+/// Due timers handled at once.
+const TIMER_CONCURRENCY: usize = 16;
 /// How long a failed timer waits before it is tried again.
 const TIMER_RETRY: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
@@ -167,9 +171,20 @@ const TIMER_RETRY: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 /// accepted meanwhile, a session that became busy again). A failed timer
 /// is tried again a second later: an invitation must not stay open past
 /// its time because Redis or a session was busy once.
-async fn expire_due(node: Arc<Node>, mut due: mpsc::UnboundedReceiver<Deadline>) {
-    while let Some(deadline) = due.recv().await {
-        let handled = match fire(&node, &deadline).await {
+async fn expire_due(node: Arc<Node>, due: mpsc::Receiver<Deadline>) {
+    // Timers of different sessions are handled side by side (each session
+    // actor still takes its commands one at a time).
+    ReceiverStream::new(due)
+        .for_each_concurrent(TIMER_CONCURRENCY, |deadline| {
+            let node = node.clone();
+            async move { handle_due(&node, &deadline).await }
+        })
+        .await;
+}
+
+async fn handle_due(node: &Arc<Node>, deadline: &Deadline) {
+    {
+        let handled = match fire(node, deadline).await {
             Ok(()) => true,
             // Nothing to do (no such session any more): done.
             Err(e @ (Failure::Domain(_) | Failure::NotFound(_))) => {
@@ -187,7 +202,7 @@ async fn expire_due(node: Arc<Node>, mut due: mpsc::UnboundedReceiver<Deadline>)
         };
         // Unless the retry could not even be armed, this delivery is done
         // (otherwise the backplane delivers it again after its lease).
-        if handled && let Err(e) = node.backplane.complete(&deadline).await {
+        if handled && let Err(e) = node.backplane.complete(deadline).await {
             tracing::warn!(error = %e, "could not complete a timer; it will fire again (harmless)");
         }
     }

@@ -224,31 +224,36 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for AgentA
             BusMessage::Session {
                 session,
                 version,
-                index,
-                route,
-                event,
+                events,
             } => {
-                let prepared = match route {
-                    // The same event reaches every participant's topic: the
-                    // node views it once for all of them.
-                    Route::Participant => {
-                        let me = self.agent.clone();
-                        let metrics = &self.node.metrics;
-                        self.node.views.get_or_make(
-                            (session, *version, *index, Route::Participant),
-                            || {
+                for routed in events {
+                    let event = &routed.event;
+                    let prepared = match routed.route {
+                        // The same event reaches every participant's topic:
+                        // the node views it once for all of them.
+                        Route::Participant => {
+                            let me = self.agent.clone();
+                            let metrics = &self.node.metrics;
+                            let key = (
+                                &self.account,
+                                session,
+                                *version,
+                                routed.index,
+                                Route::Participant,
+                            );
+                            self.node.views.get_or_make(key, || {
                                 Metrics::inc(&metrics.events_prepared);
                                 view(&Viewer::Participant(&me), session, event)
                                     .map(|e| Prepared::from(&e))
-                            },
-                        )
+                            })
+                        }
+                        Route::Recipient => view(&Viewer::Recipient(&self.agent), session, event)
+                            .map(|e| Arc::new(Prepared::from(&e))),
+                        Route::Customer => None,
+                    };
+                    if let Some(prepared) = prepared {
+                        self.deliver(&prepared);
                     }
-                    Route::Recipient => view(&Viewer::Recipient(&self.agent), session, event)
-                        .map(|e| Arc::new(Prepared::from(&e))),
-                    Route::Customer => return,
-                };
-                if let Some(prepared) = prepared {
-                    self.deliver(&prepared);
                 }
             }
             BusMessage::Presence { portal, .. } => self.move_to(portal.clone(), ctx),

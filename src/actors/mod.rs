@@ -286,29 +286,28 @@ pub struct ViewCache {
     recent: Mutex<VecDeque<(ViewKey, Option<Arc<Prepared>>)>>,
 }
 
-type ViewKey = (SessionId, u64, u32, Route);
+type ViewKey = (AccountId, SessionId, u64, u32, Route);
 
 impl ViewCache {
     /// The prepared view of an event, made by `make` the first time.
     pub fn get_or_make(
         &self,
-        key: (&SessionId, u64, u32, Route),
+        key: (&AccountId, &SessionId, u64, u32, Route),
         make: impl FnOnce() -> Option<Prepared>,
     ) -> Option<Arc<Prepared>> {
-        let (session, version, index, route) = key;
+        let (account, session, version, index, route) = key;
         let mut recent = lock(&self.recent);
-        if let Some((_, prepared)) = recent
-            .iter()
-            .rev()
-            .find(|((s, v, i, r), _)| *v == version && *i == index && *r == route && s == session)
-        {
+        if let Some((_, prepared)) = recent.iter().rev().find(|((a, s, v, i, r), _)| {
+            *v == version && *i == index && *r == route && s == session && a == account
+        }) {
             return prepared.clone();
         }
         let prepared = make().map(Arc::new);
         if recent.len() >= VIEW_CACHE {
             recent.pop_front();
         }
-        recent.push_back(((session.clone(), version, index, route), prepared.clone()));
+        let key = (account.clone(), session.clone(), version, index, route);
+        recent.push_back((key, prepared.clone()));
         prepared
     }
 }

@@ -16,7 +16,7 @@ use super::outbox::{Prepared, Resync, SharedStreams, streams};
 use super::{Metrics, Node};
 use crate::backplane::{BusMessage, Route, Topic};
 use crate::domain::visibility::{Viewer, view};
-use crate::domain::{AccountId, AgentId, Event, PortalId};
+use crate::domain::{AccountId, AgentId, Event, PortalId, SessionId};
 
 /// A local agent logged into this portal: where its streams are, and its
 /// actor (told to resync when offers were lost).
@@ -80,6 +80,37 @@ pub struct Join(pub AgentId, pub SharedStreams, pub Addr<AgentActor>);
 #[rtype(result = "()")]
 pub struct Leave(pub AgentId);
 
+impl PortalActor {
+    /// Pushes an offer or withdrawal into the streams of its local recipients.
+    fn fan_out(&self, session: &SessionId, event: &Event) {
+        let recipients = match event {
+            Event::InvitationOffered { invitation, .. } => &invitation.recipients,
+            Event::InvitationWithdrawn { recipients, .. } => recipients,
+            _ => return,
+        };
+        let Some(first) = recipients.iter().find(|a| self.members.contains_key(*a)) else {
+            return;
+        };
+        // What a recipient sees of an offer or withdrawal does not depend on
+        // which recipient looks (visibility.rs checks this): view and
+        // serialize once per node, not once per recipient.
+        let Some(client_event) = view(&Viewer::Recipient(first), session, event) else {
+            return;
+        };
+        Metrics::inc(&self.node.metrics.events_prepared);
+        let prepared = Prepared::from(&client_event);
+        let (mut delivered, mut slow) = (0, 0);
+        for agent in recipients {
+            if let Some(member) = self.members.get(agent) {
+                let (d, s) = streams(&member.streams).broadcast(&prepared);
+                delivered += d;
+                slow += s;
+            }
+        }
+        self.node.metrics.record_delivery(delivered, slow);
+    }
+}
+
 impl Handler<Join> for PortalActor {
     type Result = ();
 
@@ -120,39 +151,14 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Portal
             }
         };
         let BusMessage::Session {
-            session,
-            route: Route::Recipient,
-            event,
-            ..
+            session, events, ..
         } = msg.as_ref()
         else {
             return;
         };
-        let recipients = match event.as_ref() {
-            Event::InvitationOffered { invitation, .. } => &invitation.recipients,
-            Event::InvitationWithdrawn { recipients, .. } => recipients,
-            _ => return,
-        };
-        let Some(first) = recipients.iter().find(|a| self.members.contains_key(*a)) else {
-            return;
-        };
-        // What a recipient sees of an offer or withdrawal does not depend on
-        // which recipient looks (visibility.rs checks this): view and
-        // serialize once per node, not once per recipient.
-        let Some(client_event) = view(&Viewer::Recipient(first), session, event) else {
-            return;
-        };
-        Metrics::inc(&self.node.metrics.events_prepared);
-        let prepared = Prepared::from(&client_event);
-        let (mut delivered, mut slow) = (0, 0);
-        for agent in recipients {
-            if let Some(member) = self.members.get(agent) {
-                let (d, s) = streams(&member.streams).broadcast(&prepared);
-                delivered += d;
-                slow += s;
-            }
+        for routed in events.iter().filter(|r| r.route == Route::Recipient) {
+            self.fan_out(session, &routed.event);
         }
-        self.node.metrics.record_delivery(delivered, slow);
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}

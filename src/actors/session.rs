@@ -23,9 +23,9 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use super::outbox::{CloseStreams, Connect, Prepared, Resync, StreamSet};
 use super::{Failure, Metrics, Node};
 use crate::backplane::{
-    BusMessage, Claim, Commit, Committed, Fresh, Guard, Route, Topic, Transcript, Versioned,
+    BusMessage, Claim, Commit, Committed, Fresh, Guard, Route, Routed, Topic, Transcript, Versioned,
 };
-use crate::domain::session::{Accept as AcceptCommand, Target, check_accept};
+use crate::domain::session::{Accept as AcceptCommand, InvitationSummary, Target, check_accept};
 use crate::domain::visibility::{
     AgentSessionView, CustomerSessionView, InvitationView, Viewer, agent_session_view, audiences,
     customer_session_view, message_view, view,
@@ -71,6 +71,21 @@ impl SessionActor {
             customers: StreamSet::default(),
             subscribed: false,
             idle_checks: 0,
+        }
+    }
+
+    /// Puts the cache back after a request. An actor started for a session
+    /// that does not exist (any well-formed id in a path starts one) stops
+    /// at once instead of idling for minutes.
+    fn settle<T>(&mut self, cache: Cached, result: &Result<T, Failure>, ctx: &mut Context<Self>) {
+        self.cache = cache;
+        if self.cache.is_none()
+            && self.customers.is_empty()
+            && matches!(result, Err(Failure::NotFound(_)))
+        {
+            self.node
+                .forget_session(&self.account, &self.id, &ctx.address());
+            ctx.stop();
         }
     }
 
@@ -124,20 +139,22 @@ pub struct Executed {
     pub customer_view: Option<CustomerSessionView>,
     /// The wanted invitation, if it exists.
     pub invitation: Option<InvitationView>,
+    /// The same, as its recipients see it (without the recipient lists).
+    pub invitation_summary: Option<InvitationSummary>,
 }
 
 impl Executed {
     fn new(session: &Session, outcome: Outcome, want: &Want, closed: Option<&Invitation>) -> Self {
-        let invitation = want.invitation.as_ref().and_then(|id| {
+        let wanted = want.invitation.as_ref().and_then(|id| {
             outcome
                 .invitation(session, id)
                 .or(closed.filter(|c| &c.id == id))
-                .map(InvitationView::from)
         });
         Self {
             agent_view: want.agent_view.then(|| agent_session_view(session)),
             customer_view: want.customer_view.then(|| customer_session_view(session)),
-            invitation,
+            invitation: wanted.map(InvitationView::from),
+            invitation_summary: wanted.map(InvitationSummary::from),
             outcome,
         }
     }
@@ -187,29 +204,33 @@ pub fn deliveries(
     outcome: &Outcome,
     events: &[Arc<Event>],
 ) -> Vec<(Topic, BusMessage)> {
-    let mut out = Vec::new();
+    // Per topic, in the order topics are first needed, the events for it.
+    let mut topics: Vec<(Topic, Vec<Routed>)> = Vec::new();
+    let mut add = |topic: Topic, routed: Routed| match topics.iter_mut().find(|(t, _)| *t == topic)
+    {
+        Some((_, list)) => list.push(routed),
+        None => topics.push((topic, vec![routed])),
+    };
     for (index, event) in events.iter().enumerate() {
         let seen_by = audiences(event);
-        let msg = |route| BusMessage::Session {
-            session: session.id.clone(),
-            version,
+        let routed = |route| Routed {
             index: index as u32,
             route,
             event: event.clone(),
         };
         if seen_by.participants {
             for agent in &outcome.audience {
-                out.push((
+                add(
                     Topic::Agent(account.clone(), agent.clone()),
-                    msg(Route::Participant),
-                ));
+                    routed(Route::Participant),
+                );
             }
         }
         if seen_by.customer {
-            out.push((
+            add(
                 Topic::Session(account.clone(), session.id.clone()),
-                msg(Route::Customer),
-            ));
+                routed(Route::Customer),
+            );
         }
         if seen_by.recipients
             && let Some(target) = recipients_target(session, outcome, event)
@@ -218,10 +239,20 @@ pub fn deliveries(
                 Target::Agent(agent) => Topic::Agent(account.clone(), agent.clone()),
                 Target::Portal(portal) => Topic::Portal(account.clone(), portal.clone()),
             };
-            out.push((topic, msg(Route::Recipient)));
+            add(topic, routed(Route::Recipient));
         }
     }
-    out
+    topics
+        .into_iter()
+        .map(|(topic, events)| {
+            let message = BusMessage::Session {
+                session: session.id.clone(),
+                version,
+                events,
+            };
+            (topic, message)
+        })
+        .collect()
 }
 
 /// The target of the invitation an offer or withdrawal is about.
@@ -271,8 +302,21 @@ async fn execute(
             now: Utc::now(),
         };
         let outcome = match current.session.apply(command, rules) {
+            Ok(outcome) if outcome.is_noop() && !fresh_state => {
+                // Nothing to do on a cached state is not nothing to do:
+                // another node may have opened what this command is about
+                // (an invitation a timer expires, a recipient who logs out).
+                match fresh(node, account, id, Some(current)).await {
+                    Ok(latest) => {
+                        cache = Some(latest);
+                        fresh_state = true;
+                        continue;
+                    }
+                    Err(e) => return (Err(e), None),
+                }
+            }
             Ok(outcome) => outcome,
-            Err(refusal) if !fresh_state => {
+            Err(_) if !fresh_state => {
                 // Refused on a cached state: only the stored one may refuse.
                 match fresh(node, account, id, Some(current)).await {
                     Ok(latest) => {
@@ -280,8 +324,7 @@ async fn execute(
                         fresh_state = true;
                         continue;
                     }
-                    Err(Failure::NotFound(what)) => return (Err(Failure::NotFound(what)), None),
-                    Err(_) => return (Err(refusal.into()), None),
+                    Err(e) => return (Err(e), None),
                 }
             }
             Err(refusal) => return (Err(refusal.into()), Some(current)),
@@ -524,8 +567,8 @@ impl Handler<Execute> for SessionActor {
                 .await
             }
             .into_actor(self)
-            .map(|(result, cache), act, _| {
-                act.cache = cache;
+            .map(|(result, cache), act, ctx| {
+                act.settle(cache, &result, ctx);
                 result
             }),
         ))
@@ -610,8 +653,8 @@ impl Handler<Accept> for SessionActor {
         AtomicResponse::new(Box::pin(
             async move { accept(&node, &account, &id, &msg, cache).await }
                 .into_actor(self)
-                .map(|(result, cache), act, _| {
-                    act.cache = cache;
+                .map(|(result, cache), act, ctx| {
+                    act.settle(cache, &result, ctx);
                     result
                 }),
         ))
@@ -665,8 +708,8 @@ impl Handler<Read> for SessionActor {
                 (Ok(read), Some(current))
             }
             .into_actor(self)
-            .map(|(result, cache), act, _| {
-                act.cache = cache;
+            .map(|(result, cache), act, ctx| {
+                act.settle(cache, &result, ctx);
                 result
             }),
         ))
@@ -795,16 +838,17 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Sessio
     ) {
         match item {
             Ok(msg) => {
-                if let BusMessage::Session {
-                    session,
-                    route: Route::Customer,
-                    event,
-                    ..
+                let BusMessage::Session {
+                    session, events, ..
                 } = msg.as_ref()
-                    && let Some(client_event) = view(&Viewer::Customer, session, event)
-                {
-                    Metrics::inc(&self.node.metrics.events_prepared);
-                    self.deliver_to_customers(&Prepared::from(&client_event));
+                else {
+                    return;
+                };
+                for routed in events.iter().filter(|r| r.route == Route::Customer) {
+                    if let Some(client_event) = view(&Viewer::Customer, session, &routed.event) {
+                        Metrics::inc(&self.node.metrics.events_prepared);
+                        self.deliver_to_customers(&Prepared::from(&client_event));
+                    }
                 }
             }
             Err(BroadcastStreamRecvError::Lagged(n)) => {

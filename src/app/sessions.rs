@@ -11,7 +11,9 @@ use super::{AgentCaller, run};
 use crate::actors::session::{Accept, Create, Executed, Read, Want};
 use crate::actors::{Failure, Node};
 use crate::backplane::{Guard, Transcript};
-use crate::domain::session::{Audience, Cancel, Decline, End, Invite, Leave, Post, Poster, Target};
+use crate::domain::session::{
+    Audience, Cancel, Decline, End, InvitationSummary, Invite, Leave, Post, Poster, Target,
+};
 use crate::domain::visibility::{AgentSessionView, InvitationView, Viewer, message_view};
 use crate::domain::{DomainError, InvitationId, MessageId, Rules, Session, SessionId, SessionMode};
 
@@ -361,12 +363,13 @@ pub async fn accept(
     }
 }
 
-/// `POST /v1/invitations/{inv}/decline`.
+/// `POST /v1/invitations/{inv}/decline`: the invitation as a recipient
+/// sees it (how many it was offered to, not to whom).
 pub async fn decline(
     node: &Arc<Node>,
     caller: &AgentCaller,
     invitation: &InvitationId,
-) -> Result<InvitationView, Failure> {
+) -> Result<InvitationSummary, Failure> {
     let session = invitation
         .session()
         .ok_or(Failure::NotFound("invitation"))?;
@@ -379,7 +382,9 @@ pub async fn decline(
         ..Want::default()
     };
     match run(node, &caller.account, &session, command.into(), None, want).await {
-        Ok(done) => done.invitation.ok_or(Failure::NotFound("invitation")),
+        Ok(done) => done
+            .invitation_summary
+            .ok_or(Failure::NotFound("invitation")),
         Err(Failure::Domain(DomainError::InvitationNotFound))
         | Err(Failure::NotFound("session")) => {
             let closed = node
@@ -388,7 +393,7 @@ pub async fn decline(
                 .await?
                 .ok_or(Failure::NotFound("invitation"))?;
             closed.decline_again(&caller.agent.id)?;
-            Ok(InvitationView::from(&closed))
+            Ok(InvitationSummary::from(&closed))
         }
         Err(e) => Err(e),
     }

@@ -40,11 +40,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 
 use super::{
-    Backplane, BusMessage, Claim, Commit, Committed, Deadline, Fresh, Guard, Route, Topic,
+    Backplane, BusMessage, Claim, Commit, Committed, Deadline, Fresh, Guard, Route, Routed, Topic,
     Transcript, Versioned, Window, WindowAgent,
 };
 use crate::domain::id::random_id;
@@ -343,12 +343,14 @@ fn ended_msg(session: &SessionId, version: u64) -> BusMessage {
     BusMessage::Session {
         session: session.clone(),
         version,
-        index: 0,
-        route: Route::Participant,
-        event: Arc::new(Event::SessionEnded {
-            at: Utc::now(),
-            reason: EndReason::EndedByLead,
-        }),
+        events: vec![Routed {
+            index: 0,
+            route: Route::Participant,
+            event: Arc::new(Event::SessionEnded {
+                at: Utc::now(),
+                reason: EndReason::EndedByLead,
+            }),
+        }],
     }
 }
 
@@ -464,7 +466,7 @@ async fn guarded_probe(
     bp.commit(account, commit).await.unwrap()
 }
 
-fn due_stream(bp: &dyn Backplane) -> UnboundedReceiver<Deadline> {
+fn due_stream(bp: &dyn Backplane) -> Receiver<Deadline> {
     bp.take_due().expect(
         "this rule needs the backplane's due stream: give it a backplane of its own \
          (take_due already handed the stream out)",
@@ -473,7 +475,7 @@ fn due_stream(bp: &dyn Backplane) -> UnboundedReceiver<Deadline> {
 
 /// The next deadline of `account` (other accounts' are skipped).
 async fn next_due(
-    due: &mut UnboundedReceiver<Deadline>,
+    due: &mut Receiver<Deadline>,
     account: &AccountId,
     timeout: Duration,
     what: &str,
@@ -495,7 +497,7 @@ async fn next_due(
 /// The deadlines of `account` delivered before the sentinel timer
 /// `(session, timer)`, which must arrive within `timeout`.
 async fn due_until(
-    due: &mut UnboundedReceiver<Deadline>,
+    due: &mut Receiver<Deadline>,
     account: &AccountId,
     sentinel: (&SessionId, &Timer),
     timeout: Duration,
@@ -520,7 +522,7 @@ fn delivers(d: &Deadline, session: &SessionId, timer: &Timer) -> bool {
 
 /// Receives `n` deadlines of `account`.
 async fn next_dues(
-    due: &mut UnboundedReceiver<Deadline>,
+    due: &mut Receiver<Deadline>,
     account: &AccountId,
     n: usize,
     what: &str,
@@ -862,6 +864,28 @@ pub async fn presence_is_scoped_by_account(bp: &dyn Backplane) {
         window_ids(bp.window(&acc2).await.unwrap()),
         vec![c.id.clone()]
     );
+}
+
+/// A portal with thousands of agents online is read whole, and so is the
+/// window of an account with as many (Redis scripts read them in slices:
+/// Lua cannot unpack more than a few thousand values at once).
+pub async fn presence_a_portal_with_thousands_online_is_read_whole(bp: &dyn Backplane) {
+    const CROWD: usize = 9_000;
+    let acc = account_id();
+    let crowd = portal_id();
+    bp.put_portal(&acc, &portal(&crowd, "crowd")).await.unwrap();
+    let mut ids = Vec::with_capacity(CROWD);
+    for _ in 0..CROWD {
+        let who = profile(&agent_id(), std::slice::from_ref(&crowd));
+        bp.put_agent(&acc, &who).await.unwrap();
+        bp.login(&acc, &who, &crowd).await.unwrap();
+        ids.push(who.id);
+    }
+    let online = bp.online_in(&acc, &crowd).await.unwrap();
+    assert_eq!(online.map(|o| o.len()), Some(CROWD));
+    let window = bp.window(&acc).await.unwrap();
+    assert_eq!(window.agents.len(), CROWD);
+    assert!(window.agents.iter().all(|a| a.portal == crowd));
 }
 
 /// `online_in` lists, sorted, exactly the agents logged into that portal
@@ -2633,6 +2657,7 @@ macro_rules! backplane_conformance_suite {
             presence_login_returns_previous_and_logout_clears,
             presence_is_scoped_by_account,
             presence_online_in_lists_only_that_portals_logged_in_agents,
+            presence_a_portal_with_thousands_online_is_read_whole,
             presence_window_lists_online_agents_with_portal_and_active_sessions,
             sessions_commit_is_versioned_and_scoped_by_account,
             sessions_a_conflict_changes_nothing,

@@ -135,11 +135,13 @@ impl TimerWheel {
         self.due.keys().next().map(|(at, _)| *at)
     }
 
-    /// Delivers what fell due, leasing each (it comes back unless completed).
-    fn take_due(&mut self, now_ms: i64) -> Vec<Deadline> {
+    /// Delivers what fell due, at most `room` of it, leasing each (it comes
+    /// back unless completed).
+    fn take_due(&mut self, now_ms: i64, room: usize) -> Vec<Deadline> {
         let due: Vec<((i64, u64), TimerKey)> = self
             .due
             .range(..(now_ms + 1, 0))
+            .take(room)
             .map(|(slot, key)| (*slot, key.clone()))
             .collect();
         let mut out = Vec::with_capacity(due.len());
@@ -206,8 +208,8 @@ impl Store {
 pub struct MemoryBackplane {
     store: Arc<Mutex<Store>>,
     wake: Arc<Notify>,
-    due: Mutex<Option<mpsc::UnboundedReceiver<Deadline>>>,
-    due_tx: mpsc::UnboundedSender<Deadline>,
+    due: Mutex<Option<mpsc::Receiver<Deadline>>>,
+    due_tx: mpsc::Sender<Deadline>,
     resync: watch::Sender<u64>,
 }
 
@@ -229,7 +231,7 @@ fn now_ms() -> i64 {
 impl MemoryBackplane {
     /// An empty backplane.
     pub fn new() -> Self {
-        let (due_tx, due_rx) = mpsc::unbounded_channel();
+        let (due_tx, due_rx) = mpsc::channel(super::DUE_BACKLOG);
         Self {
             store: Arc::default(),
             wake: Arc::default(),
@@ -248,7 +250,7 @@ impl MemoryBackplane {
 async fn drive_timers(
     store: std::sync::Weak<Mutex<Store>>,
     wake: Arc<Notify>,
-    due: mpsc::UnboundedSender<Deadline>,
+    due: mpsc::Sender<Deadline>,
 ) {
     loop {
         let Some(store) = store.upgrade() else {
@@ -257,12 +259,13 @@ async fn drive_timers(
         let (fired, next) = {
             let mut s = lock(&store);
             s.sweep(Instant::now());
-            let fired = s.timers.take_due(now_ms());
+            let fired = s.timers.take_due(now_ms(), due.capacity());
             (fired, s.timers.next_due())
         };
         drop(store);
         for deadline in fired {
-            if due.send(deadline).is_err() {
+            // Room was counted before taking: only this task sends.
+            if due.try_send(deadline).is_err() && due.is_closed() {
                 return;
             }
         }
@@ -778,7 +781,7 @@ impl Timers for MemoryBackplane {
         Ok(())
     }
 
-    fn take_due(&self) -> Option<mpsc::UnboundedReceiver<Deadline>> {
+    fn take_due(&self) -> Option<mpsc::Receiver<Deadline>> {
         let rx = lock(&self.due).take()?;
         tokio::spawn(drive_timers(
             Arc::downgrade(&self.store),

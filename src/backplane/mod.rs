@@ -69,23 +69,32 @@ pub enum Route {
     Customer,
 }
 
+/// One committed event on its way to one kind of viewer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    /// The event's position in its commit: with the session and the
+    /// version, it names the event, so a node that receives it on several
+    /// topics views and serializes it once.
+    pub index: u32,
+    /// Meant for whom.
+    pub route: Route,
+    /// What happened.
+    pub event: Arc<Event>,
+}
+
 /// What travels on a topic.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BusMessage {
-    /// A committed session event.
+    /// What one commit of a session has for this topic, in order: one
+    /// message per topic per commit, so a burst (a session ending with its
+    /// invitations open) is one message, not one per event.
     Session {
         /// Which session.
         session: SessionId,
-        /// The version the commit stored: with `index`, names the event
-        /// uniquely, so a node that receives it on several topics views and
-        /// serializes it once.
+        /// The version the commit stored.
         version: u64,
-        /// The event's position in its commit.
-        index: u32,
-        /// Meant for whom.
-        route: Route,
-        /// What happened.
-        event: Arc<Event>,
+        /// The events for this topic.
+        events: Vec<Routed>,
     },
     /// An agent logged into a portal (`Some`) or out (`None`).
     Presence {
@@ -379,6 +388,9 @@ pub trait Bus: Send + Sync {
     fn resyncs(&self) -> watch::Receiver<u64>;
 }
 
+/// How many due timers wait for a node's timer worker at most.
+pub const DUE_BACKLOG: usize = 1024;
+
 /// Durable timers: armed and disarmed by commits, fired once on one node.
 #[async_trait]
 pub trait Timers: Send + Sync {
@@ -392,8 +404,10 @@ pub trait Timers: Send + Sync {
     ) -> Result<()>;
     /// The stream of timers that fell due (taken once, by the node's timer
     /// worker). A timer is delivered at least once: until it is completed
-    /// it may be delivered again (to this or another node).
-    fn take_due(&self) -> Option<mpsc::UnboundedReceiver<Deadline>>;
+    /// it may be delivered again (to this or another node). The stream is
+    /// bounded ([`DUE_BACKLOG`]): a backplane takes no more due timers than
+    /// the worker has room for, the rest wait where they are stored.
+    fn take_due(&self) -> Option<mpsc::Receiver<Deadline>>;
     /// A delivered timer was handled: do not deliver it again (unless it was
     /// armed again since it was delivered).
     async fn complete(&self, deadline: &Deadline) -> Result<()>;

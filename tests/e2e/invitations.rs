@@ -372,7 +372,12 @@ async fn a_portal_invitation_is_declined_once_every_recipient_declined() {
 
     let first = app.decline(&bob.token, &inv).await.expect_status(200);
     assert_eq!(first["invitation"]["status"], "pending");
-    assert_eq!(first["invitation"]["declined_by"], json!(["bob"]));
+    // A recipient learns how many it was offered to, not to whom.
+    assert_eq!(first["invitation"]["recipient_count"], 2);
+    assert_eq!(first["invitation"]["recipients"], Value::Null);
+    assert_eq!(first["invitation"]["declined_by"], Value::Null);
+    let pending = app.session(&ann.token, &session).await.expect_status(200);
+    assert_eq!(pending["invitations"][0]["declined_by"], json!(["bob"]));
     let event = anns.expect("invitation_declined", EVENT_WAIT).await;
     assert_eq!(event["by"], "bob");
     assert_eq!(event["invitation"]["status"], "pending");
@@ -384,10 +389,14 @@ async fn a_portal_invitation_is_declined_once_every_recipient_declined() {
 
     let last = app.decline(&cid.token, &inv).await.expect_status(200);
     assert_eq!(last["invitation"]["status"], "declined");
-    assert_eq!(
-        sorted(strings(&last["invitation"]["declined_by"])),
-        ["bob", "cid"]
-    );
+    let closed = app
+        .get(
+            &format!("/v1/sessions/{session}/invitations/{inv}"),
+            &ann.token,
+        )
+        .await
+        .expect_status(200);
+    assert_eq!(sorted(strings(&closed["declined_by"])), ["bob", "cid"]);
     let event = anns.expect("invitation_declined", EVENT_WAIT).await;
     assert_eq!(event["by"], "cid");
     assert_eq!(event["invitation"]["status"], "declined");

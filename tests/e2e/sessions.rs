@@ -394,3 +394,42 @@ async fn ending_a_session_cancels_its_pending_invitations_and_withdraws_them_wit
         0
     );
 }
+
+#[actix_rt::test]
+async fn ending_a_session_with_every_invitation_slot_taken_reaches_its_agents_without_dropping_a_stream()
+ {
+    let app = TestApp::spawn().await;
+    app.acme(json!({"max_pending_invitations_per_session": 20}))
+        .await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let (session, _) = app.create_session(&ann.token, "web", "Carol").await;
+    let session = id_of(&session);
+    for i in 0..20 {
+        let name = format!("helper{i}");
+        app.online(ACME, &name, &name, "billing").await;
+        app.invite(&ann.token, &session, json!({"target": {"agent": name}}))
+            .await
+            .expect_status(201);
+    }
+    let (mut anns, _) = app.agent_events(&ann.token).await;
+    // One commit: 20 cancellations and the end, all to Ann at once.
+    app.end(&ann.token, &session).await.expect_status(200);
+    let mut cancelled = 0;
+    loop {
+        let event = anns.next_event(EVENT_WAIT).await.unwrap_or_else(|| {
+            panic!("the stream ended or went silent after {cancelled} cancellations")
+        });
+        match event.name.as_str() {
+            "invitation_cancelled" => cancelled += 1,
+            "session_ended" => break,
+            other => panic!("unexpected `{other}`"),
+        }
+    }
+    assert_eq!(cancelled, 20);
+    // Still open: a later event arrives on it.
+    let (later, _) = app.create_session(&ann.token, "web", "Cyd").await;
+    app.say(&ann.token, &id_of(&later), "still here", "agents")
+        .await
+        .expect_status(201);
+    anns.wait_for("message", EVENT_WAIT).await;
+}

@@ -94,6 +94,7 @@ struct Scripts {
     timers_take: Script,
     index_settle: Script,
     timer_complete: Script,
+    timers_earliest: Script,
 }
 
 impl Scripts {
@@ -115,6 +116,7 @@ impl Scripts {
             timers_take: Script::new(scripts::TIMERS_TAKE),
             index_settle: Script::new(scripts::TIMER_INDEX_SETTLE),
             timer_complete: Script::new(scripts::TIMER_COMPLETE),
+            timers_earliest: Script::new(scripts::TIMERS_EARLIEST),
         }
     }
 }
@@ -137,12 +139,13 @@ pub struct RedisBackplane {
     subscribe_tx: mpsc::UnboundedSender<SubCommand>,
     pubsub_up: Arc<AtomicBool>,
     resync_rx: watch::Receiver<u64>,
-    due_rx: Mutex<Option<mpsc::UnboundedReceiver<Deadline>>>,
+    due_rx: Mutex<Option<mpsc::Receiver<Deadline>>>,
     /// Agents this node keeps online: logged in through it, or streaming from it.
     served: Mutex<HashMap<(AccountId, AgentId), Served>>,
-    /// Timer index updates that failed, retried by the timer loop: until
-    /// one lands, that account's new earliest timer might be looked at late.
-    index_retries: Mutex<Vec<(AccountId, i64)>>,
+    /// Timer index updates that failed, retried by the timer loop (the
+    /// earliest per account): until one lands, that account's new earliest
+    /// timer might be looked at late.
+    index_retries: Mutex<HashMap<AccountId, i64>>,
 }
 
 impl RedisBackplane {
@@ -159,7 +162,7 @@ impl RedisBackplane {
             ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
         let (subscribe_tx, subscribe_rx) = mpsc::unbounded_channel();
         let (resync_tx, resync_rx) = watch::channel(0);
-        let (due_tx, due_rx) = mpsc::unbounded_channel();
+        let (due_tx, due_rx) = mpsc::channel(super::DUE_BACKLOG);
         let backplane = Arc::new(Self {
             keys: Keyspace::new(&settings.namespace),
             conn,
@@ -222,7 +225,10 @@ impl RedisBackplane {
             .await;
         if let Err(e) = touched {
             tracing::warn!(error = %e, %account, "timer index not updated; retrying");
-            lock(&self.index_retries).push((account.clone(), at_ms));
+            lock(&self.index_retries)
+                .entry(account.clone())
+                .and_modify(|at| *at = (*at).min(at_ms))
+                .or_insert(at_ms);
         }
     }
 
@@ -384,19 +390,21 @@ fn same_payload(a: &BusMessage, b: &BusMessage) -> bool {
         (
             BusMessage::Session {
                 version: va,
-                index: ia,
-                route: ra,
-                event: ea,
+                events: ea,
                 ..
             },
             BusMessage::Session {
                 version: vb,
-                index: ib,
-                route: rb,
-                event: eb,
+                events: eb,
                 ..
             },
-        ) => va == vb && ia == ib && ra == rb && Arc::ptr_eq(ea, eb),
+        ) => {
+            va == vb
+                && ea.len() == eb.len()
+                && ea.iter().zip(eb).all(|(x, y)| {
+                    x.index == y.index && x.route == y.route && Arc::ptr_eq(&x.event, &y.event)
+                })
+        }
         _ => false,
     }
 }
@@ -911,7 +919,7 @@ impl Timers for RedisBackplane {
         Ok(())
     }
 
-    fn take_due(&self) -> Option<mpsc::UnboundedReceiver<Deadline>> {
+    fn take_due(&self) -> Option<mpsc::Receiver<Deadline>> {
         lock(&self.due_rx).take()
     }
 

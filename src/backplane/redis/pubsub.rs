@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::{REDIS_TIMEOUT, lock};
-use crate::backplane::{BusMessage, Route, codec};
+use crate::backplane::{BusMessage, Route, Routed, codec};
 use crate::domain::{AgentId, Event, PortalId, SessionId};
 
 /// Pub/sub reconnect backoff bounds.
@@ -28,9 +28,7 @@ enum WireMessage {
     Session {
         session: SessionId,
         version: u64,
-        index: u32,
-        route: Route,
-        event: Box<Event>,
+        events: Vec<(u32, Route, Event)>,
     },
     Presence {
         agent: AgentId,
@@ -38,15 +36,13 @@ enum WireMessage {
     },
 }
 
-/// The same shape, borrowed, for encoding without cloning the event.
+/// The same shape, borrowed, for encoding without cloning the events.
 #[derive(Serialize)]
 enum WireRef<'a> {
     Session {
         session: &'a SessionId,
         version: u64,
-        index: u32,
-        route: Route,
-        event: &'a Event,
+        events: Vec<(u32, Route, &'a Event)>,
     },
     Presence {
         agent: &'a AgentId,
@@ -60,15 +56,14 @@ pub(super) fn encode(message: &BusMessage) -> Vec<u8> {
         BusMessage::Session {
             session,
             version,
-            index,
-            route,
-            event,
+            events,
         } => WireRef::Session {
             session,
             version: *version,
-            index: *index,
-            route: *route,
-            event,
+            events: events
+                .iter()
+                .map(|r| (r.index, r.route, r.event.as_ref()))
+                .collect(),
         },
         BusMessage::Presence { agent, portal } => WireRef::Presence { agent, portal },
     };
@@ -80,15 +75,18 @@ fn decode(payload: &[u8]) -> Result<BusMessage, codec::CodecError> {
         WireMessage::Session {
             session,
             version,
-            index,
-            route,
-            event,
+            events,
         } => BusMessage::Session {
             session,
             version,
-            index,
-            route,
-            event: Arc::new(*event),
+            events: events
+                .into_iter()
+                .map(|(index, route, event)| Routed {
+                    index,
+                    route,
+                    event: Arc::new(event),
+                })
+                .collect(),
         },
         WireMessage::Presence { agent, portal } => BusMessage::Presence { agent, portal },
     })
@@ -198,12 +196,14 @@ mod tests {
         let message = BusMessage::Session {
             session: SessionId::random(),
             version: 7,
-            index: 2,
-            route: Route::Customer,
-            event: Arc::new(Event::SessionEnded {
-                at: chrono::Utc::now(),
-                reason: EndReason::Idle,
-            }),
+            events: vec![Routed {
+                index: 2,
+                route: Route::Customer,
+                event: Arc::new(Event::SessionEnded {
+                    at: chrono::Utc::now(),
+                    reason: EndReason::Idle,
+                }),
+            }],
         };
         assert_eq!(decode(&encode(&message)).unwrap(), message);
         let presence = BusMessage::Presence {

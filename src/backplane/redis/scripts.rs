@@ -221,14 +221,17 @@ return previous
 pub const ONLINE_IN: &str = r#"
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then return false end
 local members = redis.call('SMEMBERS', KEYS[1])
-if #members == 0 then return {} end
-local scores = redis.call('ZMSCORE', KEYS[2], unpack(members))
-local portals = redis.call('HMGET', KEYS[3], unpack(members))
 local now = tonumber(ARGV[2])
 local live = {}
-for k, agent in ipairs(members) do
-  if scores[k] and tonumber(scores[k]) > now and portals[k] == ARGV[1] then
-    live[#live + 1] = agent
+-- In slices: Lua's unpack takes at most a few thousand values.
+for from = 1, #members, 1000 do
+  local slice = {unpack(members, from, math.min(from + 999, #members))}
+  local scores = redis.call('ZMSCORE', KEYS[2], unpack(slice))
+  local portals = redis.call('HMGET', KEYS[3], unpack(slice))
+  for k, agent in ipairs(slice) do
+    if scores[k] and tonumber(scores[k]) > now and portals[k] == ARGV[1] then
+      live[#live + 1] = agent
+    end
   end
 end
 return live
@@ -247,15 +250,15 @@ return live
 /// field/value list of the portals hash.
 pub const WINDOW: &str = r#"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
-local portals = redis.call('HGETALL', KEYS[5])
-if #ids == 0 then return {{}, {}, {}, {}, portals} end
-return {
-  ids,
-  redis.call('HMGET', KEYS[2], unpack(ids)),
-  redis.call('HMGET', KEYS[3], unpack(ids)),
-  redis.call('HMGET', KEYS[4], unpack(ids)),
-  portals,
-}
+local portals, profiles, actives = {}, {}, {}
+-- In slices: Lua's unpack takes at most a few thousand values.
+for from = 1, #ids, 1000 do
+  local slice = {unpack(ids, from, math.min(from + 999, #ids))}
+  for _, v in ipairs(redis.call('HMGET', KEYS[2], unpack(slice))) do portals[#portals + 1] = v end
+  for _, v in ipairs(redis.call('HMGET', KEYS[3], unpack(slice))) do profiles[#profiles + 1] = v end
+  for _, v in ipairs(redis.call('HMGET', KEYS[4], unpack(slice))) do actives[#actives + 1] = v end
+end
+return {ids, portals, profiles, actives, redis.call('HGETALL', KEYS[5])}
 "#;
 
 /// A timer may have become its account's earliest: make sure the index
@@ -380,4 +383,13 @@ for _, seq in ipairs(items) do
   if m then out[#out + 1] = m end
 end
 return out
+"#;
+
+/// An account's earliest timer (ms), or nil when it has none (reads only).
+///
+/// ```text
+/// KEYS[1] the account's timer set
+/// ```
+pub const TIMERS_EARLIEST: &str = r#"
+return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 "#;

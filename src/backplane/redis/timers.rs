@@ -33,9 +33,11 @@ const TIMERS_PER_ACCOUNT: usize = 200;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Presence entries expired this long are removed from the online set.
 const PRESENCE_PRUNE_AFTER: Duration = Duration::from_secs(300);
+/// Heartbeats between two re-indexings of the served accounts' timers.
+const REINDEX_EVERY: u32 = 12;
 
 /// Takes due timers and hands them to the node's timer worker.
-pub(super) async fn poll(backplane: Weak<RedisBackplane>, due: mpsc::UnboundedSender<Deadline>) {
+pub(super) async fn poll(backplane: Weak<RedisBackplane>, due: mpsc::Sender<Deadline>) {
     let mut tick = tokio::time::interval(TIMER_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -60,10 +62,31 @@ async fn retry_index_touches(bp: &RedisBackplane) {
     }
 }
 
-async fn poll_once(
-    bp: &RedisBackplane,
-    due: &mpsc::UnboundedSender<Deadline>,
-) -> redis::RedisResult<()> {
+/// Puts each account this node serves back into the timer index at its
+/// earliest timer. A commit touches the index after it stored its timers;
+/// a node that died in between left a timer the index does not know of:
+/// this finds it within [`REINDEX_EVERY`] heartbeats.
+async fn reindex(bp: &RedisBackplane, accounts: impl Iterator<Item = &AccountId>) {
+    for account in accounts {
+        let earliest: redis::RedisResult<Option<f64>> = bp
+            .scripts
+            .timers_earliest
+            .key(bp.account_keys(account).timers())
+            .invoke_async(&mut bp.conn())
+            .await;
+        if let Ok(Some(at)) = earliest {
+            bp.touch_index(account, at as i64).await;
+        }
+    }
+}
+
+async fn poll_once(bp: &RedisBackplane, due: &mpsc::Sender<Deadline>) -> redis::RedisResult<()> {
+    // Take no more than the timer worker has room for: what stays behind
+    // waits in Redis, unleased, for the next poll (of any node).
+    let room = due.capacity();
+    if room == 0 {
+        return Ok(());
+    }
     let now = now_ms();
     let lease_until = now + TIMER_LEASE.as_millis() as i64;
     let taken: Vec<String> = bp
@@ -89,13 +112,21 @@ async fn poll_once(
             .timers_take
             .key(&timers)
             .arg(now)
-            .arg(TIMERS_PER_ACCOUNT)
+            .arg(TIMERS_PER_ACCOUNT.min(due.capacity()).max(1))
             .arg(lease_until)
             .invoke_async(&mut bp.conn())
             .await?;
         for (member, at) in members.iter().zip(times) {
             let Some((session, timer)) = parse_timer_member(member) else {
                 tracing::warn!(member, "dropping an unreadable timer");
+                let _: i64 = bp
+                    .scripts
+                    .timer_complete
+                    .key(&timers)
+                    .arg(member)
+                    .arg(lease_until)
+                    .invoke_async(&mut bp.conn())
+                    .await?;
                 continue;
             };
             let deadline = Deadline {
@@ -105,7 +136,9 @@ async fn poll_once(
                 timer,
                 lease: lease_until,
             };
-            if due.send(deadline).is_err() {
+            // Room was counted before taking; a timer that does not fit
+            // comes back when its lease ends.
+            if due.try_send(deadline).is_err() && due.is_closed() {
                 return Ok(());
             }
         }
@@ -128,8 +161,10 @@ async fn poll_once(
 /// presence that expired long ago.
 pub(super) async fn heartbeat(backplane: Weak<RedisBackplane>) {
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut beats: u32 = 0;
     loop {
         tick.tick().await;
+        beats = beats.wrapping_add(1);
         let Some(bp) = backplane.upgrade() else {
             return;
         };
@@ -163,6 +198,9 @@ pub(super) async fn heartbeat(backplane: Weak<RedisBackplane>) {
         }
         if let Err(e) = pipe.query_async::<()>(&mut bp.conn()).await {
             tracing::warn!(error = %e, "presence heartbeat failed");
+        }
+        if beats.is_multiple_of(REINDEX_EVERY) {
+            reindex(&bp, by_account.keys()).await;
         }
     }
 }
