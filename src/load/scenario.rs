@@ -856,20 +856,30 @@ async fn customer_stream(run: Rc<Run>, s: usize, body: super::client::Body) {
 
 /// Sends invitation `k`: from a random session's lead to a portal or to one agent.
 async fn invite(run: Rc<Run>, k: u64) {
-    let (session, lead, session_id, masked, body) = {
+    let (session, lead, session_id, masked, body, direct) = {
         let mut rng = rand::rng();
         let sessions = run.sessions.borrow();
         let s = rng.random_range(0..sessions.len());
         let live = &sessions[s];
         let mix = run.args.mix;
+        let mut direct = None;
         let target = if rng.random_bool(mix.portal) {
             json!({"portal": run.portals[rng.random_range(0..run.portals.len())]})
         } else {
-            // Anyone but the lead; a present participant is refused, and counted.
+            // Anyone but the lead, and not an agent the run knows to be in
+            // (or joining) the session: that one would rightly be refused.
+            let in_session = run.in_session.borrow();
             let mut agent = rng.random_range(0..run.agents.len() - 1);
-            if agent >= live.lead {
-                agent += 1;
+            for _ in 0..run.agents.len() {
+                if agent >= live.lead {
+                    agent += 1;
+                }
+                if !in_session.contains_key(&(agent as u32, s as u32)) {
+                    break;
+                }
+                agent = rng.random_range(0..run.agents.len() - 1);
             }
+            direct = Some(agent as u32);
             json!({"agent": run.agent_id(agent)})
         };
         let masked = rng.random_bool(mix.masked);
@@ -878,7 +888,7 @@ async fn invite(run: Rc<Run>, k: u64) {
             // The marker is what the customer leak check looks for.
             body["comment"] = json!(format!("note {} #{k}", run.prefix));
         }
-        (s, live.lead, live.id.clone(), masked, body)
+        (s, live.lead, live.id.clone(), masked, body, direct)
     };
     let agent = &run.agents[lead];
     bump(&run.counters.sent);
@@ -897,8 +907,19 @@ async fn invite(run: Rc<Run>, k: u64) {
         return;
     };
     let answered_at = Instant::now();
+    // The invitee joined this session meanwhile (it won another
+    // invitation): a right refusal, not an error.
+    let joined_meanwhile = direct.is_some_and(|agent| {
+        answer.code().as_deref() == Some("already_participant")
+            && run
+                .in_session
+                .borrow()
+                .contains_key(&(agent, session as u32))
+    });
     if answer.status != 201 {
-        run.error("invite", &answer.error_key());
+        if !joined_meanwhile {
+            run.error("invite", &answer.error_key());
+        }
         return;
     }
     let Some(created) = answer.json::<CreatedHead<'_>>() else {
