@@ -4,16 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use collabd::load::{LoadArgs, LoadError};
-use collabd::settings::Settings;
+use collabd::settings::{BackplaneKind, Settings};
 use collabd::startup::Application;
-
-const USAGE: &str = "usage: collabd [serve] [--config FILE]\n\
-                     \x20      collabd load --nodes URL[,URL...] --admin-token TOKEN [...] (see collabd load --help)\n\
-                     \n\
-                     Runs a collabd node. Configuration: built-in defaults < config/default.toml\n\
-                     < --config FILE < environment COLLABD__SECTION__KEY (e.g. COLLABD__HTTP__LISTEN).";
 
 /// jemalloc rather than the system allocator: about 2 KiB less resident
 /// memory per connected agent (README, "Memory").
@@ -23,33 +17,47 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Exit status of a load run that counted an invariant break, so CI fails.
 const EXIT_INVARIANT_BROKEN: u8 = 3;
 
+#[derive(Debug, Parser)]
+#[command(
+    name = "collabd",
+    version,
+    about = "Session collaboration for remote support: invite agents or portals into a live session.",
+    after_help = "Configuration: built-in defaults < config/default.toml < --config FILE < \
+                  environment COLLABD__SECTION__KEY (e.g. COLLABD__HTTP__LISTEN).",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `collabd --config FILE` is `collabd serve --config FILE`.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a node (the default).
+    Serve(ServeArgs),
+    /// Drives running nodes and checks every outcome (see `collabd load --help`).
+    #[command(name = "load")]
+    Load(Box<LoadArgs>),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ServeArgs {
+    /// A configuration file (TOML) layered over config/default.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("load") {
-        // clap prints --help and argument errors itself (exit 0 / 2).
-        let args = LoadArgs::parse_from(
-            std::iter::once("collabd load".to_owned()).chain(std::env::args().skip(2)),
-        );
-        return load(args);
-    }
-    let mut args = std::env::args().skip(1).peekable();
-    let mut config: Option<PathBuf> = None;
-    if args.peek().map(String::as_str) == Some("serve") {
-        args.next();
-    }
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" => match args.next() {
-                Some(path) => config = Some(path.into()),
-                None => return usage_error("--config needs a file"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => return usage_error(&format!("unknown argument {other:?}")),
-        }
-    }
-    let settings = match Settings::load(config.as_deref()) {
+    let cli = Cli::parse();
+    let serve_args = match cli.command {
+        Some(Command::Load(args)) => return load(*args),
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let settings = match Settings::load(serve_args.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("collabd: configuration error: {e}");
@@ -91,15 +99,28 @@ fn load(args: LoadArgs) -> ExitCode {
     }
 }
 
-fn usage_error(msg: &str) -> ExitCode {
-    eprintln!("collabd: {msg}\n\n{USAGE}");
-    ExitCode::from(2)
-}
-
 async fn serve(settings: Settings) -> std::io::Result<()> {
-    if settings.auth.admin_token == "dev-admin-token" {
+    let redis_url = match settings.backplane.kind {
+        BackplaneKind::Memory => "-".to_owned(),
+        BackplaneKind::Redis => settings.redis_url_for_logs(),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node = %settings.node.id,
+        backplane = ?settings.backplane.kind,
+        redis_url = %redis_url,
+        namespace = %settings.backplane.namespace,
+        config_files = ?settings.sources,
+        metrics_protected = !settings.auth.metrics_token.is_empty(),
+        "starting collabd"
+    );
+    for why in settings.unsafe_secrets() {
+        // Only reachable on loopback with the memory backplane (anything
+        // else refused to start): loud, because it is one setting away
+        // from a node anyone can forge tokens for.
         tracing::warn!(
-            "auth.admin_token is the development default; set COLLABD__AUTH__ADMIN_TOKEN"
+            "UNSAFE SECRET: {why}; allowed only because this node listens on loopback \
+             with the memory backplane. Any other setting refuses to start."
         );
     }
     let app = Application::build(settings).await?;

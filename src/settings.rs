@@ -1,9 +1,16 @@
 //! Typed configuration: built-in defaults < `config/default.toml` <
 //! `--config FILE` < `COLLABD__SECTION__KEY` environment variables.
+//!
+//! A node refuses to start on a key it does not know (a typo would
+//! otherwise leave it on a default: `[backplan] kind = "redis"` is a node
+//! on the memory backplane) and on secrets anyone could know, unless it
+//! only listens on loopback with the embedded backplane.
 
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 use serde::Deserialize;
 
 /// Everything a node is configured with.
@@ -23,6 +30,9 @@ pub struct Settings {
     pub sse: SseSettings,
     /// Bounds on what one client may hold.
     pub limits: LimitSettings,
+    /// The configuration files read, in order (not a key).
+    #[serde(skip)]
+    pub sources: Vec<String>,
 }
 
 /// The HTTP listener.
@@ -36,6 +46,9 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Seconds to wait for requests in flight on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers, and again its body
+    /// (408 `request_timeout` after that).
+    pub request_timeout_secs: u64,
 }
 
 /// This node's identity.
@@ -56,6 +69,8 @@ pub struct AuthSettings {
     pub agent_token_ttl_secs: u64,
     /// How long a customer token is valid.
     pub customer_token_ttl_secs: u64,
+    /// When set, `/metrics` needs it as a bearer token.
+    pub metrics_token: String,
 }
 
 /// Which backplane, and where.
@@ -120,6 +135,126 @@ pub struct LimitSettings {
     pub max_in_flight: usize,
 }
 
+/// The admin token of [`Settings::for_tests`] (32 bytes or more, as every
+/// secret in tests and scripts).
+pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// Shortest secret accepted outside loopback + memory.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Secrets that ship in this repository (defaults and documentation).
+const KNOWN_SECRETS: &[&str] = &["dev-admin-token", "dev-secret-change-me"];
+
+/// Why a secret is unsafe, if it is.
+fn weak_secret(value: &str) -> Option<&'static str> {
+    let lower = value.to_ascii_lowercase();
+    if value.is_empty() {
+        Some("is empty")
+    } else if KNOWN_SECRETS.contains(&value) {
+        Some("is a built-in default")
+    } else if [
+        "change-me",
+        "changeme",
+        "change_me",
+        "placeholder",
+        "<",
+        "example",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
+    {
+        Some("is a placeholder")
+    } else if value.len() < MIN_SECRET_BYTES {
+        Some("is shorter than 32 bytes")
+    } else {
+        None
+    }
+}
+
+/// Whether `listen` (`host:port`) names a loopback address.
+fn is_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    match listen.rsplit_once(':') {
+        Some((host, _)) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost")
+                || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// A URL with its password (and user) replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Every leaf key of a configuration, dotted (`http.listen`).
+fn leaf_keys(prefix: &str, value: &Value, out: &mut BTreeSet<String>) {
+    match &value.kind {
+        ValueKind::Table(table) => {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_keys(&key, v, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_owned());
+        }
+    }
+}
+
+fn keys_of(config: &Config) -> Result<BTreeSet<String>, config::ConfigError> {
+    let mut keys = BTreeSet::new();
+    let top: std::collections::HashMap<String, Value> = config.clone().try_deserialize()?;
+    for (k, v) in &top {
+        leaf_keys(k, v, &mut keys);
+    }
+    Ok(keys)
+}
+
+/// Refuses a configuration with keys the built-in defaults do not have,
+/// naming each with the environment variable that would set it.
+fn refuse_unknown_keys(merged: &Config) -> Result<(), config::ConfigError> {
+    let known = keys_of(
+        &Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()?,
+    )?;
+    let unknown: Vec<String> = keys_of(merged)?
+        .into_iter()
+        .filter(|k| !known.contains(k))
+        .map(|k| {
+            let env = format!("COLLABD__{}", k.replace('.', "__").to_ascii_uppercase());
+            format!("{k} (or {env})")
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(config::ConfigError::Message(format!(
+        "unknown configuration key{}: {}; known keys are those of config/default.toml",
+        if unknown.len() == 1 { "" } else { "s" },
+        unknown.join(", ")
+    )))
+}
+
 /// The defaults every layer starts from (the same as `config/default.toml`).
 const DEFAULTS: &str = r#"
 [http]
@@ -127,6 +262,7 @@ listen = "127.0.0.1:8080"
 workers = 0
 max_body_bytes = 65536
 shutdown_timeout_secs = 5
+request_timeout_secs = 10
 
 [node]
 id = ""
@@ -136,6 +272,7 @@ admin_token = "dev-admin-token"
 secret = "dev-secret-change-me"
 agent_token_ttl_secs = 86400
 customer_token_ttl_secs = 86400
+metrics_token = ""
 
 [backplane]
 kind = "memory"
@@ -157,27 +294,84 @@ max_in_flight = 1024
 "#;
 
 impl Settings {
-    /// Loads the layers; `file` is the `--config` argument.
+    /// Loads the layers; `file` is the `--config` argument. Unknown keys
+    /// and unsafe secrets (outside loopback + memory) are refused here.
     pub fn load(file: Option<&Path>) -> Result<Self, config::ConfigError> {
-        let mut builder = Config::builder()
-            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .add_source(File::with_name("config/default").required(false));
+        const DEFAULT_FILE: &str = "config/default.toml";
+        let mut sources = Vec::new();
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if Path::new(DEFAULT_FILE).is_file() {
+            sources.push(DEFAULT_FILE.to_owned());
+            builder = builder.add_source(File::new(DEFAULT_FILE, FileFormat::Toml));
+        }
         if let Some(path) = file {
+            sources.push(path.display().to_string());
             builder = builder.add_source(File::from(path).required(true));
         }
-        let mut settings: Settings = builder
+        let merged = builder
             .add_source(
                 Environment::with_prefix("COLLABD")
                     .separator("__")
                     .try_parsing(true),
             )
-            .build()?
-            .try_deserialize()?;
+            .build()?;
+        refuse_unknown_keys(&merged)?;
+        let mut settings: Settings = merged.try_deserialize()?;
+        settings.sources = sources;
         if settings.node.id.is_empty() {
             settings.node.id = crate::domain::id::random_id("node");
         }
         settings.validate().map_err(config::ConfigError::Message)?;
+        settings
+            .check_secrets()
+            .map_err(config::ConfigError::Message)?;
         Ok(settings)
+    }
+
+    /// Whether this node is only reachable from this machine and keeps its
+    /// state to itself: the one setting where development secrets are allowed.
+    pub fn is_private(&self) -> bool {
+        self.backplane.kind == BackplaneKind::Memory && is_loopback(&self.http.listen)
+    }
+
+    /// Refuses secrets anyone could know (built-in defaults, placeholders,
+    /// fewer than 32 bytes) unless the node [is private](Self::is_private).
+    pub fn check_secrets(&self) -> Result<(), String> {
+        let unsafe_ones = self.unsafe_secrets();
+        if unsafe_ones.is_empty() || self.is_private() {
+            return Ok(());
+        }
+        Err(format!(
+            "{}; refusing to start with {} (allowed only when http.listen is a loopback \
+             address and backplane.kind is \"memory\"); set at least 32 random bytes, \
+             e.g. COLLABD__AUTH__SECRET=$(openssl rand -hex 32)",
+            unsafe_ones.join("; "),
+            if unsafe_ones.len() == 1 { "it" } else { "them" },
+        ))
+    }
+
+    /// Why each secret that is unsafe is so (empty when all are safe).
+    pub fn unsafe_secrets(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let secrets = [
+            ("auth.admin_token", self.auth.admin_token.as_str()),
+            ("auth.secret", self.auth.secret.as_str()),
+            ("auth.metrics_token", self.auth.metrics_token.as_str()),
+        ];
+        for (key, value) in secrets {
+            if key == "auth.metrics_token" && value.is_empty() {
+                continue; // unset: /metrics is open, a choice, not a weak secret
+            }
+            if let Some(why) = weak_secret(value) {
+                found.push(format!("{key} {why}"));
+            }
+        }
+        found
+    }
+
+    /// `backplane.redis_url` without its password, for logs.
+    pub fn redis_url_for_logs(&self) -> String {
+        redact_url(&self.backplane.redis_url)
     }
 
     /// Refuses values that would fail later, on a request path.
@@ -201,6 +395,10 @@ impl Settings {
             (
                 self.limits.max_in_flight >= 1,
                 "limits.max_in_flight must be at least 1",
+            ),
+            (
+                (1..=3600).contains(&self.http.request_timeout_secs),
+                "http.request_timeout_secs must be 1 to 3600",
             ),
             (
                 self.http.max_body_bytes >= 1024,
@@ -249,8 +447,9 @@ impl Settings {
         s.http.workers = 1;
         s.http.shutdown_timeout_secs = 1;
         s.node.id = crate::domain::id::random_id("node");
-        s.auth.admin_token = "test-admin-token".into();
+        s.auth.admin_token = TEST_ADMIN_TOKEN.into();
         s.auth.secret = crate::domain::id::random_id("secret");
+        s.sources = Vec::new();
         s
     }
 }
@@ -276,5 +475,98 @@ mod tests {
         assert_eq!(s.http.listen, "127.0.0.1:0");
         assert_eq!(s.backplane.kind, BackplaneKind::Memory);
         assert_eq!(s.sse.keep_alive_secs, 15);
+    }
+
+    fn load_file(toml: &str) -> Result<Settings, String> {
+        let dir = std::env::temp_dir().join(crate::domain::id::random_id("settings"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join("collabd.toml");
+        std::fs::write(&path, toml).map_err(|e| e.to_string())?;
+        let loaded = Settings::load(Some(&path)).map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
+    }
+
+    const STRONG: &str = "0123456789abcdef0123456789abcdef-strong";
+
+    #[test]
+    fn a_misspelt_section_or_key_refuses_start_up_naming_it() {
+        let err = load_file("[backplan]\nkind = \"redis\"\n").unwrap_err();
+        assert!(err.contains("backplan.kind"), "{err}");
+        assert!(err.contains("COLLABD__BACKPLAN__KIND"), "{err}");
+        let err = load_file("[http]\nlistn = \"0.0.0.0:1\"\n").unwrap_err();
+        assert!(err.contains("http.listn"), "{err}");
+    }
+
+    #[test]
+    fn development_secrets_are_refused_outside_loopback_and_memory() {
+        // Loopback + memory: allowed (the node warns).
+        let dev = load_file("[http]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        assert!(dev.is_private());
+        assert_eq!(dev.unsafe_secrets().len(), 2, "{:?}", dev.unsafe_secrets());
+        // Reachable from elsewhere: refused, naming each secret.
+        let err = load_file("[http]\nlisten = \"0.0.0.0:0\"\n").unwrap_err();
+        assert!(
+            err.contains("auth.admin_token is a built-in default"),
+            "{err}"
+        );
+        assert!(err.contains("auth.secret is a built-in default"), "{err}");
+        // Loopback but shared through Redis: refused too.
+        let err = load_file("[backplane]\nkind = \"redis\"\n").unwrap_err();
+        assert!(err.contains("auth.secret"), "{err}");
+        // Empty, short or placeholder: refused as well.
+        let err = load_file(&format!(
+            "[http]\nlisten = \"0.0.0.0:0\"\n[auth]\nadmin_token = \"{STRONG}\"\nsecret = \"\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("auth.secret must not be empty"), "{err}");
+        let err = load_file(&format!(
+            "[http]\nlisten = \"0.0.0.0:0\"\n[auth]\nadmin_token = \"{STRONG}\"\nsecret = \"short\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("shorter than 32 bytes"), "{err}");
+        let err = load_file(&format!(
+            "[http]\nlisten = \"0.0.0.0:0\"\n[auth]\nadmin_token = \"{STRONG}\"\nsecret = \"<change-me: 32 random bytes here>\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("placeholder"), "{err}");
+        // Strong secrets: fine anywhere.
+        let ok = load_file(&format!(
+            "[http]\nlisten = \"0.0.0.0:0\"\n[auth]\nadmin_token = \"{STRONG}\"\nsecret = \"{STRONG}x\"\n"
+        ))
+        .unwrap();
+        assert!(ok.unsafe_secrets().is_empty());
+        assert!(!ok.is_private());
+    }
+
+    #[test]
+    fn loopback_is_recognised_in_every_spelling() {
+        for l in [
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "localhost:8080",
+            "127.0.0.2:0",
+        ] {
+            assert!(is_loopback(l), "{l}");
+        }
+        for l in ["0.0.0.0:8080", "[::]:8080", "10.0.0.1:80", "example.com:80"] {
+            assert!(!is_loopback(l), "{l}");
+        }
+    }
+
+    #[test]
+    fn redis_passwords_never_reach_the_logs() {
+        assert_eq!(
+            redact_url("redis://:hunter2@redis:6379/0"),
+            "redis://***@redis:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://user:pw@10.0.0.1:6380"),
+            "rediss://***@10.0.0.1:6380"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

@@ -87,6 +87,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(middleware::from_fn(crate::http::guard::body_deadline))
                 .wrap(middleware::ErrorHandlers::new().default_handler(problem_for_plain_errors))
                 // An event stream's access line would only be written when
                 // it ends, and its logger would hold a copy of the format
@@ -100,6 +101,9 @@ impl Application {
                 .configure(configure(max_body))
         })
         .listen(listener)?
+        // A client that does not finish its headers in time is dropped;
+        // its body has the same time again (`guard::body_deadline`).
+        .client_request_timeout(Duration::from_secs(settings.http.request_timeout_secs))
         // Event frames are small and must leave at once: Nagle's algorithm
         // with delayed ACKs would hold them back by up to ~40 ms.
         .tcp_nodelay(true)

@@ -8,6 +8,8 @@ mod common;
 /// Cluster mode: real redis-server processes and real collabd nodes.
 mod cluster;
 
+#[path = "e2e/admin.rs"]
+mod admin;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
 #[path = "e2e/customer.rs"]
@@ -26,5 +28,7 @@ mod presence;
 mod provisioning;
 #[path = "e2e/sessions.rs"]
 mod sessions;
+#[path = "e2e/startup.rs"]
+mod startup;
 #[path = "e2e/tenancy.rs"]
 mod tenancy;

@@ -14,13 +14,16 @@ use super::outbox::{CloseStreams, Connect, Prepared, Resync, SharedStreams, stre
 use super::portal::{Join, Leave};
 use super::{Failure, Metrics, Node, reads};
 use crate::backplane::{BusMessage, Route, Topic};
-use crate::domain::visibility::{Viewer, view};
+use crate::domain::visibility::{ClientEvent, Viewer, view};
 use crate::domain::{AccountId, AgentId, PortalId};
 
 /// Resync attempts, RESYNC_RETRY apart, before streams are closed instead.
 const RESYNC_ATTEMPTS: u32 = 20;
 /// Pause between resync attempts.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
+/// How long streams of a revoked or deleted agent stay open after
+/// `logged_out`, so the event is written before the stream ends.
+const STREAM_END_GRACE: Duration = Duration::from_millis(200);
 /// How often the actor forgets clients that went away, and stops once none is left.
 const CLIENT_CHECK: Duration = Duration::from_secs(5);
 
@@ -257,6 +260,19 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for AgentA
                 }
             }
             BusMessage::Presence { portal, .. } => self.move_to(portal.clone(), ctx),
+            BusMessage::LoggedOut { reason, .. } => {
+                self.move_to(None, ctx);
+                let event = ClientEvent {
+                    name: "logged_out",
+                    data: serde_json::json!({ "reason": reason }),
+                };
+                self.deliver(&Prepared::from(&event));
+                if reason.ends_streams() {
+                    // Its tokens are no longer good: the streams end once
+                    // the event had a moment to leave.
+                    ctx.run_later(STREAM_END_GRACE, |act, _| streams(&act.streams).clear());
+                }
+            }
         }
     }
 

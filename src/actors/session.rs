@@ -32,7 +32,7 @@ use crate::domain::visibility::{
 };
 use crate::domain::{
     AccountId, AgentId, AgentRef, Command, DomainError, Event, Invitation, InvitationId, Outcome,
-    Policy, Rules, Session, SessionId,
+    Policy, PortalId, Rules, Session, SessionId,
 };
 
 /// How often an idle session actor checks whether it can stop.
@@ -384,6 +384,30 @@ async fn execute(
 /// First accept wins: read what an accept needs (one round trip), check
 /// what can be checked, claim through the backplane, then apply the join
 /// with the claim's fence — guarded so the agent's session limit holds.
+/// The accepting agent must still be a member of the portal it is logged
+/// into and, for a portal invitation, of the invitation's portal.
+fn check_membership(
+    session: &Session,
+    invitation: &InvitationId,
+    member_of: &[PortalId],
+    logged_into: &PortalId,
+) -> Result<(), Failure> {
+    if !member_of.contains(logged_into) {
+        return Err(Failure::Forbidden(
+            "the agent is no longer a member of the portal it is logged into",
+        ));
+    }
+    if let Some(inv) = session.invitation(invitation)
+        && let Target::Portal(portal) = &inv.target
+        && !member_of.contains(portal)
+    {
+        return Err(Failure::Forbidden(
+            "the agent is no longer a member of the invitation's portal",
+        ));
+    }
+    Ok(())
+}
+
 async fn accept(
     node: &Node,
     account: &AccountId,
@@ -443,8 +467,18 @@ async fn accept(
         return (Err(e.into()), Some(current));
     }
     // Only an agent logged in now may join (a logout may have raced the invite).
-    if context.portal.is_none() {
+    let Some(logged_into) = &context.portal else {
         return (Err(DomainError::AgentUnavailable.into()), Some(current));
+    };
+    // Membership now, not at login: an agent removed from a portal takes
+    // nothing more from it, even if its removal raced this accept.
+    if let Err(e) = check_membership(
+        &current.session,
+        &msg.invitation,
+        &msg.member_of,
+        logged_into,
+    ) {
+        return (Err(e), Some(current));
     }
     let fence = match node
         .backplane
@@ -641,6 +675,8 @@ pub struct Accept {
     pub invitation: InvitationId,
     /// Who accepts.
     pub agent: AgentRef,
+    /// The portals it is a member of now.
+    pub member_of: Vec<PortalId>,
 }
 
 impl Handler<Accept> for SessionActor {

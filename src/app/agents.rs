@@ -12,7 +12,7 @@ use crate::actors::{Failure, Node, StreamPermit};
 use crate::backplane::{BusMessage, Topic};
 use crate::domain::session::RecipientGone;
 use crate::domain::visibility::OfferView;
-use crate::domain::{DomainError, PortalId};
+use crate::domain::{Account, Agent, DomainError, LogoutReason, PortalId};
 
 /// `POST /v1/me/login`: the agent is logged into `portal` (one of its own).
 pub async fn login(
@@ -45,15 +45,25 @@ pub async fn login(
     })
 }
 
-/// `POST /v1/me/logout`. Logging out withdraws the agent's open alerts:
-/// nobody may join a session through an invitation it received while it
-/// is gone. Order matters: out of presence first (no new offers), then the
-/// withdrawals (still delivered through its portal), then the presence
-/// change that moves its streams out of the portal's fan-out.
+/// `POST /v1/me/logout`.
 pub async fn logout(node: &Arc<Node>, caller: &AgentCaller) -> Result<(), Failure> {
-    let (account, agent) = (&caller.account.id, &caller.agent);
-    node.backplane.logout(account, agent).await?;
-    let offers = reads::offers(node, account, agent).await?;
+    log_out(node, &caller.account, &caller.agent, None).await
+}
+
+/// Logs an agent out, by itself (`reason` none) or by someone else (its
+/// streams get `logged_out` with the reason). Logging out withdraws the
+/// agent's open alerts: nobody may join a session through an invitation it
+/// received while it is gone. Order matters: out of presence first (no new
+/// offers), then the withdrawals (still delivered through its portal), then
+/// the presence change that moves its streams out of the portal's fan-out.
+pub(crate) async fn log_out(
+    node: &Arc<Node>,
+    account: &Account,
+    agent: &Agent,
+    reason: Option<LogoutReason>,
+) -> Result<(), Failure> {
+    node.backplane.logout(&account.id, agent).await?;
+    let offers = reads::offers(node, &account.id, agent).await?;
     let sessions: BTreeSet<_> = offers.into_iter().map(|o| o.invitation.session).collect();
     // Every session gets its withdrawal even if one of them fails.
     let mut failed = None;
@@ -63,7 +73,7 @@ pub async fn logout(node: &Arc<Node>, caller: &AgentCaller) -> Result<(), Failur
         };
         let gone = run(
             node,
-            &caller.account,
+            account,
             &session,
             command.into(),
             None,
@@ -74,12 +84,18 @@ pub async fn logout(node: &Arc<Node>, caller: &AgentCaller) -> Result<(), Failur
             failed.get_or_insert(e);
         }
     }
-    let presence = BusMessage::Presence {
-        agent: agent.id.clone(),
-        portal: None,
+    let message = match reason {
+        None => BusMessage::Presence {
+            agent: agent.id.clone(),
+            portal: None,
+        },
+        Some(reason) => BusMessage::LoggedOut {
+            agent: agent.id.clone(),
+            reason,
+        },
     };
     node.backplane
-        .publish(Topic::Agent(account.clone(), agent.id.clone()), presence)
+        .publish(Topic::Agent(account.id.clone(), agent.id.clone()), message)
         .await?;
     match failed {
         Some(e) => Err(e),

@@ -3,6 +3,7 @@
 //! and returns what to answer. `http/` only extracts, calls one of these,
 //! and maps the result; it never names the backplane or the bus.
 
+pub mod admin;
 pub mod agents;
 pub mod customer;
 pub mod provisioning;
@@ -52,15 +53,34 @@ pub fn admit(node: &Node) -> Result<Admitted, Failure> {
     })
 }
 
-/// Who an agent token names: its account and agent as stored now (one
-/// backplane round trip), or `None` when either no longer exists.
+/// What an agent token stands for now.
+#[derive(Debug)]
+pub enum TokenCheck {
+    /// Its account and agent as stored now.
+    Valid(Account, Agent),
+    /// The account or the agent no longer exists.
+    Gone,
+    /// Minted before its agent's (or account's) tokens were revoked.
+    Revoked,
+}
+
+/// Who an agent token minted at `issued_at` names: its account and agent
+/// as stored now, checked against their revocation marks (one backplane
+/// round trip, on every request, on every node: a revocation holds at once).
 pub async fn agent_caller(
     node: &Node,
     account: &crate::domain::AccountId,
     agent: &AgentId,
-) -> Result<Option<(Account, Agent)>, Failure> {
-    let (account, agent) = node.backplane.account_and_agent(account, agent).await?;
-    Ok(account.zip(agent))
+    issued_at: chrono::DateTime<chrono::Utc>,
+) -> Result<TokenCheck, Failure> {
+    let holder = node.backplane.account_and_agent(account, agent).await?;
+    if holder.not_before.is_some_and(|t| issued_at < t) {
+        return Ok(TokenCheck::Revoked);
+    }
+    Ok(match (holder.account, holder.agent) {
+        (Some(account), Some(agent)) => TokenCheck::Valid(account, agent),
+        _ => TokenCheck::Gone,
+    })
 }
 
 /// The account a customer token names, as stored now.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::actors::{Failure, Node};
-use crate::domain::{Account, AccountId, Agent, AgentId, DomainError, Portal};
+use crate::domain::{Account, AccountId, Agent, AgentId, DomainError, LogoutReason, Portal};
 
 /// Stores an account; `true` if it is new.
 pub async fn put_account(node: &Arc<Node>, account: &Account) -> Result<bool, Failure> {
@@ -29,13 +29,15 @@ pub async fn put_portal(
 }
 
 /// Stores an agent of an existing account, whose portals must all exist;
-/// `true` if it is new.
+/// `true` if it is new. A change of portals takes effect at once: an agent
+/// logged into a portal it is no longer a member of is logged out of it
+/// (`logged_out`, reason `membership_changed`) and its offers withdrawn.
 pub async fn put_agent(
     node: &Arc<Node>,
     account: &AccountId,
     agent: &Agent,
 ) -> Result<bool, Failure> {
-    existing_account(node, account).await?;
+    let stored_account = existing_account(node, account).await?;
     let known = node.backplane.portals(account).await?;
     if let Some(missing) = agent
         .portals
@@ -43,12 +45,28 @@ pub async fn put_agent(
         .find(|p| !known.iter().any(|k| &k.id == *p))
     {
         return Err(DomainError::Invalid(format!(
-            "portal {:?} does not exist in this account",
-            missing.as_str()
+            "portal '{missing}' does not exist in this account"
         ))
         .into());
     }
-    Ok(node.backplane.put_agent(account, agent).await?)
+    let before = node.backplane.agent(account, &agent.id).await?;
+    let created = node.backplane.put_agent(account, agent).await?;
+    if let Some(before) = before
+        && let Some(portal) = node.backplane.presence(account, &agent.id).await?
+        && !agent.is_member_of(&portal)
+    {
+        // Its offers are found through the portals it had.
+        let mut was = agent.clone();
+        was.portals.extend(before.portals);
+        super::agents::log_out(
+            node,
+            &stored_account,
+            &was,
+            Some(LogoutReason::MembershipChanged),
+        )
+        .await?;
+    }
+    Ok(created)
 }
 
 /// An agent that must exist in an existing account (404 otherwise).

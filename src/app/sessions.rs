@@ -349,6 +349,7 @@ pub async fn accept(
         policy: caller.account.policy.clone(),
         invitation: invitation.clone(),
         agent: caller.agent.as_ref(),
+        member_of: caller.agent.portals.clone(),
     };
     let done = node
         .session(&caller.account.id, &session)

@@ -44,13 +44,13 @@ use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 
 use super::{
-    Backplane, BusMessage, Claim, Commit, Committed, Deadline, Fresh, Guard, Route, Routed, Topic,
-    Transcript, Versioned, Window, WindowAgent,
+    Backplane, BusMessage, Claim, Commit, Committed, Deadline, Fresh, Guard, Route, Routed,
+    SessionCursor, TokenHolder, Topic, Transcript, Versioned, Window, WindowAgent,
 };
 use crate::domain::id::random_id;
 use crate::domain::session::{
     Accept, Audience, Cancel, Command, End, EndReason, IndexDelta, InvitationStatus, Invite, Leave,
-    Post, Poster, Target, Timer,
+    Post, Poster, SessionStatus, Target, Timer,
 };
 use crate::domain::{
     Account, AccountId, Agent, AgentId, AgentRef, Event, InvitationId, Message, MessageId, Outcome,
@@ -126,6 +126,11 @@ fn agent_ref(id: &AgentId) -> AgentRef {
         id: id.clone(),
         name: format!("Agent {id}"),
     }
+}
+
+/// What `account_and_agent` read, without the revocation mark.
+fn pair(holder: TokenHolder) -> (Option<Account>, Option<Agent>) {
+    (holder.account, holder.agent)
 }
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
@@ -689,6 +694,261 @@ pub async fn directory_agents_are_scoped_by_account(bp: &dyn Backplane) {
     );
 }
 
+/// Revocation marks: the latest moment wins, an agent's mark and its
+/// account's both count (the later of the two), they are scoped by account,
+/// outlive the account's deletion, and lapse after `keep_for`.
+pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) {
+    let acc = account_id();
+    let other = account_id();
+    let (a, b) = (agent_id(), agent_id());
+    bp.put_account(&account(&acc, "Acme")).await.unwrap();
+    bp.put_agent(&acc, &profile(&a, &[])).await.unwrap();
+    assert_eq!(
+        bp.account_and_agent(&acc, &a).await.unwrap().not_before,
+        None
+    );
+
+    let (t1, t2, t3) = (in_ms(-3000), in_ms(-2000), in_ms(-1000));
+    bp.revoke_tokens(&acc, Some(&a), t2, LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        bp.account_and_agent(&acc, &a).await.unwrap().not_before,
+        Some(t2)
+    );
+    // An earlier moment does not move it back.
+    bp.revoke_tokens(&acc, Some(&a), t1, LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        bp.account_and_agent(&acc, &a).await.unwrap().not_before,
+        Some(t2)
+    );
+    assert_eq!(
+        bp.account_and_agent(&acc, &b).await.unwrap().not_before,
+        None,
+        "another agent is untouched"
+    );
+    assert_eq!(
+        bp.account_and_agent(&other, &a).await.unwrap().not_before,
+        None,
+        "the same agent id in another account is untouched"
+    );
+    // The account's mark counts for every agent; the later one wins.
+    bp.revoke_tokens(&acc, None, t3, LONG_TTL).await.unwrap();
+    assert_eq!(
+        bp.account_and_agent(&acc, &a).await.unwrap().not_before,
+        Some(t3)
+    );
+    assert_eq!(
+        bp.account_and_agent(&acc, &b).await.unwrap().not_before,
+        Some(t3)
+    );
+    // A deleted account's marks stay.
+    assert!(bp.delete_account(&acc).await.unwrap());
+    let after = bp.account_and_agent(&acc, &a).await.unwrap();
+    assert_eq!(
+        (after.account, after.agent, after.not_before),
+        (None, None, Some(t3))
+    );
+    // A mark kept briefly lapses.
+    let lapsing = account_id();
+    bp.revoke_tokens(&lapsing, Some(&a), t3, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        bp.account_and_agent(&lapsing, &a).await.unwrap().not_before,
+        Some(t3)
+    );
+    let start = Instant::now();
+    while bp
+        .account_and_agent(&lapsing, &a)
+        .await
+        .unwrap()
+        .not_before
+        .is_some()
+    {
+        assert!(start.elapsed() < RETENTION_TIMEOUT, "the mark never lapsed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Accounts and agents are listed in id order, in pages after a cursor;
+/// deleting an agent, a portal or an account removes them from every read.
+pub async fn directory_lists_in_pages_and_deletes(bp: &dyn Backplane) {
+    let mut mine: Vec<AccountId> = (0..5).map(|_| account_id()).collect();
+    mine.sort();
+    for id in &mine {
+        bp.put_account(&account(id, "A")).await.unwrap();
+    }
+    // Other tests add accounts too: page through everything, keep ours.
+    let mut seen = Vec::new();
+    let mut after: Option<AccountId> = None;
+    loop {
+        let page = bp.accounts(after.as_ref(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        assert!(
+            after.as_ref().is_none_or(|a| &page[0].id > a),
+            "pages move forward"
+        );
+        after = Some(last.id.clone());
+        seen.extend(
+            page.into_iter()
+                .map(|a| a.id)
+                .filter(|id| mine.contains(id)),
+        );
+    }
+    assert_eq!(seen, mine, "every account, once, in id order");
+
+    let acc = mine[0].clone();
+    let p = portal_id();
+    bp.put_portal(&acc, &portal(&p, "Support")).await.unwrap();
+    let mut agents: Vec<AgentId> = (0..5).map(|_| agent_id()).collect();
+    agents.sort();
+    for g in &agents {
+        bp.put_agent(&acc, &profile(g, std::slice::from_ref(&p)))
+            .await
+            .unwrap();
+    }
+    let first = bp.agents(&acc, None, 3).await.unwrap();
+    let rest = bp.agents(&acc, Some(&first[2].id), 3).await.unwrap();
+    let listed: Vec<AgentId> = first.iter().chain(&rest).map(|g| g.id.clone()).collect();
+    assert_eq!(listed, agents);
+
+    bp.login(&acc, &profile(&agents[0], std::slice::from_ref(&p)), &p)
+        .await
+        .unwrap();
+    assert!(bp.delete_agent(&acc, &agents[1]).await.unwrap());
+    assert!(
+        !bp.delete_agent(&acc, &agents[1]).await.unwrap(),
+        "gone already"
+    );
+    assert_eq!(bp.agent(&acc, &agents[1]).await.unwrap(), None);
+    assert_eq!(bp.agents(&acc, None, 10).await.unwrap().len(), 4);
+
+    assert!(bp.delete_portal(&acc, &p).await.unwrap());
+    assert!(!bp.delete_portal(&acc, &p).await.unwrap());
+    assert_eq!(bp.portal(&acc, &p).await.unwrap(), None);
+    assert_eq!(
+        bp.online_in(&acc, &p).await.unwrap(),
+        None,
+        "no such portal any more"
+    );
+
+    let lead = agent_id();
+    Live::started(bp, &acc, &lead).await;
+    assert!(bp.delete_account(&acc).await.unwrap());
+    assert!(!bp.delete_account(&acc).await.unwrap());
+    assert_eq!(bp.account(&acc).await.unwrap(), None);
+    assert!(bp.agents(&acc, None, 10).await.unwrap().is_empty());
+    assert!(bp.portals(&acc).await.unwrap().is_empty());
+    assert!(
+        bp.sessions_page(&acc, SessionStatus::Active, None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "its sessions are gone"
+    );
+    let listed = bp.accounts(None, 10_000).await.unwrap();
+    assert!(!listed.iter().any(|a| a.id == acc), "not listed any more");
+}
+
+/// An account's sessions are listed by status: active ones in the order
+/// they were created, ended ones in the order they ended, in pages; an
+/// ended session leaves the list with its retention.
+pub async fn sessions_are_listed_by_status_in_pages(bp: &dyn Backplane) {
+    let acc = account_id();
+    let lead = agent_id();
+    let mut lives = Vec::new();
+    for _ in 0..5 {
+        lives.push(Live::started(bp, &acc, &lead).await);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let ids = |page: &[(SessionCursor, Versioned)]| -> Vec<SessionId> {
+        page.iter().map(|(_, v)| v.session.id.clone()).collect()
+    };
+    let first = bp
+        .sessions_page(&acc, SessionStatus::Active, None, 2)
+        .await
+        .unwrap();
+    let second = bp
+        .sessions_page(&acc, SessionStatus::Active, Some(&first[1].0), 10)
+        .await
+        .unwrap();
+    let mut all = ids(&first);
+    all.extend(ids(&second));
+    let created: Vec<SessionId> = lives.iter().map(|l| l.id().clone()).collect();
+    assert_eq!(all, created, "active: in the order they were created");
+    assert_eq!(first[0].1, lives[0].versioned(), "with their state");
+    assert!(
+        bp.sessions_page(&acc, SessionStatus::Ended, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // End the fourth (kept), then the second (short retention).
+    let mut fourth = lives[3].clone();
+    let ended = fourth.apply(End { by: lead.clone() });
+    let committed = bp
+        .commit(&acc, fourth.commit(fourth.version, &ended))
+        .await
+        .unwrap();
+    fourth.stored(committed);
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let mut second_live = lives[1].clone();
+    let ended = second_live.apply(End { by: lead.clone() });
+    let commit = Commit {
+        retention: SHORT_RETENTION,
+        ..second_live.commit(second_live.version, &ended)
+    };
+    let committed = bp.commit(&acc, commit).await.unwrap();
+    second_live.stored(committed);
+    let active = bp
+        .sessions_page(&acc, SessionStatus::Active, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&active),
+        vec![created[0].clone(), created[2].clone(), created[4].clone()]
+    );
+    let ended_list = bp
+        .sessions_page(&acc, SessionStatus::Ended, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&ended_list),
+        vec![created[3].clone(), created[1].clone()],
+        "in the order they ended"
+    );
+    assert_eq!(ended_list[0].1, fourth.versioned());
+
+    let start = Instant::now();
+    loop {
+        let ended_list = bp
+            .sessions_page(&acc, SessionStatus::Ended, None, 10)
+            .await
+            .unwrap();
+        if ids(&ended_list) == vec![created[3].clone()] {
+            break;
+        }
+        assert!(
+            start.elapsed() < RETENTION_TIMEOUT,
+            "still listed: {:?}",
+            ids(&ended_list)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        bp.sessions_page(&account_id(), SessionStatus::Active, None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another account lists nothing"
+    );
+}
+
 /// `account_and_agent` reads the account and one of its agents together:
 /// each is `None` when absent, both follow later puts, and an agent of the
 /// same id in another account is not visible.
@@ -698,40 +958,40 @@ pub async fn directory_account_and_agent_reads_both(bp: &dyn Backplane) {
     let a = agent_id();
 
     assert_eq!(
-        bp.account_and_agent(&acc, &a).await.unwrap(),
+        pair(bp.account_and_agent(&acc, &a).await.unwrap()),
         (None, None),
         "nothing stored yet"
     );
     let first = account(&acc, "Acme");
     bp.put_account(&first).await.unwrap();
     assert_eq!(
-        bp.account_and_agent(&acc, &a).await.unwrap(),
+        pair(bp.account_and_agent(&acc, &a).await.unwrap()),
         (Some(first.clone()), None),
         "the account without such an agent"
     );
     let ann = agent(&a, "Ann", &[]);
     bp.put_agent(&acc, &ann).await.unwrap();
     assert_eq!(
-        bp.account_and_agent(&acc, &a).await.unwrap(),
+        pair(bp.account_and_agent(&acc, &a).await.unwrap()),
         (Some(first.clone()), Some(ann.clone())),
         "both"
     );
 
     // The same agent id elsewhere.
     assert_eq!(
-        bp.account_and_agent(&other, &a).await.unwrap(),
+        pair(bp.account_and_agent(&other, &a).await.unwrap()),
         (None, None),
         "another account sees neither"
     );
     let foreign = agent(&a, "Foreign Ann", &[]);
     bp.put_agent(&other, &foreign).await.unwrap();
     assert_eq!(
-        bp.account_and_agent(&other, &a).await.unwrap(),
+        pair(bp.account_and_agent(&other, &a).await.unwrap()),
         (None, Some(foreign)),
         "an agent of an account that has no record"
     );
     assert_eq!(
-        bp.account_and_agent(&acc, &a).await.unwrap(),
+        pair(bp.account_and_agent(&acc, &a).await.unwrap()),
         (Some(first), Some(ann)),
         "acc untouched"
     );
@@ -742,7 +1002,7 @@ pub async fn directory_account_and_agent_reads_both(bp: &dyn Backplane) {
     bp.put_account(&renamed).await.unwrap();
     bp.put_agent(&acc, &moved).await.unwrap();
     assert_eq!(
-        bp.account_and_agent(&acc, &a).await.unwrap(),
+        pair(bp.account_and_agent(&acc, &a).await.unwrap()),
         (Some(renamed), Some(moved)),
         "the latest of both"
     );
@@ -2654,6 +2914,9 @@ macro_rules! backplane_conformance_suite {
             directory_portals_are_scoped_by_account_and_listed_sorted,
             directory_agents_are_scoped_by_account,
             directory_account_and_agent_reads_both,
+            directory_revocation_marks_refuse_older_tokens,
+            directory_lists_in_pages_and_deletes,
+            sessions_are_listed_by_status_in_pages,
             presence_login_returns_previous_and_logout_clears,
             presence_is_scoped_by_account,
             presence_online_in_lists_only_that_portals_logged_in_agents,

@@ -4,7 +4,7 @@
 //! Every key and channel of an account carries the hash tag `{ns:account}`,
 //! so all of an account lives in one Redis Cluster slot and every script
 //! touches one slot. The only keys outside an account are the small index
-//! of accounts with timers (`{ns}` tag).
+//! of accounts with timers and the list of accounts (`{ns}` tag).
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
@@ -24,13 +24,18 @@
 //! | `collabd:{ns:a}:claim:{i}` | string | `agent|fence`, with a TTL |
 //! | `collabd:{ns:a}:fence` | string | the account's fencing counter |
 //! | `collabd:{ns:a}:timers` | zset | timer member → due time (ms) |
+//! | `collabd:{ns:a}:sessions:active` | zset | active session → created (ms) |
+//! | `collabd:{ns:a}:sessions:ended` | zset | ended session → ended (ms), until its retention ends |
+//! | `collabd:{ns:a}:revoked:agent:{g}` | string | tokens of g minted before (ms) are refused; TTL: the longest token life |
+//! | `collabd:{ns:a}:revoked:account` | string | the same for every agent of the account (a deleted account) |
+//! | `collabd:{ns}:accounts` | zset | every account id (score 0, listed by id) |
 //! | `collabd:{ns}:timer-index` | zset | account → when to look at its timers (ms) |
 //! | `collabd:{ns}:timer-gen` | hash | account → bumped whenever a timer may have become its earliest |
 //!
 //! Channels: `collabd:{ns:a}:chan:session:{s}`, `…:chan:agent:{g}`,
 //! `…:chan:portal:{p}`.
 
-use crate::domain::session::{Target, Timer};
+use crate::domain::session::{SessionStatus, Target, Timer};
 use crate::domain::{AccountId, AgentId, InvitationId, PortalId, SessionId};
 
 use super::Topic;
@@ -66,6 +71,11 @@ impl Keyspace {
     /// Accounts with timers, scored by when to look at them next.
     pub fn timer_index(&self) -> String {
         format!("collabd:{{{}}}:timer-index", self.namespace)
+    }
+
+    /// Every account's id, for the admin's list.
+    pub fn accounts(&self) -> String {
+        format!("collabd:{{{}}}:accounts", self.namespace)
     }
 
     /// Per account, a counter bumped whenever a timer may have become its
@@ -179,6 +189,35 @@ impl AccountKeys {
     pub fn timers(&self) -> String {
         self.key(&["timers"])
     }
+
+    /// Its sessions with `status`, scored by when they were created
+    /// (active) or ended (ended).
+    pub fn sessions_index(&self, status: SessionStatus) -> String {
+        match status {
+            SessionStatus::Active => self.key(&["sessions", "active"]),
+            SessionStatus::Ended => self.key(&["sessions", "ended"]),
+        }
+    }
+
+    /// The revocation mark of `agent`'s tokens, or of the whole account's.
+    pub fn revoked(&self, agent: Option<&AgentId>) -> String {
+        match agent {
+            Some(agent) => self.key(&["revoked", "agent", agent.as_str()]),
+            None => self.key(&["revoked", "account"]),
+        }
+    }
+
+    /// A `SCAN` pattern matching every key of the account (ids and
+    /// namespaces hold no glob characters).
+    pub fn pattern(&self) -> String {
+        format!("{}*", self.prefix)
+    }
+
+    /// Whether `key` is a revocation mark (kept when the account is deleted).
+    pub fn is_revocation(&self, key: &str) -> bool {
+        key.strip_prefix(&self.prefix)
+            .is_some_and(|rest| rest.starts_with("revoked:"))
+    }
 }
 
 /// A timer's member in its account's timer set: the same text for the same
@@ -231,6 +270,10 @@ mod tests {
             keys.claim(&InvitationId::within(&session)),
             keys.fence(),
             keys.timers(),
+            keys.sessions_index(SessionStatus::Active),
+            keys.sessions_index(SessionStatus::Ended),
+            keys.revoked(None),
+            keys.revoked(Some(&AgentId::parse("bob").unwrap())),
             space.channel(&Topic::Portal(acme.clone(), portal)),
             space.channel(&Topic::Agent(acme.clone(), agent)),
             space.channel(&Topic::Session(acme, session)),

@@ -19,10 +19,10 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use super::{
     AcceptContext, Bus, BusMessage, Claim, Claims, Commit, Committed, Deadline, Directory, Fresh,
-    Health, Presence, Result, Sessions, Timers, Topic, Transcript, Versioned, Window, WindowAgent,
-    codec,
+    Health, Presence, Result, SessionCursor, Sessions, Timers, TokenHolder, Topic, Transcript,
+    Versioned, Window, WindowAgent, codec,
 };
-use crate::domain::session::{Target, Timer};
+use crate::domain::session::{SessionStatus, Target, Timer};
 use crate::domain::{
     Account, AccountId, Agent, AgentId, Invitation, InvitationId, Message, Portal, PortalId,
     SessionId,
@@ -65,6 +65,10 @@ struct AccountData {
     sessions: HashMap<SessionId, StoredSession>,
     claims: HashMap<InvitationId, (AgentId, u64, Instant)>,
     fence: u64,
+    /// Active sessions in the order they were created.
+    active_index: BTreeSet<SessionCursor>,
+    /// Ended sessions (until their retention ends) in the order they ended.
+    ended_index: BTreeSet<SessionCursor>,
 }
 
 impl AccountData {
@@ -175,6 +179,11 @@ struct Store {
     accounts: HashMap<AccountId, AccountData>,
     topics: HashMap<Topic, broadcast::Sender<Arc<BusMessage>>>,
     timers: TimerWheel,
+    /// Revocation marks: tokens of the agent (of every agent of the
+    /// account with `None`) minted before the time (ms) are refused; each
+    /// mark lapses with the longest-lived token it could refuse. Outside
+    /// `accounts`: a deleted account's marks outlive it.
+    revoked: HashMap<(AccountId, Option<AgentId>), (i64, Instant)>,
 }
 
 impl Store {
@@ -195,12 +204,30 @@ impl Store {
         }
     }
 
-    /// Drops expired claims and sessions whose retention ended.
+    /// Drops expired claims, sessions whose retention ended and lapsed
+    /// revocation marks.
     fn sweep(&mut self, now: Instant) {
         for data in self.accounts.values_mut() {
             data.claims.retain(|_, (_, _, until)| *until > now);
             data.sessions.retain(|_, s| s.live(now));
+            let sessions = &data.sessions;
+            data.ended_index
+                .retain(|c| sessions.contains_key(&c.session));
         }
+        self.revoked.retain(|_, (_, until)| *until > now);
+    }
+
+    /// A live revocation mark.
+    fn revocation(
+        &self,
+        account: &AccountId,
+        agent: Option<&AgentId>,
+        now: Instant,
+    ) -> Option<i64> {
+        self.revoked
+            .get(&(account.clone(), agent.cloned()))
+            .filter(|(_, until)| *until > now)
+            .map(|(at, _)| *at)
     }
 }
 
@@ -332,16 +359,97 @@ impl Directory for MemoryBackplane {
             .and_then(|d| d.agents.get(id).cloned()))
     }
 
-    async fn account_and_agent(
+    async fn account_and_agent(&self, account: &AccountId, agent: &AgentId) -> Result<TokenHolder> {
+        let s = self.store();
+        let now = Instant::now();
+        let not_before = s
+            .revocation(account, Some(agent), now)
+            .max(s.revocation(account, None, now))
+            .and_then(DateTime::from_timestamp_millis);
+        Ok(match s.data(account) {
+            Some(d) => TokenHolder {
+                account: d.account.clone(),
+                agent: d.agents.get(agent).cloned(),
+                not_before,
+            },
+            None => TokenHolder {
+                not_before,
+                ..TokenHolder::default()
+            },
+        })
+    }
+
+    async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>> {
+        let s = self.store();
+        let mut all: Vec<&Account> = s
+            .accounts
+            .values()
+            .filter_map(|d| d.account.as_ref())
+            .filter(|a| after.is_none_or(|after| &a.id > after))
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all.into_iter().take(limit).cloned().collect())
+    }
+
+    async fn agents(
         &self,
         account: &AccountId,
-        agent: &AgentId,
-    ) -> Result<(Option<Account>, Option<Agent>)> {
+        after: Option<&AgentId>,
+        limit: usize,
+    ) -> Result<Vec<Agent>> {
         let s = self.store();
-        Ok(match s.data(account) {
-            Some(d) => (d.account.clone(), d.agents.get(agent).cloned()),
-            None => (None, None),
-        })
+        let Some(d) = s.data(account) else {
+            return Ok(Vec::new());
+        };
+        let mut all: Vec<&Agent> = d
+            .agents
+            .values()
+            .filter(|a| after.is_none_or(|after| &a.id > after))
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all.into_iter().take(limit).cloned().collect())
+    }
+
+    async fn delete_agent(&self, account: &AccountId, agent: &AgentId) -> Result<bool> {
+        let mut s = self.store();
+        let Some(d) = s.accounts.get_mut(account) else {
+            return Ok(false);
+        };
+        Ok(d.agents.remove(agent).is_some())
+    }
+
+    async fn delete_portal(&self, account: &AccountId, portal: &PortalId) -> Result<bool> {
+        let mut s = self.store();
+        let Some(d) = s.accounts.get_mut(account) else {
+            return Ok(false);
+        };
+        d.portal_online.remove(portal);
+        Ok(d.portals.remove(portal).is_some())
+    }
+
+    async fn delete_account(&self, account: &AccountId) -> Result<bool> {
+        let mut s = self.store();
+        Ok(s.accounts
+            .remove(account)
+            .is_some_and(|d| d.account.is_some()))
+    }
+
+    async fn revoke_tokens(
+        &self,
+        account: &AccountId,
+        agent: Option<&AgentId>,
+        at: DateTime<Utc>,
+        keep_for: Duration,
+    ) -> Result<()> {
+        let mut s = self.store();
+        let until = Instant::now() + keep_for;
+        let mark = s
+            .revoked
+            .entry((account.clone(), agent.cloned()))
+            .or_insert((i64::MIN, until));
+        mark.0 = mark.0.max(at.timestamp_millis());
+        mark.1 = mark.1.max(until);
+        Ok(())
     }
 }
 
@@ -519,6 +627,16 @@ impl Sessions for MemoryBackplane {
         if outcome.ended {
             stored.delete_at = Some(now + commit.retention);
         }
+        if commit.expected_version == 0 {
+            data.active_index.insert(SessionCursor::of(commit.session));
+        }
+        if outcome.ended {
+            data.active_index.remove(&SessionCursor {
+                at_ms: commit.session.created_at.timestamp_millis(),
+                session: session_id.clone(),
+            });
+            data.ended_index.insert(SessionCursor::of(commit.session));
+        }
         let delta = &outcome.delta;
         for agent in &delta.joined {
             data.agent_sessions
@@ -688,6 +806,45 @@ impl Sessions for MemoryBackplane {
             .and_then(|d| d.open.get(target))
             .map(|m| m.iter().map(|(i, s)| (i.clone(), s.clone())).collect())
             .unwrap_or_default())
+    }
+
+    async fn sessions_page(
+        &self,
+        account: &AccountId,
+        status: SessionStatus,
+        after: Option<&SessionCursor>,
+        limit: usize,
+    ) -> Result<Vec<(SessionCursor, Versioned)>> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let encoded: Vec<(SessionCursor, u64, Vec<u8>)> = {
+            let s = self.store();
+            let now = Instant::now();
+            let Some(d) = s.data(account) else {
+                return Ok(Vec::new());
+            };
+            let index = match status {
+                SessionStatus::Active => &d.active_index,
+                SessionStatus::Ended => &d.ended_index,
+            };
+            let from = after.map_or(Unbounded, |c| Excluded(c.clone()));
+            index
+                .range((from, Unbounded))
+                .filter_map(|c| {
+                    d.session(&c.session, now)
+                        .map(|st| (c.clone(), st.version, st.state.clone()))
+                })
+                .take(limit)
+                .collect()
+        };
+        encoded
+            .into_iter()
+            .map(|(cursor, version, bytes)| {
+                let session = codec::decode(&bytes).map_err(|e| {
+                    super::BackplaneError::Unavailable(format!("undecodable session state: {e}"))
+                })?;
+                Ok((cursor, Versioned { version, session }))
+            })
+            .collect()
     }
 }
 

@@ -23,10 +23,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::domain::session::{Target, Timer};
+use crate::domain::session::{SessionStatus, Target, Timer};
 use crate::domain::{
-    Account, AccountId, Agent, AgentId, Event, Invitation, InvitationId, Message, Outcome, Portal,
-    PortalId, Session, SessionId,
+    Account, AccountId, Agent, AgentId, Event, Invitation, InvitationId, LogoutReason, Message,
+    Outcome, Portal, PortalId, Session, SessionId,
 };
 
 /// A fan-out channel between nodes.
@@ -102,6 +102,13 @@ pub enum BusMessage {
         agent: AgentId,
         /// Where it is logged in now.
         portal: Option<PortalId>,
+    },
+    /// Someone else logged the agent out (its streams get `logged_out`).
+    LoggedOut {
+        /// Who.
+        agent: AgentId,
+        /// Why.
+        reason: LogoutReason,
     },
 }
 
@@ -269,13 +276,48 @@ pub trait Directory: Send + Sync {
     async fn put_agent(&self, account: &AccountId, agent: &Agent) -> Result<bool>;
     /// An agent by id.
     async fn agent(&self, account: &AccountId, id: &AgentId) -> Result<Option<Agent>>;
-    /// An account and one of its agents, in one round trip (every agent
-    /// request starts with it).
-    async fn account_and_agent(
+    /// An account, one of its agents and when its tokens were last
+    /// revoked, in one round trip (every agent request starts with it).
+    async fn account_and_agent(&self, account: &AccountId, agent: &AgentId) -> Result<TokenHolder>;
+    /// Accounts in id order, after `after`, at most `limit`.
+    async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>>;
+    /// Agents of an account in id order, after `after`, at most `limit`.
+    async fn agents(
         &self,
         account: &AccountId,
-        agent: &AgentId,
-    ) -> Result<(Option<Account>, Option<Agent>)>;
+        after: Option<&AgentId>,
+        limit: usize,
+    ) -> Result<Vec<Agent>>;
+    /// Deletes an agent's record; `true` if it existed.
+    async fn delete_agent(&self, account: &AccountId, agent: &AgentId) -> Result<bool>;
+    /// Deletes a portal's record; `true` if it existed.
+    async fn delete_portal(&self, account: &AccountId, portal: &PortalId) -> Result<bool>;
+    /// Deletes everything stored of an account except its revocation
+    /// marks (they lapse on their own); `true` if it existed.
+    async fn delete_account(&self, account: &AccountId) -> Result<bool>;
+    /// Refuses the tokens of `agent` (of every agent of the account with
+    /// `None`) minted before `at`; the mark is kept for `keep_for` (the
+    /// longest a token lives) and never moves back in time.
+    async fn revoke_tokens(
+        &self,
+        account: &AccountId,
+        agent: Option<&AgentId>,
+        at: DateTime<Utc>,
+        keep_for: Duration,
+    ) -> Result<()>;
+}
+
+/// What checking an agent token reads: its account and agent as stored
+/// now, and the moment before which its tokens are refused.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenHolder {
+    /// The account, unless deleted.
+    pub account: Option<Account>,
+    /// The agent, unless deleted.
+    pub agent: Option<Agent>,
+    /// Tokens minted before this are refused (the later of the agent's
+    /// and the account's revocation).
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// Who is logged in where.
@@ -353,6 +395,58 @@ pub trait Sessions: Send + Sync {
         account: &AccountId,
         target: &Target,
     ) -> Result<Vec<(InvitationId, SessionId)>>;
+    /// A page of an account's sessions with `status`, in the order they
+    /// were created (active) or ended (ended), after `after`, at most
+    /// `limit`; ended sessions past their retention are not listed.
+    async fn sessions_page(
+        &self,
+        account: &AccountId,
+        status: SessionStatus,
+        after: Option<&SessionCursor>,
+        limit: usize,
+    ) -> Result<Vec<(SessionCursor, Versioned)>>;
+}
+
+/// A place in an account's list of sessions: when the session was created
+/// (active) or ended (ended), in milliseconds, and its id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionCursor {
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
+    /// The session.
+    pub session: SessionId,
+}
+
+impl SessionCursor {
+    /// Where `session` is listed now.
+    pub fn of(session: &Session) -> Self {
+        let at = match &session.ended {
+            Some(ending) => ending.at,
+            None => session.created_at,
+        };
+        Self {
+            at_ms: at.timestamp_millis(),
+            session: session.id.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for SessionCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.at_ms, self.session)
+    }
+}
+
+impl std::str::FromStr for SessionCursor {
+    type Err = ();
+
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        let (at, id) = s.split_once('.').ok_or(())?;
+        Ok(Self {
+            at_ms: at.parse().map_err(|_| ())?,
+            session: SessionId::parse(id).map_err(|_| ())?,
+        })
+    }
 }
 
 /// First accept wins, across nodes.

@@ -7,7 +7,7 @@ pub mod policy;
 pub mod session;
 pub mod visibility;
 
-pub use directory::{Account, Agent, AgentRef, Portal};
+pub use directory::{Account, Agent, AgentRef, LogoutReason, Portal};
 pub use error::DomainError;
 pub use id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId};
 pub use policy::{Policy, PolicyInput, SessionMode};

@@ -745,6 +745,38 @@ fn a_masked_invitation_when_masking_is_off_is_feature_disabled() {
 }
 
 #[test]
+fn an_accept_is_checked_against_the_policy_as_it_is_now() {
+    // Sent while the feature was on; the account switched it off since.
+    type SwitchOff = fn(&mut Policy);
+    let cases: [(Draft, SwitchOff, &str); 3] = [
+        (
+            invite(LEAD, direct("ann"), &["ann"]).masked(),
+            |p| p.masking = false,
+            "masked agents",
+        ),
+        (
+            invite(LEAD, portal(), &["ann"]),
+            |p| p.portal_invitations = false,
+            "portal invitations",
+        ),
+        (
+            invite(LEAD, direct("ann"), &["ann"]),
+            |p| p.collaboration = false,
+            "collaboration",
+        ),
+    ];
+    for (draft, switch_off, feature) in cases {
+        let mut spec = Spec::new();
+        let sent = spec.send(draft);
+        switch_off(&mut spec.policy);
+        spec.refuse_accept(&sent, "ann", 0, DomainError::FeatureDisabled(feature));
+        // Nothing was decided: switched back on, the same accept goes through.
+        spec.policy = Policy::default();
+        spec.accept(&sent, "ann");
+    }
+}
+
+#[test]
 fn a_comment_when_comments_are_off_is_feature_disabled() {
     let mut spec = Spec::with(policy(|p| p.comments = false));
     spec.refuse_invite(

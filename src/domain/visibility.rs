@@ -648,6 +648,7 @@ mod tests {
             EndReason::EndedByLead,
             EndReason::LastAgentLeft,
             EndReason::Idle,
+            EndReason::Admin,
         ] {
             events.push(Event::SessionEnded { at, reason });
         }
@@ -710,7 +711,7 @@ mod tests {
             );
             customer_sees += usize::from(to.customer);
         }
-        // Unmasked join and leave, two readable messages, reconnect, three ends.
-        assert_eq!(customer_sees, 8);
+        // Unmasked join and leave, two readable messages, reconnect, four ends.
+        assert_eq!(customer_sees, 9);
     }
 }

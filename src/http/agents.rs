@@ -45,8 +45,25 @@ async fn login(
     Ok(HttpResponse::Ok().json(json!({"agent": caller.agent.id, "portal": portal})))
 }
 
-async fn logout(caller: AgentCaller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    use_case::logout(&state.node, &caller).await?;
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogoutBody {
+    /// Also refuse every token of this agent minted until now.
+    #[serde(default)]
+    revoke: bool,
+}
+
+async fn logout(
+    caller: AgentCaller,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body: LogoutBody = super::optional_json(&body)?;
+    if body.revoke {
+        crate::app::admin::revoke_tokens(&state.node, &caller.account, &caller.agent).await?;
+    } else {
+        use_case::logout(&state.node, &caller).await?;
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -10,7 +10,8 @@ use chrono::Utc;
 
 use super::AppState;
 use super::error::ApiError;
-use super::token::Subject;
+use super::token::{Subject, Verified};
+use crate::app::TokenCheck;
 pub use crate::app::{AgentCaller, CustomerCaller};
 
 /// The provisioning administrator.
@@ -21,7 +22,7 @@ pub struct Admin {
 
 enum Bearer {
     Admin,
-    Subject(Subject, String),
+    Subject(Verified, String),
 }
 
 fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
@@ -53,13 +54,34 @@ fn bearer(req: &HttpRequest, state: &AppState) -> Result<Bearer, ApiError> {
     ) {
         return Ok(Bearer::Admin);
     }
-    let subject = state
+    let verified = state
         .tokens
-        .verify(token, Utc::now())
+        .verify_full(token, Utc::now())
         .ok_or_else(|| ApiError::unauthorized("the token is invalid or has expired"))?;
     // The signature names the token (for per-token limits) without keeping it.
     let name = token.rsplit('.').next().unwrap_or(token).to_owned();
-    Ok(Bearer::Subject(subject, name))
+    Ok(Bearer::Subject(verified, name))
+}
+
+/// Lets a `/metrics` scrape through: anyone when `auth.metrics_token` is
+/// unset, else only a caller that sends it as its bearer token.
+pub fn metrics_caller(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let expected = state.node.settings.auth.metrics_token.as_bytes();
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <auth.metrics_token>"))?;
+    if same(given.as_bytes(), expected) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("the metrics token is wrong"))
+    }
 }
 
 type Fut<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
@@ -87,23 +109,28 @@ impl FromRequest for AgentCaller {
         let req = req.clone();
         Box::pin(async move {
             let state = state(&req)?;
-            let (account, agent, token) = match bearer(&req, &state)? {
-                Bearer::Subject(Subject::Agent { account, agent }, token) => {
-                    (account, agent, token)
-                }
+            let (account, agent, issued_at, token) = match bearer(&req, &state)? {
+                Bearer::Subject(
+                    Verified {
+                        subject: Subject::Agent { account, agent },
+                        issued_at,
+                    },
+                    token,
+                ) => (account, agent, issued_at, token),
                 _ => return Err(ApiError::forbidden("this call needs an agent token")),
             };
             let admitted = crate::app::admit(&state.node)?;
-            match crate::app::agent_caller(&state.node, &account, &agent).await? {
-                Some((account, agent)) => Ok(AgentCaller {
+            match crate::app::agent_caller(&state.node, &account, &agent, issued_at).await? {
+                TokenCheck::Valid(account, agent) => Ok(AgentCaller {
                     account,
                     agent,
                     token,
                     admitted,
                 }),
-                None => Err(ApiError::unauthorized(
+                TokenCheck::Gone => Err(ApiError::unauthorized(
                     "the token names an agent that no longer exists",
                 )),
+                TokenCheck::Revoked => Err(ApiError::unauthorized("the token was revoked")),
             }
         })
     }
@@ -118,9 +145,13 @@ impl FromRequest for CustomerCaller {
         Box::pin(async move {
             let state = state(&req)?;
             let (account, session, token) = match bearer(&req, &state)? {
-                Bearer::Subject(Subject::Customer { account, session }, token) => {
-                    (account, session, token)
-                }
+                Bearer::Subject(
+                    Verified {
+                        subject: Subject::Customer { account, session },
+                        ..
+                    },
+                    token,
+                ) => (account, session, token),
                 _ => return Err(ApiError::forbidden("this call needs a customer token")),
             };
             let admitted = crate::app::admit(&state.node)?;

@@ -27,6 +27,9 @@ pub struct ApiError {
     /// Seconds after which a retry may succeed (`Retry-After`).
     #[serde(skip)]
     pub retry_after: Option<u32>,
+    /// The methods a path allows (`Allow`, with 405).
+    #[serde(skip)]
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -39,7 +42,29 @@ impl ApiError {
             detail: detail.into(),
             code,
             retry_after: None,
+            allow: None,
         }
+    }
+
+    /// 405 `method_not_allowed`, naming the methods the path has.
+    pub fn method_not_allowed(method: &str, allow: String) -> Self {
+        Self {
+            allow: Some(allow.clone()),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed here; this path allows {allow}"),
+            )
+        }
+    }
+
+    /// 408 `request_timeout`: the request's body did not arrive in time.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time (http.request_timeout_secs)",
+        )
     }
 
     /// 400 `invalid_request`.
@@ -88,6 +113,9 @@ impl ResponseError for ApiError {
         response.insert_header(ContentType(mime_problem()));
         if let Some(secs) = self.retry_after {
             response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        if let Some(allow) = &self.allow {
+            response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
         }
         response.body(serde_json::to_string(self).unwrap_or_default())
     }
@@ -166,6 +194,7 @@ pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
             "send the body as application/json",
         ),
         J::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
+        J::Payload(p) if super::guard::is_timeout(p) => ApiError::request_timeout(),
         _ => ApiError::invalid(format!("unreadable body: {err}")),
     }
 }
@@ -190,6 +219,8 @@ pub fn problem_for_plain_errors<B>(
         401 => "unauthorized",
         403 => "forbidden",
         404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
         409 => "conflict",
         413 => "payload_too_large",
         503 => "unavailable",

@@ -1,10 +1,12 @@
 //! The HTTP surface (API.md): thin handlers that extract, call one use case
 //! of `app/`, and map the result; errors as problem+json.
 
+pub mod admin;
 pub mod agents;
 pub mod auth;
 pub mod customer;
 pub mod error;
+pub mod guard;
 pub mod ops;
 pub mod provisioning;
 pub mod sessions;
@@ -14,7 +16,7 @@ pub mod token;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use serde::Deserialize;
 
 use crate::actors::Node;
@@ -32,6 +34,15 @@ pub struct AppState {
 /// An id from the path of a lookup: one that cannot exist is simply not found.
 pub fn lookup_id<T: FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found(what))
+}
+
+/// A JSON body that may be left out (empty or only whitespace): the
+/// defaults then.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
 /// `?before=&limit=` of a message page.
@@ -77,14 +88,11 @@ pub fn configure(max_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
         .service(
             web::scope("/v1")
                 .configure(provisioning::routes)
+                .configure(admin::routes)
                 .configure(agents::routes)
                 .configure(sessions::routes)
                 .configure(customer::routes),
         )
-        .default_service(web::to(not_found));
+        .default_service(web::to(guard::no_route));
     }
-}
-
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("route"))
 }

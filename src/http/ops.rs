@@ -34,7 +34,15 @@ async fn openapi() -> HttpResponse {
         .body(OPENAPI)
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    super::auth::metrics_caller(&req, &state)?;
+    Ok(render_metrics(&state))
+}
+
+fn render_metrics(state: &AppState) -> HttpResponse {
     let m = &state.node.metrics;
     let counters = [
         (

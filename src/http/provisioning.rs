@@ -136,12 +136,7 @@ async fn mint_token(
     let account = account_id(&path.0)?;
     let agent: AgentId = lookup_id(&path.1, "agent")?;
     use_case::existing_agent(&state.node, &account, &agent).await?;
-    let body: TokenBody = if body.iter().all(u8::is_ascii_whitespace) {
-        TokenBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
-    };
+    let body: TokenBody = super::optional_json(&body)?;
     let max = state.node.settings.auth.agent_token_ttl_secs;
     let ttl = body.ttl_secs.unwrap_or(max);
     if ttl == 0 || ttl > max {

@@ -34,6 +34,19 @@ pub enum Subject {
 struct Claims {
     sub: Subject,
     exp: i64,
+    /// When it was minted, in milliseconds (0 in tokens minted before
+    /// revocation existed: any revocation refuses them).
+    #[serde(default)]
+    iat: i64,
+}
+
+/// A valid token's subject and when it was minted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Who it speaks for.
+    pub subject: Subject,
+    /// When it was minted.
+    pub issued_at: DateTime<Utc>,
 }
 
 /// Mints and checks tokens.
@@ -57,11 +70,22 @@ impl Tokens {
         B64.encode(mac.finalize().into_bytes())
     }
 
-    /// A token for `subject`, valid until `expires_at`.
+    /// A token for `subject`, minted now, valid until `expires_at`.
     pub fn mint(&self, subject: Subject, expires_at: DateTime<Utc>) -> String {
+        self.mint_at(subject, Utc::now(), expires_at)
+    }
+
+    /// A token for `subject`, minted at `issued_at`, valid until `expires_at`.
+    pub fn mint_at(
+        &self,
+        subject: Subject,
+        issued_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> String {
         let claims = Claims {
             sub: subject,
             exp: expires_at.timestamp(),
+            iat: issued_at.timestamp_millis(),
         };
         let payload = format!(
             "v1.{}",
@@ -73,6 +97,11 @@ impl Tokens {
 
     /// The subject of a valid, unexpired token.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Option<Subject> {
+        self.verify_full(token, now).map(|v| v.subject)
+    }
+
+    /// The subject of a valid, unexpired token, and when it was minted.
+    pub fn verify_full(&self, token: &str, now: DateTime<Utc>) -> Option<Verified> {
         let (payload, signature) = token.rsplit_once('.')?;
         let given = B64.decode(signature).ok()?;
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).ok()?;
@@ -80,7 +109,11 @@ impl Tokens {
         mac.verify_slice(&given).ok()?; // constant-time comparison
         let claims = payload.strip_prefix("v1.")?;
         let claims: Claims = serde_json::from_slice(&B64.decode(claims).ok()?).ok()?;
-        (claims.exp > now.timestamp()).then_some(claims.sub)
+        let issued_at = DateTime::from_timestamp_millis(claims.iat)?;
+        (claims.exp > now.timestamp()).then_some(Verified {
+            subject: claims.sub,
+            issued_at,
+        })
     }
 }
 
@@ -103,6 +136,17 @@ mod tests {
         let token = t.mint(agent(), now + Duration::seconds(60));
         assert_eq!(t.verify(&token, now), Some(agent()));
         assert_eq!(t.verify(&token, now + Duration::seconds(61)), None);
+    }
+
+    #[test]
+    fn a_token_knows_when_it_was_minted() {
+        let t = Tokens::new("k");
+        let now = Utc::now();
+        let at = now - Duration::seconds(5);
+        let token = t.mint_at(agent(), at, now + Duration::seconds(60));
+        let verified = t.verify_full(&token, now).unwrap();
+        assert_eq!(verified.issued_at.timestamp_millis(), at.timestamp_millis());
+        assert_eq!(verified.subject, agent());
     }
 
     #[test]

@@ -28,7 +28,6 @@ pub use report::Report;
 /// Arguments of `collabd load`.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
-    name = "collabd load",
     about = "Drives running collabd nodes over the public HTTP API and verifies every outcome.",
     long_about = "Drives running collabd nodes over the public HTTP API only: provisions its own \
                   account (random id), logs agents in through the nodes round-robin, holds one \

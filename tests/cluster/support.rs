@@ -159,7 +159,10 @@ impl Node {
             .env("COLLABD__HTTP__SHUTDOWN_TIMEOUT_SECS", "1")
             .env("COLLABD__NODE__ID", name)
             .env("COLLABD__AUTH__ADMIN_TOKEN", CLUSTER_ADMIN)
-            .env("COLLABD__AUTH__SECRET", format!("secret-{namespace}"))
+            .env(
+                "COLLABD__AUTH__SECRET",
+                format!("secret-{namespace}-0123456789abcdef0123456789abcdef"),
+            )
             .env("COLLABD__BACKPLANE__KIND", "redis")
             .env("COLLABD__BACKPLANE__REDIS_URL", redis_url)
             .env("COLLABD__BACKPLANE__NAMESPACE", namespace)

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 /// The admin token of `Settings::for_tests()`.
-pub const ADMIN: &str = "test-admin-token";
+pub const ADMIN: &str = collabd::settings::TEST_ADMIN_TOKEN;
 /// How long a test waits for something that must happen.
 pub const EVENT_WAIT: Duration = Duration::from_secs(5);
 /// How long a test listens for something that must not happen, always
@@ -46,6 +46,8 @@ pub struct Reply {
     pub content_type: String,
     /// The `Retry-After` header, or empty.
     pub retry_after: String,
+    /// The `Allow` header, or empty.
+    pub allow: String,
     /// The body as text.
     pub text: String,
     /// The body parsed as JSON.
@@ -554,6 +556,7 @@ where
     let status = response.status().as_u16();
     let content_type = header_text(response.headers().get(CONTENT_TYPE));
     let retry_after = header_text(response.headers().get("retry-after"));
+    let allow = header_text(response.headers().get("allow"));
     let bytes = response
         .body()
         .limit(MAX_REPLY_BYTES)
@@ -565,6 +568,7 @@ where
         status,
         content_type,
         retry_after,
+        allow,
         text,
         json,
     }

@@ -34,10 +34,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use super::keys::{AccountKeys, Keyspace, timer_member};
 use super::{
     AcceptContext, BackplaneError, Bus, BusMessage, Claim, Claims, Commit, Committed, Deadline,
-    Directory, Fresh, Health, Presence, Result, Sessions, Timers, Topic, Transcript, Versioned,
-    Window, WindowAgent, codec,
+    Directory, Fresh, Health, Presence, Result, SessionCursor, Sessions, Timers, TokenHolder,
+    Topic, Transcript, Versioned, Window, WindowAgent, codec,
 };
-use crate::domain::session::{Target, Timer};
+use crate::domain::session::{SessionStatus, Target, Timer};
 use crate::domain::{
     Account, AccountId, Agent, AgentId, Invitation, InvitationId, Message, Portal, PortalId,
     Session, SessionId,
@@ -81,6 +81,8 @@ struct Scripts {
     commit: Script,
     refresh: Script,
     account_and_agent: Script,
+    revoke: Script,
+    sessions_page: Script,
     claim: Script,
     release: Script,
     accept_context: Script,
@@ -103,6 +105,8 @@ impl Scripts {
             commit: Script::new(scripts::COMMIT),
             refresh: Script::new(scripts::REFRESH),
             account_and_agent: Script::new(scripts::ACCOUNT_AND_AGENT),
+            revoke: Script::new(scripts::REVOKE),
+            sessions_page: Script::new(scripts::SESSIONS_PAGE),
             claim: Script::new(scripts::CLAIM),
             release: Script::new(scripts::RELEASE),
             accept_context: Script::new(scripts::ACCEPT_CONTEXT),
@@ -344,8 +348,44 @@ impl RedisBackplane {
                 at.timestamp_millis().to_string().into_bytes(),
             );
         }
+        if commit.expected_version == 0 {
+            let listed = SessionCursor::of(commit.session);
+            op(
+                k.sessions_index(SessionStatus::Active),
+                "zadd",
+                sid.as_str().as_bytes().to_vec(),
+                listed.at_ms.to_string().into_bytes(),
+            );
+        }
         if outcome.ended {
+            let listed = SessionCursor::of(commit.session);
+            let ended = k.sessions_index(SessionStatus::Ended);
+            let retention_ms = i64::try_from(commit.retention.as_millis()).unwrap_or(i64::MAX);
+            op(
+                k.sessions_index(SessionStatus::Active),
+                "zrem",
+                sid.as_str().as_bytes().to_vec(),
+                Vec::new(),
+            );
+            // Sessions whose retention ended leave the list as this one joins it.
+            op(
+                ended.clone(),
+                "zprune",
+                listed
+                    .at_ms
+                    .saturating_sub(retention_ms)
+                    .to_string()
+                    .into_bytes(),
+                Vec::new(),
+            );
+            op(
+                ended.clone(),
+                "zadd",
+                sid.as_str().as_bytes().to_vec(),
+                listed.at_ms.to_string().into_bytes(),
+            );
             let secs = commit.retention.as_secs().max(1).to_string().into_bytes();
+            op(ended, "keepfor", secs.clone(), Vec::new());
             for key in [
                 k.session(sid),
                 k.chat(sid),
@@ -412,10 +452,16 @@ fn same_payload(a: &BusMessage, b: &BusMessage) -> bool {
 #[async_trait]
 impl Directory for RedisBackplane {
     async fn put_account(&self, account: &Account) -> Result<bool> {
-        let old: Option<Vec<u8>> = redis::cmd("SET")
+        // Two slots (the account's, the list's): a pipeline, not a script.
+        let (old, _): (Option<Vec<u8>>, i64) = redis::pipe()
+            .cmd("SET")
             .arg(self.account_keys(&account.id).account())
             .arg(codec::encode(account))
             .arg("GET")
+            .cmd("ZADD")
+            .arg(self.keys.accounts())
+            .arg(0)
+            .arg(account.id.as_str())
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -468,22 +514,166 @@ impl Directory for RedisBackplane {
         self.hget_decoded(key, id.as_str()).await
     }
 
-    async fn account_and_agent(
-        &self,
-        account: &AccountId,
-        agent: &AgentId,
-    ) -> Result<(Option<Account>, Option<Agent>)> {
+    async fn account_and_agent(&self, account: &AccountId, agent: &AgentId) -> Result<TokenHolder> {
         let k = self.account_keys(account);
-        let (a, g): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+        type Read = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>, Option<i64>);
+        let (a, g, agent_mark, account_mark): Read = self
             .scripts
             .account_and_agent
             .key(k.account())
             .key(k.agents())
+            .key(k.revoked(Some(agent)))
+            .key(k.revoked(None))
             .arg(agent.as_str())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok((decoded(a)?, decoded(g)?))
+        Ok(TokenHolder {
+            account: decoded(a)?,
+            agent: decoded(g)?,
+            not_before: agent_mark
+                .max(account_mark)
+                .and_then(DateTime::from_timestamp_millis),
+        })
+    }
+
+    async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>> {
+        let from = match after {
+            Some(a) => format!("({}", a.as_str()),
+            None => "-".to_owned(),
+        };
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.accounts())
+            .arg(from)
+            .arg("+")
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One GET per account (each in its own slot), pipelined.
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            let id = AccountId::parse(id)
+                .map_err(|_| BackplaneError::Unavailable(format!("bad account id {id:?}")))?;
+            pipe.get(self.account_keys(&id).account());
+        }
+        let found: Vec<Option<Vec<u8>>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(found.len());
+        for bytes in found {
+            if let Some(account) = decoded::<Account>(bytes)? {
+                out.push(account);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn agents(
+        &self,
+        account: &AccountId,
+        after: Option<&AgentId>,
+        limit: usize,
+    ) -> Result<Vec<Agent>> {
+        // The admin's list: the agents hash is read whole and paged here.
+        let all: HashMap<String, Vec<u8>> = self
+            .conn()
+            .hgetall(self.account_keys(account).agents())
+            .await
+            .map_err(unavailable)?;
+        let mut ids: Vec<&String> = all
+            .keys()
+            .filter(|id| after.is_none_or(|a| id.as_str() > a.as_str()))
+            .collect();
+        ids.sort();
+        ids.into_iter()
+            .take(limit)
+            .map(|id| codec::decode::<Agent>(&all[id]).map_err(corrupt))
+            .collect()
+    }
+
+    async fn delete_agent(&self, account: &AccountId, agent: &AgentId) -> Result<bool> {
+        let removed: i64 = self
+            .conn()
+            .hdel(self.account_keys(account).agents(), agent.as_str())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
+    }
+
+    async fn delete_portal(&self, account: &AccountId, portal: &PortalId) -> Result<bool> {
+        let k = self.account_keys(account);
+        let (removed, _): (i64, i64) = redis::pipe()
+            .atomic()
+            .hdel(k.portals(), portal.as_str())
+            .del(k.portal_online(portal))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
+    }
+
+    async fn delete_account(&self, account: &AccountId) -> Result<bool> {
+        let k = self.account_keys(account);
+        let mut conn = self.conn();
+        let existed: i64 = conn.exists(k.account()).await.map_err(unavailable)?;
+        // Every key of the account shares its prefix. SCAN walks the whole
+        // keyspace (in pages), which is fine for a rare admin action.
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(k.pattern())
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let doomed: Vec<&String> = keys.iter().filter(|key| !k.is_revocation(key)).collect();
+            if !doomed.is_empty() {
+                let _: i64 = redis::cmd("UNLINK")
+                    .arg(&doomed)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let _: i64 = conn
+            .zrem(self.keys.accounts(), account.as_str())
+            .await
+            .map_err(unavailable)?;
+        Ok(existed == 1)
+    }
+
+    async fn revoke_tokens(
+        &self,
+        account: &AccountId,
+        agent: Option<&AgentId>,
+        at: DateTime<Utc>,
+        keep_for: Duration,
+    ) -> Result<()> {
+        let _: i64 = self
+            .scripts
+            .revoke
+            .key(self.account_keys(account).revoked(agent))
+            .arg(at.timestamp_millis())
+            .arg(keep_for.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
 
@@ -804,6 +994,62 @@ impl Sessions for RedisBackplane {
             .collect();
         offers.sort();
         Ok(offers)
+    }
+
+    async fn sessions_page(
+        &self,
+        account: &AccountId,
+        status: SessionStatus,
+        after: Option<&SessionCursor>,
+        limit: usize,
+    ) -> Result<Vec<(SessionCursor, Versioned)>> {
+        let k = self.account_keys(account);
+        let (score, member) = match after {
+            Some(c) => (c.at_ms.to_string(), c.session.as_str().to_owned()),
+            None => ("-inf".to_owned(), String::new()),
+        };
+        let page: Vec<String> = self
+            .scripts
+            .sessions_page
+            .key(k.sessions_index(status))
+            .arg(score)
+            .arg(member)
+            .arg(limit)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let cursors: Vec<SessionCursor> = page
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [id, at] => Some(SessionCursor {
+                    at_ms: at.parse::<f64>().ok()? as i64,
+                    session: SessionId::parse(id).ok()?,
+                }),
+                _ => None,
+            })
+            .collect();
+        if cursors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for c in &cursors {
+            pipe.cmd("HMGET")
+                .arg(k.session(&c.session))
+                .arg("v")
+                .arg("s");
+        }
+        let states: Vec<(Option<u64>, Option<Vec<u8>>)> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(cursors.len());
+        for (cursor, state) in cursors.into_iter().zip(states) {
+            // Gone past its retention (the index lags by at most one end).
+            if let (Some(version), Some(bytes)) = state {
+                out.push((cursor, Self::decode_session(version, &bytes)?));
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::{REDIS_TIMEOUT, lock};
 use crate::backplane::{BusMessage, Route, Routed, codec};
-use crate::domain::{AgentId, Event, PortalId, SessionId};
+use crate::domain::{AgentId, Event, LogoutReason, PortalId, SessionId};
 
 /// Pub/sub reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -34,6 +34,12 @@ enum WireMessage {
         agent: AgentId,
         portal: Option<PortalId>,
     },
+    // New variants go last: a node of the previous release still decodes
+    // every earlier one (and logs, then drops, this one).
+    LoggedOut {
+        agent: AgentId,
+        reason: LogoutReason,
+    },
 }
 
 /// The same shape, borrowed, for encoding without cloning the events.
@@ -47,6 +53,10 @@ enum WireRef<'a> {
     Presence {
         agent: &'a AgentId,
         portal: &'a Option<PortalId>,
+    },
+    LoggedOut {
+        agent: &'a AgentId,
+        reason: LogoutReason,
     },
 }
 
@@ -66,6 +76,10 @@ pub(super) fn encode(message: &BusMessage) -> Vec<u8> {
                 .collect(),
         },
         BusMessage::Presence { agent, portal } => WireRef::Presence { agent, portal },
+        BusMessage::LoggedOut { agent, reason } => WireRef::LoggedOut {
+            agent,
+            reason: *reason,
+        },
     };
     codec::encode(&wire)
 }
@@ -89,6 +103,7 @@ fn decode(payload: &[u8]) -> Result<BusMessage, codec::CodecError> {
                 .collect(),
         },
         WireMessage::Presence { agent, portal } => BusMessage::Presence { agent, portal },
+        WireMessage::LoggedOut { agent, reason } => BusMessage::LoggedOut { agent, reason },
     })
 }
 

@@ -27,6 +27,11 @@
 ///             arm    key a b      timer member a due at b (ms): ZADD
 ///             disarm key a        ZREM timer member a
 ///             expire key a        EXPIRE key a seconds (retention)
+///             zadd   key a b      ZADD member a with score b
+///             zrem   key a        ZREM member a
+///             zprune key a        ZREMRANGEBYSCORE below score a
+///             keepfor key a       EXPIRE key a seconds unless it already
+///                                 lives longer (an index of several sessions)
 /// then      number of payloads; per payload: the payload, the number of
 ///           channels, the channels — each channel gets PUBLISH payload
 /// ```
@@ -63,6 +68,11 @@ for k = 1, tonumber(ARGV[5]) do
   elseif kind == 'arm' then redis.call('ZADD', key, b, a); armed = true
   elseif kind == 'disarm' then redis.call('ZREM', key, a)
   elseif kind == 'expire' then redis.call('EXPIRE', key, a)
+  elseif kind == 'zadd' then redis.call('ZADD', key, b, a)
+  elseif kind == 'zrem' then redis.call('ZREM', key, a)
+  elseif kind == 'zprune' then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. a)
+  elseif kind == 'keepfor' then
+    if redis.call('TTL', key) < tonumber(a) then redis.call('EXPIRE', key, a) end
   end
 end
 local payloads = tonumber(ARGV[i])
@@ -99,16 +109,62 @@ if v == ARGV[1] then return {v} end
 return {v, redis.call('HGET', KEYS[1], 's')}
 "#;
 
-/// An account and one of its agents (reads only): every agent request
-/// starts with it, so it is one command.
+/// An account, one of its agents and their revocation marks (reads only):
+/// every agent request starts with it, so it is one command.
 ///
 /// ```text
-/// KEYS[1] the account   KEYS[2] its agents hash   ARGV[1] agent
+/// KEYS[1] the account   KEYS[2] its agents hash
+/// KEYS[3] the agent's revocation mark   KEYS[4] the account's
+/// ARGV[1] agent
 /// ```
 ///
-/// Returns `{account, agent}`, `false` for what does not exist.
+/// Returns `{account, agent, mark, account mark}`, `false` for what does
+/// not exist.
 pub const ACCOUNT_AND_AGENT: &str = r#"
-return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], ARGV[1]),
+        redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])}
+"#;
+
+/// Refuses tokens minted before a moment: sets a revocation mark unless a
+/// later one is already there.
+///
+/// ```text
+/// KEYS[1] the mark (the agent's or the account's)
+/// ARGV[1] the moment (ms)   ARGV[2] how long to keep the mark (ms)
+/// ```
+pub const REVOKE: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+end
+return 0
+"#;
+
+/// A page of an index of sessions (reads only).
+///
+/// ```text
+/// KEYS[1] the index (zset: session → ms)
+/// ARGV[1] the cursor's score ('-inf' from the start)
+/// ARGV[2] the cursor's session ('' from the start)   ARGV[3] page size
+/// ```
+///
+/// Returns `{session, score, ...}` after the cursor, in order.
+pub const SESSIONS_PAGE: &str = r#"
+local limit = tonumber(ARGV[3])
+local got = redis.call('ZRANGE', KEYS[1], ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, limit + 64, 'WITHSCORES')
+local out = {}
+for i = 1, #got, 2 do
+  local member, score = got[i], got[i + 1]
+  if not (ARGV[2] ~= '' and tonumber(score) == tonumber(ARGV[1]) and member <= ARGV[2]) then
+    out[#out + 1] = member
+    out[#out + 1] = score
+    if #out >= 2 * limit then break end
+  end
+end
+return out
 "#;
 
 /// First accept wins: the claim is a key set if absent, with a fencing

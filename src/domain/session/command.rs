@@ -28,6 +28,10 @@ pub enum Command {
     Leave(Leave),
     /// The lead ends the session.
     End(End),
+    /// An administrator ends the session.
+    AdminEnd(AdminEnd),
+    /// An administrator's change cancels an invitation (its portal was deleted).
+    AdminCancel(AdminCancel),
     /// The customer's client reconnected.
     CustomerReconnected(CustomerReconnected),
     /// The session's idle timer fired.
@@ -124,6 +128,18 @@ pub struct End {
     pub by: AgentId,
 }
 
+/// An administrator ends the session (its account's admin, or the
+/// account's deletion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminEnd;
+
+/// An administrator's change cancels an invitation: its portal was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminCancel {
+    /// Which invitation.
+    pub invitation: InvitationId,
+}
+
 /// The customer's client reconnected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerReconnected {
@@ -158,6 +174,8 @@ into_command!(
     Post,
     Leave,
     End,
+    AdminEnd,
+    AdminCancel,
     CustomerReconnected,
     CheckIdle
 );

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::event::{Event, InvitationSummary};
 use super::participants::{Participant, Role};
 use super::{
-    Accept, Cancel, Decline, Expire, Invite, Outcome, RecipientGone, Rules, Session, Timer,
+    Accept, AdminCancel, Cancel, Decline, Expire, Invite, Outcome, RecipientGone, Rules, Session,
+    Timer,
 };
 use crate::domain::directory::AgentRef;
 use crate::domain::error::DomainError;
@@ -150,6 +151,21 @@ impl Invitation {
     }
 }
 
+/// The features an invitation to `target` (masked or not) uses must be
+/// allowed by `policy`.
+fn require_features(policy: &Policy, target: &Target, masked: bool) -> Result<(), DomainError> {
+    if !policy.collaboration {
+        return Err(DomainError::FeatureDisabled("collaboration"));
+    }
+    if matches!(target, Target::Portal(_)) && !policy.portal_invitations {
+        return Err(DomainError::FeatureDisabled("portal invitations"));
+    }
+    if masked && !policy.masking {
+        return Err(DomainError::FeatureDisabled("masked agents"));
+    }
+    Ok(())
+}
+
 impl Invite {
     pub(super) fn apply(
         &self,
@@ -160,15 +176,7 @@ impl Invite {
         let policy = rules.policy;
         s.require_active()?;
         let inviter = s.require_participant(&self.inviter)?.agent.clone();
-        if !policy.collaboration {
-            return Err(DomainError::FeatureDisabled("collaboration"));
-        }
-        if matches!(self.target, Target::Portal(_)) && !policy.portal_invitations {
-            return Err(DomainError::FeatureDisabled("portal invitations"));
-        }
-        if self.masked && !policy.masking {
-            return Err(DomainError::FeatureDisabled("masked agents"));
-        }
+        require_features(policy, &self.target, self.masked)?;
         if self.comment.is_some() && !policy.comments {
             return Err(DomainError::FeatureDisabled("invitation comments"));
         }
@@ -279,6 +287,9 @@ pub fn check_accept(
     if s.is_participant(agent) {
         return Err(DomainError::AlreadyParticipant);
     }
+    // The account's policy now, not when it was sent: a feature switched
+    // off meanwhile stops the invitations that use it.
+    require_features(policy, &inv.target, inv.masked)?;
     if s.participants.len() as u32 >= policy.max_agents_per_session {
         return Err(DomainError::SessionFull);
     }
@@ -397,19 +408,42 @@ impl Cancel {
     ) -> Result<(), DomainError> {
         s.require_active()?;
         s.require_participant(&self.by)?;
-        if s.invitation(&self.invitation).is_none() {
-            return Err(DomainError::InvitationNotFound);
-        }
-        close(
-            s,
-            &self.invitation,
-            InvitationStatus::Cancelled,
-            WithdrawReason::Cancelled,
-            None,
-            out,
-        );
+        cancel_open(s, &self.invitation, out)?;
         s.touch(rules.now);
         Ok(())
+    }
+}
+
+/// Cancels an open invitation of an active session: its recipients get
+/// their alert withdrawn (reason `cancelled`).
+fn cancel_open(
+    s: &mut Session,
+    invitation: &InvitationId,
+    out: &mut Outcome,
+) -> Result<(), DomainError> {
+    if s.invitation(invitation).is_none() {
+        return Err(DomainError::InvitationNotFound);
+    }
+    close(
+        s,
+        invitation,
+        InvitationStatus::Cancelled,
+        WithdrawReason::Cancelled,
+        None,
+        out,
+    );
+    Ok(())
+}
+
+impl AdminCancel {
+    pub(super) fn apply(
+        &self,
+        s: &mut Session,
+        _: Rules<'_>,
+        out: &mut Outcome,
+    ) -> Result<(), DomainError> {
+        s.require_active()?;
+        cancel_open(s, &self.invitation, out)
     }
 }
 

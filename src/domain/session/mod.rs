@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 pub use chat::{Audience, Author, MAX_MESSAGE_CHARS, Message, Poster};
 pub use command::{
-    Accept, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End, Expire, Invite, Leave,
-    Post, RecipientGone,
+    Accept, AdminCancel, AdminEnd, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End,
+    Expire, Invite, Leave, Post, RecipientGone,
 };
 pub use event::{Event, InvitationSummary, SessionBrief};
 pub use invitation::{
@@ -307,6 +307,8 @@ impl Session {
             Command::Post(c) => c.apply(self, rules, &mut outcome)?,
             Command::Leave(c) => c.apply(self, rules, &mut outcome)?,
             Command::End(c) => c.apply(self, rules, &mut outcome)?,
+            Command::AdminEnd(c) => c.apply(self, rules, &mut outcome)?,
+            Command::AdminCancel(c) => c.apply(self, rules, &mut outcome)?,
             Command::CustomerReconnected(c) => c.apply(self, rules, &mut outcome)?,
             Command::CheckIdle(c) => c.apply(self, rules, &mut outcome)?,
         }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::Event;
 use super::invitation::{InvitationStatus, WithdrawReason, close};
-use super::{CheckIdle, CustomerReconnected, End, Leave, Outcome, Rules, Session, Timer};
+use super::{AdminEnd, CheckIdle, CustomerReconnected, End, Leave, Outcome, Rules, Session, Timer};
 use crate::domain::directory::AgentRef;
 use crate::domain::error::DomainError;
 use crate::domain::id::InvitationId;
@@ -73,6 +73,9 @@ pub enum EndReason {
     LastAgentLeft,
     /// No agent did anything in it for the policy's idle time.
     Idle,
+    /// An administrator ended it. (New variants go last: the codec stores
+    /// the variant's position.)
+    Admin,
 }
 
 /// When and why a session ended.
@@ -134,6 +137,19 @@ impl End {
         }
         s.touch(rules.now);
         end(s, rules.now, EndReason::EndedByLead, out);
+        Ok(())
+    }
+}
+
+impl AdminEnd {
+    pub(super) fn apply(
+        &self,
+        s: &mut Session,
+        rules: Rules<'_>,
+        out: &mut Outcome,
+    ) -> Result<(), DomainError> {
+        s.require_active()?;
+        end(s, rules.now, EndReason::Admin, out);
         Ok(())
     }
 }
