@@ -133,6 +133,33 @@ pub struct LimitSettings {
     /// Requests (event streams aside, once open) a node handles at once;
     /// more are refused with 503 and `Retry-After` rather than queued.
     pub max_in_flight: usize,
+    /// Requests a second one agent or customer token may make, sustained,
+    /// across every node (429 `rate_limited` beyond).
+    pub rate_per_token: u32,
+    /// Requests such a token may make at once after a quiet spell.
+    pub rate_burst: u32,
+    /// Requests a second the admin token may make, across every node.
+    pub admin_rate: u32,
+    /// Requests the admin token may make at once.
+    pub admin_burst: u32,
+}
+
+impl LimitSettings {
+    /// The bucket of each agent and customer token.
+    pub fn token_rate(&self) -> crate::backplane::Rate {
+        crate::backplane::Rate {
+            per_sec: self.rate_per_token,
+            burst: self.rate_burst,
+        }
+    }
+
+    /// The admin token's bucket.
+    pub fn admin_rate(&self) -> crate::backplane::Rate {
+        crate::backplane::Rate {
+            per_sec: self.admin_rate,
+            burst: self.admin_burst,
+        }
+    }
 }
 
 /// The admin token of [`Settings::for_tests`] (32 bytes or more, as every
@@ -291,6 +318,10 @@ outbox_bytes = 1048576
 [limits]
 streams_per_token = 4
 max_in_flight = 1024
+rate_per_token = 20
+rate_burst = 40
+admin_rate = 200
+admin_burst = 400
 "#;
 
 impl Settings {
@@ -397,6 +428,16 @@ impl Settings {
                 "limits.max_in_flight must be at least 1",
             ),
             (
+                (1..=1_000_000).contains(&self.limits.rate_per_token)
+                    && (1..=1_000_000).contains(&self.limits.rate_burst),
+                "limits.rate_per_token and limits.rate_burst must be 1 to 1000000",
+            ),
+            (
+                (1..=1_000_000).contains(&self.limits.admin_rate)
+                    && (1..=1_000_000).contains(&self.limits.admin_burst),
+                "limits.admin_rate and limits.admin_burst must be 1 to 1000000",
+            ),
+            (
                 (1..=3600).contains(&self.http.request_timeout_secs),
                 "http.request_timeout_secs must be 1 to 3600",
             ),
@@ -450,6 +491,12 @@ impl Settings {
         s.auth.admin_token = TEST_ADMIN_TOKEN.into();
         s.auth.secret = crate::domain::id::random_id("secret");
         s.sources = Vec::new();
+        // Tests drive one token hard (floods, races); the tests of the
+        // limits themselves set them low.
+        s.limits.rate_per_token = 1_000_000;
+        s.limits.rate_burst = 1_000_000;
+        s.limits.admin_rate = 1_000_000;
+        s.limits.admin_burst = 1_000_000;
         s
     }
 }

@@ -51,6 +51,10 @@ pub enum Failure {
     /// A token already has as many event streams open as it may.
     #[error("this token already has {0} event streams open")]
     TooManyStreams(usize),
+    /// The caller's token made more requests than its rate allows; the
+    /// next one fits after this long.
+    #[error("too many requests with this token; retry after the time given")]
+    RateLimited(std::time::Duration),
 }
 
 impl From<actix::MailboxError> for Failure {
@@ -86,6 +90,8 @@ pub struct Metrics {
     pub session_loads: AtomicU64,
     /// Requests refused because the node was at capacity.
     pub requests_shed: AtomicU64,
+    /// Requests refused because their token's rate was used up.
+    pub requests_rate_limited: AtomicU64,
 }
 
 impl Metrics {

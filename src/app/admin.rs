@@ -130,16 +130,20 @@ pub async fn delete_account(node: &Arc<Node>, id: &AccountId) -> Result<(), Fail
     node.backplane
         .revoke_tokens(id, None, Utc::now(), keep_for)
         .await?;
+    let mut after: Option<SessionCursor> = None;
     loop {
         let page = node
             .backplane
-            .sessions_page(id, SessionStatus::Active, None, PAGE_MAX)
+            .sessions_page(id, SessionStatus::Active, after.as_ref(), PAGE_MAX)
             .await?;
-        if page.is_empty() {
-            break;
-        }
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
         for (_, stored) in page {
-            end(node, &account, &stored.session.id).await?;
+            // Ended meanwhile: nothing left to do.
+            run_step(node, &account, &stored.session.id, AdminEnd.into(), |_| {
+                false
+            })
+            .await?;
         }
     }
     let mut after: Option<AgentId> = None;

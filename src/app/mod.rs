@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::actors::outbox::{Connect, Inbox, Outbox};
 use crate::actors::session::{Execute, Executed, Want};
 use crate::actors::{Admitted, Failure, Metrics, Node, StreamPermit};
-use crate::backplane::Guard;
+use crate::backplane::{Guard, RateVerdict};
 use crate::domain::{Account, Agent, AgentId, Command, SessionId};
 
 pub use crate::actors::Failure as Error;
@@ -72,8 +72,17 @@ pub async fn agent_caller(
     account: &crate::domain::AccountId,
     agent: &AgentId,
     issued_at: chrono::DateTime<chrono::Utc>,
+    token: &str,
 ) -> Result<TokenCheck, Failure> {
-    let holder = node.backplane.account_and_agent(account, agent).await?;
+    let rate = node.settings.limits.token_rate();
+    let holder = node
+        .backplane
+        .account_and_agent(account, agent, token, rate)
+        .await?;
+    if let RateVerdict::Limited(wait) = holder.rate {
+        Metrics::inc(&node.metrics.requests_rate_limited);
+        return Err(Failure::RateLimited(wait));
+    }
     if holder.not_before.is_some_and(|t| issued_at < t) {
         return Ok(TokenCheck::Revoked);
     }
@@ -83,12 +92,38 @@ pub async fn agent_caller(
     })
 }
 
-/// The account a customer token names, as stored now.
+/// The account a customer token names, as stored now, once the token had
+/// a request left (one backplane round trip).
 pub async fn customer_account(
     node: &Node,
     account: &crate::domain::AccountId,
+    token: &str,
 ) -> Result<Option<Account>, Failure> {
-    Ok(node.backplane.account(account).await?)
+    let rate = node.settings.limits.token_rate();
+    let (account, verdict) = node
+        .backplane
+        .account_for_token(account, token, rate)
+        .await?;
+    if let RateVerdict::Limited(wait) = verdict {
+        Metrics::inc(&node.metrics.requests_rate_limited);
+        return Err(Failure::RateLimited(wait));
+    }
+    Ok(account)
+}
+
+/// The admin token had a request left (one backplane round trip).
+pub async fn admin_rate(node: &Node) -> Result<(), Failure> {
+    match node
+        .backplane
+        .take_admin(node.settings.limits.admin_rate())
+        .await?
+    {
+        RateVerdict::Allowed => Ok(()),
+        RateVerdict::Limited(wait) => {
+            Metrics::inc(&node.metrics.requests_rate_limited);
+            Err(Failure::RateLimited(wait))
+        }
+    }
 }
 
 /// Runs a command on a session through this node's session actor, under

@@ -44,8 +44,8 @@ use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 
 use super::{
-    Backplane, BusMessage, Claim, Commit, Committed, Deadline, Fresh, Guard, Route, Routed,
-    SessionCursor, TokenHolder, Topic, Transcript, Versioned, Window, WindowAgent,
+    Backplane, BusMessage, Claim, Commit, Committed, Deadline, Fresh, Guard, Rate, RateVerdict,
+    Route, Routed, SessionCursor, TokenHolder, Topic, Transcript, Versioned, Window, WindowAgent,
 };
 use crate::domain::id::random_id;
 use crate::domain::session::{
@@ -55,6 +55,12 @@ use crate::domain::session::{
 use crate::domain::{
     Account, AccountId, Agent, AgentId, AgentRef, Event, InvitationId, Message, MessageId, Outcome,
     Policy, Portal, PortalId, Rules, Session, SessionId, SessionMode,
+};
+
+/// A rate no rule reaches.
+const LOOSE: Rate = Rate {
+    per_sec: 1_000_000,
+    burst: 1_000_000,
 };
 
 /// How long a rule waits for something that must arrive (pub/sub, timers).
@@ -704,7 +710,10 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
     bp.put_account(&account(&acc, "Acme")).await.unwrap();
     bp.put_agent(&acc, &profile(&a, &[])).await.unwrap();
     assert_eq!(
-        bp.account_and_agent(&acc, &a).await.unwrap().not_before,
+        bp.account_and_agent(&acc, &a, "tok", LOOSE)
+            .await
+            .unwrap()
+            .not_before,
         None
     );
 
@@ -713,7 +722,10 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
         .await
         .unwrap();
     assert_eq!(
-        bp.account_and_agent(&acc, &a).await.unwrap().not_before,
+        bp.account_and_agent(&acc, &a, "tok", LOOSE)
+            .await
+            .unwrap()
+            .not_before,
         Some(t2)
     );
     // An earlier moment does not move it back.
@@ -721,32 +733,47 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
         .await
         .unwrap();
     assert_eq!(
-        bp.account_and_agent(&acc, &a).await.unwrap().not_before,
+        bp.account_and_agent(&acc, &a, "tok", LOOSE)
+            .await
+            .unwrap()
+            .not_before,
         Some(t2)
     );
     assert_eq!(
-        bp.account_and_agent(&acc, &b).await.unwrap().not_before,
+        bp.account_and_agent(&acc, &b, "tok", LOOSE)
+            .await
+            .unwrap()
+            .not_before,
         None,
         "another agent is untouched"
     );
     assert_eq!(
-        bp.account_and_agent(&other, &a).await.unwrap().not_before,
+        bp.account_and_agent(&other, &a, "tok", LOOSE)
+            .await
+            .unwrap()
+            .not_before,
         None,
         "the same agent id in another account is untouched"
     );
     // The account's mark counts for every agent; the later one wins.
     bp.revoke_tokens(&acc, None, t3, LONG_TTL).await.unwrap();
     assert_eq!(
-        bp.account_and_agent(&acc, &a).await.unwrap().not_before,
+        bp.account_and_agent(&acc, &a, "tok", LOOSE)
+            .await
+            .unwrap()
+            .not_before,
         Some(t3)
     );
     assert_eq!(
-        bp.account_and_agent(&acc, &b).await.unwrap().not_before,
+        bp.account_and_agent(&acc, &b, "tok", LOOSE)
+            .await
+            .unwrap()
+            .not_before,
         Some(t3)
     );
     // A deleted account's marks stay.
     assert!(bp.delete_account(&acc).await.unwrap());
-    let after = bp.account_and_agent(&acc, &a).await.unwrap();
+    let after = bp.account_and_agent(&acc, &a, "tok", LOOSE).await.unwrap();
     assert_eq!(
         (after.account, after.agent, after.not_before),
         (None, None, Some(t3))
@@ -757,12 +784,15 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
         .await
         .unwrap();
     assert_eq!(
-        bp.account_and_agent(&lapsing, &a).await.unwrap().not_before,
+        bp.account_and_agent(&lapsing, &a, "tok", LOOSE)
+            .await
+            .unwrap()
+            .not_before,
         Some(t3)
     );
     let start = Instant::now();
     while bp
-        .account_and_agent(&lapsing, &a)
+        .account_and_agent(&lapsing, &a, "tok", LOOSE)
         .await
         .unwrap()
         .not_before
@@ -771,6 +801,70 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
         assert!(start.elapsed() < RETENTION_TIMEOUT, "the mark never lapsed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Token buckets: `burst` requests at once, then refused with the time
+/// until the next fits; refilled at `per_sec`; one bucket per token (agent
+/// and customer reads share the token's bucket), the admin's apart.
+pub async fn rate_buckets_allow_a_burst_then_refill(bp: &dyn Backplane) {
+    let acc = account_id();
+    let a = agent_id();
+    bp.put_account(&account(&acc, "Acme")).await.unwrap();
+    let rate = Rate {
+        per_sec: 10,
+        burst: 3,
+    };
+    let token = random_id("tok");
+    let mut verdicts = Vec::new();
+    for _ in 0..3 {
+        verdicts.push(
+            bp.account_and_agent(&acc, &a, &token, rate)
+                .await
+                .unwrap()
+                .rate,
+        );
+    }
+    assert_eq!(verdicts, [RateVerdict::Allowed; 3], "the burst");
+    // The same token's customer-style read takes from the same bucket.
+    let (found, verdict) = bp.account_for_token(&acc, &token, rate).await.unwrap();
+    assert_eq!(
+        found.map(|a| a.id),
+        Some(acc.clone()),
+        "the account is read anyway"
+    );
+    match verdict {
+        RateVerdict::Limited(wait) => assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(100),
+            "one request fits again within 1/10 s: {wait:?}"
+        ),
+        RateVerdict::Allowed => panic!("a fourth request in a burst of 3 was allowed"),
+    }
+    // Another token has its own bucket.
+    let other = random_id("tok");
+    assert_eq!(
+        bp.account_for_token(&acc, &other, rate).await.unwrap().1,
+        RateVerdict::Allowed
+    );
+    // Refilled after a while.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        bp.account_and_agent(&acc, &a, &token, rate)
+            .await
+            .unwrap()
+            .rate,
+        RateVerdict::Allowed,
+        "refilled at 10 a second"
+    );
+    // The admin's bucket: a burst, then limited.
+    let admin = Rate {
+        per_sec: 1,
+        burst: 2,
+    };
+    let mut limited = false;
+    for _ in 0..4 {
+        limited |= matches!(bp.take_admin(admin).await.unwrap(), RateVerdict::Limited(_));
+    }
+    assert!(limited, "the admin's bucket empties too");
 }
 
 /// Accounts and agents are listed in id order, in pages after a cursor;
@@ -958,40 +1052,48 @@ pub async fn directory_account_and_agent_reads_both(bp: &dyn Backplane) {
     let a = agent_id();
 
     assert_eq!(
-        pair(bp.account_and_agent(&acc, &a).await.unwrap()),
+        pair(bp.account_and_agent(&acc, &a, "tok", LOOSE).await.unwrap()),
         (None, None),
         "nothing stored yet"
     );
     let first = account(&acc, "Acme");
     bp.put_account(&first).await.unwrap();
     assert_eq!(
-        pair(bp.account_and_agent(&acc, &a).await.unwrap()),
+        pair(bp.account_and_agent(&acc, &a, "tok", LOOSE).await.unwrap()),
         (Some(first.clone()), None),
         "the account without such an agent"
     );
     let ann = agent(&a, "Ann", &[]);
     bp.put_agent(&acc, &ann).await.unwrap();
     assert_eq!(
-        pair(bp.account_and_agent(&acc, &a).await.unwrap()),
+        pair(bp.account_and_agent(&acc, &a, "tok", LOOSE).await.unwrap()),
         (Some(first.clone()), Some(ann.clone())),
         "both"
     );
 
     // The same agent id elsewhere.
     assert_eq!(
-        pair(bp.account_and_agent(&other, &a).await.unwrap()),
+        pair(
+            bp.account_and_agent(&other, &a, "tok", LOOSE)
+                .await
+                .unwrap()
+        ),
         (None, None),
         "another account sees neither"
     );
     let foreign = agent(&a, "Foreign Ann", &[]);
     bp.put_agent(&other, &foreign).await.unwrap();
     assert_eq!(
-        pair(bp.account_and_agent(&other, &a).await.unwrap()),
+        pair(
+            bp.account_and_agent(&other, &a, "tok", LOOSE)
+                .await
+                .unwrap()
+        ),
         (None, Some(foreign)),
         "an agent of an account that has no record"
     );
     assert_eq!(
-        pair(bp.account_and_agent(&acc, &a).await.unwrap()),
+        pair(bp.account_and_agent(&acc, &a, "tok", LOOSE).await.unwrap()),
         (Some(first), Some(ann)),
         "acc untouched"
     );
@@ -1002,7 +1104,7 @@ pub async fn directory_account_and_agent_reads_both(bp: &dyn Backplane) {
     bp.put_account(&renamed).await.unwrap();
     bp.put_agent(&acc, &moved).await.unwrap();
     assert_eq!(
-        pair(bp.account_and_agent(&acc, &a).await.unwrap()),
+        pair(bp.account_and_agent(&acc, &a, "tok", LOOSE).await.unwrap()),
         (Some(renamed), Some(moved)),
         "the latest of both"
     );
@@ -2915,6 +3017,7 @@ macro_rules! backplane_conformance_suite {
             directory_agents_are_scoped_by_account,
             directory_account_and_agent_reads_both,
             directory_revocation_marks_refuse_older_tokens,
+            rate_buckets_allow_a_burst_then_refill,
             directory_lists_in_pages_and_deletes,
             sessions_are_listed_by_status_in_pages,
             presence_login_returns_previous_and_logout_clears,

@@ -29,6 +29,8 @@
 //! | `collabd:{ns:a}:revoked:agent:{g}` | string | tokens of g minted before (ms) are refused; TTL: the longest token life |
 //! | `collabd:{ns:a}:revoked:account` | string | the same for every agent of the account (a deleted account) |
 //! | `collabd:{ns}:accounts` | zset | every account id (score 0, listed by id) |
+//! | `collabd:{ns:a}:rate:{token}` | hash | a token's request bucket (`t` left, `ts` ms); expires when full |
+//! | `collabd:{ns}:rate:admin` | hash | the admin token's request bucket |
 //! | `collabd:{ns}:timer-index` | zset | account → when to look at its timers (ms) |
 //! | `collabd:{ns}:timer-gen` | hash | account → bumped whenever a timer may have become its earliest |
 //!
@@ -71,6 +73,11 @@ impl Keyspace {
     /// Accounts with timers, scored by when to look at them next.
     pub fn timer_index(&self) -> String {
         format!("collabd:{{{}}}:timer-index", self.namespace)
+    }
+
+    /// The admin token's request bucket.
+    pub fn admin_bucket(&self) -> String {
+        format!("collabd:{{{}}}:rate:admin", self.namespace)
     }
 
     /// Every account's id, for the admin's list.
@@ -207,6 +214,12 @@ impl AccountKeys {
         }
     }
 
+    /// The request bucket of a token of this account (named by its
+    /// signature, base64url: no `:` or glob characters).
+    pub fn bucket(&self, token: &str) -> String {
+        self.key(&["rate", token])
+    }
+
     /// A `SCAN` pattern matching every key of the account (ids and
     /// namespaces hold no glob characters).
     pub fn pattern(&self) -> String {
@@ -274,6 +287,7 @@ mod tests {
             keys.sessions_index(SessionStatus::Ended),
             keys.revoked(None),
             keys.revoked(Some(&AgentId::parse("bob").unwrap())),
+            keys.bucket("abc_DEF-123"),
             space.channel(&Topic::Portal(acme.clone(), portal)),
             space.channel(&Topic::Agent(acme.clone(), agent)),
             space.channel(&Topic::Session(acme, session)),

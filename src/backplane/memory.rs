@@ -19,8 +19,8 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use super::{
     AcceptContext, Bus, BusMessage, Claim, Claims, Commit, Committed, Deadline, Directory, Fresh,
-    Health, Presence, Result, SessionCursor, Sessions, Timers, TokenHolder, Topic, Transcript,
-    Versioned, Window, WindowAgent, codec,
+    Health, Presence, Rate, RateLimits, RateVerdict, Result, SessionCursor, Sessions, Timers,
+    TokenHolder, Topic, Transcript, Versioned, Window, WindowAgent, codec,
 };
 use crate::domain::session::{SessionStatus, Target, Timer};
 use crate::domain::{
@@ -184,6 +184,39 @@ struct Store {
     /// mark lapses with the longest-lived token it could refuse. Outside
     /// `accounts`: a deleted account's marks outlive it.
     revoked: HashMap<(AccountId, Option<AgentId>), (i64, Instant)>,
+    /// Token buckets by token (`None`: the admin's).
+    buckets: HashMap<Option<(AccountId, String)>, Bucket>,
+}
+
+/// A token bucket: what is left, when that was, and when it will be full
+/// again (then it can be forgotten: a new bucket starts full).
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    full_at: Instant,
+}
+
+impl Store {
+    /// Takes one request from a bucket.
+    fn take(&mut self, key: Option<(AccountId, String)>, rate: Rate, now: Instant) -> RateVerdict {
+        let per_sec = f64::from(rate.per_sec.max(1));
+        let burst = f64::from(rate.burst.max(1));
+        let bucket = self.buckets.entry(key).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+            full_at: now,
+        });
+        let refilled = now.saturating_duration_since(bucket.at).as_secs_f64() * per_sec;
+        let tokens = (bucket.tokens + refilled).min(burst);
+        if tokens >= 1.0 {
+            bucket.tokens = tokens - 1.0;
+            bucket.at = now;
+            bucket.full_at = now + Duration::from_secs_f64((burst - bucket.tokens) / per_sec);
+            RateVerdict::Allowed
+        } else {
+            RateVerdict::Limited(Duration::from_secs_f64((1.0 - tokens) / per_sec))
+        }
+    }
 }
 
 impl Store {
@@ -215,6 +248,7 @@ impl Store {
                 .retain(|c| sessions.contains_key(&c.session));
         }
         self.revoked.retain(|_, (_, until)| *until > now);
+        self.buckets.retain(|_, b| b.full_at > now);
     }
 
     /// A live revocation mark.
@@ -359,9 +393,16 @@ impl Directory for MemoryBackplane {
             .and_then(|d| d.agents.get(id).cloned()))
     }
 
-    async fn account_and_agent(&self, account: &AccountId, agent: &AgentId) -> Result<TokenHolder> {
-        let s = self.store();
+    async fn account_and_agent(
+        &self,
+        account: &AccountId,
+        agent: &AgentId,
+        token: &str,
+        rate: Rate,
+    ) -> Result<TokenHolder> {
+        let mut s = self.store();
         let now = Instant::now();
+        let verdict = s.take(Some((account.clone(), token.to_owned())), rate, now);
         let not_before = s
             .revocation(account, Some(agent), now)
             .max(s.revocation(account, None, now))
@@ -371,12 +412,29 @@ impl Directory for MemoryBackplane {
                 account: d.account.clone(),
                 agent: d.agents.get(agent).cloned(),
                 not_before,
+                rate: verdict,
             },
             None => TokenHolder {
                 not_before,
+                rate: verdict,
                 ..TokenHolder::default()
             },
         })
+    }
+
+    async fn account_for_token(
+        &self,
+        account: &AccountId,
+        token: &str,
+        rate: Rate,
+    ) -> Result<(Option<Account>, RateVerdict)> {
+        let mut s = self.store();
+        let verdict = s.take(
+            Some((account.clone(), token.to_owned())),
+            rate,
+            Instant::now(),
+        );
+        Ok((s.data(account).and_then(|d| d.account.clone()), verdict))
     }
 
     async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>> {
@@ -956,6 +1014,13 @@ impl Timers for MemoryBackplane {
         };
         self.store().timers.complete(&key, deadline.lease);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RateLimits for MemoryBackplane {
+    async fn take_admin(&self, rate: Rate) -> Result<RateVerdict> {
+        Ok(self.store().take(None, rate, Instant::now()))
     }
 }
 

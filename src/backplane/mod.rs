@@ -277,8 +277,23 @@ pub trait Directory: Send + Sync {
     /// An agent by id.
     async fn agent(&self, account: &AccountId, id: &AgentId) -> Result<Option<Agent>>;
     /// An account, one of its agents and when its tokens were last
-    /// revoked, in one round trip (every agent request starts with it).
-    async fn account_and_agent(&self, account: &AccountId, agent: &AgentId) -> Result<TokenHolder>;
+    /// revoked, and a request taken from the calling token's bucket — in
+    /// one round trip (every agent request starts with it).
+    async fn account_and_agent(
+        &self,
+        account: &AccountId,
+        agent: &AgentId,
+        token: &str,
+        rate: Rate,
+    ) -> Result<TokenHolder>;
+    /// An account, and a request taken from a customer token's bucket, in
+    /// one round trip (every customer request starts with it).
+    async fn account_for_token(
+        &self,
+        account: &AccountId,
+        token: &str,
+        rate: Rate,
+    ) -> Result<(Option<Account>, RateVerdict)>;
     /// Accounts in id order, after `after`, at most `limit`.
     async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>>;
     /// Agents of an account in id order, after `after`, at most `limit`.
@@ -307,6 +322,34 @@ pub trait Directory: Send + Sync {
     ) -> Result<()>;
 }
 
+/// A token bucket's refill: `per_sec` requests a second, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests a second, sustained (at least 1).
+    pub per_sec: u32,
+    /// Requests at once after a quiet spell (at least 1).
+    pub burst: u32,
+}
+
+/// Whether a request could be taken from its bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateVerdict {
+    /// Taken.
+    #[default]
+    Allowed,
+    /// The bucket is empty: the next request fits after this long.
+    Limited(Duration),
+}
+
+/// Token buckets shared by every node (one per token, one for the admin):
+/// a request is refused (429) when its bucket is empty, whichever node it
+/// reaches.
+#[async_trait]
+pub trait RateLimits: Send + Sync {
+    /// Takes one request from the admin token's bucket.
+    async fn take_admin(&self, rate: Rate) -> Result<RateVerdict>;
+}
+
 /// What checking an agent token reads: its account and agent as stored
 /// now, and the moment before which its tokens are refused.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -318,6 +361,8 @@ pub struct TokenHolder {
     /// Tokens minted before this are refused (the later of the agent's
     /// and the account's revocation).
     pub not_before: Option<DateTime<Utc>>,
+    /// Whether the calling token had a request left.
+    pub rate: RateVerdict,
 }
 
 /// Who is logged in where.
@@ -516,11 +561,11 @@ pub trait Health: Send + Sync {
 
 /// Everything a node shares with every other node.
 pub trait Backplane:
-    Directory + Presence + Sessions + Claims + Bus + Timers + Health + 'static
+    Directory + Presence + Sessions + Claims + Bus + Timers + Health + RateLimits + 'static
 {
 }
 
 impl<T> Backplane for T where
-    T: Directory + Presence + Sessions + Claims + Bus + Timers + Health + 'static
+    T: Directory + Presence + Sessions + Claims + Bus + Timers + Health + RateLimits + 'static
 {
 }

@@ -91,13 +91,20 @@ impl FromRequest for Admin {
     type Future = Fut<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let result = state(req).and_then(|s| match bearer(req, &s)? {
-            Bearer::Admin => Ok(Admin {
-                admitted: crate::app::admit(&s.node)?,
-            }),
-            Bearer::Subject(..) => Err(ApiError::forbidden("this call needs the admin token")),
-        });
-        Box::pin(async move { result })
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state(&req)?;
+            match bearer(&req, &state)? {
+                Bearer::Admin => {}
+                Bearer::Subject(..) => {
+                    return Err(ApiError::forbidden("this call needs the admin token"));
+                }
+            }
+            crate::app::admin_rate(&state.node).await?;
+            Ok(Admin {
+                admitted: crate::app::admit(&state.node)?,
+            })
+        })
     }
 }
 
@@ -120,7 +127,8 @@ impl FromRequest for AgentCaller {
                 _ => return Err(ApiError::forbidden("this call needs an agent token")),
             };
             let admitted = crate::app::admit(&state.node)?;
-            match crate::app::agent_caller(&state.node, &account, &agent, issued_at).await? {
+            match crate::app::agent_caller(&state.node, &account, &agent, issued_at, &token).await?
+            {
                 TokenCheck::Valid(account, agent) => Ok(AgentCaller {
                     account,
                     agent,
@@ -155,7 +163,7 @@ impl FromRequest for CustomerCaller {
                 _ => return Err(ApiError::forbidden("this call needs a customer token")),
             };
             let admitted = crate::app::admit(&state.node)?;
-            let account = crate::app::customer_account(&state.node, &account)
+            let account = crate::app::customer_account(&state.node, &account, &token)
                 .await?
                 .ok_or_else(|| {
                     ApiError::unauthorized("the token names an account that no longer exists")

@@ -166,6 +166,10 @@ impl From<Failure> for ApiError {
                 retry_after: Some(1),
                 ..ApiError::unavailable(e.to_string())
             },
+            Failure::RateLimited(wait) => ApiError {
+                retry_after: Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX)),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
+            },
             Failure::TooManyStreams(_) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_streams",
@@ -222,6 +226,7 @@ pub fn problem_for_plain_errors<B>(
         405 => "method_not_allowed",
         408 => "request_timeout",
         409 => "conflict",
+        429 => "rate_limited",
         413 => "payload_too_large",
         503 => "unavailable",
         400..=499 => "invalid_request",

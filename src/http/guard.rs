@@ -126,4 +126,26 @@ mod tests {
         );
         assert_eq!(allowed_methods("/v1/nothing-here"), None);
     }
+
+    #[test]
+    fn docs_api_lists_every_operation() {
+        let docs = include_str!("../../docs/API.md");
+        let doc: serde_json::Value = serde_json::from_str(super::super::ops::OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut missing = Vec::new();
+        for (path, item) in paths {
+            for method in ["get", "put", "post", "patch", "delete"] {
+                if item.get(method).is_some() {
+                    let entry = format!("`{} {path}`", method.to_ascii_uppercase());
+                    if !docs.contains(&entry) {
+                        missing.push(entry);
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "docs/API.md lacks {missing:?}; regenerate its operation index"
+        );
+    }
 }

@@ -101,6 +101,11 @@ fn render_metrics(state: &AppState) -> HttpResponse {
             &m.requests_shed,
         ),
         (
+            "collabd_requests_rate_limited_total",
+            "Requests refused with 429 because their token's rate was used up.",
+            &m.requests_rate_limited,
+        ),
+        (
             "collabd_session_loads_total",
             "Session states read from the backplane (not served from the node's cache).",
             &m.session_loads,

@@ -40,6 +40,8 @@ pub struct Answer {
     pub status: u16,
     /// The body as received.
     pub body: Bytes,
+    /// `Retry-After` in seconds, when the server sent one.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -125,12 +127,45 @@ impl Nodes {
         };
         let mut response = sent.map_err(|e| format!("{e}"))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let body = response
             .body()
             .limit(MAX_REPLY_BYTES)
             .await
             .map_err(|e| format!("{e}"))?;
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            retry_after,
+        })
+    }
+
+    /// Like [`Nodes::call`], for setting a run up: a 429 (the admin token's
+    /// rate limit, or a token's) is retried after its `Retry-After`, so
+    /// provisioning thousands of agents paces itself to the nodes' limits.
+    pub async fn call_paced(
+        &self,
+        node: usize,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, String> {
+        const ATTEMPTS: u32 = 60;
+        let mut attempt = 0;
+        loop {
+            let answer = self.call(node, method.clone(), path, token, body).await?;
+            attempt += 1;
+            if answer.status != 429 || attempt >= ATTEMPTS {
+                return Ok(answer);
+            }
+            let wait = answer.retry_after.unwrap_or(1).clamp(1, 10);
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        }
     }
 
     /// Opens an event stream on node `node % len` and returns its body once
@@ -350,12 +385,14 @@ mod tests {
         let answer = Answer {
             status: 409,
             body: Bytes::from_static(br#"{"status":409,"code":"invitation_taken"}"#),
+            retry_after: None,
         };
         assert_eq!(answer.code().as_deref(), Some("invitation_taken"));
         assert_eq!(answer.error_key(), "409 invitation_taken");
         let bare = Answer {
             status: 502,
             body: Bytes::from_static(b"bad gateway"),
+            retry_after: None,
         };
         assert_eq!(bare.error_key(), "502");
     }

@@ -524,7 +524,7 @@ async fn provision(run: &mut Run) -> Result<(), LoadError> {
         "max_pending_invitations_per_session": MAX_PENDING_INVITATIONS_PER_SESSION,
     }});
     let put = nodes
-        .call(
+        .call_paced(
             0,
             Method::PUT,
             &format!("/v1/accounts/{}", run.prefix),
@@ -541,7 +541,11 @@ async fn provision(run: &mut Run) -> Result<(), LoadError> {
         let path = format!("/v1/accounts/{account}/portals/{}", portals[p]);
         let body = json!({"name": format!("Portal {p}")});
         let admin = &admin;
-        async move { nodes.call(p, Method::PUT, &path, admin, Some(&body)).await }
+        async move {
+            nodes
+                .call_paced(p, Method::PUT, &path, admin, Some(&body))
+                .await
+        }
     })
     .await;
     for result in results {
@@ -558,12 +562,14 @@ async fn provision(run: &mut Run) -> Result<(), LoadError> {
         async move {
             let path = format!("/v1/accounts/{account}/agents/{}", agent.id);
             let body = json!({"name": format!("Agent {i}"), "portals": [portal]});
-            let put = nodes.call(i, Method::PUT, &path, admin, Some(&body)).await;
+            let put = nodes
+                .call_paced(i, Method::PUT, &path, admin, Some(&body))
+                .await;
             if !matches!(&put, Ok(a) if a.ok()) {
                 return Err(setup_failed("creating an agent", put));
             }
             let minted = nodes
-                .call(
+                .call_paced(
                     i,
                     Method::POST,
                     &format!("{path}/tokens"),
@@ -597,7 +603,7 @@ async fn connect_agents(run: &Rc<Run>) -> Result<(), LoadError> {
             let body = json!({"portal": run.portals[agent.portal]});
             let login = run
                 .nodes
-                .call(
+                .call_paced(
                     agent.login_node,
                     Method::POST,
                     "/v1/me/login",

@@ -166,6 +166,12 @@ impl Node {
             .env("COLLABD__BACKPLANE__KIND", "redis")
             .env("COLLABD__BACKPLANE__REDIS_URL", redis_url)
             .env("COLLABD__BACKPLANE__NAMESPACE", namespace)
+            // Races and floods drive one token hard; rate limits are tested
+            // apart (tests/e2e/limits.rs, the conformance suite).
+            .env("COLLABD__LIMITS__RATE_PER_TOKEN", "1000000")
+            .env("COLLABD__LIMITS__RATE_BURST", "1000000")
+            .env("COLLABD__LIMITS__ADMIN_RATE", "1000000")
+            .env("COLLABD__LIMITS__ADMIN_BURST", "1000000")
             .env("COLLABD__LOG__FORMAT", "json")
             .env("COLLABD__LOG__LEVEL", "warn,collabd::startup=info")
             .stdout(Stdio::piped())

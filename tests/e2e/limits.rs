@@ -444,3 +444,76 @@ async fn a_node_at_capacity_sheds_requests_with_503_and_retry_after_and_loses_no
     let view = app.session(&ann.token, &session).await.expect_status(200);
     assert_eq!(view["message_count"], stored);
 }
+
+#[actix_rt::test]
+async fn a_token_past_its_rate_is_429_with_retry_after_and_other_tokens_go_on() {
+    let app = TestApp::spawn_with(|s| {
+        s.limits.rate_per_token = 2;
+        s.limits.rate_burst = 5;
+    })
+    .await;
+    let (ann, session, customer) = ann_with_a_session(&app, json!({})).await;
+    let bob = app.online(ACME, "bob", "Bob", "support").await;
+    // Ann spent 2 requests (login, create); 3 more fit in her burst.
+    let mut refused = None;
+    for _ in 0..10 {
+        let reply = app.me(&ann.token).await;
+        if reply.status == 429 {
+            refused = Some(reply);
+            break;
+        }
+        reply.expect_status(200);
+    }
+    let refused = refused.expect("ann's burst ran out");
+    assert_problem(&refused, 429, "rate_limited");
+    let wait: u64 = refused.retry_after.parse().expect("Retry-After in seconds");
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    // A refused request changes nothing and costs nothing to others.
+    let said = app.say(&ann.token, &session, "hello", "everyone").await;
+    assert_problem(&said, 429, "rate_limited");
+    let page = app.customer_messages(&customer).await.expect_status(200);
+    assert_eq!(
+        page["messages"],
+        json!([]),
+        "the refused message was not written"
+    );
+    app.me(&bob.token).await.expect_status(200);
+    app.customer_session(&customer).await.expect_status(200);
+    // Refilled at 2 a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.me(&ann.token).await.expect_status(200);
+    let metrics = app.call(Method::GET, "/metrics", None, None).await;
+    assert!(
+        metrics
+            .text
+            .lines()
+            .any(|l| l.starts_with("collabd_requests_rate_limited_total ") && !l.ends_with(" 0")),
+        "{}",
+        metrics.text
+    );
+}
+
+#[actix_rt::test]
+async fn the_admin_token_has_its_own_rate() {
+    let app = TestApp::spawn_with(|s| {
+        s.limits.admin_rate = 1;
+        s.limits.admin_burst = 3;
+    })
+    .await;
+    let ids: Vec<String> = (0..6).map(|i| format!("acc{i}")).collect();
+    let statuses: Vec<u16> = join_all(ids.iter().map(|id| app.put_account(id, json!({}))))
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
+    );
+}

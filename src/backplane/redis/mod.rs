@@ -34,8 +34,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use super::keys::{AccountKeys, Keyspace, timer_member};
 use super::{
     AcceptContext, BackplaneError, Bus, BusMessage, Claim, Claims, Commit, Committed, Deadline,
-    Directory, Fresh, Health, Presence, Result, SessionCursor, Sessions, Timers, TokenHolder,
-    Topic, Transcript, Versioned, Window, WindowAgent, codec,
+    Directory, Fresh, Health, Presence, Rate, RateLimits, RateVerdict, Result, SessionCursor,
+    Sessions, Timers, TokenHolder, Topic, Transcript, Versioned, Window, WindowAgent, codec,
 };
 use crate::domain::session::{SessionStatus, Target, Timer};
 use crate::domain::{
@@ -81,6 +81,8 @@ struct Scripts {
     commit: Script,
     refresh: Script,
     account_and_agent: Script,
+    account_for_token: Script,
+    rate: Script,
     revoke: Script,
     sessions_page: Script,
     claim: Script,
@@ -104,7 +106,9 @@ impl Scripts {
         Self {
             commit: Script::new(scripts::COMMIT),
             refresh: Script::new(scripts::REFRESH),
-            account_and_agent: Script::new(scripts::ACCOUNT_AND_AGENT),
+            account_and_agent: Script::new(&scripts::with_bucket(scripts::ACCOUNT_AND_AGENT)),
+            account_for_token: Script::new(&scripts::with_bucket(scripts::ACCOUNT_FOR_TOKEN)),
+            rate: Script::new(&scripts::with_bucket(scripts::RATE)),
             revoke: Script::new(scripts::REVOKE),
             sessions_page: Script::new(scripts::SESSIONS_PAGE),
             claim: Script::new(scripts::CLAIM),
@@ -514,17 +518,32 @@ impl Directory for RedisBackplane {
         self.hget_decoded(key, id.as_str()).await
     }
 
-    async fn account_and_agent(&self, account: &AccountId, agent: &AgentId) -> Result<TokenHolder> {
+    async fn account_and_agent(
+        &self,
+        account: &AccountId,
+        agent: &AgentId,
+        token: &str,
+        rate: Rate,
+    ) -> Result<TokenHolder> {
         let k = self.account_keys(account);
-        type Read = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>, Option<i64>);
-        let (a, g, agent_mark, account_mark): Read = self
+        type Read = (
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<i64>,
+            Option<i64>,
+            u64,
+        );
+        let (a, g, agent_mark, account_mark, wait): Read = self
             .scripts
             .account_and_agent
             .key(k.account())
             .key(k.agents())
             .key(k.revoked(Some(agent)))
             .key(k.revoked(None))
+            .key(k.bucket(token))
             .arg(agent.as_str())
+            .arg(rate.per_sec)
+            .arg(rate.burst)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -534,7 +553,28 @@ impl Directory for RedisBackplane {
             not_before: agent_mark
                 .max(account_mark)
                 .and_then(DateTime::from_timestamp_millis),
+            rate: verdict(wait),
         })
+    }
+
+    async fn account_for_token(
+        &self,
+        account: &AccountId,
+        token: &str,
+        rate: Rate,
+    ) -> Result<(Option<Account>, RateVerdict)> {
+        let k = self.account_keys(account);
+        let (a, wait): (Option<Vec<u8>>, u64) = self
+            .scripts
+            .account_for_token
+            .key(k.account())
+            .key(k.bucket(token))
+            .arg(rate.per_sec)
+            .arg(rate.burst)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok((decoded(a)?, verdict(wait)))
     }
 
     async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>> {
@@ -1180,6 +1220,31 @@ impl Timers for RedisBackplane {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+}
+
+/// A bucket script's answer: 0 when taken, else the ms until one fits.
+fn verdict(wait_ms: u64) -> RateVerdict {
+    if wait_ms == 0 {
+        RateVerdict::Allowed
+    } else {
+        RateVerdict::Limited(Duration::from_millis(wait_ms))
+    }
+}
+
+#[async_trait]
+impl RateLimits for RedisBackplane {
+    async fn take_admin(&self, rate: Rate) -> Result<RateVerdict> {
+        let wait: u64 = self
+            .scripts
+            .rate
+            .key(self.keys.admin_bucket())
+            .arg(rate.per_sec)
+            .arg(rate.burst)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(verdict(wait))
     }
 }
 

@@ -109,20 +109,75 @@ if v == ARGV[1] then return {v} end
 return {v, redis.call('HGET', KEYS[1], 's')}
 "#;
 
-/// An account, one of its agents and their revocation marks (reads only):
-/// every agent request starts with it, so it is one command.
+/// Takes one request from a token bucket (a Lua function other scripts
+/// start with; see [`with_bucket`]). The bucket is a hash `{t = tokens
+/// left, ts = when (ms)}` refilled at `per_sec` up to `burst`, on Redis's
+/// clock (so nodes' clocks do not matter); it expires once it would be
+/// full again. Returns 0 when taken, else the ms until one fits.
+pub const TAKE: &str = r#"
+local function take(key, per_sec, burst)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local b = redis.call('HMGET', key, 't', 'ts')
+  local tokens, at = tonumber(b[1]), tonumber(b[2])
+  if not tokens or not at then tokens, at = burst, now end
+  tokens = math.min(burst, tokens + math.max(0, now - at) * per_sec / 1000)
+  if tokens >= 1 then
+    tokens = tokens - 1
+    redis.call('HSET', key, 't', tostring(tokens), 'ts', now)
+    redis.call('PEXPIRE', key, math.ceil((burst - tokens) * 1000 / per_sec) + 1)
+    return 0
+  end
+  return math.ceil((1 - tokens) * 1000 / per_sec)
+end
+"#;
+
+/// A script that may call `take` (see [`TAKE`]).
+pub fn with_bucket(body: &str) -> String {
+    format!("{TAKE}{body}")
+}
+
+/// An account, one of its agents and their revocation marks, and one
+/// request from the calling token's bucket: every agent request starts
+/// with it, so it is one command.
 ///
 /// ```text
 /// KEYS[1] the account   KEYS[2] its agents hash
 /// KEYS[3] the agent's revocation mark   KEYS[4] the account's
-/// ARGV[1] agent
+/// KEYS[5] the token's bucket
+/// ARGV[1] agent   ARGV[2] requests a second   ARGV[3] burst
 /// ```
 ///
-/// Returns `{account, agent, mark, account mark}`, `false` for what does
-/// not exist.
+/// Returns `{account, agent, mark, account mark, wait}`, `false` for what
+/// does not exist; `wait` is 0 when the request was taken, else the ms
+/// until one fits.
 pub const ACCOUNT_AND_AGENT: &str = r#"
 return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], ARGV[1]),
-        redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])}
+        redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4]),
+        take(KEYS[5], tonumber(ARGV[2]), tonumber(ARGV[3]))}
+"#;
+
+/// An account and one request from a customer token's bucket.
+///
+/// ```text
+/// KEYS[1] the account   KEYS[2] the token's bucket
+/// ARGV[1] requests a second   ARGV[2] burst
+/// ```
+///
+/// Returns `{account or false, wait}` (`wait` as in ACCOUNT_AND_AGENT).
+pub const ACCOUNT_FOR_TOKEN: &str = r#"
+return {redis.call('GET', KEYS[1]), take(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))}
+"#;
+
+/// One request from a bucket (the admin token's).
+///
+/// ```text
+/// KEYS[1] the bucket   ARGV[1] requests a second   ARGV[2] burst
+/// ```
+///
+/// Returns `wait` as in ACCOUNT_AND_AGENT.
+pub const RATE: &str = r#"
+return take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 "#;
 
 /// Refuses tokens minted before a moment: sets a revocation mark unless a
