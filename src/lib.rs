@@ -6,6 +6,7 @@ pub mod backplane;
 pub mod domain;
 pub mod http;
 pub mod load;
+pub mod metrics;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

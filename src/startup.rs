@@ -89,15 +89,7 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(middleware::from_fn(crate::http::guard::body_deadline))
                 .wrap(middleware::ErrorHandlers::new().default_handler(problem_for_plain_errors))
-                // An event stream's access line would only be written when
-                // it ends, and its logger would hold a copy of the format
-                // for the stream's whole life (per connected agent).
-                .wrap(
-                    middleware::Logger::new("%r %s %Dms")
-                        .log_target("collabd::http")
-                        .exclude("/v1/me/events")
-                        .exclude("/v1/customer/events"),
-                )
+                .wrap(middleware::from_fn(crate::http::observe::observe))
                 .configure(configure(max_body))
         })
         .listen(listener)?
@@ -187,6 +179,7 @@ async fn expire_due(node: Arc<Node>, due: mpsc::Receiver<Deadline>) {
 }
 
 async fn handle_due(node: &Arc<Node>, deadline: &Deadline) {
+    node.metrics.timer_handled(deadline.at);
     {
         let handled = match fire(node, deadline).await {
             Ok(()) => true,
@@ -245,6 +238,7 @@ async fn resync_on_reconnect(node: Arc<Node>) {
             continue;
         }
         tracing::info!("backplane fan-out restored; resyncing local streams");
+        crate::actors::Metrics::inc(&node.metrics.pubsub_reconnects);
         node.resync_streams();
     }
 }

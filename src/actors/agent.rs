@@ -15,7 +15,7 @@ use super::portal::{Join, Leave};
 use super::{Failure, Metrics, Node, reads};
 use crate::backplane::{BusMessage, Route, Topic};
 use crate::domain::visibility::{ClientEvent, Viewer, view};
-use crate::domain::{AccountId, AgentId, PortalId};
+use crate::domain::{AccountId, AgentId, Event, PortalId};
 
 /// Resync attempts, RESYNC_RETRY apart, before streams are closed instead.
 const RESYNC_ATTEMPTS: u32 = 20;
@@ -250,8 +250,13 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for AgentA
                                     .map(|e| Prepared::from(&e))
                             })
                         }
-                        Route::Recipient => view(&Viewer::Recipient(&self.agent), session, event)
-                            .map(|e| Arc::new(Prepared::from(&e))),
+                        Route::Recipient => {
+                            if let Event::InvitationOffered { invitation, .. } = event.as_ref() {
+                                self.node.metrics.offer_delivered(invitation.created_at);
+                            }
+                            view(&Viewer::Recipient(&self.agent), session, event)
+                                .map(|e| Arc::new(Prepared::from(&e)))
+                        }
                         Route::Customer => None,
                     };
                     if let Some(prepared) = prepared {

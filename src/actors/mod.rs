@@ -10,7 +10,7 @@ pub mod session;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::{Actor, Addr, ArbiterHandle};
@@ -63,51 +63,7 @@ impl From<actix::MailboxError> for Failure {
     }
 }
 
-/// Counters exported on `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Sessions created on this node.
-    pub sessions_created: AtomicU64,
-    /// Invitations sent from this node.
-    pub invitations_sent: AtomicU64,
-    /// Accepts that won their claim.
-    pub accepts_won: AtomicU64,
-    /// Accepts refused because another agent won.
-    pub accepts_lost: AtomicU64,
-    /// Commits retried after a version conflict.
-    pub commit_conflicts: AtomicU64,
-    /// Event streams opened.
-    pub streams_opened: AtomicU64,
-    /// Clients dropped because their outbox was full.
-    pub slow_clients_dropped: AtomicU64,
-    /// Events written to client outboxes.
-    pub events_delivered: AtomicU64,
-    /// Events viewed and serialized (once per node per event and viewer kind).
-    pub events_prepared: AtomicU64,
-    /// Stream requests refused because the token had too many open.
-    pub streams_refused: AtomicU64,
-    /// Session states read from the backplane (cache misses and reloads).
-    pub session_loads: AtomicU64,
-    /// Requests refused because the node was at capacity.
-    pub requests_shed: AtomicU64,
-    /// Requests refused because their token's rate was used up.
-    pub requests_rate_limited: AtomicU64,
-}
-
-impl Metrics {
-    /// Adds one to a counter.
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one fan-out to clients: events queued and slow clients dropped.
-    pub fn record_delivery(&self, delivered: usize, slow: usize) {
-        self.events_delivered
-            .fetch_add(delivered as u64, Ordering::Relaxed);
-        self.slow_clients_dropped
-            .fetch_add(slow as u64, Ordering::Relaxed);
-    }
-}
+pub use crate::metrics::Metrics;
 
 type Key<T> = (AccountId, T);
 
@@ -329,6 +285,8 @@ pub struct StreamPermits {
 pub struct StreamPermit {
     key: String,
     open: Arc<Mutex<HashMap<String, usize>>>,
+    /// The open streams of its role, on `/metrics`.
+    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl StreamPermits {
@@ -339,17 +297,24 @@ impl StreamPermits {
         }
     }
 
-    /// A place for one more stream of the token `key`, if it has one left.
-    pub fn acquire(&self, key: &str) -> Result<StreamPermit, Failure> {
+    /// A place for one more stream of the token `key`, if it has one left;
+    /// `gauge` counts it while it is open.
+    pub fn acquire(
+        &self,
+        key: &str,
+        gauge: prometheus_client::metrics::gauge::Gauge,
+    ) -> Result<StreamPermit, Failure> {
         let mut open = lock(&self.open);
         let count = open.entry(key.to_owned()).or_default();
         if *count >= self.limit {
             return Err(Failure::TooManyStreams(self.limit));
         }
         *count += 1;
+        gauge.inc();
         Ok(StreamPermit {
             key: key.to_owned(),
             open: self.open.clone(),
+            gauge,
         })
     }
 
@@ -361,6 +326,7 @@ impl StreamPermits {
 
 impl Drop for StreamPermit {
     fn drop(&mut self) {
+        self.gauge.dec();
         let mut open = lock(&self.open);
         if let Some(count) = open.get_mut(&self.key) {
             *count = count.saturating_sub(1);

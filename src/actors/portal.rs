@@ -108,6 +108,9 @@ impl PortalActor {
             }
         }
         self.node.metrics.record_delivery(delivered, slow);
+        if let Event::InvitationOffered { invitation, .. } = event {
+            self.node.metrics.offer_delivered(invitation.created_at);
+        }
     }
 }
 

@@ -362,9 +362,7 @@ async fn execute(
         match node.backplane.commit(account, commit).await {
             Ok(Committed::Stored(version)) => {
                 current.version = version;
-                node.metrics
-                    .invitations_sent
-                    .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
+                node.metrics.invitations_sent.inc_by(sent as u64);
                 let done = Executed::new(&current.session, outcome, want, None);
                 return (Ok(done), Some(current));
             }
@@ -451,9 +449,6 @@ async fn accept(
                 .map_err(Failure::from),
             None => Err(Failure::NotFound("invitation")),
         };
-        if matches!(answer, Err(Failure::Domain(DomainError::InvitationTaken))) {
-            Metrics::inc(&node.metrics.accepts_lost);
-        }
         return (answer, Some(current));
     }
     if let Err(e) = check_accept(
@@ -487,7 +482,6 @@ async fn accept(
     {
         Ok(Claim::Won { fence }) => fence,
         Ok(Claim::Lost { .. }) => {
-            Metrics::inc(&node.metrics.accepts_lost);
             return (Err(DomainError::InvitationTaken.into()), Some(current));
         }
         Err(e) => return (Err(e.into()), Some(current)),
@@ -515,10 +509,7 @@ async fn accept(
     )
     .await;
     match result {
-        Ok(done) => {
-            Metrics::inc(&node.metrics.accepts_won);
-            (Ok(done), cache)
-        }
+        Ok(done) => (Ok(done), cache),
         // Closed between the read and the commit: the claim was taken
         // again after the winner's commit deleted it, and the commit's
         // version check refused the second join. The history says how it closed.
@@ -544,9 +535,6 @@ async fn accept(
                     .map_err(Failure::from),
                 _ => Err(Failure::NotFound("invitation")),
             };
-            if matches!(answer, Err(Failure::Domain(DomainError::InvitationTaken))) {
-                Metrics::inc(&node.metrics.accepts_lost);
-            }
             (answer, cache)
         }
         Err(e) => {

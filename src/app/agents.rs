@@ -135,5 +135,5 @@ pub async fn events(
     caller: &AgentCaller,
 ) -> Result<(Inbox, StreamPermit), Failure> {
     let actor = node.agent(&caller.account.id, &caller.agent.id);
-    super::open_stream(node, &caller.token, actor).await
+    super::open_stream(node, &caller.token, crate::metrics::Role::Agent, actor).await
 }

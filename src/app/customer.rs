@@ -122,5 +122,5 @@ pub async fn events(
 ) -> Result<(Inbox, StreamPermit), Failure> {
     view(node, caller).await?;
     let actor = node.session(&caller.account.id, &caller.session);
-    super::open_stream(node, &caller.token, actor).await
+    super::open_stream(node, &caller.token, crate::metrics::Role::Customer, actor).await
 }

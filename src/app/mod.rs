@@ -150,6 +150,7 @@ pub(crate) async fn run(
 pub(crate) async fn open_stream<A>(
     node: &Node,
     token: &str,
+    role: crate::metrics::Role,
     actor: actix::Addr<A>,
 ) -> Result<(Inbox, StreamPermit), Failure>
 where
@@ -157,7 +158,7 @@ where
 {
     let permit = node
         .permits
-        .acquire(token)
+        .acquire(token, node.metrics.streams_of(role))
         .inspect_err(|_| Metrics::inc(&node.metrics.streams_refused))?;
     let sse = &node.settings.sse;
     let (outbox, inbox) = Outbox::channel(sse.outbox, sse.outbox_bytes);

@@ -16,6 +16,7 @@ use crate::domain::session::{
 };
 use crate::domain::visibility::{AgentSessionView, InvitationView, Viewer, message_view};
 use crate::domain::{DomainError, InvitationId, MessageId, Rules, Session, SessionId, SessionMode};
+use crate::metrics::AcceptOutcome;
 
 /// The default page of chat messages.
 pub const MESSAGE_PAGE: usize = 50;
@@ -354,13 +355,31 @@ pub async fn accept(
     let done = node
         .session(&caller.account.id, &session)
         .send(accept)
-        .await??;
+        .await?;
+    if let Some(outcome) = accept_outcome(&done) {
+        node.metrics.accepted(outcome);
+    }
+    let done = done?;
     match (done.invitation, done.agent_view) {
         (Some(invitation), Some(session)) => Ok(Accepted {
             invitation,
             session,
         }),
         _ => Err(Failure::NotFound("invitation")),
+    }
+}
+
+/// How an accept ended, for `/metrics` (`None`: it failed for reasons of
+/// the node or the backplane, counted with the requests).
+fn accept_outcome(result: &Result<Executed, Failure>) -> Option<AcceptOutcome> {
+    match result {
+        Ok(_) => Some(AcceptOutcome::Won),
+        Err(Failure::Domain(DomainError::InvitationTaken)) => Some(AcceptOutcome::Taken),
+        Err(Failure::Domain(DomainError::InvitationClosed)) => Some(AcceptOutcome::Expired),
+        Err(Failure::Domain(_) | Failure::Forbidden(_) | Failure::NotFound(_)) => {
+            Some(AcceptOutcome::Refused)
+        }
+        Err(_) => None,
     }
 }
 

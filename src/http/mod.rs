@@ -7,6 +7,7 @@ pub mod auth;
 pub mod customer;
 pub mod error;
 pub mod guard;
+pub mod observe;
 pub mod ops;
 pub mod provisioning;
 pub mod sessions;

@@ -48,6 +48,8 @@ pub struct Reply {
     pub retry_after: String,
     /// The `Allow` header, or empty.
     pub allow: String,
+    /// The `X-Request-Id` header, or empty.
+    pub request_id: String,
     /// The body as text.
     pub text: String,
     /// The body parsed as JSON.
@@ -179,6 +181,20 @@ impl TestApp {
             None => request.send().await,
         };
         read_reply(sent).await
+    }
+
+    /// Sends a request without a body, with these headers.
+    pub async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        for (name, value) in headers {
+            request = request.insert_header((*name, *value));
+        }
+        read_reply(request.send().await).await
     }
 
     /// Sends raw bytes with a given content type.
@@ -557,6 +573,7 @@ where
     let content_type = header_text(response.headers().get(CONTENT_TYPE));
     let retry_after = header_text(response.headers().get("retry-after"));
     let allow = header_text(response.headers().get("allow"));
+    let request_id = header_text(response.headers().get("x-request-id"));
     let bytes = response
         .body()
         .limit(MAX_REPLY_BYTES)
@@ -569,6 +586,7 @@ where
         content_type,
         retry_after,
         allow,
+        request_id,
         text,
         json,
     }

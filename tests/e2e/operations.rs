@@ -41,23 +41,46 @@ async fn health_and_readiness_answer_200() {
 #[actix_rt::test]
 async fn metrics_are_prometheus_text_with_collabd_counters() {
     let app = TestApp::spawn().await;
+    // A request before the scrape, so the request families have a sample.
+    app.call(Method::GET, "/healthz", None, None).await;
     let reply = app.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(reply.status, 200);
     assert!(
-        reply.content_type.starts_with("text/plain"),
+        reply
+            .content_type
+            .starts_with("application/openmetrics-text"),
         "{}",
         reply.content_type
     );
+    // OpenMetrics names a counter family without `_total`; its samples have it.
     for name in [
-        "collabd_sessions_created_total",
-        "collabd_invitations_sent_total",
-        "collabd_accepts_won_total",
-        "collabd_streams_opened_total",
-        "collabd_slow_clients_dropped_total",
+        "collabd_sessions_created",
+        "collabd_invitations_sent",
+        "collabd_accepts",
+        "collabd_streams_opened",
+        "collabd_slow_clients_dropped",
+        "collabd_http_requests",
+        "collabd_pubsub_reconnects",
     ] {
         assert!(
             reply.text.contains(&format!("# TYPE {name} counter")),
             "{name} missing from:\n{}",
+            reply.text
+        );
+    }
+    for (name, kind) in [
+        ("collabd_http_request_duration_seconds", "histogram"),
+        ("collabd_invitation_delivery_seconds", "histogram"),
+        ("collabd_timer_lag_seconds", "histogram"),
+        ("collabd_redis_command_duration_seconds", "histogram"),
+        ("collabd_open_streams", "gauge"),
+        ("collabd_live_actors", "gauge"),
+        ("collabd_build_info", "gauge"),
+    ] {
+        assert!(
+            reply.text.contains(&format!("# TYPE {name} {kind}"))
+                && reply.text.contains(&format!("# HELP {name} ")),
+            "{name} ({kind}) missing from:\n{}",
             reply.text
         );
     }
@@ -184,6 +207,95 @@ async fn a_graceful_shutdown_ends_every_open_event_stream() {
         .collect();
     assert!(after.is_empty(), "events after shutdown: {after:?}");
     carols.expect_end(EVENT_WAIT).await;
+}
+
+/// The value of one labelled sample on `/metrics` (`name{labels}`), 0 if absent.
+async fn sample(app: &TestApp, name_and_labels: &str) -> f64 {
+    let text = app.call(Method::GET, "/metrics", None, None).await.text;
+    let prefix = format!("{name_and_labels} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[actix_rt::test]
+async fn every_accept_outcome_requests_streams_and_deliveries_are_measured() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let bob = app.online(ACME, "bob", "Bob", "support").await;
+    let cid = app.online(ACME, "cid", "Cid", "support").await;
+    let (mut bobs, _) = app.agent_events(&bob.token).await;
+    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
+    let (_carols, _) = app.customer_events(&customer).await;
+    let session = id_of(&session);
+    let inv = app
+        .invite(
+            &ann.token,
+            &session,
+            json!({"target": {"portal": "support"}}),
+        )
+        .await
+        .expect_status(201);
+    bobs.expect("invitation_offered", EVENT_WAIT).await;
+    app.accept(&bob.token, &id_of(&inv))
+        .await
+        .expect_status(200);
+    // A lost race answered from the history, and a refusal.
+    app.accept(&cid.token, &id_of(&inv))
+        .await
+        .expect_status(409);
+    let direct = app
+        .invite(&ann.token, &session, json!({"target": {"agent": "cid"}}))
+        .await
+        .expect_status(201);
+    app.accept(&bob.token, &id_of(&direct))
+        .await
+        .expect_status(403);
+    assert_eq!(
+        sample(&app, "collabd_accepts_total{outcome=\"won\"}").await,
+        1.0
+    );
+    assert_eq!(
+        sample(&app, "collabd_accepts_total{outcome=\"taken\"}").await,
+        1.0
+    );
+    assert_eq!(
+        sample(&app, "collabd_accepts_total{outcome=\"refused\"}").await,
+        1.0
+    );
+    assert_eq!(
+        sample(&app, "collabd_open_streams{role=\"agent\"}").await,
+        1.0
+    );
+    assert_eq!(
+        sample(&app, "collabd_open_streams{role=\"customer\"}").await,
+        1.0
+    );
+    assert!(
+        sample(&app, "collabd_invitation_delivery_seconds_count").await >= 1.0,
+        "the offer's delivery was timed"
+    );
+    assert_eq!(
+        sample(
+            &app,
+            "collabd_http_requests_total{route=\"/v1/invitations/{invitation}/accept\",method=\"POST\",status=\"409\"}"
+        )
+        .await,
+        1.0
+    );
+    // Every answer names its request; a client's own id is kept.
+    let reply = app
+        .call_with_headers(Method::GET, "/healthz", &[("x-request-id", "trace-42")])
+        .await;
+    assert_eq!(reply.request_id, "trace-42");
+    let fresh = app.call(Method::GET, "/healthz", None, None).await;
+    assert!(
+        fresh.request_id.starts_with("req-"),
+        "{:?}",
+        fresh.request_id
+    );
 }
 
 /// `collabd_live_actors{kind="…"}` from `/metrics`.

@@ -76,6 +76,43 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// The shared connection, each round trip timed for `/metrics`
+/// (`collabd_redis_command_duration_seconds`).
+#[derive(Clone)]
+struct Timed(ConnectionManager);
+
+impl redis::aio::ConnectionLike for Timed {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let answer = self.0.req_packed_command(cmd).await;
+            crate::metrics::redis_round_trip(started.elapsed());
+            answer
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let answer = self.0.req_packed_commands(pipeline, offset, count).await;
+            crate::metrics::redis_round_trip(started.elapsed());
+            answer
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
 /// The scripts, each loaded once per Redis (EVALSHA after the first call).
 struct Scripts {
     commit: Script,
@@ -200,8 +237,8 @@ impl RedisBackplane {
         &self.keys
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    fn conn(&self) -> Timed {
+        Timed(self.conn.clone())
     }
 
     fn account_keys(&self, account: &AccountId) -> AccountKeys {
