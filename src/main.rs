@@ -109,6 +109,7 @@ async fn serve(settings: Settings) -> std::io::Result<()> {
         node = %settings.node.id,
         backplane = ?settings.backplane.kind,
         redis_url = %redis_url,
+        tls_ca_file = %settings.backplane.tls_ca_file,
         namespace = %settings.backplane.namespace,
         config_files = ?settings.sources,
         metrics_protected = !settings.auth.metrics_token.is_empty(),

@@ -78,8 +78,11 @@ pub struct AuthSettings {
 pub struct BackplaneSettings {
     /// `memory` (embedded, one node) or `redis` (cluster).
     pub kind: BackplaneKind,
-    /// Redis URL for `redis`.
+    /// Redis URL for `redis`; `rediss://` for TLS.
     pub redis_url: String,
+    /// A PEM file of the CA certificate(s) to trust for a `rediss://` URL
+    /// instead of the platform's roots; empty means the platform's roots.
+    pub tls_ca_file: String,
     /// Key and channel prefix, so deployments can share a Redis.
     pub namespace: String,
 }
@@ -228,6 +231,35 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The PEM bytes of `backplane.tls_ca_file`, once they are known to hold
+/// at least one certificate (and nothing unreadable); the error names the
+/// file.
+pub fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("backplane.tls_ca_file {path}: cannot be read: {e}"))?;
+    // The same checks the redis crate makes when it builds the client:
+    // PEM blocks, each an X.509 certificate usable as a trust anchor.
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+        let certificate = certificate.map_err(|e| {
+            format!("backplane.tls_ca_file {path}: not a PEM certificate file: {e}")
+        })?;
+        roots.add(certificate).map_err(|e| {
+            format!("backplane.tls_ca_file {path}: not a usable CA certificate: {e}")
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "backplane.tls_ca_file {path}: holds no PEM certificate \
+             (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(pem)
+}
+
 /// Every leaf key of a configuration, dotted (`http.listen`).
 fn leaf_keys(prefix: &str, value: &Value, out: &mut BTreeSet<String>) {
     match &value.kind {
@@ -304,6 +336,7 @@ metrics_token = ""
 [backplane]
 kind = "memory"
 redis_url = "redis://127.0.0.1:6379"
+tls_ca_file = ""
 namespace = "collabd"
 
 [log]
@@ -353,6 +386,7 @@ impl Settings {
             settings.node.id = crate::domain::id::random_id("node");
         }
         settings.validate().map_err(config::ConfigError::Message)?;
+        settings.check_tls().map_err(config::ConfigError::Message)?;
         settings
             .check_secrets()
             .map_err(config::ConfigError::Message)?;
@@ -477,6 +511,24 @@ impl Settings {
         }
     }
 
+    /// Refuses a `backplane.tls_ca_file` that would only fail on the first
+    /// connection: one that names no readable PEM certificate, or that
+    /// comes with a URL that is not `rediss://` (it would be ignored).
+    pub fn check_tls(&self) -> Result<(), String> {
+        let ca_file = &self.backplane.tls_ca_file;
+        if ca_file.is_empty() {
+            return Ok(());
+        }
+        if !self.backplane.redis_url.starts_with("rediss://") {
+            return Err(format!(
+                "backplane.tls_ca_file is set ({ca_file}) but backplane.redis_url ({}) is not \
+                 a rediss:// URL; use rediss:// for TLS, or unset tls_ca_file",
+                self.redis_url_for_logs()
+            ));
+        }
+        read_ca_file(ca_file).map(|_| ())
+    }
+
     /// Settings for tests: memory backplane, a free port, one worker.
     pub fn for_tests() -> Self {
         let mut s: Settings = Config::builder()
@@ -584,6 +636,63 @@ mod tests {
         .unwrap();
         assert!(ok.unsafe_secrets().is_empty());
         assert!(!ok.is_private());
+    }
+
+    #[test]
+    fn a_tls_ca_file_that_is_missing_not_a_certificate_or_without_rediss_refuses_start_up() {
+        let dir = std::env::temp_dir().join(crate::domain::id::random_id("ca"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let with = |url: &str, ca: &Path| {
+            format!(
+                "[backplane]\nredis_url = \"{url}\"\ntls_ca_file = \"{}\"\n",
+                ca.display()
+            )
+        };
+        let tls = "rediss://127.0.0.1:6380";
+
+        // Unset: nothing to check, whatever the URL.
+        assert!(load_file(&format!("[backplane]\nredis_url = \"{tls}\"\n")).is_ok());
+
+        let missing = dir.join("missing.pem");
+        let err = load_file(&with(tls, &missing)).unwrap_err();
+        assert!(err.contains("backplane.tls_ca_file"), "{err}");
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+        assert!(err.contains("cannot be read"), "{err}");
+
+        let text = dir.join("notes.txt");
+        std::fs::write(&text, "not a certificate\n").unwrap();
+        let err = load_file(&with(tls, &text)).unwrap_err();
+        assert!(err.contains(&text.display().to_string()), "{err}");
+        assert!(err.contains("no PEM certificate"), "{err}");
+
+        // A private key alone is no CA.
+        let key = dir.join("key.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = load_file(&with(tls, &key)).unwrap_err();
+        assert!(err.contains("no PEM certificate"), "{err}");
+
+        // A certificate block whose content is no certificate.
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = load_file(&with(tls, &garbage)).unwrap_err();
+        assert!(err.contains(&garbage.display().to_string()), "{err}");
+        assert!(err.contains("not a usable CA certificate"), "{err}");
+
+        // A CA for a URL that is not TLS would be ignored: refused, the
+        // URL's password kept out of the message.
+        let err = load_file(&with("redis://:hunter2@127.0.0.1:6379", &garbage)).unwrap_err();
+        assert!(err.contains("not a rediss:// URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

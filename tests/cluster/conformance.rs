@@ -30,6 +30,7 @@ async fn redis_backplane() -> Fixture {
     let settings = BackplaneSettings {
         kind: BackplaneKind::Redis,
         redis_url: server.url(),
+        tls_ca_file: String::new(),
         namespace: collabd::domain::id::random_id("conf"),
     };
     let backplane: Arc<dyn Backplane> =

@@ -8,3 +8,4 @@ pub mod support;
 mod conformance;
 mod cost;
 mod scenarios;
+mod tls;

@@ -15,7 +15,8 @@ fn apps(nodes: &[super::support::Node]) -> Vec<TestApp> {
     nodes.iter().map(|n| TestApp::remote(n.port)).collect()
 }
 
-async fn wait_ready(app: &TestApp, ready: bool, within: Duration) {
+/// Waits until `/readyz` answers 200 (`ready`) or not, failing after `within`.
+pub(super) async fn wait_ready(app: &TestApp, ready: bool, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let status = app

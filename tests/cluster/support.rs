@@ -1,13 +1,13 @@
 //! Real processes for cluster tests: a `redis-server` on a free port that a
-//! test can kill and restart (with persistence on), and collabd nodes run
-//! from the built binary that a test can `kill -9`. Everything is cleaned
-//! up on drop.
+//! test can kill and restart (with persistence on), also speaking only TLS
+//! with a certificate the test generated, and collabd nodes run from the
+//! built binary that a test can `kill -9`. Everything is cleaned up on drop.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// The admin token every cluster node is started with: the one the shared
@@ -23,7 +23,8 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn scratch_dir(what: &str) -> PathBuf {
+/// A scratch directory of its own (removed by whoever made it).
+pub fn scratch_dir(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "collabd-test-{what}-{}-{:x}",
         std::process::id(),
@@ -42,41 +43,64 @@ fn rand_u64() -> u64 {
 
 /// A redis-server of our own.
 pub struct RedisServer {
-    /// Its port.
+    /// Its port (the TLS one when it speaks TLS).
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Certificate, key and CA file it serves TLS with (and no plain port),
+    /// if any.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl RedisServer {
     /// Starts one on a free port, persisting to a scratch directory (AOF).
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts one that speaks only TLS (`--port 0 --tls-port …`) with this
+    /// certificate chain and key; clients are not asked for certificates.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        Self::start_with(Some((cert.to_owned(), key.to_owned(), ca.to_owned())))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Self {
         let mut server = Self {
             port: free_port(),
             dir: scratch_dir("redis"),
             child: None,
+            tls,
         };
         server.launch();
         server
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://…` when it speaks TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-            ])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key, ca)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
             .arg("--appendfsync")
             .arg("always")
             .arg("--dir")
@@ -102,6 +126,10 @@ impl RedisServer {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls.is_some() {
+            // Listening is enough: the handshake is what the test is about.
+            return true;
+        }
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         let mut buf = [0u8; 16];
         s.write_all(b"PING\r\n").is_ok()
@@ -124,7 +152,8 @@ impl RedisServer {
         self.launch();
     }
 
-    /// Runs one command with redis-cli and returns its output.
+    /// Runs one command with redis-cli and returns its output (plain
+    /// servers only).
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
@@ -147,12 +176,18 @@ pub struct Node {
     /// Its port.
     pub port: u16,
     child: Option<Child>,
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Node {
     /// Starts the built binary against `redis_url` in `namespace`, and waits
     /// until it logs `listening on`.
     pub fn start(redis_url: &str, namespace: &str, name: &str) -> Self {
+        Self::start_with(redis_url, namespace, name, &[])
+    }
+
+    /// Like [`Node::start`], with more `COLLABD__…` variables.
+    pub fn start_with(redis_url: &str, namespace: &str, name: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_collabd"))
             .env("COLLABD__HTTP__LISTEN", "127.0.0.1:0")
             .env("COLLABD__HTTP__WORKERS", "1")
@@ -174,17 +209,21 @@ impl Node {
             .env("COLLABD__LIMITS__ADMIN_BURST", "1000000")
             .env("COLLABD__LOG__FORMAT", "json")
             .env("COLLABD__LOG__LEVEL", "warn,collabd::startup=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("the collabd binary starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let kept = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(port) = listening_port(&line) {
                     let _ = tx.send(port);
                 }
+                kept.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
         let port = rx
@@ -193,7 +232,13 @@ impl Node {
         Self {
             port,
             child: Some(child),
+            logs,
         }
+    }
+
+    /// What it logged so far (warnings and start-up lines), one per line.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// `kill -9`: no shutdown, no goodbye.

@@ -28,7 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, Script};
+use redis::{AsyncCommands, Client, Script, TlsCertificates};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::keys::{AccountKeys, Keyspace, timer_member};
@@ -58,6 +58,32 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn unavailable(e: redis::RedisError) -> BackplaneError {
     BackplaneError::Unavailable(e.to_string())
+}
+
+/// The client every connection of this backplane (commands and pub/sub)
+/// is opened from. A `rediss://` URL is TLS (rustls): the server's
+/// certificate is checked against `tls_ca_file` when set, else against the
+/// platform's roots.
+fn client(settings: &BackplaneSettings) -> Result<Client> {
+    // rustls needs a process-wide crypto provider; the redis crate picks
+    // none. Installing ours (ring) is a no-op when one already is, and
+    // keeps working if another crate ever enables a second provider
+    // (rustls would then refuse to guess).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = settings.redis_url.as_str();
+    if settings.tls_ca_file.is_empty() {
+        return Client::open(url).map_err(unavailable);
+    }
+    let root_cert = crate::settings::read_ca_file(&settings.tls_ca_file)
+        .map_err(BackplaneError::Unavailable)?;
+    Client::build_with_tls(
+        url,
+        TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        },
+    )
+    .map_err(unavailable)
 }
 
 fn corrupt(e: codec::CodecError) -> BackplaneError {
@@ -197,7 +223,7 @@ impl RedisBackplane {
     /// Connects lazily (a node starts, not ready, while Redis is down) and
     /// starts the pub/sub, timer and heartbeat tasks on the current runtime.
     pub fn start(settings: &BackplaneSettings) -> Result<Arc<Self>> {
-        let client = Client::open(settings.redis_url.as_str()).map_err(unavailable)?;
+        let client = client(settings)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))

@@ -127,9 +127,27 @@ pub(super) async fn run(
     resync: watch::Sender<u64>,
 ) {
     let mut backoff = BACKOFF_MIN;
+    // Why connecting fails is logged once per outage (not on every retry):
+    // a refused TLS handshake (untrusted certificate) shows only here.
+    let mut failure_logged = false;
     loop {
         let connected = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await;
-        let Ok(Ok(pubsub)) = connected else {
+        let pubsub = match connected {
+            Ok(Ok(pubsub)) => Some(pubsub),
+            Ok(Err(e)) => {
+                if !std::mem::replace(&mut failure_logged, true) {
+                    tracing::warn!(error = %e, "pub/sub cannot connect to Redis; retrying");
+                }
+                None
+            }
+            Err(_) => {
+                if !std::mem::replace(&mut failure_logged, true) {
+                    tracing::warn!("pub/sub connection to Redis timed out; retrying");
+                }
+                None
+            }
+        };
+        let Some(pubsub) = pubsub else {
             up.store(false, Ordering::Relaxed);
             // Confirm nothing while down: subscribers fail fast and retry.
             while let Ok(SubCommand::Subscribe(..)) = commands.try_recv() {}
@@ -143,6 +161,7 @@ pub(super) async fn run(
             continue;
         }
         backoff = BACKOFF_MIN;
+        failure_logged = false;
         up.store(true, Ordering::Relaxed);
         resync.send_modify(|n| *n += 1);
         tracing::info!(topics = channels.len(), "pub/sub connected");
