@@ -138,13 +138,14 @@ pub async fn invite(
     // The domain removes the inviter and the participants.
     let online = match &request.target {
         Target::Agent(agent) => {
-            backplane
+            let record = backplane
                 .agent(account, agent)
                 .await?
                 .ok_or(Failure::NotFound("agent"))?;
+            // Logged in, into a portal it is (still) a member of.
             match backplane.presence(account, agent).await? {
-                Some(_) => vec![agent.clone()],
-                None => Vec::new(),
+                Some(portal) if record.is_member_of(&portal) => vec![agent.clone()],
+                _ => Vec::new(),
             }
         }
         Target::Portal(portal) => backplane

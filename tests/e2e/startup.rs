@@ -139,6 +139,74 @@ fn on_loopback_with_memory_development_secrets_start_with_a_loud_warning_and_no_
 }
 
 #[test]
+fn every_request_is_one_json_line_with_its_request_id_and_the_node() {
+    let mut child = collabd(
+        &[],
+        &[
+            ("COLLABD__HTTP__LISTEN", "127.0.0.1:0"),
+            ("COLLABD__LOG__FORMAT", "json"),
+            ("COLLABD__NODE__ID", "node-under-test"),
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("the binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut port = None;
+    let mut seen = Vec::new();
+    let mut access: Option<serde_json::Value> = None;
+    while Instant::now() < deadline && access.is_none() {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        seen.push(line.clone());
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let message = entry["fields"]["message"].as_str().unwrap_or_default();
+        if port.is_none()
+            && let Some(addr) = message.strip_prefix("listening on ")
+        {
+            let p: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+            port = Some(p);
+            let mut socket = TcpStream::connect(("127.0.0.1", p)).unwrap();
+            socket
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: probe-7\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            let _ = socket.read_to_string(&mut answer);
+            assert!(
+                answer
+                    .to_ascii_lowercase()
+                    .contains("x-request-id: probe-7"),
+                "{answer}"
+            );
+        }
+        if entry["target"] == "collabd::http" {
+            access = Some(entry);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let access = access.unwrap_or_else(|| panic!("no access line in:\n{}", seen.join("\n")));
+    assert_eq!(access["fields"]["route"], "/healthz", "{access}");
+    assert_eq!(access["fields"]["status"], 200, "{access}");
+    assert_eq!(access["span"]["request_id"], "probe-7", "{access}");
+    assert_eq!(access["span"]["node"], "node-under-test", "{access}");
+}
+
+#[test]
 fn version_and_subcommands() {
     let version = run(&["--version"], &[]);
     assert!(version.status.success());
