@@ -215,14 +215,13 @@ async fn fire(node: &Arc<Node>, deadline: &Deadline) -> Result<(), Failure> {
         }),
         Timer::Idle => Command::from(CheckIdle),
     };
-    let session = node.session(&deadline.account, &deadline.session);
-    session
-        .send(Execute {
-            policy: account.policy,
-            command,
-            guard: None,
-            want: Want::default(),
-        })
+    let execute = Execute {
+        policy: account.policy,
+        command,
+        guard: None,
+        want: Want::default(),
+    };
+    node.ask_session(&deadline.account, &deadline.session, execute)
         .await??;
     Ok(())
 }

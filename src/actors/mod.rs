@@ -151,6 +151,28 @@ impl Node {
         })
     }
 
+    /// Sends `msg` to the session's actor. An actor started for an id that
+    /// does not exist stops at once; a request queued behind the one that
+    /// found out would get a closed mailbox, so it is sent once more, to a
+    /// fresh actor (which answers it properly: not found, or the session
+    /// created meanwhile).
+    pub async fn ask_session<M>(
+        self: &Arc<Self>,
+        account: &AccountId,
+        id: &SessionId,
+        msg: M,
+    ) -> Result<M::Result, Failure>
+    where
+        M: actix::Message + Clone + Send + 'static,
+        M::Result: Send,
+        SessionActor: actix::Handler<M>,
+    {
+        match self.session(account, id).send(msg.clone()).await {
+            Err(actix::MailboxError::Closed) => Ok(self.session(account, id).send(msg).await?),
+            other => Ok(other?),
+        }
+    }
+
     /// The actor owning an agent's streams on this node.
     pub fn agent(self: &Arc<Self>, account: &AccountId, id: &AgentId) -> Addr<AgentActor> {
         let key = (account.clone(), id.clone());

@@ -58,7 +58,13 @@ pub struct SessionActor {
     customers: StreamSet,
     subscribed: bool,
     idle_checks: u32,
+    /// A stop is due shortly: the session was not found.
+    stop_armed: bool,
 }
+
+/// How long an actor for a session that does not exist stays, serving what
+/// is queued for it, before it stops.
+const MISSING_GRACE: Duration = Duration::from_millis(500);
 
 impl SessionActor {
     /// A session actor for `account`/`id`.
@@ -71,21 +77,30 @@ impl SessionActor {
             customers: StreamSet::default(),
             subscribed: false,
             idle_checks: 0,
+            stop_armed: false,
         }
     }
 
     /// Puts the cache back after a request. An actor started for a session
     /// that does not exist (any well-formed id in a path starts one) stops
-    /// at once instead of idling for minutes.
+    /// soon instead of idling for minutes — not at once: requests already
+    /// queued behind this one would find its mailbox closed.
     fn settle<T>(&mut self, cache: Cached, result: &Result<T, Failure>, ctx: &mut Context<Self>) {
         self.cache = cache;
         if self.cache.is_none()
             && self.customers.is_empty()
             && matches!(result, Err(Failure::NotFound(_)))
+            && !self.stop_armed
         {
-            self.node
-                .forget_session(&self.account, &self.id, &ctx.address());
-            ctx.stop();
+            self.stop_armed = true;
+            ctx.run_later(MISSING_GRACE, |act, ctx| {
+                act.stop_armed = false;
+                if act.cache.is_none() && act.customers.is_empty() {
+                    act.node
+                        .forget_session(&act.account, &act.id, &ctx.address());
+                    ctx.stop();
+                }
+            });
         }
     }
 
@@ -553,7 +568,7 @@ async fn accept(
 }
 
 /// Runs a command on this session.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Executed, Failure>")]
 pub struct Execute {
     /// The account's policy now.
@@ -654,7 +669,7 @@ impl Handler<Create> for SessionActor {
 }
 
 /// A recipient accepts an invitation of this session.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Executed, Failure>")]
 pub struct Accept {
     /// The account's policy now.
@@ -687,7 +702,7 @@ impl Handler<Accept> for SessionActor {
 
 /// Reads the session as it is now: for its agents (only a participant may
 /// read it) or for anyone the caller vouches for.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Executed, Failure>")]
 pub struct Read {
     /// Only this agent's participation lets the read through.

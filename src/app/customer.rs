@@ -22,8 +22,7 @@ async fn view(node: &Arc<Node>, caller: &CustomerCaller) -> Result<CustomerSessi
             ..Want::default()
         },
     };
-    node.session(&caller.account.id, &caller.session)
-        .send(read)
+    node.ask_session(&caller.account.id, &caller.session, read)
         .await??
         .customer_view
         .ok_or(Failure::NotFound("session"))

@@ -142,7 +142,7 @@ pub(crate) async fn run(
         guard,
         want,
     };
-    node.session(&account.id, session).send(execute).await?
+    node.ask_session(&account.id, session, execute).await?
 }
 
 /// Opens an event stream on `actor` (an agent's or a session's), once the

@@ -76,7 +76,7 @@ async fn read(
         participant: Some(caller.agent.id.clone()),
         want,
     };
-    node.session(&caller.account.id, session).send(read).await?
+    node.ask_session(&caller.account.id, session, read).await?
 }
 
 /// `GET /v1/sessions/{id}`: only its agents may read it.
@@ -354,8 +354,7 @@ pub async fn accept(
         member_of: caller.agent.portals.clone(),
     };
     let done = node
-        .session(&caller.account.id, &session)
-        .send(accept)
+        .ask_session(&caller.account.id, &session, accept)
         .await?;
     if let Some(outcome) = accept_outcome(&done) {
         node.metrics.accepted(outcome);

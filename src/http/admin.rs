@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Admin;
+use super::body::Object;
 use super::error::ApiError;
 use super::{AppState, lookup_id};
 use crate::app::admin::{self as use_case, AccountPatch};
@@ -101,10 +102,10 @@ async fn patch_account(
     _: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<AccountPatchBody>,
+    body: web::Json<Object<AccountPatchBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&path)?;
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     let name = body
         .name
         .map(|n| parse_name("name", &n))

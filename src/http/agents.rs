@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::AgentCaller;
+use super::body::Object;
 use super::error::ApiError;
 use super::{AppState, sse};
 use crate::actors::reads::WINDOW_PAGE;
@@ -39,7 +40,7 @@ struct LoginBody {
 async fn login(
     caller: AgentCaller,
     state: web::Data<AppState>,
-    body: web::Json<LoginBody>,
+    body: web::Json<Object<LoginBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let portal = use_case::login(&state.node, &caller, &body.portal).await?;
     Ok(HttpResponse::Ok().json(json!({"agent": caller.agent.id, "portal": portal})))

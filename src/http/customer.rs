@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use super::auth::CustomerCaller;
+use super::body::Object;
 use super::error::ApiError;
 use super::{AppState, PageQuery, sse};
 use crate::app::customer as use_case;
@@ -44,9 +45,9 @@ struct MessageBody {
 async fn post_message(
     caller: CustomerCaller,
     state: web::Data<AppState>,
-    body: web::Json<MessageBody>,
+    body: web::Json<Object<MessageBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = use_case::post(&state.node, &caller, body.into_inner().text).await?;
+    let message = use_case::post(&state.node, &caller, body.into_inner().0.text).await?;
     Ok(HttpResponse::Created().json(message))
 }
 
@@ -61,7 +62,7 @@ struct ReconnectedBody {
 async fn reconnected(
     caller: CustomerCaller,
     state: web::Data<AppState>,
-    body: web::Json<ReconnectedBody>,
+    body: web::Json<Object<ReconnectedBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let view =
         use_case::reconnected(&state.node, &caller, body.generation, body.screen_shared).await?;

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod agents;
 pub mod auth;
+pub mod body;
 pub mod customer;
 pub mod error;
 pub mod guard;
@@ -43,7 +44,9 @@ pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> R
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    serde_json::from_slice::<body::Object<T>>(body)
+        .map(|b| b.0)
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
 /// `?before=&limit=` of a message page.

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Admin;
+use super::body::Object;
 use super::error::ApiError;
 use super::token::Subject;
 use super::{AppState, lookup_id};
@@ -59,10 +60,10 @@ async fn put_account(
     _: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<AccountBody>,
+    body: web::Json<Object<AccountBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let id: AccountId = new_id(&path, "account")?;
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     let name = parse_name("name", &body.name).map_err(ApiError::invalid)?;
     let policy = body.policy.into_policy().map_err(ApiError::invalid)?;
     let account = Account { id, name, policy };
@@ -84,7 +85,7 @@ async fn put_portal(
     _: Admin,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Json<PortalBody>,
+    body: web::Json<Object<PortalBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let account = account_id(&path.0)?;
     let id: PortalId = new_id(&path.1, "portal")?;
@@ -106,11 +107,11 @@ async fn put_agent(
     _: Admin,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Json<AgentBody>,
+    body: web::Json<Object<AgentBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let account = account_id(&path.0)?;
     let id: AgentId = new_id(&path.1, "agent")?;
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     let name = parse_name("name", &body.name).map_err(ApiError::invalid)?;
     let mut portals = body.portals;
     portals.sort();

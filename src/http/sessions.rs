@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::AgentCaller;
+use super::body::Object;
 use super::error::ApiError;
 use super::token::Subject;
 use super::{AppState, PageQuery, lookup_id};
@@ -55,7 +56,7 @@ struct CreateBody {
 async fn create(
     caller: AgentCaller,
     state: web::Data<AppState>,
-    body: web::Json<CreateBody>,
+    body: web::Json<Object<CreateBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let customer_name =
         parse_name("customer.name", &body.customer.name).map_err(ApiError::invalid)?;
@@ -94,9 +95,9 @@ async fn invite(
     caller: AgentCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<InviteBody>,
+    body: web::Json<Object<InviteBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     let request = InviteRequest {
         target: body.target,
         masked: body.masked,
@@ -142,9 +143,9 @@ async fn post_message(
     caller: AgentCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<MessageBody>,
+    body: web::Json<Object<MessageBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     let message = use_case::post(
         &state.node,
         &caller,

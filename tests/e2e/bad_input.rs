@@ -557,3 +557,66 @@ async fn an_agent_without_a_part_in_a_session_or_an_invitation_is_403_and_change
     );
     assert_eq!(app.me(t).await.expect_status(200)["active_sessions"], 0);
 }
+
+#[actix_rt::test]
+async fn a_json_array_is_no_body_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    for (method, path, token, body) in [
+        (
+            Method::PATCH,
+            "/v1/accounts/acme",
+            ADMIN,
+            json!(["Renamed", {"masking": false}]),
+        ),
+        (
+            Method::PUT,
+            "/v1/accounts/acme/portals/p2",
+            ADMIN,
+            json!(["Desk"]),
+        ),
+        (
+            Method::POST,
+            "/v1/sessions",
+            ann.token.as_str(),
+            json!(["web", ["Carl"]]),
+        ),
+        (
+            Method::POST,
+            "/v1/me/logout",
+            ann.token.as_str(),
+            json!([true]),
+        ),
+    ] {
+        let reply = app.call(method, path, Some(token), Some(&body)).await;
+        assert_problem(&reply, 400, "invalid_request");
+    }
+    let account = app.get("/v1/accounts/acme", ADMIN).await.expect_status(200);
+    assert_eq!(account["name"], "Account acme");
+    assert_eq!(account["policy"]["masking"], true);
+    assert_problem(
+        &app.get("/v1/accounts/acme/portals/p2", ADMIN).await,
+        404,
+        "not_found",
+    );
+    assert_eq!(
+        app.me(&ann.token).await.expect_status(200)["active_sessions"],
+        0
+    );
+}
+
+#[actix_rt::test]
+async fn requests_racing_for_a_session_that_does_not_exist_are_all_404() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    for round in 0..20 {
+        let path = format!("/v1/sessions/ses-race{round}");
+        let replies =
+            futures_util::future::join_all((0..4).map(|_| app.get(&path, &ann.token))).await;
+        for reply in replies {
+            assert_problem(&reply, 404, "not_found");
+        }
+    }
+}
