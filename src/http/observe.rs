@@ -36,7 +36,12 @@ pub async fn observe(
         .map(|s| s.node.settings.node.id.clone())
         .unwrap_or_default();
     let request_id = client_request_id(&req).unwrap_or_else(|| crate::domain::id::random_id("req"));
-    let method = req.method().to_string();
+    // Label values must stay few: any other method a client makes up is `other`.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let span = tracing::info_span!("request", request_id = %request_id, node = %node_id);
     let mut res = next.call(req).instrument(span.clone()).await?;
     let took = started.elapsed();

@@ -285,6 +285,14 @@ async fn every_accept_outcome_requests_streams_and_deliveries_are_measured() {
         .await,
         1.0
     );
+    // Made-up methods do not grow the label sets.
+    for made_up in ["FOO", "BAR", "BAZ"] {
+        let method = Method::from_bytes(made_up.as_bytes()).unwrap();
+        app.call(method, "/v1/sessions", None, None).await;
+    }
+    let text = app.call(Method::GET, "/metrics", None, None).await.text;
+    assert!(!text.contains("method=\"FOO\""), "{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
     // Every answer names its request; a client's own id is kept.
     let reply = app
         .call_with_headers(Method::GET, "/healthz", &[("x-request-id", "trace-42")])
