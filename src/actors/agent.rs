@@ -35,7 +35,28 @@ pub struct AgentActor {
     streams: SharedStreams,
     portal: Option<PortalId>,
     resync_failures: u32,
+    /// A moment before every open stream's token was checked: a revocation
+    /// later than this may concern one of them.
+    streams_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// A logout is being carried out (see `leave_portal_soon`).
+    left_at_logout: bool,
 }
+
+/// How long a logged-out agent's streams stay in its portal's fan-out.
+const LEAVE_GRACE: Duration = Duration::from_millis(250);
+
+/// How long before a stream's `Connect` its token may have been checked
+/// (the request's extractor ran first).
+const CHECK_TO_CONNECT: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// Re-reads the agent, its account and its revocation marks, and ends the
+/// streams if its tokens may no longer be good. The `logged_out` message
+/// on the bus does that at once; this catches a message lost in a pub/sub
+/// gap (run after every resync) and a stream whose request was checked
+/// just before a revocation (run after every connect).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CheckTokens;
 
 impl AgentActor {
     /// An agent actor for `account`/`agent`.
@@ -47,6 +68,8 @@ impl AgentActor {
             streams: SharedStreams::default(),
             portal: None,
             resync_failures: 0,
+            streams_since: None,
+            left_at_logout: false,
         }
     }
 
@@ -63,8 +86,23 @@ impl AgentActor {
         Join(self.agent.clone(), self.streams.clone(), me)
     }
 
+    /// Leaves the portal's fan-out a moment after a logout: the withdrawals
+    /// of its offers were published just before the logout, on the
+    /// portal's topic, and reach this agent's streams through the portal
+    /// actor, which may take them after this actor took the logout.
+    fn leave_portal_soon(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(LEAVE_GRACE, |act, ctx| {
+            // Logged in again meanwhile: a later presence message moved it.
+            if act.left_at_logout {
+                act.move_to(None, ctx);
+            }
+        });
+        self.left_at_logout = true;
+    }
+
     /// Moves this agent's membership to the local actor of `portal`.
     fn move_to(&mut self, portal: Option<PortalId>, ctx: &mut Context<Self>) {
+        self.left_at_logout = false;
         if portal == self.portal {
             return;
         }
@@ -165,14 +203,41 @@ impl Handler<Connect> for AgentActor {
         ctx.wait(
             async move { reads::agent_snapshot(&node, &account, &agent).await }
                 .into_actor(self)
-                .map(move |snapshot, act, _| match snapshot {
+                .map(move |snapshot, act, ctx| match snapshot {
                     Ok(snapshot) => {
                         outbox.push(&Prepared::from(&snapshot));
                         streams(&act.streams).add(outbox);
+                        let since = chrono::Utc::now() - CHECK_TO_CONNECT;
+                        act.streams_since = Some(act.streams_since.map_or(since, |s| s.min(since)));
+                        ctx.notify(CheckTokens);
                     }
                     Err(e) => tracing::warn!(error = %e, "agent snapshot failed; closing stream"),
                 }),
         );
+    }
+}
+
+impl Handler<CheckTokens> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CheckTokens, ctx: &mut Self::Context) {
+        let (node, account, agent) = (self.node.clone(), self.account.clone(), self.agent.clone());
+        let read = async move { node.backplane.token_holder(&account, &agent).await };
+        ctx.spawn(read.into_actor(self).map(|holder, act, _| {
+            let Ok(holder) = holder else {
+                return; // Redis unreachable: the next resync checks again.
+            };
+            let gone = holder.account.is_none() || holder.agent.is_none();
+            let revoked = matches!(
+                (holder.not_before, act.streams_since),
+                (Some(mark), Some(since)) if mark > since
+            );
+            if gone || revoked {
+                tracing::info!(agent = %act.agent, gone, revoked, "ending the streams of tokens no longer good");
+                streams(&act.streams).clear();
+                act.streams_since = None;
+            }
+        }));
     }
 }
 
@@ -193,6 +258,7 @@ impl Handler<Resync> for AgentActor {
                 act.resync_failures = 0;
                 act.move_to(portal, ctx);
                 act.deliver(&Prepared::from(&snapshot));
+                ctx.notify(CheckTokens);
             }
             // The shared store may lag the pub/sub reconnection: try again
             // shortly; only when it stays unreadable do the clients reconnect.
@@ -264,9 +330,10 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for AgentA
                     }
                 }
             }
+            BusMessage::Presence { portal: None, .. } => self.leave_portal_soon(ctx),
             BusMessage::Presence { portal, .. } => self.move_to(portal.clone(), ctx),
             BusMessage::LoggedOut { reason, .. } => {
-                self.move_to(None, ctx);
+                self.leave_portal_soon(ctx);
                 let event = ClientEvent {
                     name: "logged_out",
                     data: serde_json::json!({ "reason": reason }),

@@ -151,10 +151,10 @@ pub async fn delete_account(node: &Arc<Node>, id: &AccountId) -> Result<(), Fail
         let agents = node.backplane.agents(id, after.as_ref(), PAGE_MAX).await?;
         let Some(last) = agents.last() else { break };
         after = Some(last.id.clone());
+        // Every agent, logged in or not: an open stream of one that is not
+        // logged in must end too (its token is no longer good).
         for agent in &agents {
-            if node.backplane.presence(id, &agent.id).await?.is_some() {
-                log_out(node, &account, agent, Some(LogoutReason::AccountDeleted)).await?;
-            }
+            log_out(node, &account, agent, Some(LogoutReason::AccountDeleted)).await?;
         }
     }
     node.backplane.delete_account(id).await?;
@@ -366,23 +366,34 @@ pub async fn delete_agent(
         .revoke_tokens(account_id, Some(agent_id), Utc::now(), token_lifetime(node))
         .await?;
     log_out(node, &account, &agent, Some(LogoutReason::AgentDeleted)).await?;
+    leave_every_session(node, &account, agent_id).await?;
+    node.backplane.delete_agent(account_id, agent_id).await?;
+    // An accept already past its checks when the agent was logged out may
+    // have joined meanwhile: leave once more, now that no new join can pass.
+    leave_every_session(node, &account, agent_id).await
+}
+
+async fn leave_every_session(
+    node: &Arc<Node>,
+    account: &Account,
+    agent: &AgentId,
+) -> Result<(), Failure> {
     let sessions: BTreeSet<SessionId> = node
         .backplane
-        .agent_sessions(account_id, agent_id)
+        .agent_sessions(&account.id, agent)
         .await?
         .into_iter()
         .collect();
     for session in sessions {
         let leave = Leave {
-            agent: agent_id.clone(),
+            agent: agent.clone(),
         };
         // Left or ended meanwhile: nothing left to do.
-        run_step(node, &account, &session, leave.into(), |e| {
+        run_step(node, account, &session, leave.into(), |e| {
             matches!(e, DomainError::NotParticipant)
         })
         .await?;
     }
-    node.backplane.delete_agent(account_id, agent_id).await?;
     Ok(())
 }
 

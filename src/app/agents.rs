@@ -32,6 +32,21 @@ pub async fn login(
         ));
     }
     node.backplane.login(account, agent, &portal.id).await?;
+    // A change of its portals (or the portal's deletion) that raced this
+    // login wrote first and then read presence, or it reads this login:
+    // read the records again, and undo the login if it is no longer allowed.
+    let still_member = node
+        .backplane
+        .agent(account, &agent.id)
+        .await?
+        .is_some_and(|now| now.is_member_of(&portal.id));
+    let still_there = node.backplane.portal(account, &portal.id).await?.is_some();
+    if !(still_member && still_there) {
+        node.backplane.logout(account, agent).await?;
+        return Err(Failure::Forbidden(
+            "this agent may not log into that portal",
+        ));
+    }
     let presence = BusMessage::Presence {
         agent: agent.id.clone(),
         portal: Some(portal.id.clone()),

@@ -422,6 +422,22 @@ impl Directory for MemoryBackplane {
         })
     }
 
+    async fn token_holder(&self, account: &AccountId, agent: &AgentId) -> Result<TokenHolder> {
+        let s = self.store();
+        let now = Instant::now();
+        let not_before = s
+            .revocation(account, Some(agent), now)
+            .max(s.revocation(account, None, now))
+            .and_then(DateTime::from_timestamp_millis);
+        let data = s.data(account);
+        Ok(TokenHolder {
+            account: data.and_then(|d| d.account.clone()),
+            agent: data.and_then(|d| d.agents.get(agent).cloned()),
+            not_before,
+            rate: RateVerdict::Allowed,
+        })
+    }
+
     async fn account_for_token(
         &self,
         account: &AccountId,

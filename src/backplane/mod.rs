@@ -286,6 +286,9 @@ pub trait Directory: Send + Sync {
         token: &str,
         rate: Rate,
     ) -> Result<TokenHolder>;
+    /// The same as [`Directory::account_and_agent`] without taking from a
+    /// bucket (reads only): what an agent's open streams are checked against.
+    async fn token_holder(&self, account: &AccountId, agent: &AgentId) -> Result<TokenHolder>;
     /// An account, and a request taken from a customer token's bucket, in
     /// one round trip (every customer request starts with it).
     async fn account_for_token(

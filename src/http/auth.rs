@@ -58,6 +58,23 @@ fn bearer(req: &HttpRequest, state: &AppState) -> Result<Bearer, ApiError> {
         .tokens
         .verify_full(token, Utc::now())
         .ok_or_else(|| ApiError::unauthorized("the token is invalid or has expired"))?;
+    // A token that lives longer than tokens are minted for now is refused:
+    // revocation marks are kept only that long, so such a token could
+    // outlive its revocation (the configured lifetime was lowered since).
+    let auth = &state.node.settings.auth;
+    let longest = match verified.subject {
+        Subject::Agent { .. } => auth.agent_token_ttl_secs,
+        Subject::Customer { .. } => auth.customer_token_ttl_secs,
+    };
+    // (Tokens of the previous release carry no mint time, read as 1970:
+    // they are exempt, and refused by any revocation.)
+    let lives = (verified.expires_at - verified.issued_at).num_seconds();
+    let legacy = verified.issued_at.timestamp_millis() == 0;
+    if !legacy && lives > i64::try_from(longest).unwrap_or(i64::MAX).saturating_add(1) {
+        return Err(ApiError::unauthorized(
+            "the token lives longer than tokens are minted for now; mint a new one",
+        ));
+    }
     // The signature names the token (for per-token limits) without keeping it.
     let name = token.rsplit('.').next().unwrap_or(token).to_owned();
     Ok(Bearer::Subject(verified, name))
@@ -121,6 +138,7 @@ impl FromRequest for AgentCaller {
                     Verified {
                         subject: Subject::Agent { account, agent },
                         issued_at,
+                        ..
                     },
                     token,
                 ) => (account, agent, issued_at, token),

@@ -47,6 +47,8 @@ pub struct Verified {
     pub subject: Subject,
     /// When it was minted.
     pub issued_at: DateTime<Utc>,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Mints and checks tokens.
@@ -110,9 +112,11 @@ impl Tokens {
         let claims = payload.strip_prefix("v1.")?;
         let claims: Claims = serde_json::from_slice(&B64.decode(claims).ok()?).ok()?;
         let issued_at = DateTime::from_timestamp_millis(claims.iat)?;
+        let expires_at = DateTime::from_timestamp(claims.exp, 0)?;
         (claims.exp > now.timestamp()).then_some(Verified {
             subject: claims.sub,
             issued_at,
+            expires_at,
         })
     }
 }

@@ -44,10 +44,11 @@ async fn an_agent_removed_from_its_portal_is_logged_out_and_no_longer_invited() 
         .await
         .expect_status(200);
 
-    let withdrawn = exs.expect("invitation_withdrawn", EVENT_WAIT).await;
-    assert_eq!(withdrawn["invitation"], before["id"]);
-    let out = exs.wait_for("logged_out", EVENT_WAIT).await;
-    assert_eq!(out["reason"], "membership_changed");
+    let got = exs
+        .gather(&["invitation_withdrawn", "logged_out"], EVENT_WAIT)
+        .await;
+    assert_eq!(got["invitation_withdrawn"]["invitation"], before["id"]);
+    assert_eq!(got["logged_out"]["reason"], "membership_changed");
     assert_eq!(
         app.me(&ex.token).await.expect_status(200)["portal"],
         json!(null)
@@ -225,12 +226,11 @@ async fn a_forced_logout_reaches_the_agents_stream_and_withdraws_its_offers() {
     app.post_empty("/v1/accounts/acme/agents/bob/logout", ADMIN)
         .await
         .expect_status(204);
-    let withdrawn = bobs.expect("invitation_withdrawn", EVENT_WAIT).await;
-    assert_eq!(withdrawn["invitation"], inv["id"]);
-    assert_eq!(
-        bobs.wait_for("logged_out", EVENT_WAIT).await["reason"],
-        "admin"
-    );
+    let got = bobs
+        .gather(&["invitation_withdrawn", "logged_out"], EVENT_WAIT)
+        .await;
+    assert_eq!(got["invitation_withdrawn"]["invitation"], inv["id"]);
+    assert_eq!(got["logged_out"]["reason"], "admin");
     // Its token still works: it may log in again.
     assert_eq!(
         app.me(&bob.token).await.expect_status(200)["portal"],
@@ -377,12 +377,13 @@ async fn deleting_a_portal_logs_its_agents_out_cancels_its_invitations_and_keeps
         .await
         .expect_status(204);
 
-    let withdrawn = bobs.expect("invitation_withdrawn", EVENT_WAIT).await;
-    assert_eq!(withdrawn["invitation"], inv["id"]);
-    assert_eq!(
-        bobs.wait_for("logged_out", EVENT_WAIT).await["reason"],
-        "portal_deleted"
-    );
+    // The withdrawal (through the portal) and the logout (through the
+    // agent's topic) travel apart: both arrive, in either order.
+    let got = bobs
+        .gather(&["invitation_withdrawn", "logged_out"], EVENT_WAIT)
+        .await;
+    assert_eq!(got["invitation_withdrawn"]["invitation"], inv["id"]);
+    assert_eq!(got["logged_out"]["reason"], "portal_deleted");
     anns.wait_for("invitation_cancelled", EVENT_WAIT).await;
     let closed = app
         .get(
@@ -558,4 +559,48 @@ async fn the_admin_lists_accounts_agents_and_sessions_in_pages_and_ends_a_sessio
         "not_found",
     );
     assert_problem(&app.get("/v1/accounts", &ann.token).await, 403, "forbidden");
+}
+
+#[actix_rt::test]
+async fn deleting_an_account_ends_the_streams_of_agents_who_were_not_logged_in() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let (mut anns, _) = app.agent_events(&ann.token).await;
+    app.logout(&ann.token).await.expect_status(204);
+
+    app.delete("/v1/accounts/acme", ADMIN)
+        .await
+        .expect_status(204);
+
+    assert_eq!(
+        anns.wait_for("logged_out", EVENT_WAIT).await["reason"],
+        "account_deleted"
+    );
+    anns.expect_end(EVENT_WAIT).await;
+}
+
+#[actix_rt::test]
+async fn a_token_that_lives_longer_than_tokens_are_minted_for_now_is_refused() {
+    const SECRET: &str = "a-known-secret-for-this-test-0123456789abcdef";
+    let app = TestApp::spawn_with(|s| {
+        s.auth.secret = SECRET.into();
+        s.auth.agent_token_ttl_secs = 3600;
+    })
+    .await;
+    app.acme(json!({})).await;
+    app.agent(ACME, "ann", "Ann", &["support"]).await;
+    let tokens = collabd::http::token::Tokens::new(SECRET);
+    let subject = collabd::http::token::Subject::Agent {
+        account: collabd::domain::AccountId::parse(ACME).unwrap(),
+        agent: collabd::domain::AgentId::parse("ann").unwrap(),
+    };
+    let now = chrono::Utc::now();
+    // Minted when tokens lived 30 days (say), before the lifetime was lowered.
+    let long = tokens.mint_at(subject.clone(), now, now + chrono::Duration::days(30));
+    let refused = app.me(&long).await;
+    assert_problem(&refused, 401, "unauthorized");
+    assert!(refused.text.contains("lives longer"), "{}", refused.text);
+    let fitting = tokens.mint_at(subject, now, now + chrono::Duration::seconds(3600));
+    app.me(&fitting).await.expect_status(200);
 }

@@ -753,6 +753,32 @@ impl EventStream {
         }
     }
 
+    /// Reads until one event of each of `names` arrived (others skipped),
+    /// in whatever order: events that travel through different topics
+    /// (a portal's offers, an agent's own) are not ordered between them.
+    pub async fn gather(
+        &mut self,
+        names: &[&str],
+        timeout: Duration,
+    ) -> std::collections::HashMap<String, Value> {
+        let deadline = Instant::now() + timeout;
+        let mut found = std::collections::HashMap::new();
+        while found.len() < names.len() {
+            match self.read(deadline).await {
+                Read::Event(event) if names.contains(&event.name.as_str()) => {
+                    found.entry(event.name).or_insert(event.data);
+                }
+                Read::Event(_) => {}
+                Read::Timeout | Read::End => panic!(
+                    "{}: only {:?} of {names:?} arrived",
+                    self.path,
+                    found.keys().collect::<Vec<_>>()
+                ),
+            }
+        }
+        found
+    }
+
     /// Asserts that no event arrives for `window` (keep-alive comments are fine).
     #[track_caller]
     pub fn assert_silent(

@@ -145,6 +145,7 @@ struct Scripts {
     refresh: Script,
     account_and_agent: Script,
     account_for_token: Script,
+    token_holder: Script,
     rate: Script,
     revoke: Script,
     sessions_page: Script,
@@ -172,6 +173,7 @@ impl Scripts {
             account_and_agent: Script::new(&scripts::with_bucket(scripts::ACCOUNT_AND_AGENT)),
             account_for_token: Script::new(&scripts::with_bucket(scripts::ACCOUNT_FOR_TOKEN)),
             rate: Script::new(&scripts::with_bucket(scripts::RATE)),
+            token_holder: Script::new(scripts::TOKEN_HOLDER),
             revoke: Script::new(scripts::REVOKE),
             sessions_page: Script::new(scripts::SESSIONS_PAGE),
             claim: Script::new(scripts::CLAIM),
@@ -620,6 +622,30 @@ impl Directory for RedisBackplane {
         })
     }
 
+    async fn token_holder(&self, account: &AccountId, agent: &AgentId) -> Result<TokenHolder> {
+        let k = self.account_keys(account);
+        type Read = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>, Option<i64>);
+        let (a, g, agent_mark, account_mark): Read = self
+            .scripts
+            .token_holder
+            .key(k.account())
+            .key(k.agents())
+            .key(k.revoked(Some(agent)))
+            .key(k.revoked(None))
+            .arg(agent.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(TokenHolder {
+            account: decoded(a)?,
+            agent: decoded(g)?,
+            not_before: agent_mark
+                .max(account_mark)
+                .and_then(DateTime::from_timestamp_millis),
+            rate: RateVerdict::Allowed,
+        })
+    }
+
     async fn account_for_token(
         &self,
         account: &AccountId,
@@ -641,39 +667,53 @@ impl Directory for RedisBackplane {
     }
 
     async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>> {
-        let from = match after {
+        let mut out = Vec::with_capacity(limit);
+        let mut from = match after {
             Some(a) => format!("({}", a.as_str()),
             None => "-".to_owned(),
         };
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys.accounts())
-            .arg(from)
-            .arg("+")
-            .arg("BYLEX")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One GET per account (each in its own slot), pipelined.
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            let id = AccountId::parse(id)
-                .map_err(|_| BackplaneError::Unavailable(format!("bad account id {id:?}")))?;
-            pipe.get(self.account_keys(&id).account());
-        }
-        let found: Vec<Option<Vec<u8>>> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(found.len());
-        for bytes in found {
-            if let Some(account) = decoded::<Account>(bytes)? {
-                out.push(account);
+        // An id whose account is gone (a deletion cut short) is dropped from
+        // the list as it is met, and the page filled from further on.
+        while out.len() < limit {
+            let want = limit - out.len();
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.keys.accounts())
+                .arg(&from)
+                .arg("+")
+                .arg("BYLEX")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(want)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            let Some(last) = ids.last() else { break };
+            from = format!("({last}");
+            // One GET per account (each in its own slot), pipelined.
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                let id = AccountId::parse(id)
+                    .map_err(|_| BackplaneError::Unavailable(format!("bad account id {id:?}")))?;
+                pipe.get(self.account_keys(&id).account());
+            }
+            let found: Vec<Option<Vec<u8>>> = pipe
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            for (id, bytes) in ids.iter().zip(found) {
+                match decoded::<Account>(bytes)? {
+                    Some(account) => out.push(account),
+                    None => {
+                        let _: i64 = self
+                            .conn()
+                            .zrem(self.keys.accounts(), id)
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                }
+            }
+            if ids.len() < want {
+                break;
             }
         }
         Ok(out)
@@ -740,7 +780,13 @@ impl Directory for RedisBackplane {
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            let doomed: Vec<&String> = keys.iter().filter(|key| !k.is_revocation(key)).collect();
+            // The account's own record goes last: a deletion cut short is
+            // found and finished by the next call.
+            let record = k.account();
+            let doomed: Vec<&String> = keys
+                .iter()
+                .filter(|key| !k.is_revocation(key) && **key != record)
+                .collect();
             if !doomed.is_empty() {
                 let _: i64 = redis::cmd("UNLINK")
                     .arg(&doomed)
@@ -753,6 +799,7 @@ impl Directory for RedisBackplane {
             }
             cursor = next;
         }
+        let _: i64 = conn.unlink(k.account()).await.map_err(unavailable)?;
         let _: i64 = conn
             .zrem(self.keys.accounts(), account.as_str())
             .await
@@ -1107,49 +1154,68 @@ impl Sessions for RedisBackplane {
         limit: usize,
     ) -> Result<Vec<(SessionCursor, Versioned)>> {
         let k = self.account_keys(account);
-        let (score, member) = match after {
-            Some(c) => (c.at_ms.to_string(), c.session.as_str().to_owned()),
-            None => ("-inf".to_owned(), String::new()),
-        };
-        let page: Vec<String> = self
-            .scripts
-            .sessions_page
-            .key(k.sessions_index(status))
-            .arg(score)
-            .arg(member)
-            .arg(limit)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let cursors: Vec<SessionCursor> = page
-            .chunks(2)
-            .filter_map(|pair| match pair {
-                [id, at] => Some(SessionCursor {
-                    at_ms: at.parse::<f64>().ok()? as i64,
-                    session: SessionId::parse(id).ok()?,
-                }),
-                _ => None,
-            })
-            .collect();
-        if cursors.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for c in &cursors {
-            pipe.cmd("HMGET")
-                .arg(k.session(&c.session))
-                .arg("v")
-                .arg("s");
-        }
-        let states: Vec<(Option<u64>, Option<Vec<u8>>)> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(cursors.len());
-        for (cursor, state) in cursors.into_iter().zip(states) {
-            // Gone past its retention (the index lags by at most one end).
-            if let (Some(version), Some(bytes)) = state {
-                out.push((cursor, Self::decode_session(version, &bytes)?));
+        let index = k.sessions_index(status);
+        let mut out = Vec::with_capacity(limit);
+        let mut cursor = after.cloned();
+        // A session past its retention may still be listed (the index is
+        // pruned as sessions end): it is dropped from the index as it is
+        // met, and the page filled from further on.
+        while out.len() < limit {
+            let want = limit - out.len();
+            let (score, member) = match &cursor {
+                Some(c) => (c.at_ms.to_string(), c.session.as_str().to_owned()),
+                None => ("-inf".to_owned(), String::new()),
+            };
+            let page: Vec<String> = self
+                .scripts
+                .sessions_page
+                .key(&index)
+                .arg(score)
+                .arg(member)
+                .arg(want)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            let listed: Vec<SessionCursor> = page
+                .chunks(2)
+                .filter_map(|pair| match pair {
+                    [id, at] => Some(SessionCursor {
+                        at_ms: at.parse::<f64>().ok()? as i64,
+                        session: SessionId::parse(id).ok()?,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let Some(last) = listed.last() else { break };
+            cursor = Some(last.clone());
+            let mut pipe = redis::pipe();
+            for c in &listed {
+                pipe.cmd("HMGET")
+                    .arg(k.session(&c.session))
+                    .arg("v")
+                    .arg("s");
+            }
+            let states: Vec<(Option<u64>, Option<Vec<u8>>)> = pipe
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            let fetched = listed.len();
+            for (listed, state) in listed.into_iter().zip(states) {
+                match state {
+                    (Some(version), Some(bytes)) => {
+                        out.push((listed, Self::decode_session(version, &bytes)?));
+                    }
+                    _ => {
+                        let _: i64 = self
+                            .conn()
+                            .zrem(&index, listed.session.as_str())
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                }
+            }
+            if fetched < want {
+                break;
             }
         }
         Ok(out)

@@ -157,6 +157,21 @@ return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], ARGV[1]),
         take(KEYS[5], tonumber(ARGV[2]), tonumber(ARGV[3]))}
 "#;
 
+/// An account, one of its agents and their revocation marks (reads only).
+///
+/// ```text
+/// KEYS[1] the account   KEYS[2] its agents hash
+/// KEYS[3] the agent's revocation mark   KEYS[4] the account's
+/// ARGV[1] agent
+/// ```
+///
+/// Returns `{account, agent, mark, account mark}`, `false` for what does
+/// not exist.
+pub const TOKEN_HOLDER: &str = r#"
+return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], ARGV[1]),
+        redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])}
+"#;
+
 /// An account and one request from a customer token's bucket.
 ///
 /// ```text
