@@ -612,14 +612,7 @@ impl Directory for RedisBackplane {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(TokenHolder {
-            account: decoded(a)?,
-            agent: decoded(g)?,
-            not_before: agent_mark
-                .max(account_mark)
-                .and_then(DateTime::from_timestamp_millis),
-            rate: verdict(wait),
-        })
+        holder(a, g, agent_mark.max(account_mark), verdict(wait))
     }
 
     async fn token_holder(&self, account: &AccountId, agent: &AgentId) -> Result<TokenHolder> {
@@ -636,14 +629,7 @@ impl Directory for RedisBackplane {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(TokenHolder {
-            account: decoded(a)?,
-            agent: decoded(g)?,
-            not_before: agent_mark
-                .max(account_mark)
-                .and_then(DateTime::from_timestamp_millis),
-            rate: RateVerdict::Allowed,
-        })
+        holder(a, g, agent_mark.max(account_mark), RateVerdict::Allowed)
     }
 
     async fn account_for_token(
@@ -1350,6 +1336,21 @@ impl Timers for RedisBackplane {
             .map_err(unavailable)?;
         Ok(())
     }
+}
+
+/// What the token scripts read, decoded: the later revocation mark counts.
+fn holder(
+    account: Option<Vec<u8>>,
+    agent: Option<Vec<u8>>,
+    mark_ms: Option<i64>,
+    rate: RateVerdict,
+) -> Result<TokenHolder> {
+    Ok(TokenHolder {
+        account: decoded(account)?,
+        agent: decoded(agent)?,
+        not_before: mark_ms.and_then(DateTime::from_timestamp_millis),
+        rate,
+    })
 }
 
 /// A bucket script's answer: 0 when taken, else the ms until one fits.
