@@ -16,7 +16,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::agents::log_out;
-use super::provisioning::{existing_account, existing_agent};
+use super::provisioning::{existing_account, existing_account_and_agent, existing_agent};
 use super::run;
 use crate::actors::session::Want;
 use crate::actors::{Failure, Node};
@@ -190,7 +190,10 @@ pub async fn delete_portal(
     portal_id: &PortalId,
 ) -> Result<(), Failure> {
     let account = existing_account(node, account_id).await?;
-    portal(node, account_id, portal_id).await?;
+    node.backplane
+        .portal(account_id, portal_id)
+        .await?
+        .ok_or(Failure::NotFound("portal"))?;
     for agent_id in node
         .backplane
         .online_in(account_id, portal_id)
@@ -334,8 +337,7 @@ pub async fn revoke(
     account_id: &AccountId,
     agent_id: &AgentId,
 ) -> Result<(), Failure> {
-    let account = existing_account(node, account_id).await?;
-    let agent = existing_agent(node, account_id, agent_id).await?;
+    let (account, agent) = existing_account_and_agent(node, account_id, agent_id).await?;
     revoke_tokens(node, &account, &agent).await
 }
 
@@ -346,8 +348,7 @@ pub async fn force_logout(
     account_id: &AccountId,
     agent_id: &AgentId,
 ) -> Result<(), Failure> {
-    let account = existing_account(node, account_id).await?;
-    let agent = existing_agent(node, account_id, agent_id).await?;
+    let (account, agent) = existing_account_and_agent(node, account_id, agent_id).await?;
     log_out(node, &account, &agent, Some(LogoutReason::Admin)).await
 }
 
@@ -360,8 +361,7 @@ pub async fn delete_agent(
     account_id: &AccountId,
     agent_id: &AgentId,
 ) -> Result<(), Failure> {
-    let account = existing_account(node, account_id).await?;
-    let agent = existing_agent(node, account_id, agent_id).await?;
+    let (account, agent) = existing_account_and_agent(node, account_id, agent_id).await?;
     node.backplane
         .revoke_tokens(account_id, Some(agent_id), Utc::now(), token_lifetime(node))
         .await?;

@@ -81,3 +81,19 @@ pub async fn existing_agent(
         .await?
         .ok_or(Failure::NotFound("agent"))
 }
+
+/// An account and one of its agents, both of which must exist (404
+/// otherwise), each read once.
+pub async fn existing_account_and_agent(
+    node: &Arc<Node>,
+    account: &AccountId,
+    agent: &AgentId,
+) -> Result<(Account, Agent), Failure> {
+    let stored = existing_account(node, account).await?;
+    let agent = node
+        .backplane
+        .agent(account, agent)
+        .await?
+        .ok_or(Failure::NotFound("agent"))?;
+    Ok((stored, agent))
+}

@@ -7,7 +7,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use awc::http::Method;
@@ -34,6 +35,27 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("the binary does not run: {e}"))
+}
+
+/// Starts the binary (serve) with `env`; its standard output, line by line.
+fn start_logging(env: &[(&str, &str)]) -> (Child, Receiver<String>) {
+    let mut child = collabd(&[], env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("the binary does not start: {e}"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    (child, rx)
 }
 
 fn refused(output: &Output) -> String {
@@ -100,21 +122,7 @@ fn default_or_weak_secrets_refuse_start_up_when_the_node_is_reachable_or_shared(
 
 #[test]
 fn on_loopback_with_memory_development_secrets_start_with_a_loud_warning_and_no_colour() {
-    let mut child = collabd(&[], &[("COLLABD__HTTP__LISTEN", "127.0.0.1:0")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = start_logging(&[("COLLABD__HTTP__LISTEN", "127.0.0.1:0")]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut lines = Vec::new();
     while Instant::now() < deadline && !lines.iter().any(|l: &String| l.contains("listening on")) {
@@ -140,28 +148,11 @@ fn on_loopback_with_memory_development_secrets_start_with_a_loud_warning_and_no_
 
 #[test]
 fn every_request_is_one_json_line_with_its_request_id_and_the_node() {
-    let mut child = collabd(
-        &[],
-        &[
-            ("COLLABD__HTTP__LISTEN", "127.0.0.1:0"),
-            ("COLLABD__LOG__FORMAT", "json"),
-            ("COLLABD__NODE__ID", "node-under-test"),
-        ],
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("the binary starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = start_logging(&[
+        ("COLLABD__HTTP__LISTEN", "127.0.0.1:0"),
+        ("COLLABD__LOG__FORMAT", "json"),
+        ("COLLABD__NODE__ID", "node-under-test"),
+    ]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut port = None;
     let mut seen = Vec::new();
