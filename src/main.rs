@@ -103,6 +103,7 @@ async fn serve(settings: Settings) -> std::io::Result<()> {
     let redis_url = match settings.backplane.kind {
         BackplaneKind::Memory => "-".to_owned(),
         BackplaneKind::Redis => settings.redis_url_for_logs(),
+        BackplaneKind::RedisCluster => settings.redis_urls_for_logs(),
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

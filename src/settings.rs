@@ -76,15 +76,31 @@ pub struct AuthSettings {
 /// Which backplane, and where.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BackplaneSettings {
-    /// `memory` (embedded, one node) or `redis` (cluster).
+    /// `memory` (embedded, one node), `redis` (nodes sharing one Redis) or
+    /// `redis-cluster` (nodes sharing a Redis Cluster).
     pub kind: BackplaneKind,
     /// Redis URL for `redis`; `rediss://` for TLS.
     pub redis_url: String,
+    /// Seed nodes of the Redis Cluster for `redis-cluster` (any few of its
+    /// nodes: the rest are discovered); all `redis://` or all `rediss://`.
+    pub redis_urls: Vec<String>,
+    /// With N > 0 a change is acknowledged only once `WAIT N` confirmed N
+    /// replicas have it (so it survives a failover); 0 does not wait.
+    pub wait_replicas: u32,
+    /// How long a change waits for its replicas before the answer is 503.
+    pub wait_timeout_ms: u64,
     /// A PEM file of the CA certificate(s) to trust for a `rediss://` URL
     /// instead of the platform's roots; empty means the platform's roots.
     pub tls_ca_file: String,
     /// Key and channel prefix, so deployments can share a Redis.
     pub namespace: String,
+}
+
+impl BackplaneSettings {
+    /// How long a change waits for `wait_replicas` replicas.
+    pub fn wait_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.wait_timeout_ms)
+    }
 }
 
 /// The backplane implementations.
@@ -95,6 +111,9 @@ pub enum BackplaneKind {
     Memory,
     /// Shared Redis, many nodes.
     Redis,
+    /// A shared Redis Cluster, many nodes.
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
 }
 
 /// Logging.
@@ -336,6 +355,9 @@ metrics_token = ""
 [backplane]
 kind = "memory"
 redis_url = "redis://127.0.0.1:6379"
+redis_urls = []
+wait_replicas = 0
+wait_timeout_ms = 100
 tls_ca_file = ""
 namespace = "collabd"
 
@@ -376,7 +398,10 @@ impl Settings {
             .add_source(
                 Environment::with_prefix("COLLABD")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    // COLLABD__BACKPLANE__REDIS_URLS=redis://a:7000,redis://b:7000
+                    .list_separator(",")
+                    .with_list_parse_key("backplane.redis_urls"),
             )
             .build()?;
         refuse_unknown_keys(&merged)?;
@@ -437,6 +462,17 @@ impl Settings {
     /// `backplane.redis_url` without its password, for logs.
     pub fn redis_url_for_logs(&self) -> String {
         redact_url(&self.backplane.redis_url)
+    }
+
+    /// `backplane.redis_urls` without passwords, for logs.
+    pub fn redis_urls_for_logs(&self) -> String {
+        let urls: Vec<String> = self
+            .backplane
+            .redis_urls
+            .iter()
+            .map(|u| redact_url(u))
+            .collect();
+        urls.join(",")
     }
 
     /// Refuses values that would fail later, on a request path.
@@ -507,8 +543,73 @@ impl Settings {
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err((*why).to_owned()),
-            None => Ok(()),
+            None => self.check_redis_urls(),
         }
+    }
+
+    /// The Redis URLs this node connects to: `redis_url` for `redis`, the
+    /// seed nodes for `redis-cluster`, none for `memory`.
+    pub fn redis_urls(&self) -> Vec<&str> {
+        match self.backplane.kind {
+            BackplaneKind::Memory => Vec::new(),
+            BackplaneKind::Redis => vec![self.backplane.redis_url.as_str()],
+            BackplaneKind::RedisCluster => self
+                .backplane
+                .redis_urls
+                .iter()
+                .map(String::as_str)
+                .collect(),
+        }
+    }
+
+    /// Whether the Redis URLs speak TLS (`rediss://`).
+    pub fn redis_tls(&self) -> bool {
+        self.redis_urls()
+            .first()
+            .is_some_and(|u| u.starts_with("rediss://"))
+    }
+
+    /// Refuses seed lists that cannot work and durability settings out of range.
+    fn check_redis_urls(&self) -> Result<(), String> {
+        let b = &self.backplane;
+        if b.wait_replicas > 16 {
+            return Err("backplane.wait_replicas must be 0 to 16".into());
+        }
+        if !(1..=60_000).contains(&b.wait_timeout_ms) {
+            return Err("backplane.wait_timeout_ms must be 1 to 60000".into());
+        }
+        if b.kind != BackplaneKind::RedisCluster {
+            return Ok(());
+        }
+        if b.redis_urls.is_empty() {
+            return Err(
+                "backplane.kind is \"redis-cluster\" but backplane.redis_urls is empty; \
+                        list a few of the cluster's nodes, e.g. [\"redis://10.0.0.1:7000\"]"
+                    .into(),
+            );
+        }
+        if b.redis_urls.len() > 64 {
+            return Err("backplane.redis_urls lists more than 64 seed nodes".into());
+        }
+        for url in &b.redis_urls {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(format!(
+                    "backplane.redis_urls: {} is not a redis:// or rediss:// URL",
+                    redact_url(url)
+                ));
+            }
+        }
+        let tls = self.redis_tls();
+        if b.redis_urls
+            .iter()
+            .any(|u| u.starts_with("rediss://") != tls)
+        {
+            return Err(
+                "backplane.redis_urls mixes redis:// and rediss://; a cluster is all TLS or none"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Refuses a `backplane.tls_ca_file` that would only fail on the first
@@ -519,7 +620,15 @@ impl Settings {
         if ca_file.is_empty() {
             return Ok(());
         }
-        if !self.backplane.redis_url.starts_with("rediss://") {
+        if self.backplane.kind == BackplaneKind::RedisCluster && !self.redis_tls() {
+            return Err(format!(
+                "backplane.tls_ca_file is set ({ca_file}) but backplane.redis_urls are not \
+                 rediss:// URLs; use rediss:// for TLS, or unset tls_ca_file"
+            ));
+        }
+        if self.backplane.kind != BackplaneKind::RedisCluster
+            && !self.backplane.redis_url.starts_with("rediss://")
+        {
             return Err(format!(
                 "backplane.tls_ca_file is set ({ca_file}) but backplane.redis_url ({}) is not \
                  a rediss:// URL; use rediss:// for TLS, or unset tls_ca_file",

@@ -39,7 +39,7 @@ impl Application {
         let arbiter = Arbiter::new();
         let backplane: Arc<dyn Backplane> = match settings.backplane.kind {
             BackplaneKind::Memory => Arc::new(MemoryBackplane::new()),
-            BackplaneKind::Redis => {
+            BackplaneKind::Redis | BackplaneKind::RedisCluster => {
                 // The Redis connection, its pub/sub and its timer loops run
                 // on the actors' thread: the actors' calls and the events
                 // they receive do not cross threads.

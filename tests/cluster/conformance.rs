@@ -30,6 +30,9 @@ async fn redis_backplane() -> Fixture {
     let settings = BackplaneSettings {
         kind: BackplaneKind::Redis,
         redis_url: server.url(),
+        redis_urls: Vec::new(),
+        wait_replicas: 0,
+        wait_timeout_ms: 100,
         tls_ca_file: String::new(),
         namespace: collabd::domain::id::random_id("conf"),
     };
