@@ -4,7 +4,12 @@
 //! Every key and channel of an account carries the hash tag `{ns:account}`,
 //! so all of an account lives in one Redis Cluster slot and every script
 //! touches one slot. The only keys outside an account are the small index
-//! of accounts with timers and the list of accounts (`{ns}` tag).
+//! of accounts with timers and the list of accounts. On one Redis each is
+//! one key (`{ns}` tag); on a Redis Cluster each is split into
+//! [`CLUSTER_BUCKETS`] buckets (`{ns/b}` tags, an account always in the
+//! same bucket) so that no shard holds them all and none is hot: an index
+//! update is one command on the account's bucket. `/` cannot appear in an
+//! account id, so a bucket's tag never equals an account's.
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
@@ -28,11 +33,11 @@
 //! | `collabd:{ns:a}:sessions:ended` | zset | ended session → ended (ms), until its retention ends |
 //! | `collabd:{ns:a}:revoked:agent:{g}` | string | tokens of g minted before (ms) are refused; TTL: the longest token life |
 //! | `collabd:{ns:a}:revoked:account` | string | the same for every agent of the account (a deleted account) |
-//! | `collabd:{ns}:accounts` | zset | every account id (score 0, listed by id) |
+//! | `collabd:{ns}:accounts` (cluster: `{ns/b}`) | zset | every account id of the bucket (score 0, listed by id) |
 //! | `collabd:{ns:a}:rate:{token}` | hash | a token's request bucket (`t` left, `ts` ms); expires when full |
-//! | `collabd:{ns}:rate:admin` | hash | the admin token's request bucket |
-//! | `collabd:{ns}:timer-index` | zset | account → when to look at its timers (ms) |
-//! | `collabd:{ns}:timer-gen` | hash | account → bumped whenever a timer may have become its earliest |
+//! | `collabd:{ns}:rate:admin` | hash | the admin token's request bucket (one token, one bucket: the one key of no account or bucket) |
+//! | `collabd:{ns}:timer-index` (cluster: `{ns/b}`) | zset | account → when to look at its timers (ms) |
+//! | `collabd:{ns}:timer-gen` (cluster: `{ns/b}`) | hash | account → bumped whenever a timer may have become its earliest |
 //!
 //! Channels: `collabd:{ns:a}:chan:session:{s}`, `…:chan:agent:{g}`,
 //! `…:chan:portal:{p}`.
@@ -42,10 +47,16 @@ use crate::domain::{AccountId, AgentId, InvitationId, PortalId, SessionId};
 
 use super::Topic;
 
+/// Buckets of the account list and the timer index on a Redis Cluster.
+pub const CLUSTER_BUCKETS: u16 = 8;
+
 /// Builds the keys of one namespace.
 #[derive(Debug, Clone)]
 pub struct Keyspace {
     namespace: String,
+    /// 1 on one Redis (the keys keep their `{ns}` names), else
+    /// [`CLUSTER_BUCKETS`].
+    buckets: u16,
 }
 
 /// The keys of one account.
@@ -56,10 +67,38 @@ pub struct AccountKeys {
 }
 
 impl Keyspace {
-    /// The keyspace of `namespace`.
+    /// The keyspace of `namespace` on one Redis.
     pub fn new(namespace: &str) -> Self {
         Self {
             namespace: namespace.to_owned(),
+            buckets: 1,
+        }
+    }
+
+    /// The keyspace of `namespace` on a Redis Cluster.
+    pub fn clustered(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            buckets: CLUSTER_BUCKETS,
+        }
+    }
+
+    /// Every bucket of the account list and the timer index.
+    pub fn buckets(&self) -> std::ops::Range<u16> {
+        0..self.buckets
+    }
+
+    /// The bucket `account` is listed and indexed in.
+    pub fn bucket_of(&self, account: &AccountId) -> u16 {
+        slot(account.as_str().as_bytes()) % self.buckets
+    }
+
+    /// The hash tag of bucket `b`: `{ns}` when there is one bucket.
+    fn bucket_key(&self, bucket: u16, name: &str) -> String {
+        if self.buckets == 1 {
+            format!("collabd:{{{}}}:{name}", self.namespace)
+        } else {
+            format!("collabd:{{{}/{bucket}}}:{name}", self.namespace)
         }
     }
 
@@ -70,9 +109,9 @@ impl Keyspace {
         }
     }
 
-    /// Accounts with timers, scored by when to look at them next.
-    pub fn timer_index(&self) -> String {
-        format!("collabd:{{{}}}:timer-index", self.namespace)
+    /// Accounts of `bucket` with timers, scored by when to look at them next.
+    pub fn timer_index(&self, bucket: u16) -> String {
+        self.bucket_key(bucket, "timer-index")
     }
 
     /// The admin token's request bucket.
@@ -80,15 +119,15 @@ impl Keyspace {
         format!("collabd:{{{}}}:rate:admin", self.namespace)
     }
 
-    /// Every account's id, for the admin's list.
-    pub fn accounts(&self) -> String {
-        format!("collabd:{{{}}}:accounts", self.namespace)
+    /// The ids of the accounts in `bucket`, for the admin's list.
+    pub fn accounts(&self, bucket: u16) -> String {
+        self.bucket_key(bucket, "accounts")
     }
 
-    /// Per account, a counter bumped whenever a timer may have become its
-    /// earliest (so a poller never raises the index past it).
-    pub fn timer_gen(&self) -> String {
-        format!("collabd:{{{}}}:timer-gen", self.namespace)
+    /// Per account of `bucket`, a counter bumped whenever a timer may have
+    /// become its earliest (so a poller never raises the index past it).
+    pub fn timer_gen(&self, bucket: u16) -> String {
+        self.bucket_key(bucket, "timer-gen")
     }
 
     /// The channel of a topic.
@@ -233,6 +272,35 @@ impl AccountKeys {
     }
 }
 
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag — the
+/// text between the first `{` and the next `}` when that is not empty —
+/// or of the whole key, modulo 16384 (the cluster specification's
+/// `HASH_SLOT`). The channel subscriber uses it to find each channel's
+/// shard without a round trip.
+pub fn slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16_xmodem(tagged.unwrap_or(key)) % 16384
+}
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
 /// A timer's member in its account's timer set: the same text for the same
 /// timer, so arming again moves it and disarming finds it.
 pub fn timer_member(session: &SessionId, timer: &Timer) -> String {
@@ -295,7 +363,54 @@ mod tests {
         for key in all {
             assert!(key.starts_with("collabd:{prod:acme}:"), "{key}");
         }
-        assert_eq!(space.timer_index(), "collabd:{prod}:timer-index");
+        assert_eq!(space.timer_index(0), "collabd:{prod}:timer-index");
+        assert_eq!(space.accounts(0), "collabd:{prod}:accounts");
+    }
+
+    #[test]
+    fn slots_match_the_cluster_specification() {
+        // Values from the Redis Cluster specification and CLUSTER KEYSLOT.
+        assert_eq!(slot(b"123456789"), 0x31C3);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"{user1000}.followers"));
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
+        assert_ne!(
+            slot(b"foo{}{bar}"),
+            slot(b"bar"),
+            "an empty tag hashes the whole key"
+        );
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+        let space = Keyspace::new("prod");
+        let acme = AccountId::parse("acme").unwrap();
+        assert_eq!(
+            slot(space.account(&acme).account().as_bytes()),
+            slot(b"prod:acme")
+        );
+    }
+
+    #[test]
+    fn a_cluster_spreads_the_shared_indexes_over_buckets() {
+        let space = Keyspace::clustered("prod");
+        assert_eq!(space.buckets().len(), usize::from(CLUSTER_BUCKETS));
+        let tags: std::collections::BTreeSet<String> =
+            space.buckets().map(|b| space.timer_index(b)).collect();
+        assert_eq!(tags.len(), usize::from(CLUSTER_BUCKETS));
+        assert_eq!(space.timer_index(3), "collabd:{prod/3}:timer-index");
+        assert_eq!(
+            slot(space.timer_index(3).as_bytes()),
+            slot(space.timer_gen(3).as_bytes())
+        );
+        let used: std::collections::BTreeSet<u16> = (0..200)
+            .map(|i| space.bucket_of(&AccountId::parse(&format!("acct-{i}")).unwrap()))
+            .collect();
+        assert_eq!(
+            used.len(),
+            usize::from(CLUSTER_BUCKETS),
+            "accounts use every bucket"
+        );
+        let one = Keyspace::new("prod");
+        assert_eq!(one.bucket_of(&AccountId::parse("acme").unwrap()), 0);
     }
 
     #[test]

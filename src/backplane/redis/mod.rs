@@ -18,6 +18,7 @@
 
 mod pubsub;
 mod scripts;
+mod shards;
 mod timers;
 
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Client, Script, TlsCertificates};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -42,7 +45,7 @@ use crate::domain::{
     Account, AccountId, Agent, AgentId, Invitation, InvitationId, Message, Portal, PortalId,
     Session, SessionId,
 };
-use crate::settings::BackplaneSettings;
+use crate::settings::{BackplaneKind, BackplaneSettings};
 use pubsub::{Senders, SubCommand};
 
 /// How long an agent stays online without a heartbeat from a node serving it.
@@ -51,6 +54,9 @@ pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
 pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a subscribe waits for Redis to confirm it.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a cluster command is retried (MOVED, ASK, a node that went
+/// away) before it fails.
+const CLUSTER_RETRIES: u32 = 3;
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -60,30 +66,114 @@ fn unavailable(e: redis::RedisError) -> BackplaneError {
     BackplaneError::Unavailable(e.to_string())
 }
 
-/// The client every connection of this backplane (commands and pub/sub)
-/// is opened from. A `rediss://` URL is TLS (rustls): the server's
-/// certificate is checked against `tls_ca_file` when set, else against the
-/// platform's roots.
-fn client(settings: &BackplaneSettings) -> Result<Client> {
+/// The certificates to trust for `rediss://`: `tls_ca_file` when set, else
+/// none (the platform's roots).
+fn tls_certificates(settings: &BackplaneSettings) -> Result<Option<TlsCertificates>> {
     // rustls needs a process-wide crypto provider; the redis crate picks
     // none. Installing ours (ring) is a no-op when one already is, and
     // keeps working if another crate ever enables a second provider
     // (rustls would then refuse to guess).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let url = settings.redis_url.as_str();
     if settings.tls_ca_file.is_empty() {
-        return Client::open(url).map_err(unavailable);
+        return Ok(None);
     }
     let root_cert = crate::settings::read_ca_file(&settings.tls_ca_file)
         .map_err(BackplaneError::Unavailable)?;
-    Client::build_with_tls(
-        url,
-        TlsCertificates {
-            client_tls: None,
-            root_cert: Some(root_cert),
-        },
-    )
-    .map_err(unavailable)
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    }))
+}
+
+/// A client for one Redis server (`url` or `info`). A `rediss://` URL is
+/// TLS (rustls): the server's certificate is checked against
+/// `tls_ca_file` when set, else against the platform's roots.
+fn client_for(
+    info: impl redis::IntoConnectionInfo,
+    certs: Option<&TlsCertificates>,
+) -> Result<Client> {
+    match certs {
+        None => Client::open(info).map_err(unavailable),
+        Some(certs) => Client::build_with_tls(info, certs.clone()).map_err(unavailable),
+    }
+}
+
+/// The client of a single Redis (`backplane.redis_url`).
+fn client(settings: &BackplaneSettings) -> Result<Client> {
+    let certs = tls_certificates(settings)?;
+    client_for(settings.redis_url.as_str(), certs.as_ref())
+}
+
+/// The command connection to a Redis Cluster: one multiplexed connection
+/// per node, routed by each command's first key, following `MOVED`/`ASK`
+/// and refreshing the slot map after failovers. It carries commands only,
+/// never subscriptions (docs/redis-cluster-notes.md §2: the crate's own
+/// sharded subscriptions can mix up replies when a slot moves), and
+/// connects in the background so that a node starts, not ready, while the
+/// cluster is down.
+fn cluster_connection(
+    settings: &BackplaneSettings,
+    response_timeout: Duration,
+) -> Result<ClusterConnection> {
+    let certs = tls_certificates(settings)?;
+    let mut builder = ClusterClientBuilder::new(settings.redis_urls.iter().map(String::as_str))
+        .connection_timeout(REDIS_TIMEOUT)
+        .response_timeout(response_timeout)
+        // A failover takes a few seconds (cluster-node-timeout plus an
+        // election); a request retries through it only briefly and then
+        // answers 503, which a client retries (with its Idempotency-Key).
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(50)
+        .max_retry_wait(500);
+    if let Some(certs) = certs {
+        builder = builder.certs(certs);
+    }
+    let client = builder.build().map_err(unavailable)?;
+    Ok(client.get_pending_async_connection_with_config(
+        redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(REDIS_TIMEOUT)
+            .set_response_timeout(response_timeout),
+    ))
+}
+
+/// A connection to either kind of Redis, so every command below is written
+/// once. On a cluster each command goes to the shard of its first key;
+/// pipelines and scripts therefore name keys of one hash tag only.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(_) => 0,
+        }
+    }
 }
 
 fn corrupt(e: codec::CodecError) -> BackplaneError {
@@ -105,7 +195,7 @@ fn now_ms() -> i64 {
 /// The shared connection, each round trip timed for `/metrics`
 /// (`collabd_redis_command_duration_seconds`).
 #[derive(Clone)]
-struct Timed(ConnectionManager);
+struct Timed(Conn);
 
 impl redis::aio::ConnectionLike for Timed {
     fn req_packed_command<'a>(
@@ -166,9 +256,18 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn new() -> Self {
+    /// The scripts; on a cluster the commit publishes with `SPUBLISH`, to
+    /// the shard that owns the channel (which is the account's: channels
+    /// carry its hash tag), instead of `PUBLISH`, which a cluster copies
+    /// to every node.
+    fn new(cluster: bool) -> Self {
+        let commit = if cluster {
+            scripts::COMMIT.replace("'PUBLISH'", "'SPUBLISH'")
+        } else {
+            scripts::COMMIT.to_owned()
+        };
         Self {
-            commit: Script::new(scripts::COMMIT),
+            commit: Script::new(&commit),
             refresh: Script::new(scripts::REFRESH),
             account_and_agent: Script::new(&scripts::with_bucket(scripts::ACCOUNT_AND_AGENT)),
             account_for_token: Script::new(&scripts::with_bucket(scripts::ACCOUNT_FOR_TOKEN)),
@@ -194,6 +293,15 @@ impl Scripts {
     }
 }
 
+/// What carries this node's subscriptions.
+enum Subscriber {
+    /// One pub/sub connection to the one Redis (`pubsub.rs`).
+    Single(Client),
+    /// One connection per shard of the cluster (`shards.rs`); the command
+    /// connection reads the slot map.
+    Shards(ClusterConnection, shards::ShardClients),
+}
+
 /// Why this node keeps an agent's presence fresh.
 #[derive(Debug, Default)]
 struct Served {
@@ -206,7 +314,7 @@ struct Served {
 /// The Redis backplane.
 pub struct RedisBackplane {
     keys: Keyspace,
-    conn: ConnectionManager,
+    conn: Conn,
     scripts: Scripts,
     senders: Senders,
     subscribe_tx: mpsc::UnboundedSender<SubCommand>,
@@ -224,22 +332,39 @@ pub struct RedisBackplane {
 impl RedisBackplane {
     /// Connects lazily (a node starts, not ready, while Redis is down) and
     /// starts the pub/sub, timer and heartbeat tasks on the current runtime.
+    /// `settings.kind` says which Redis: one (`redis_url`) or a cluster
+    /// (`redis_urls`, the seed nodes).
     pub fn start(settings: &BackplaneSettings) -> Result<Arc<Self>> {
-        let client = client(settings)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(REDIS_TIMEOUT);
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let cluster = settings.kind == BackplaneKind::RedisCluster;
         let (subscribe_tx, subscribe_rx) = mpsc::unbounded_channel();
         let (resync_tx, resync_rx) = watch::channel(0);
         let (due_tx, due_rx) = mpsc::channel(super::DUE_BACKLOG);
+        let (conn, subscriber) = if cluster {
+            let conn = cluster_connection(settings, REDIS_TIMEOUT)?;
+            let shards = shards::ShardClients::new(settings, tls_certificates(settings)?)?;
+            (
+                Conn::Cluster(conn.clone()),
+                Subscriber::Shards(conn, shards),
+            )
+        } else {
+            let client = client(settings)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT))
+                .set_number_of_retries(1)
+                .set_max_delay(REDIS_TIMEOUT);
+            let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+                .map_err(unavailable)?;
+            (Conn::Single(conn), Subscriber::Single(client))
+        };
         let backplane = Arc::new(Self {
-            keys: Keyspace::new(&settings.namespace),
+            keys: if cluster {
+                Keyspace::clustered(&settings.namespace)
+            } else {
+                Keyspace::new(&settings.namespace)
+            },
             conn,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(cluster),
             senders: Arc::default(),
             subscribe_tx,
             pubsub_up: Arc::new(AtomicBool::new(false)),
@@ -248,13 +373,23 @@ impl RedisBackplane {
             served: Mutex::default(),
             index_retries: Mutex::default(),
         });
-        tokio::spawn(pubsub::run(
-            client,
-            backplane.senders.clone(),
-            subscribe_rx,
-            backplane.pubsub_up.clone(),
-            resync_tx,
-        ));
+        let senders = backplane.senders.clone();
+        let up = backplane.pubsub_up.clone();
+        match subscriber {
+            Subscriber::Single(client) => {
+                tokio::spawn(pubsub::run(client, senders, subscribe_rx, up, resync_tx));
+            }
+            Subscriber::Shards(conn, clients) => {
+                tokio::spawn(shards::run(
+                    conn,
+                    clients,
+                    senders,
+                    subscribe_rx,
+                    up,
+                    resync_tx,
+                ));
+            }
+        }
         tokio::spawn(timers::poll(Arc::downgrade(&backplane), due_tx));
         tokio::spawn(timers::heartbeat(Arc::downgrade(&backplane)));
         Ok(backplane)
@@ -287,11 +422,12 @@ impl RedisBackplane {
 
     /// Makes sure the timer index looks at `account` by `at_ms`.
     async fn touch_index(&self, account: &AccountId, at_ms: i64) {
+        let bucket = self.keys.bucket_of(account);
         let touched: redis::RedisResult<i64> = self
             .scripts
             .index_touch
-            .key(self.keys.timer_index())
-            .key(self.keys.timer_gen())
+            .key(self.keys.timer_index(bucket))
+            .key(self.keys.timer_gen(bucket))
             .arg(account.as_str())
             .arg(at_ms)
             .invoke_async(&mut self.conn())
@@ -302,6 +438,28 @@ impl RedisBackplane {
                 .entry(account.clone())
                 .and_modify(|at| *at = (*at).min(at_ms))
                 .or_insert(at_ms);
+        }
+    }
+
+    /// A command without a key (SCAN), run where `slot` lives: on the one
+    /// Redis, or on the primary that owns `slot` in a cluster.
+    async fn query_slot<T: redis::FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+        slot: u16,
+    ) -> redis::RedisResult<T> {
+        match &self.conn {
+            Conn::Single(_) => cmd.query_async(&mut self.conn()).await,
+            Conn::Cluster(cluster) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(slot, SlotAddr::Master),
+                ));
+                let started = std::time::Instant::now();
+                let value = cluster.clone().route_command(cmd, route).await;
+                crate::metrics::redis_round_trip(started.elapsed());
+                Ok(redis::from_redis_value(value?)?)
+            }
         }
     }
 
@@ -521,19 +679,22 @@ fn same_payload(a: &BusMessage, b: &BusMessage) -> bool {
 #[async_trait]
 impl Directory for RedisBackplane {
     async fn put_account(&self, account: &Account) -> Result<bool> {
-        // Two slots (the account's, the list's): a pipeline, not a script.
-        let (old, _): (Option<Vec<u8>>, i64) = redis::pipe()
-            .cmd("SET")
+        // Two hash tags (the account's, its bucket of the list): two
+        // commands, sent together (a cluster routes each to its shard).
+        let mut record = redis::cmd("SET");
+        record
             .arg(self.account_keys(&account.id).account())
             .arg(codec::encode(account))
-            .arg("GET")
-            .cmd("ZADD")
-            .arg(self.keys.accounts())
+            .arg("GET");
+        let mut listed = redis::cmd("ZADD");
+        listed
+            .arg(self.keys.accounts(self.keys.bucket_of(&account.id)))
             .arg(0)
-            .arg(account.id.as_str())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .arg(account.id.as_str());
+        let (mut a, mut b) = (self.conn(), self.conn());
+        let (old, _): (Option<Vec<u8>>, i64) =
+            tokio::try_join!(record.query_async(&mut a), listed.query_async(&mut b))
+                .map_err(unavailable)?;
         Ok(old.is_none())
     }
 
@@ -658,41 +819,61 @@ impl Directory for RedisBackplane {
             Some(a) => format!("({}", a.as_str()),
             None => "-".to_owned(),
         };
-        // An id whose account is gone (a deletion cut short) is dropped from
-        // the list as it is met, and the page filled from further on.
+        // Each bucket is sorted by id; a page is the first `want` ids of
+        // their merge. An id whose account is gone (a deletion cut short)
+        // is dropped from its bucket as it is met, and the page filled
+        // from further on.
         while out.len() < limit {
             let want = limit - out.len();
-            let ids: Vec<String> = redis::cmd("ZRANGE")
-                .arg(self.keys.accounts())
-                .arg(&from)
-                .arg("+")
-                .arg("BYLEX")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(want)
-                .query_async(&mut self.conn())
+            let mut ids: Vec<String> = Vec::new();
+            let reads = self.keys.buckets().map(|bucket| {
+                let mut conn = self.conn();
+                let key = self.keys.accounts(bucket);
+                let from = from.clone();
+                async move {
+                    redis::cmd("ZRANGE")
+                        .arg(key)
+                        .arg(from)
+                        .arg("+")
+                        .arg("BYLEX")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(want)
+                        .query_async::<Vec<String>>(&mut conn)
+                        .await
+                }
+            });
+            for bucket in futures_util::future::try_join_all(reads)
                 .await
-                .map_err(unavailable)?;
+                .map_err(unavailable)?
+            {
+                ids.extend(bucket);
+            }
+            ids.sort();
+            ids.truncate(want);
             let Some(last) = ids.last() else { break };
             from = format!("({last}");
-            // One GET per account (each in its own slot), pipelined.
-            let mut pipe = redis::pipe();
+            let mut accounts = Vec::with_capacity(ids.len());
             for id in &ids {
                 let id = AccountId::parse(id)
                     .map_err(|_| BackplaneError::Unavailable(format!("bad account id {id:?}")))?;
-                pipe.get(self.account_keys(&id).account());
+                accounts.push(id);
             }
-            let found: Vec<Option<Vec<u8>>> = pipe
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            for (id, bytes) in ids.iter().zip(found) {
+            // One GET per account (each in its own slot), sent together.
+            let found = futures_util::future::try_join_all(accounts.iter().map(|id| {
+                let mut conn = self.conn();
+                let key = self.account_keys(id).account();
+                async move { conn.get::<_, Option<Vec<u8>>>(key).await }
+            }))
+            .await
+            .map_err(unavailable)?;
+            for (id, bytes) in accounts.iter().zip(found) {
                 match decoded::<Account>(bytes)? {
                     Some(account) => out.push(account),
                     None => {
                         let _: i64 = self
                             .conn()
-                            .zrem(self.keys.accounts(), id)
+                            .zrem(self.keys.accounts(self.keys.bucket_of(id)), id.as_str())
                             .await
                             .map_err(unavailable)?;
                     }
@@ -755,17 +936,19 @@ impl Directory for RedisBackplane {
         let existed: i64 = conn.exists(k.account()).await.map_err(unavailable)?;
         // Every key of the account shares its prefix. SCAN walks the whole
         // keyspace (in pages), which is fine for a rare admin action.
+        // On a cluster the scan runs on the primary of the account's slot
+        // (SCAN has no key to route by), which holds every key it has.
+        let slot = super::keys::slot(k.account().as_bytes());
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(k.pattern())
                 .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+                .arg(1000);
+            let (next, keys): (u64, Vec<String>) =
+                self.query_slot(scan, slot).await.map_err(unavailable)?;
             // The account's own record goes last: a deletion cut short is
             // found and finished by the next call.
             let record = k.account();
@@ -787,7 +970,10 @@ impl Directory for RedisBackplane {
         }
         let _: i64 = conn.unlink(k.account()).await.map_err(unavailable)?;
         let _: i64 = conn
-            .zrem(self.keys.accounts(), account.as_str())
+            .zrem(
+                self.keys.accounts(self.keys.bucket_of(account)),
+                account.as_str(),
+            )
             .await
             .map_err(unavailable)?;
         Ok(existed == 1)
@@ -1261,9 +1447,14 @@ impl Claims for RedisBackplane {
 #[async_trait]
 impl Bus for RedisBackplane {
     async fn publish(&self, topic: Topic, message: BusMessage) -> Result<()> {
-        let _: i64 = self
-            .conn()
-            .publish(self.keys.channel(&topic), pubsub::encode(&message))
+        let command = match self.conn {
+            Conn::Single(_) => "PUBLISH",
+            Conn::Cluster(_) => "SPUBLISH",
+        };
+        let _: i64 = redis::cmd(command)
+            .arg(self.keys.channel(&topic))
+            .arg(pubsub::encode(&message))
+            .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -1386,8 +1577,10 @@ impl Health for RedisBackplane {
                 "pub/sub connection is down".into(),
             ));
         }
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn())
+        // On a cluster: a primary at random (the subscriber being up
+        // already says every primary is reachable).
+        let _: String = self
+            .query_slot(redis::cmd("PING"), 0)
             .await
             .map_err(unavailable)?;
         Ok(())

@@ -207,7 +207,7 @@ async fn answered<T>(call: impl std::future::Future<Output = redis::RedisResult<
     matches!(tokio::time::timeout(REDIS_TIMEOUT, call).await, Ok(Ok(_)))
 }
 
-fn dispatch(senders: &Senders, channel: &str, payload: &[u8]) {
+pub(super) fn dispatch(senders: &Senders, channel: &str, payload: &[u8]) {
     let message = match decode(payload) {
         Ok(m) => m,
         Err(e) => {

@@ -87,13 +87,35 @@ async fn poll_once(bp: &RedisBackplane, due: &mpsc::Sender<Deadline>) -> redis::
     if room == 0 {
         return Ok(());
     }
+    // Each bucket of the index on its own (on a cluster each lives on its
+    // own shard): a shard that is down delays only its bucket's timers.
+    let mut failed = None;
+    for bucket in bp.keys.buckets() {
+        if let Err(e) = poll_bucket(bp, due, bucket).await {
+            failed = Some(e);
+        }
+        if due.is_closed() {
+            break;
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+async fn poll_bucket(
+    bp: &RedisBackplane,
+    due: &mpsc::Sender<Deadline>,
+    bucket: u16,
+) -> redis::RedisResult<()> {
+    if due.capacity() == 0 {
+        return Ok(());
+    }
     let now = now_ms();
     let lease_until = now + TIMER_LEASE.as_millis() as i64;
     let taken: Vec<String> = bp
         .scripts
         .index_take
-        .key(bp.keys.timer_index())
-        .key(bp.keys.timer_gen())
+        .key(bp.keys.timer_index(bucket))
+        .key(bp.keys.timer_gen(bucket))
         .arg(now)
         .arg(ACCOUNTS_PER_POLL)
         .arg(lease_until)
@@ -145,8 +167,8 @@ async fn poll_once(bp: &RedisBackplane, due: &mpsc::Sender<Deadline>) -> redis::
         let _: i64 = bp
             .scripts
             .index_settle
-            .key(bp.keys.timer_index())
-            .key(bp.keys.timer_gen())
+            .key(bp.keys.timer_index(bucket))
+            .key(bp.keys.timer_gen(bucket))
             .arg(account)
             .arg(generation)
             .arg(earliest)
@@ -181,23 +203,32 @@ pub(super) async fn heartbeat(backplane: Weak<RedisBackplane>) {
         }
         let now = now_ms();
         let expires = now + super::PRESENCE_TTL.as_millis() as i64;
-        let mut pipe = redis::pipe();
-        for (account, agents) in &by_account {
+        // One pipeline per account (one hash tag each, so a cluster can
+        // route it), all sent together.
+        let pipes = by_account.iter().map(|(account, agents)| {
             let online = bp.account_keys(account).online();
             let mut zadd = redis::cmd("ZADD");
             zadd.arg(&online).arg("XX");
             for agent in agents {
                 zadd.arg(expires).arg(agent.as_str());
             }
+            let mut pipe = redis::pipe();
             pipe.add_command(zadd).ignore();
             pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(&online)
                 .arg("-inf")
                 .arg(now - PRESENCE_PRUNE_AFTER.as_millis() as i64)
                 .ignore();
-        }
-        if let Err(e) = pipe.query_async::<()>(&mut bp.conn()).await {
-            tracing::warn!(error = %e, "presence heartbeat failed");
+            let mut conn = bp.conn();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        });
+        for failed in futures_util::future::join_all(pipes)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .take(1)
+        {
+            tracing::warn!(error = %failed, "presence heartbeat failed");
         }
         if beats.is_multiple_of(REINDEX_EVERY) {
             reindex(&bp, by_account.keys()).await;
