@@ -3007,11 +3007,43 @@ pub async fn health_ping_is_ok(bp: &dyn Backplane) {
 /// rule uses fresh random ids; the timer rules need the backplane's due
 /// stream, so `$make` must build a new backplane each time (see the module
 /// documentation).
+///
+/// `backplane_conformance_suite!(sequential NAME)` instead defines
+/// `async fn NAME(make)` that runs every rule in turn, each on a backplane
+/// `make()` builds: for a store too costly to start once per rule (a Redis
+/// Cluster), started once by the calling test.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! backplane_conformance_suite {
-    ($make:expr) => {
-        $crate::backplane_conformance_suite!(@rules $make;
+    (sequential $name:ident) => {
+        $crate::backplane_conformance_suite!(@list @sequential $name);
+    };
+    (@rules $make:expr; $($rule:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "current_thread")]
+            async fn $rule() {
+                let bp = $make;
+                let bp: &dyn $crate::backplane::Backplane = &*bp;
+                $crate::backplane::conformance::$rule(bp).await;
+            }
+        )*
+    };
+    (@sequential $name:ident; $($rule:ident),* $(,)?) => {
+        async fn $name<F, Fut, B>(make: F)
+        where
+            F: Fn() -> Fut,
+            Fut: ::std::future::Future<Output = B>,
+            B: ::std::ops::Deref<Target = dyn $crate::backplane::Backplane>,
+        {
+            $(
+                eprintln!("conformance rule: {}", stringify!($rule));
+                let bp = make().await;
+                $crate::backplane::conformance::$rule(&*bp).await;
+            )*
+        }
+    };
+    (@list $($head:tt)*) => {
+        $crate::backplane_conformance_suite!($($head)*;
             directory_accounts_put_reports_creation_and_keeps_latest,
             directory_portals_are_scoped_by_account_and_listed_sorted,
             directory_agents_are_scoped_by_account,
@@ -3053,15 +3085,8 @@ macro_rules! backplane_conformance_suite {
             health_ping_is_ok,
         );
     };
-    (@rules $make:expr; $($rule:ident),* $(,)?) => {
-        $(
-            #[::tokio::test(flavor = "current_thread")]
-            async fn $rule() {
-                let bp = $make;
-                let bp: &dyn $crate::backplane::Backplane = &*bp;
-                $crate::backplane::conformance::$rule(bp).await;
-            }
-        )*
+    ($make:expr) => {
+        $crate::backplane_conformance_suite!(@list @rules $make);
     };
 }
 

@@ -3,8 +3,10 @@
 // Fixtures that cannot start must fail the test loudly.
 #![allow(clippy::expect_used)]
 
+pub mod redis_cluster;
 pub mod support;
 
+mod cluster_mode;
 mod conformance;
 mod cost;
 mod scenarios;

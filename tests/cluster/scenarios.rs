@@ -11,7 +11,7 @@ use crate::common::{ACME, EVENT_WAIT, EventStream, TestApp, id_of, pluck};
 /// How long a node may take to notice Redis is back and become ready.
 const RECOVERY: Duration = Duration::from_secs(20);
 
-fn apps(nodes: &[super::support::Node]) -> Vec<TestApp> {
+pub(super) fn apps(nodes: &[super::support::Node]) -> Vec<TestApp> {
     nodes.iter().map(|n| TestApp::remote(n.port)).collect()
 }
 
@@ -91,7 +91,13 @@ async fn agents_logged_in_through_different_nodes_are_seen_everywhere_and_portal
 async fn racing_accepts_spread_over_three_nodes_have_exactly_one_winner_every_time() {
     let redis = RedisServer::start();
     let (_, nodes) = cluster(&redis, 3);
-    let apps = apps(&nodes);
+    racing_accepts(&apps(&nodes), 8).await;
+}
+
+/// 24 agents logged in through three nodes race to accept each of
+/// `rounds` portal invitations: one wins, every other is told 409
+/// `invitation_taken`, every stream sees its outcome.
+pub(super) async fn racing_accepts(apps: &[TestApp], rounds: usize) {
     apps[0]
         .acme(json!({"max_active_sessions_per_agent": 100}))
         .await;
@@ -108,7 +114,7 @@ async fn racing_accepts_spread_over_three_nodes_have_exactly_one_winner_every_ti
     for (i, r) in recipients.iter().enumerate() {
         streams.push(apps[(i + 2) % 3].agent_events(&r.token).await.0);
     }
-    for round in 0..8 {
+    for round in 0..rounds {
         let (session, _) = apps[round % 3]
             .create_session(&lead.token, "queue", &format!("Customer {round}"))
             .await;

@@ -1,0 +1,278 @@
+//! A real Redis Cluster of our own: three masters and three replicas
+//! (`redis-server --cluster-enabled yes` on free ports whose cluster-bus port,
+//! port + 10000, is free too), joined by `redis-cli --cluster create`, with a
+//! small `cluster-node-timeout` so a killed master's replica takes over in a
+//! few seconds. Everything is killed and removed on drop.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::support::scratch_dir;
+
+/// How long the cluster may take to form, or to fail over.
+const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Cluster-bus ports are port + 10000 and must stay below 65536.
+const HIGHEST_PORT: u16 = 55_534;
+
+/// Three masters and three replicas.
+pub struct RedisCluster {
+    servers: BTreeMap<u16, Option<Child>>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts six servers and joins them (one replica per master); returns
+    /// once every node reports `cluster_state:ok` and every replica is in
+    /// sync with its master.
+    pub fn start() -> Self {
+        let dir = scratch_dir("redis-cluster");
+        let ports = cluster_ports(6);
+        let mut cluster = Self {
+            servers: BTreeMap::new(),
+            dir,
+        };
+        for port in ports {
+            let child = cluster.launch(port);
+            cluster.servers.insert(port, Some(child));
+        }
+        let seeds: Vec<String> = cluster
+            .ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&seeds)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli is installed");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
+        );
+        cluster.wait_until("the cluster formed", |c| {
+            c.ports().iter().all(|&p| c.healthy(p)) && c.masters().len() == 3
+        });
+        cluster
+    }
+
+    fn launch(&self, port: u16) -> Child {
+        let dir = self.dir.join(port.to_string());
+        std::fs::create_dir_all(&dir).expect("a node directory");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args(["--cluster-node-timeout", "1000"])
+            .args(["--appendonly", "yes", "--save", ""])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        while !cli(port, &["PING"]).starts_with("PONG") {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// `redis://127.0.0.1:<port>` of every live server: the seed list.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports()
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// The ports of the servers still running.
+    pub fn ports(&self) -> Vec<u16> {
+        self.servers
+            .iter()
+            .filter(|(_, child)| child.is_some())
+            .map(|(&port, _)| port)
+            .collect()
+    }
+
+    /// `INFO <section>` of one server.
+    pub fn info(&self, port: u16, section: &str) -> String {
+        cli(port, &["INFO", section])
+    }
+
+    /// The slot of a key (hash tags included).
+    pub fn keyslot(&self, key: &str) -> u16 {
+        let any = self.ports()[0];
+        cli(any, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number")
+    }
+
+    /// The port of each master and how many keys it holds, by port.
+    pub fn keys_per_master(&self) -> Vec<(u16, u64)> {
+        self.masters()
+            .into_keys()
+            .map(|port| {
+                let keys = cli(port, &["DBSIZE"]).trim().parse().unwrap_or(0);
+                (port, keys)
+            })
+            .collect()
+    }
+
+    /// Masters by port, with the slot ranges each serves, as the first live
+    /// server sees them.
+    fn masters(&self) -> BTreeMap<u16, Vec<(u16, u16)>> {
+        let Some(&any) = self.ports().first() else {
+            return BTreeMap::new();
+        };
+        let mut masters = BTreeMap::new();
+        for line in cli(any, &["CLUSTER", "NODES"]).lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 8 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let Some(port) = node_port(fields[1]) else {
+                continue;
+            };
+            let ranges = fields[8..]
+                .iter()
+                .filter_map(|r| {
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                })
+                .collect();
+            masters.insert(port, ranges);
+        }
+        masters
+    }
+
+    /// The master serving `slot`, as the first live server sees it.
+    fn master_of(&self, slot: u16) -> Option<u16> {
+        self.masters()
+            .into_iter()
+            .find(|(_, ranges)| ranges.iter().any(|&(a, b)| (a..=b).contains(&slot)))
+            .map(|(port, _)| port)
+    }
+
+    /// `kill -9` the master that owns `key`'s slot; returns its port.
+    pub fn kill_master_for_key(&mut self, key: &str) -> u16 {
+        let slot = self.keyslot(key);
+        let port = self.master_of(slot).expect("some master owns the slot");
+        if let Some(Some(mut child)) = self.servers.insert(port, None) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        port
+    }
+
+    /// Waits until a replica took over `slot` from the killed `old` master
+    /// and the cluster is ok again on every live server.
+    pub fn wait_failover(&self, old: u16, slot: u16) {
+        self.wait_until("a replica took over", |c| {
+            c.master_of(slot).is_some_and(|p| p != old)
+                && c.ports()
+                    .iter()
+                    .all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        });
+    }
+
+    fn healthy(&self, port: u16) -> bool {
+        if !cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            return false;
+        }
+        let replication = self.info(port, "replication");
+        !replication.contains("role:slave") || replication.contains("master_link_status:up")
+    }
+
+    fn wait_until(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "Redis Cluster: {what} did not happen in {FORM_TIMEOUT:?}:\n{}",
+                self.ports()
+                    .first()
+                    .map(|&p| cli(p, &["CLUSTER", "NODES"]))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in self.servers.values_mut() {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `127.0.0.1:7001@17001,hostname` → 7001.
+fn node_port(address: &str) -> Option<u16> {
+    let host_port = address.split(['@', ',']).next()?;
+    host_port.rsplit_once(':')?.1.parse().ok()
+}
+
+/// Runs one command with redis-cli against a cluster node (no redirects
+/// followed) and returns what it printed.
+fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// `n` distinct free ports below [`HIGHEST_PORT`] whose cluster-bus port is
+/// free as well. The listeners are held until all are picked so the kernel
+/// does not hand one out twice.
+fn cluster_ports(n: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    let mut attempts = 0;
+    while ports.len() < n {
+        attempts += 1;
+        assert!(
+            attempts < 10_000,
+            "no free cluster ports below {HIGHEST_PORT}"
+        );
+        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(port) = listener.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        if port > HIGHEST_PORT {
+            held.push(listener);
+            continue;
+        }
+        let Ok(bus) = TcpListener::bind(("127.0.0.1", port + 10_000)) else {
+            held.push(listener);
+            continue;
+        };
+        held.push(listener);
+        held.push(bus);
+        ports.push(port);
+    }
+    drop(held);
+    ports
+}
