@@ -148,6 +148,10 @@ pub struct Metrics {
     pub requests_shed: Counter,
     /// Requests refused because their token's rate was used up.
     pub requests_rate_limited: Counter,
+    /// Changes answered 503 because replicas did not confirm them in time.
+    pub changes_unconfirmed: Counter,
+    /// Creating requests answered from their `Idempotency-Key` record.
+    pub idempotent_replays: Counter,
     /// Requests answered, by route, method and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Time to answer, by route and method.
@@ -235,6 +239,16 @@ impl Metrics {
             &mut registry,
             "collabd_requests_rate_limited",
             "Requests refused with 429 because their token's rate was used up",
+        );
+        let changes_unconfirmed = counter(
+            &mut registry,
+            "collabd_changes_unconfirmed",
+            "Changes answered 503 because backplane.wait_replicas replicas did not confirm them in time",
+        );
+        let idempotent_replays = counter(
+            &mut registry,
+            "collabd_idempotent_replays",
+            "Creating requests answered with the first result of their Idempotency-Key",
         );
         let pubsub_reconnects = counter(
             &mut registry,
@@ -331,6 +345,8 @@ impl Metrics {
             session_loads,
             requests_shed,
             requests_rate_limited,
+            changes_unconfirmed,
+            idempotent_replays,
             requests,
             request_seconds,
             invitation_delivery_seconds,

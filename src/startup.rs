@@ -87,6 +87,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(middleware::from_fn(crate::http::durable::acknowledge))
                 .wrap(middleware::from_fn(crate::http::guard::body_deadline))
                 .wrap(middleware::ErrorHandlers::new().default_handler(problem_for_plain_errors))
                 .wrap(middleware::from_fn(crate::http::observe::observe))

@@ -14,6 +14,8 @@ mod admin;
 mod bad_input;
 #[path = "e2e/customer.rs"]
 mod customer;
+#[path = "e2e/idempotency.rs"]
+mod idempotency;
 #[path = "e2e/invitations.rs"]
 mod invitations;
 #[path = "e2e/limits.rs"]

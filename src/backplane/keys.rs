@@ -153,6 +153,17 @@ impl AccountKeys {
         k
     }
 
+    /// An `Idempotency-Key` record (`key` is a digest: bounded length).
+    pub fn idempotency(&self, key: &str) -> String {
+        self.key(&["idem", key])
+    }
+
+    /// The marker a node writes before `WAIT` (`durable.rs`), one per
+    /// account, short-lived.
+    pub fn durable_marker(&self) -> String {
+        self.key(&["durable"])
+    }
+
     /// The account itself.
     pub fn account(&self) -> String {
         self.key(&["account"])

@@ -18,9 +18,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use super::{
-    AcceptContext, Bus, BusMessage, Claim, Claims, Commit, Committed, Deadline, Directory, Fresh,
-    Health, Presence, Rate, RateLimits, RateVerdict, Result, SessionCursor, Sessions, Timers,
-    TokenHolder, Topic, Transcript, Versioned, Window, WindowAgent, codec,
+    AcceptContext, Bus, BusMessage, Claim, Claims, Commit, Committed, Deadline, Directory,
+    Durability, Fresh, Health, Idempotency, Presence, Rate, RateLimits, RateVerdict, Result,
+    SessionCursor, Sessions, Timers, TokenHolder, Topic, Transcript, Versioned, Window,
+    WindowAgent, codec,
 };
 use crate::domain::session::{SessionStatus, Target, Timer};
 use crate::domain::{
@@ -69,6 +70,8 @@ struct AccountData {
     active_index: BTreeSet<SessionCursor>,
     /// Ended sessions (until their retention ends) in the order they ended.
     ended_index: BTreeSet<SessionCursor>,
+    /// Idempotency records by key: until when, and the value.
+    idempotency: HashMap<String, (Instant, String)>,
 }
 
 impl AccountData {
@@ -1043,6 +1046,78 @@ impl RateLimits for MemoryBackplane {
 #[async_trait]
 impl Health for MemoryBackplane {
     async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Idempotency records one account may hold at once; at the bound the
+/// expired ones go, then those closest to expiry.
+const IDEMPOTENCY_RECORDS: usize = 10_000;
+
+/// Nothing to wait for: the memory backplane has no replicas, a change is
+/// as durable as this process.
+#[async_trait]
+impl Durability for MemoryBackplane {
+    async fn confirm(&self, _account: &AccountId) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Idempotency for MemoryBackplane {
+    async fn reserve(
+        &self,
+        account: &AccountId,
+        key: &str,
+        running: &str,
+        running_for: Duration,
+    ) -> Result<Option<String>> {
+        let now = Instant::now();
+        let mut s = self.store();
+        let records = &mut s.accounts.entry(account.clone()).or_default().idempotency;
+        if let Some((until, value)) = records.get(key)
+            && *until > now
+        {
+            return Ok(Some(value.clone()));
+        }
+        if records.len() >= IDEMPOTENCY_RECORDS {
+            records.retain(|_, (until, _)| *until > now);
+        }
+        while records.len() >= IDEMPOTENCY_RECORDS {
+            let Some(soonest) = records
+                .iter()
+                .min_by_key(|(_, (until, _))| *until)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            records.remove(&soonest);
+        }
+        records.insert(key.to_owned(), (now + running_for, running.to_owned()));
+        Ok(None)
+    }
+
+    async fn record(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: &str,
+        keep_for: Duration,
+    ) -> Result<()> {
+        let mut s = self.store();
+        let records = &mut s.accounts.entry(account.clone()).or_default().idempotency;
+        records.insert(
+            key.to_owned(),
+            (Instant::now() + keep_for, value.to_owned()),
+        );
+        Ok(())
+    }
+
+    async fn forget(&self, account: &AccountId, key: &str) -> Result<()> {
+        let mut s = self.store();
+        if let Some(data) = s.accounts.get_mut(account) {
+            data.idempotency.remove(key);
+        }
         Ok(())
     }
 }

@@ -254,6 +254,11 @@ pub enum BackplaneError {
     /// The shared store cannot be reached now.
     #[error("backplane unavailable: {0}")]
     Unavailable(String),
+    /// A change was made but not confirmed on as many replicas as
+    /// `backplane.wait_replicas` asks in time: it may or may not persist
+    /// through a failover.
+    #[error("change not confirmed by replicas: {0}")]
+    Unconfirmed(String),
 }
 
 /// Shorthand for backplane results.
@@ -562,13 +567,70 @@ pub trait Health: Send + Sync {
     async fn ping(&self) -> Result<()>;
 }
 
+/// How long a change must survive: `backplane.wait_replicas`.
+#[async_trait]
+pub trait Durability: Send + Sync {
+    /// Returns once every change this node made to `account` so far is on
+    /// as many replicas as `backplane.wait_replicas` asks (at once when it
+    /// asks none); `Unconfirmed` when they do not confirm within
+    /// `backplane.wait_timeout_ms`.
+    async fn confirm(&self, account: &AccountId) -> Result<()>;
+}
+
+/// Records that make a creating request safe to retry (`Idempotency-Key`).
+/// The values are opaque to the backplane; each lives only as long as
+/// asked, and a record belongs to its account (deleted with it).
+#[async_trait]
+pub trait Idempotency: Send + Sync {
+    /// Stores `running` under `key` for `running_for` unless a record is
+    /// there; returns that record if so (`None`: the caller now holds the
+    /// key and must `record` or `forget` it).
+    async fn reserve(
+        &self,
+        account: &AccountId,
+        key: &str,
+        running: &str,
+        running_for: Duration,
+    ) -> Result<Option<String>>;
+    /// Replaces what is stored under `key`, kept for `keep_for`.
+    async fn record(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: &str,
+        keep_for: Duration,
+    ) -> Result<()>;
+    /// Deletes the record under `key`.
+    async fn forget(&self, account: &AccountId, key: &str) -> Result<()>;
+}
+
 /// Everything a node shares with every other node.
 pub trait Backplane:
-    Directory + Presence + Sessions + Claims + Bus + Timers + Health + RateLimits + 'static
+    Directory
+    + Presence
+    + Sessions
+    + Claims
+    + Bus
+    + Timers
+    + Health
+    + RateLimits
+    + Durability
+    + Idempotency
+    + 'static
 {
 }
 
 impl<T> Backplane for T where
-    T: Directory + Presence + Sessions + Claims + Bus + Timers + Health + RateLimits + 'static
+    T: Directory
+        + Presence
+        + Sessions
+        + Claims
+        + Bus
+        + Timers
+        + Health
+        + RateLimits
+        + Durability
+        + Idempotency
+        + 'static
 {
 }

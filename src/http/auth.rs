@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use chrono::Utc;
 
 use super::AppState;
@@ -147,12 +147,16 @@ impl FromRequest for AgentCaller {
             let admitted = crate::app::admit(&state.node)?;
             match crate::app::agent_caller(&state.node, &account, &agent, issued_at, &token).await?
             {
-                TokenCheck::Valid(account, agent) => Ok(AgentCaller {
-                    account,
-                    agent,
-                    token,
-                    admitted,
-                }),
+                TokenCheck::Valid(account, agent) => {
+                    req.extensions_mut()
+                        .insert(super::durable::Changed(account.id.clone()));
+                    Ok(AgentCaller {
+                        account,
+                        agent,
+                        token,
+                        admitted,
+                    })
+                }
                 TokenCheck::Gone => Err(ApiError::unauthorized(
                     "the token names an agent that no longer exists",
                 )),
@@ -186,6 +190,8 @@ impl FromRequest for CustomerCaller {
                 .ok_or_else(|| {
                     ApiError::unauthorized("the token names an account that no longer exists")
                 })?;
+            req.extensions_mut()
+                .insert(super::durable::Changed(account.id.clone()));
             Ok(CustomerCaller {
                 account,
                 session,

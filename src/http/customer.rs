@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::auth::CustomerCaller;
@@ -36,19 +36,32 @@ async fn messages(
     Ok(HttpResponse::Ok().json(page))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct MessageBody {
     text: String,
 }
 
 async fn post_message(
+    req: HttpRequest,
     caller: CustomerCaller,
     state: web::Data<AppState>,
     body: web::Json<Object<MessageBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = use_case::post(&state.node, &caller, body.into_inner().0.text).await?;
-    Ok(HttpResponse::Created().json(message))
+    let body = body.into_inner().0;
+    let owner = format!("customer:{}", caller.session.as_str());
+    super::idempotency::once(
+        &req,
+        &state.node,
+        &caller.account.id,
+        &owner,
+        &body,
+        async {
+            let message = use_case::post(&state.node, &caller, body.text.clone()).await?;
+            super::idempotency::json(message)
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]

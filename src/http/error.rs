@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::actors::Failure;
+use crate::backplane::BackplaneError;
 use crate::domain::DomainError;
 
 /// A problem+json error.
@@ -156,6 +157,13 @@ impl From<Failure> for ApiError {
         match e {
             Failure::Domain(d) => d.into(),
             Failure::NotFound(what) => ApiError::not_found(what),
+            Failure::Backplane(BackplaneError::Unconfirmed(why)) => ApiError {
+                retry_after: Some(1),
+                ..ApiError::unavailable(format!(
+                    "the change was made but not confirmed by replicas in time ({why}); it may \
+                     or may not persist: read it back, or retry with the same Idempotency-Key"
+                ))
+            },
             Failure::Backplane(b) => {
                 tracing::warn!(error = %b, "shared store failure");
                 ApiError::unavailable("the shared store is unreachable; retry shortly")

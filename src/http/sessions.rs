@@ -1,14 +1,15 @@
 //! Sessions, their chat, and invitations: everything the session's agents
 //! and the invitees do.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{Duration, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::AgentCaller;
 use super::body::Object;
 use super::error::ApiError;
+use super::idempotency;
 use super::token::Subject;
 use super::{AppState, PageQuery, lookup_id};
 use crate::app::sessions::{self as use_case, InviteRequest};
@@ -40,37 +41,55 @@ fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     lookup_id(raw, "session")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct CustomerBody {
     name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     mode: SessionMode,
     customer: CustomerBody,
 }
 
+/// Who a creating request's `Idempotency-Key` belongs to.
+fn agent_key_owner(caller: &AgentCaller) -> String {
+    format!("agent:{}", caller.agent.id.as_str())
+}
+
 async fn create(
+    req: HttpRequest,
     caller: AgentCaller,
     state: web::Data<AppState>,
     body: web::Json<Object<CreateBody>>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner().0;
     let customer_name =
         parse_name("customer.name", &body.customer.name).map_err(ApiError::invalid)?;
-    let session = use_case::create(&state.node, &caller, body.mode, customer_name).await?;
-    let ttl = Duration::seconds(state.node.settings.auth.customer_token_ttl_secs as i64);
-    let subject = Subject::Customer {
-        account: caller.account.id.clone(),
-        session: session.id.clone(),
-    };
-    let customer_token = state.tokens.mint(subject, Utc::now() + ttl);
-    Ok(HttpResponse::Created().json(json!({
-        "session": session,
-        "customer_token": customer_token,
-    })))
+    let owner = agent_key_owner(&caller);
+    idempotency::once(
+        &req,
+        &state.node,
+        &caller.account.id,
+        &owner,
+        &body,
+        async {
+            let session = use_case::create(&state.node, &caller, body.mode, customer_name).await?;
+            let ttl = Duration::seconds(state.node.settings.auth.customer_token_ttl_secs as i64);
+            let subject = Subject::Customer {
+                account: caller.account.id.clone(),
+                session: session.id.clone(),
+            };
+            let customer_token = state.tokens.mint(subject, Utc::now() + ttl);
+            Ok(json!({
+                "session": session,
+                "customer_token": customer_token,
+            }))
+        },
+    )
+    .await
 }
 
 async fn get(
@@ -82,7 +101,7 @@ async fn get(
     Ok(HttpResponse::Ok().json(view))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct InviteBody {
     target: Target,
@@ -92,19 +111,32 @@ struct InviteBody {
 }
 
 async fn invite(
+    req: HttpRequest,
     caller: AgentCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<Object<InviteBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner().0;
-    let request = InviteRequest {
-        target: body.target,
-        masked: body.masked,
-        comment: body.comment,
-    };
-    let view = use_case::invite(&state.node, &caller, &session_id(&path)?, request).await?;
-    Ok(HttpResponse::Created().json(view))
+    let session = session_id(&path)?;
+    let owner = agent_key_owner(&caller);
+    idempotency::once(
+        &req,
+        &state.node,
+        &caller.account.id,
+        &owner,
+        &body,
+        async {
+            let request = InviteRequest {
+                target: body.target.clone(),
+                masked: body.masked,
+                comment: body.comment.clone(),
+            };
+            let view = use_case::invite(&state.node, &caller, &session, request).await?;
+            super::idempotency::json(view)
+        },
+    )
+    .await
 }
 
 async fn invitation(
@@ -127,7 +159,7 @@ async fn cancel(
     Ok(HttpResponse::Ok().json(view))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct MessageBody {
     text: String,
@@ -140,21 +172,34 @@ fn everyone() -> Audience {
 }
 
 async fn post_message(
+    req: HttpRequest,
     caller: AgentCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<Object<MessageBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner().0;
-    let message = use_case::post(
+    let session = session_id(&path)?;
+    let owner = agent_key_owner(&caller);
+    idempotency::once(
+        &req,
         &state.node,
-        &caller,
-        &session_id(&path)?,
-        body.text,
-        body.audience,
+        &caller.account.id,
+        &owner,
+        &body,
+        async {
+            let message = use_case::post(
+                &state.node,
+                &caller,
+                &session,
+                body.text.clone(),
+                body.audience,
+            )
+            .await?;
+            super::idempotency::json(message)
+        },
     )
-    .await?;
-    Ok(HttpResponse::Created().json(message))
+    .await
 }
 
 async fn messages(

@@ -189,6 +189,15 @@ async fn killing_the_accounts_master_heals_by_itself_and_loses_nothing_acknowled
         said.push(text);
     }
 
+    // Every change above waited for the account's replica (WAIT 1).
+    assert!(
+        redis
+            .ports()
+            .iter()
+            .any(|&p| redis.info(p, "commandstats").contains("cmdstat_wait:")),
+        "no master saw a WAIT"
+    );
+
     // kill -9 the master that owns the account's slot, right away.
     let key = format!("collabd:{{{namespace}:{ACME}}}:account");
     let killed = redis.kill_master_for_key(&key);
@@ -197,6 +206,26 @@ async fn killing_the_accounts_master_heals_by_itself_and_loses_nothing_acknowled
     // The nodes heal by themselves…
     for app in &apps {
         wait_ready(app, true, HEAL).await;
+    }
+    // … but while the account's new master has no replica, no change can
+    // be confirmed on one: it is refused as unconfirmed, never acknowledged.
+    let unconfirmed = apps[0]
+        .post(
+            "/v1/sessions",
+            &lead.token,
+            json!({"mode": "web", "customer": {"name": "Zed"}}),
+        )
+        .await;
+    crate::common::assert_problem(&unconfirmed, 503, "unavailable");
+    // The old master comes back as the new master's replica.
+    redis.restart(killed);
+    let deadline = std::time::Instant::now() + HEAL;
+    while !redis.whole() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old master did not rejoin"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // … everything acknowledged is still there …
     let view = apps[1]

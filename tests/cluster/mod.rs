@@ -9,5 +9,6 @@ pub mod support;
 mod cluster_mode;
 mod conformance;
 mod cost;
+mod durability;
 mod scenarios;
 mod tls;

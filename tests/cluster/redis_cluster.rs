@@ -176,6 +176,20 @@ impl RedisCluster {
         port
     }
 
+    /// Starts a killed server again on its port and data: it rejoins as a
+    /// replica of whoever took over (see [`RedisCluster::whole`]).
+    pub fn restart(&mut self, port: u16) {
+        let child = self.launch(port);
+        self.servers.insert(port, Some(child));
+    }
+
+    /// Every server runs, reports the cluster ok, and replicas are in sync.
+    pub fn whole(&self) -> bool {
+        self.servers.values().all(Option::is_some)
+            && self.ports().iter().all(|&p| self.healthy(p))
+            && self.masters().len() == 3
+    }
+
     /// Waits until a replica took over `slot` from the killed `old` master
     /// and the cluster is ok again on every live server.
     pub fn wait_failover(&self, old: u16, slot: u16) {

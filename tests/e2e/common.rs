@@ -50,6 +50,8 @@ pub struct Reply {
     pub allow: String,
     /// The `X-Request-Id` header, or empty.
     pub request_id: String,
+    /// The `Idempotent-Replayed` header, or empty.
+    pub replayed: String,
     /// The body as text.
     pub text: String,
     /// The body parsed as JSON.
@@ -181,6 +183,25 @@ impl TestApp {
             None => request.send().await,
         };
         read_reply(sent).await
+    }
+
+    /// How many sessions the admin sees in `account` (up to 100).
+    pub async fn session_count(&self, account: &str) -> usize {
+        let page = self
+            .get(&format!("/v1/accounts/{account}/sessions?limit=100"), ADMIN)
+            .await
+            .expect_status(200);
+        page["sessions"].as_array().map_or(0, Vec::len)
+    }
+
+    /// `POST path` with a JSON body and an `Idempotency-Key`.
+    pub async fn post_once(&self, path: &str, token: &str, key: &str, body: Value) -> Reply {
+        let request = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .insert_header(("Idempotency-Key", key));
+        read_reply(request.send_json(&body).await).await
     }
 
     /// Sends a request without a body, with these headers.
@@ -574,6 +595,7 @@ where
     let retry_after = header_text(response.headers().get("retry-after"));
     let allow = header_text(response.headers().get("allow"));
     let request_id = header_text(response.headers().get("x-request-id"));
+    let replayed = header_text(response.headers().get("idempotent-replayed"));
     let bytes = response
         .body()
         .limit(MAX_REPLY_BYTES)
@@ -587,6 +609,7 @@ where
         retry_after,
         allow,
         request_id,
+        replayed,
         text,
         json,
     }

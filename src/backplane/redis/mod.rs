@@ -16,6 +16,7 @@
 //!
 //! Every key is built by `keys.rs`; every script touches one hash tag.
 
+mod durable;
 mod pubsub;
 mod scripts;
 mod shards;
@@ -37,8 +38,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use super::keys::{AccountKeys, Keyspace, timer_member};
 use super::{
     AcceptContext, BackplaneError, Bus, BusMessage, Claim, Claims, Commit, Committed, Deadline,
-    Directory, Fresh, Health, Presence, Rate, RateLimits, RateVerdict, Result, SessionCursor,
-    Sessions, Timers, TokenHolder, Topic, Transcript, Versioned, Window, WindowAgent, codec,
+    Directory, Durability, Fresh, Health, Idempotency, Presence, Rate, RateLimits, RateVerdict,
+    Result, SessionCursor, Sessions, Timers, TokenHolder, Topic, Transcript, Versioned, Window,
+    WindowAgent, codec,
 };
 use crate::domain::session::{SessionStatus, Target, Timer};
 use crate::domain::{
@@ -253,6 +255,7 @@ struct Scripts {
     index_settle: Script,
     timer_complete: Script,
     timers_earliest: Script,
+    idempotency_reserve: Script,
 }
 
 impl Scripts {
@@ -289,6 +292,7 @@ impl Scripts {
             index_settle: Script::new(scripts::TIMER_INDEX_SETTLE),
             timer_complete: Script::new(scripts::TIMER_COMPLETE),
             timers_earliest: Script::new(scripts::TIMERS_EARLIEST),
+            idempotency_reserve: Script::new(scripts::IDEMPOTENCY_RESERVE),
         }
     }
 }
@@ -316,6 +320,8 @@ pub struct RedisBackplane {
     keys: Keyspace,
     conn: Conn,
     scripts: Scripts,
+    /// Connections of their own for `WAIT` (`backplane.wait_replicas`).
+    durable: durable::Durable,
     senders: Senders,
     subscribe_tx: mpsc::UnboundedSender<SubCommand>,
     pubsub_up: Arc<AtomicBool>,
@@ -339,12 +345,19 @@ impl RedisBackplane {
         let (subscribe_tx, subscribe_rx) = mpsc::unbounded_channel();
         let (resync_tx, resync_rx) = watch::channel(0);
         let (due_tx, due_rx) = mpsc::channel(super::DUE_BACKLOG);
-        let (conn, subscriber) = if cluster {
+        // A `WAIT` may block its connection for the whole wait.
+        let wait_timeout = settings.wait_timeout() + REDIS_TIMEOUT;
+        let (conn, subscriber, durable) = if cluster {
+            let durable =
+                durable::Durable::new(settings.wait_replicas, settings.wait_timeout(), || {
+                    cluster_connection(settings, wait_timeout).map(Conn::Cluster)
+                })?;
             let conn = cluster_connection(settings, REDIS_TIMEOUT)?;
             let shards = shards::ShardClients::new(settings, tls_certificates(settings)?)?;
             (
                 Conn::Cluster(conn.clone()),
                 Subscriber::Shards(conn, shards),
+                durable,
             )
         } else {
             let client = client(settings)?;
@@ -353,9 +366,18 @@ impl RedisBackplane {
                 .set_response_timeout(Some(REDIS_TIMEOUT))
                 .set_number_of_retries(1)
                 .set_max_delay(REDIS_TIMEOUT);
-            let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
                 .map_err(unavailable)?;
-            (Conn::Single(conn), Subscriber::Single(client))
+            let durable =
+                durable::Durable::new(settings.wait_replicas, settings.wait_timeout(), || {
+                    ConnectionManager::new_lazy_with_config(
+                        client.clone(),
+                        config.clone().set_response_timeout(Some(wait_timeout)),
+                    )
+                    .map(Conn::Single)
+                    .map_err(unavailable)
+                })?;
+            (Conn::Single(conn), Subscriber::Single(client), durable)
         };
         let backplane = Arc::new(Self {
             keys: if cluster {
@@ -365,6 +387,7 @@ impl RedisBackplane {
             },
             conn,
             scripts: Scripts::new(cluster),
+            durable,
             senders: Arc::default(),
             subscribe_tx,
             pubsub_up: Arc::new(AtomicBool::new(false)),
@@ -1585,4 +1608,65 @@ impl Health for RedisBackplane {
             .map_err(unavailable)?;
         Ok(())
     }
+}
+
+#[async_trait]
+impl Durability for RedisBackplane {
+    async fn confirm(&self, account: &AccountId) -> Result<()> {
+        self.durable
+            .confirm(&self.account_keys(account).durable_marker())
+            .await
+    }
+}
+
+#[async_trait]
+impl Idempotency for RedisBackplane {
+    async fn reserve(
+        &self,
+        account: &AccountId,
+        key: &str,
+        running: &str,
+        running_for: Duration,
+    ) -> Result<Option<String>> {
+        self.scripts
+            .idempotency_reserve
+            .key(self.account_keys(account).idempotency(key))
+            .arg(running)
+            .arg(millis(running_for))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn record(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: &str,
+        keep_for: Duration,
+    ) -> Result<()> {
+        let _: () = redis::cmd("SET")
+            .arg(self.account_keys(account).idempotency(key))
+            .arg(value)
+            .arg("PX")
+            .arg(millis(keep_for))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn forget(&self, account: &AccountId, key: &str) -> Result<()> {
+        let _: () = self
+            .conn()
+            .del(self.account_keys(account).idempotency(key))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// A duration in whole milliseconds, at least one (`PX 0` is an error).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }

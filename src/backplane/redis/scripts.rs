@@ -519,3 +519,13 @@ return out
 pub const TIMERS_EARLIEST: &str = r#"
 return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 "#;
+
+/// `Idempotency-Key`: the record under KEYS[1] if there is one, else
+/// stores ARGV[1] there for ARGV[2] ms and answers nil (the caller holds
+/// the key). One step, so two racing requests cannot both hold it.
+pub const IDEMPOTENCY_RESERVE: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+";

@@ -1,0 +1,79 @@
+//! Durable acknowledgements: with `backplane.wait_replicas` > 0 a change is
+//! answered 2xx only after the replicas confirmed it (`Durability`); when
+//! they do not in time the answer is 503 `unavailable` saying the change
+//! may or may not persist, and the client retries (with its
+//! `Idempotency-Key` where the request creates something).
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, ResponseError, web};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::backplane::BackplaneError;
+use crate::domain::AccountId;
+
+/// The account a request changed, set by the caller extractors (agents
+/// and customers act in their token's account); admin paths name theirs.
+#[derive(Clone, Debug)]
+pub struct Changed(pub AccountId);
+
+/// Middleware: a successful change waits for `Durability::confirm` of its
+/// account before it is answered.
+pub async fn acknowledge(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let res = next.call(req).await?;
+    let Some(state) = state.filter(|s| s.node.settings.backplane.wait_replicas > 0) else {
+        return Ok(res.map_into_left_body());
+    };
+    if !changes || !res.status().is_success() {
+        return Ok(res.map_into_left_body());
+    }
+    let account = res
+        .request()
+        .extensions()
+        .get::<Changed>()
+        .map(|c| c.0.clone())
+        .or_else(|| {
+            res.request()
+                .match_info()
+                .get("account")
+                .and_then(|a| a.parse().ok())
+        });
+    let Some(account) = account else {
+        return Ok(res.map_into_left_body());
+    };
+    match state.node.backplane.confirm(&account).await {
+        Ok(()) => Ok(res.map_into_left_body()),
+        Err(e) => {
+            let detail = match &e {
+                BackplaneError::Unconfirmed(why) => {
+                    crate::metrics::Metrics::inc(&state.node.metrics.changes_unconfirmed);
+                    format!(
+                        "the change was made but not confirmed by replicas in time ({why}); \
+                         it may or may not persist: read it back, or retry with the same \
+                         Idempotency-Key"
+                    )
+                }
+                BackplaneError::Unavailable(_) => "the change was made but the shared store \
+                    could not confirm it; it may or may not persist: read it back, or retry \
+                    with the same Idempotency-Key"
+                    .to_owned(),
+            };
+            tracing::warn!(error = %e, %account, "change not confirmed");
+            let (req, _) = res.into_parts();
+            let answer = ApiError {
+                retry_after: Some(1),
+                ..ApiError::unavailable(detail)
+            }
+            .error_response();
+            Ok(ServiceResponse::new(req, answer).map_into_right_body())
+        }
+    }
+}
