@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,9 @@ const HIGHEST_PORT: u16 = 55_534;
 pub struct RedisCluster {
     servers: BTreeMap<u16, Option<Child>>,
     dir: PathBuf,
+    /// Certificate, key and CA when every port (clients, cluster bus,
+    /// replication) speaks only TLS.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl RedisCluster {
@@ -28,11 +31,22 @@ impl RedisCluster {
     /// once every node reports `cluster_state:ok` and every replica is in
     /// sync with its master.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Like [`RedisCluster::start`], but speaking only TLS everywhere with
+    /// this certificate (clients are not asked for one).
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        Self::start_with(Some((cert.to_owned(), key.to_owned(), ca.to_owned())))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Self {
         let dir = scratch_dir("redis-cluster");
         let ports = cluster_ports(6);
         let mut cluster = Self {
             servers: BTreeMap::new(),
             dir,
+            tls,
         };
         for port in ports {
             let child = cluster.launch(port);
@@ -43,19 +57,31 @@ impl RedisCluster {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        let created = Command::new("redis-cli")
+        // `--cluster create` waits for the nodes to meet for as long as it
+        // takes: bounded here, so a cluster that cannot form fails the test.
+        let mut create = Command::new("redis-cli")
+            .args(cluster.tls_args())
             .args(["--cluster", "create"])
             .args(&seeds)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
             .expect("redis-cli is installed");
-        assert!(
-            created.status.success(),
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&created.stdout),
-            String::from_utf8_lossy(&created.stderr)
-        );
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        loop {
+            if let Some(status) = create.try_wait().expect("redis-cli runs") {
+                assert!(status.success(), "redis-cli --cluster create failed");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = create.kill();
+                let _ = create.wait();
+                panic!("redis-cli --cluster create did not finish in {FORM_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         cluster.wait_until("the cluster formed", |c| {
             c.ports().iter().all(|&p| c.healthy(p)) && c.masters().len() == 3
         });
@@ -65,8 +91,22 @@ impl RedisCluster {
     fn launch(&self, port: u16) -> Child {
         let dir = self.dir.join(port.to_string());
         std::fs::create_dir_all(&dir).expect("a node directory");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &port.to_string()]),
+            Some((cert, key, ca)) => command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes"])
             .args(["--cluster-config-file", "nodes.conf"])
             .args(["--cluster-node-timeout", "1000"])
@@ -78,7 +118,7 @@ impl RedisCluster {
             .spawn()
             .expect("redis-server is installed (apt-get install redis-server)");
         let deadline = Instant::now() + FORM_TIMEOUT;
-        while !cli(port, &["PING"]).starts_with("PONG") {
+        while !self.cli(port, &["PING"]).starts_with("PONG") {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not start on {port}"
@@ -90,9 +130,14 @@ impl RedisCluster {
 
     /// `redis://127.0.0.1:<port>` of every live server: the seed list.
     pub fn urls(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.ports()
             .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .map(|p| format!("{scheme}://127.0.0.1:{p}"))
             .collect()
     }
 
@@ -105,15 +150,41 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Runs one command with redis-cli against one server (no redirects
+    /// followed) and returns what it printed.
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(self.tls_args())
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// What redis-cli needs to speak to these servers.
+    fn tls_args(&self) -> Vec<String> {
+        match &self.tls {
+            None => Vec::new(),
+            Some((_, _, ca)) => vec![
+                "--tls".to_owned(),
+                "--cacert".to_owned(),
+                ca.to_string_lossy().into_owned(),
+            ],
+        }
+    }
+
     /// `INFO <section>` of one server.
     pub fn info(&self, port: u16, section: &str) -> String {
-        cli(port, &["INFO", section])
+        self.cli(port, &["INFO", section])
     }
 
     /// The slot of a key (hash tags included).
     pub fn keyslot(&self, key: &str) -> u16 {
         let any = self.ports()[0];
-        cli(any, &["CLUSTER", "KEYSLOT", key])
+        self.cli(any, &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
             .expect("CLUSTER KEYSLOT answers a number")
@@ -124,7 +195,7 @@ impl RedisCluster {
         self.masters()
             .into_keys()
             .map(|port| {
-                let keys = cli(port, &["DBSIZE"]).trim().parse().unwrap_or(0);
+                let keys = self.cli(port, &["DBSIZE"]).trim().parse().unwrap_or(0);
                 (port, keys)
             })
             .collect()
@@ -137,7 +208,7 @@ impl RedisCluster {
             return BTreeMap::new();
         };
         let mut masters = BTreeMap::new();
-        for line in cli(any, &["CLUSTER", "NODES"]).lines() {
+        for line in self.cli(any, &["CLUSTER", "NODES"]).lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if fields.len() < 8 || !fields[2].contains("master") || fields[2].contains("fail") {
                 continue;
@@ -197,12 +268,15 @@ impl RedisCluster {
             c.master_of(slot).is_some_and(|p| p != old)
                 && c.ports()
                     .iter()
-                    .all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                    .all(|&p| c.cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
         });
     }
 
     fn healthy(&self, port: u16) -> bool {
-        if !cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+        if !self
+            .cli(port, &["CLUSTER", "INFO"])
+            .contains("cluster_state:ok")
+        {
             return false;
         }
         let replication = self.info(port, "replication");
@@ -217,7 +291,7 @@ impl RedisCluster {
                 "Redis Cluster: {what} did not happen in {FORM_TIMEOUT:?}:\n{}",
                 self.ports()
                     .first()
-                    .map(|&p| cli(p, &["CLUSTER", "NODES"]))
+                    .map(|&p| self.cli(p, &["CLUSTER", "NODES"]))
                     .unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -241,19 +315,6 @@ impl Drop for RedisCluster {
 fn node_port(address: &str) -> Option<u16> {
     let host_port = address.split(['@', ',']).next()?;
     host_port.rsplit_once(':')?.1.parse().ok()
-}
-
-/// Runs one command with redis-cli against a cluster node (no redirects
-/// followed) and returns what it printed.
-fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-        .unwrap_or_default()
 }
 
 /// `n` distinct free ports below [`HIGHEST_PORT`] whose cluster-bus port is

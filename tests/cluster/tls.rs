@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::redis_cluster::RedisCluster;
 use super::scenarios::wait_ready;
 use super::support::{Node, RedisServer, scratch_dir};
 use crate::common::{ACME, EVENT_WAIT, TestApp, id_of};
@@ -37,9 +38,11 @@ impl Pki {
                        basicConstraints = critical, CA:TRUE\n\
                        keyUsage = critical, keyCertSign, cRLSign\n\
                        subjectKeyIdentifier = hash\n";
+        // clientAuth too: a Redis Cluster node presents its certificate
+        // when it dials another's cluster bus, which always asks for one.
         let server_ext = "basicConstraints = critical, CA:FALSE\n\
                           keyUsage = critical, digitalSignature, keyEncipherment\n\
-                          extendedKeyUsage = serverAuth\n\
+                          extendedKeyUsage = serverAuth, clientAuth\n\
                           subjectAltName = IP:127.0.0.1\n";
         std::fs::write(pki.path("ca.cnf"), ca_conf).expect("ca.cnf is written");
         std::fs::write(pki.path("server.ext"), server_ext).expect("server.ext is written");
@@ -167,6 +170,51 @@ async fn nodes_on_rediss_trusting_the_private_ca_are_ready_and_deliver_invitatio
     let offer = stream.wait_for("invitation_offered", EVENT_WAIT).await;
     assert_eq!(offer["id"], invitation["id"]);
     assert_eq!(offer["comment"], "over TLS");
+}
+
+#[actix_rt::test]
+async fn nodes_on_a_redis_cluster_that_speaks_only_tls_are_ready_and_deliver_across_nodes() {
+    let pki = Pki::generate();
+    let cluster = RedisCluster::start_tls(
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        &pki.path("ca.pem"),
+    );
+    let seeds = cluster.urls().join(",");
+    assert!(seeds.starts_with("rediss://"), "{seeds}");
+    let ns = namespace("tlsc");
+    let ca = text(&pki.path("ca.pem"));
+    let env = [
+        ("COLLABD__BACKPLANE__KIND", "redis-cluster"),
+        ("COLLABD__BACKPLANE__REDIS_URLS", seeds.as_str()),
+        ("COLLABD__BACKPLANE__TLS_CA_FILE", ca.as_str()),
+    ];
+    // No server has a plain port: commands, the per-shard subscriptions
+    // and the fan-out between the nodes all went through TLS.
+    let nodes = [
+        Node::start_with("redis://unused", &ns, "tlsc-0", &env),
+        Node::start_with("redis://unused", &ns, "tlsc-1", &env),
+    ];
+    let apps: Vec<TestApp> = nodes.iter().map(|n| TestApp::remote(n.port)).collect();
+    for app in &apps {
+        wait_ready(app, true, READY).await;
+    }
+    apps[0].acme(json!({})).await;
+    let lead = apps[0].online(ACME, "lead", "Lead", "billing").await;
+    let helper = apps[1].online(ACME, "helper", "Helper", "support").await;
+    let (mut stream, _) = apps[1].agent_events(&helper.token).await;
+    let (session, _) = apps[0].create_session(&lead.token, "web", "Carl").await;
+    let invitation = apps[0]
+        .invite(
+            &lead.token,
+            &id_of(&session),
+            json!({"target": {"portal": "support"}, "comment": "cluster over TLS"}),
+        )
+        .await
+        .expect_status(201);
+    let offer = stream.wait_for("invitation_offered", EVENT_WAIT).await;
+    assert_eq!(offer["id"], invitation["id"]);
+    assert_eq!(offer["comment"], "cluster over TLS");
 }
 
 #[actix_rt::test]
