@@ -1,24 +1,45 @@
 #!/usr/bin/env bash
-# A three-node collabd cluster on this machine, no Docker needed: one
-# redis-server and N collabd nodes on loopback, all sharing one Redis
-# namespace, one admin token and one token secret.
+# A three-node collabd cluster on this machine, no Docker needed: Redis and
+# N collabd nodes on loopback, all sharing one Redis namespace, one admin
+# token and one token secret. Redis is one redis-server (the default,
+# backplane.kind = "redis") or, with --redis-cluster, a Redis Cluster of six
+# redis-servers, 3 masters + 3 replicas (backplane.kind = "redis-cluster").
 #
-#   deploy/local-cluster.sh [start] [--foreground] [--build]
+#   deploy/local-cluster.sh [start] [--redis-cluster] [--foreground] [--build]
 #   deploy/local-cluster.sh stop
 #   deploy/local-cluster.sh status
 #
-# start          builds target/release/collabd if missing (--build: always),
-#                starts Redis and the nodes in the background, waits until
-#                every node's /readyz answers 200, prints URLs and the token.
-# --foreground   the same, then stays attached; Ctrl-C (or SIGTERM) stops all.
-# stop           stops everything recorded in the state directory's PID files.
-# status         shows what is running and each node's /readyz code.
+# start            builds target/release/collabd if missing (--build: always),
+#                  starts Redis and the nodes in the background, waits until
+#                  every node's /readyz answers 200, prints URLs and the token.
+# --redis-cluster  Redis is a Redis Cluster: six redis-servers (cluster-enabled,
+#                  AOF on, each in <state>/redis-cluster/<port>), joined with
+#                  redis-cli --cluster create --cluster-replicas 1 on the first
+#                  start (later starts reuse the cluster in the state dir);
+#                  the nodes start once every Redis reports cluster_state:ok
+#                  and every replica is in sync, with all six as seed nodes.
+# --foreground     the same, then stays attached; Ctrl-C (or SIGTERM) stops all,
+#                  and so does a node or the single Redis exiting on its own
+#                  (one Redis of a Redis Cluster exiting is only reported).
+# stop             stops everything recorded in the state directory's PID
+#                  files (nodes first, then Redis; either Redis kind).
+# status           shows what is running, each node's /readyz code and, for a
+#                  Redis Cluster, each Redis's role and cluster_state.
 #
 # Environment (all optional):
 #   STATE_DIR        state directory (PID files, logs, Redis AOF, cluster.env)
 #                    default: <repo>/target/local-cluster
 #   REDIS_PORT       Redis port; default 6390, or the next free port above it
 #                    when 6390 is taken (an explicit REDIS_PORT must be free)
+#   REDIS_CLUSTER_PORTS  --redis-cluster: the Redis ports, space- or comma-
+#                    separated, 6 or more, an even number (half masters, half
+#                    replicas); default "7301 7302 7303 7304 7305 7306". Each
+#                    port and port+10000 (the cluster bus) must be free, and
+#                    the port below 55535
+#   WAIT_REPLICAS    --redis-cluster: backplane.wait_replicas (0 or 1; default
+#                    0, collabd's default): 1 acknowledges a change only once
+#                    its master's replica has it (WAIT 1)
+#   WAIT_TIMEOUT_MS  backplane.wait_timeout_ms; default collabd's (100)
 #   NODE_PORTS       space-separated node ports; default "8081 8082 8083"
 #   NAMESPACE        backplane namespace; default "local-cluster"
 #   ADMIN_TOKEN      admin bearer token; default: kept from cluster.env, else generated
@@ -26,7 +47,8 @@
 #   LOG_FORMAT       json (default) or pretty
 #   LOG_LEVEL        tracing filter; default info
 #   COLLABD_BIN      binary to run; default <repo>/target/release/collabd
-#   READY_TIMEOUT    seconds to wait for /readyz; default 30
+#   READY_TIMEOUT    seconds to wait for /readyz (and for cluster_state:ok);
+#                    default 30
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -87,11 +109,35 @@ random_hex() {
 }
 
 # Every PID file of this cluster: nodes first, Redis last (stop order).
+# Redis is redis.pid (one redis-server) or redis-<port>.pid (Redis Cluster).
 pid_files() {
   local f
   for f in "$STATE_DIR"/node-*.pid; do [[ -e "$f" ]] && echo "$f"; done
-  [[ -e "$STATE_DIR/redis.pid" ]] && echo "$STATE_DIR/redis.pid"
+  for f in "$STATE_DIR"/redis.pid "$STATE_DIR"/redis-*.pid; do [[ -e "$f" ]] && echo "$f"; done
   return 0
+}
+
+is_redis_pidfile() {
+  [[ "$(basename "$1")" == redis*.pid ]]
+}
+
+# The program a PID file's process must be (see pid_is).
+expect_for() {
+  if is_redis_pidfile "$1"; then echo redis-server; else echo collabd; fi
+}
+
+# The ports of REDIS_CLUSTER_PORTS (space- or comma-separated), one a line.
+cluster_ports() {
+  local spec="${REDIS_CLUSTER_PORTS:-7301 7302 7303 7304 7305 7306}"
+  tr -s ', ' '\n' <<<"$spec" | sed '/^$/d'
+}
+
+# The value of field $2 in `redis-cli -p $1 $3...` output (INFO-style
+# "key:value" lines), without the carriage return.
+redis_field() {
+  local port=$1 field=$2
+  shift 2
+  redis-cli -p "$port" "$@" 2>/dev/null | tr -d '\r' | sed -n "s/^$field://p" | head -n 1
 }
 
 # Sends SIGTERM to the process recorded in PID file $1, waits up to $2 s,
@@ -100,10 +146,8 @@ stop_pidfile() {
   local file=$1 grace=$2 pid name
   pid="$(cat "$file" 2>/dev/null || true)"
   name="$(basename "$file" .pid)"
-  case "$name" in
-    redis) local expect=redis-server ;;
-    *) local expect=collabd ;;
-  esac
+  local expect
+  expect="$(expect_for "$file")"
   if pid_is "$pid" "$expect"; then
     kill -TERM "$pid" 2>/dev/null || true
     local waited=0
@@ -131,15 +175,22 @@ stop_all() {
     return 0
   fi
   # Nodes in parallel (each closes its streams within shutdown_timeout_secs),
-  # then Redis, so the nodes never see their backplane vanish first.
+  # then Redis (every redis-server of a Redis Cluster in parallel), so the
+  # nodes never see their backplane vanish first.
   local pids=()
   for f in "${files[@]}"; do
-    [[ "$f" == */redis.pid ]] && continue
+    is_redis_pidfile "$f" && continue
     stop_pidfile "$f" $((SHUTDOWN_TIMEOUT_SECS + 5)) &
     pids+=($!)
   done
   ((${#pids[@]} == 0)) || wait "${pids[@]}"
-  [[ -e "$STATE_DIR/redis.pid" ]] && stop_pidfile "$STATE_DIR/redis.pid" 10
+  pids=()
+  for f in "${files[@]}"; do
+    is_redis_pidfile "$f" || continue
+    stop_pidfile "$f" 10 &
+    pids+=($!)
+  done
+  ((${#pids[@]} == 0)) || wait "${pids[@]}"
   return 0
 }
 
@@ -155,6 +206,13 @@ status() {
     name="$(basename "$f" .pid)"
     if [[ "$name" == redis ]]; then
       if pid_is "$pid" redis-server; then echo "$name pid $pid running"; else echo "$name pid $pid DEAD"; fi
+    elif [[ "$name" == redis-* ]]; then
+      local rport="${name#redis-}"
+      if pid_is "$pid" redis-server; then
+        echo "$name pid $pid running  127.0.0.1:$rport  role=$(redis_field "$rport" role info replication)  cluster_state=$(redis_field "$rport" cluster_state cluster info)"
+      else
+        echo "$name pid $pid DEAD"
+      fi
     else
       local port="${name#node-}"
       port="$(sed -n "s/^NODE_${port}_PORT=//p" "$STATE_DIR/cluster.env" 2>/dev/null || true)"
@@ -167,10 +225,115 @@ status() {
   done
 }
 
+# ---------------------------------------------------------------- Redis
+
+# Starts one redis-server of a Redis Cluster on 127.0.0.1:$1, its data
+# (nodes.conf, AOF) in $STATE_DIR/redis-cluster/$1; PID file redis-$1.pid.
+start_cluster_redis() {
+  local port=$1 dir="$STATE_DIR/redis-cluster/$1"
+  mkdir -p "$dir"
+  (cd "$dir" && detached redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+    --appendonly yes --dir "$dir" --save "" \
+    --logfile "$STATE_DIR/redis-$port.log" >/dev/null 2>&1 </dev/null) &
+  echo $! >"$STATE_DIR/redis-$port.pid"
+}
+
+# Waits until redis-server on port $1 (PID file $2, log $3) answers PING.
+wait_redis_ping() {
+  local port=$1 pidfile=$2 log=$3 i
+  for ((i = 0; i < 100; i++)); do
+    [[ "$(redis-cli -p "$port" ping 2>/dev/null || true)" == PONG ]] && return 0
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || {
+      echo "local-cluster: redis-server on port $port exited; last lines of $log:" >&2
+      tail -n 20 "$log" >&2 || true
+      return 1
+    }
+    sleep 0.1
+  done
+  echo "local-cluster: redis-server on port $port did not answer PING within 10 s; see $log" >&2
+  return 1
+}
+
+# True when every Redis of the cluster reports cluster_state:ok, knows all
+# the others, and every replica's link to its master is up (so WAIT 1 can
+# succeed from the first request).
+cluster_healthy() {
+  local p n=$#
+  for p in "$@"; do
+    [[ "$(redis_field "$p" cluster_state cluster info)" == ok ]] || return 1
+    [[ "$(redis_field "$p" cluster_known_nodes cluster info)" == "$n" ]] || return 1
+    if [[ "$(redis_field "$p" role info replication)" == slave ]]; then
+      [[ "$(redis_field "$p" master_link_status info replication)" == up ]] || return 1
+    fi
+  done
+}
+
+# True if a Redis Cluster was formed earlier in this state dir (it is then
+# reused: its nodes.conf files know each other by port); dies if that
+# cluster is on other ports than "$@".
+cluster_formed_here() {
+  local existing=() d
+  for d in "$STATE_DIR"/redis-cluster/*/nodes.conf; do
+    [[ -e "$d" ]] && existing+=("$(basename "$(dirname "$d")")")
+  done
+  ((${#existing[@]} > 0)) || return 1
+  [[ "$(printf '%s\n' "${existing[@]}" | sort -n | paste -sd' ')" == "$(printf '%s\n' "$@" | sort -n | paste -sd' ')" ]] ||
+    die "$STATE_DIR/redis-cluster holds a Redis Cluster on ports ${existing[*]}, not $*: set REDIS_CLUSTER_PORTS=\"${existing[*]}\" or delete $STATE_DIR/redis-cluster to start afresh"
+  return 0
+}
+
+# Starts the Redis Cluster on ports "$@": six (or more) redis-servers, then,
+# unless the state dir already holds this cluster, redis-cli --cluster
+# create with one replica per master; returns once cluster_healthy.
+start_redis_cluster() {
+  local ports=("$@") p formed=0
+  mkdir -p "$STATE_DIR/redis-cluster"
+  cluster_formed_here "${ports[@]}" && formed=1
+
+  say "starting ${#ports[@]} redis-servers (Redis Cluster) on 127.0.0.1:${ports[*]} (AOF in $STATE_DIR/redis-cluster/<port>)"
+  for p in "${ports[@]}"; do start_cluster_redis "$p"; done
+  for p in "${ports[@]}"; do
+    wait_redis_ping "$p" "$STATE_DIR/redis-$p.pid" "$STATE_DIR/redis-$p.log" || false
+  done
+
+  if ((formed == 0)); then
+    local addrs=()
+    for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
+    say "creating the cluster: redis-cli --cluster create ${addrs[*]} --cluster-replicas 1"
+    redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+      >"$STATE_DIR/redis-cluster-create.log" 2>&1 || {
+      echo "local-cluster: redis-cli --cluster create failed; $STATE_DIR/redis-cluster-create.log:" >&2
+      tail -n 20 "$STATE_DIR/redis-cluster-create.log" >&2 || true
+      false
+    }
+  else
+    say "reusing the Redis Cluster formed earlier in $STATE_DIR/redis-cluster"
+  fi
+
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  until cluster_healthy "${ports[@]}"; do
+    if ((SECONDS >= deadline)); then
+      echo "local-cluster: the Redis Cluster is not healthy after ${READY_TIMEOUT}s (every node cluster_state:ok, knowing all ${#ports[@]}, replicas linked):" >&2
+      for p in "${ports[@]}"; do
+        echo "  127.0.0.1:$p role=$(redis_field "$p" role info replication) cluster_state=$(redis_field "$p" cluster_state cluster info) known_nodes=$(redis_field "$p" cluster_known_nodes cluster info)" >&2
+      done
+      echo "  logs: $STATE_DIR/redis-<port>.log; to start afresh delete $STATE_DIR/redis-cluster" >&2
+      false
+    fi
+    sleep 0.2
+  done
+  local masters=0
+  for p in "${ports[@]}"; do
+    [[ "$(redis_field "$p" role info replication)" == master ]] && masters=$((masters + 1))
+  done
+  say "Redis Cluster ready: cluster_state:ok on all ${#ports[@]} nodes, $masters masters, replicas in sync"
+}
+
 # ---------------------------------------------------------------- start
 
 start() {
-  local foreground=$1 build=$2
+  local foreground=$1 build=$2 cluster=$3
 
   command -v redis-server >/dev/null 2>&1 ||
     die "redis-server is not installed; install it with: apt-get install redis-server (the cluster does not need Docker)"
@@ -182,9 +345,9 @@ start() {
   local f files=()
   mapfile -t files < <(pid_files)
   for f in "${files[@]}"; do
-    local pid expect=collabd
+    local pid expect
     pid="$(cat "$f")"
-    [[ "$f" == */redis.pid ]] && expect=redis-server
+    expect="$(expect_for "$f")"
     if pid_is "$pid" "$expect"; then
       die "already running ($(basename "$f" .pid), pid $pid); run '$0 stop' first"
     fi
@@ -200,8 +363,23 @@ start() {
   [[ -x "$COLLABD_BIN" ]] || die "no executable at $COLLABD_BIN"
 
   # Ports.
-  local redis_port
-  if [[ -n "${REDIS_PORT:-}" ]]; then
+  local redis_port="" rports=() busy=() p
+  if [[ "$cluster" == 1 ]]; then
+    mapfile -t rports < <(cluster_ports)
+    ((${#rports[@]} >= 6 && ${#rports[@]} % 2 == 0)) ||
+      die "REDIS_CLUSTER_PORTS: need 6 or more ports, an even number (half masters, half replicas); got ${#rports[@]}"
+    for p in "${rports[@]}"; do
+      [[ "$p" =~ ^[0-9]+$ ]] || die "REDIS_CLUSTER_PORTS: $p is not a port"
+      ((p > 0 && p < 55535)) ||
+        die "REDIS_CLUSTER_PORTS: $p is not a port below 55535 (its cluster bus is port+10000)"
+      port_in_use "$p" && die "Redis Cluster port $p is already in use; set REDIS_CLUSTER_PORTS (e.g. REDIS_CLUSTER_PORTS=\"7401 7402 7403 7404 7405 7406\")"
+      port_in_use $((p + 10000)) && die "port $((p + 10000)) (the cluster bus of Redis port $p) is already in use; set REDIS_CLUSTER_PORTS"
+      busy+=("$p" $((p + 10000)))
+    done
+    [[ "$(printf '%s\n' "${busy[@]}" | sort | uniq -d)" == "" ]] ||
+      die "REDIS_CLUSTER_PORTS: ports and their cluster bus ports (port+10000) overlap: ${rports[*]}"
+    cluster_formed_here "${rports[@]}" || true
+  elif [[ -n "${REDIS_PORT:-}" ]]; then
     redis_port=$REDIS_PORT
     port_in_use "$redis_port" && die "REDIS_PORT=$redis_port is already in use; pick a free port"
   else
@@ -211,14 +389,31 @@ start() {
       ((redis_port < 6490)) || die "no free Redis port in 6390-6489; set REDIS_PORT"
     done
   fi
+  [[ -z "$redis_port" ]] || busy=("$redis_port")
   local ports=() p
   read -r -a ports <<<"$NODE_PORTS"
   ((${#ports[@]} > 0)) || die "NODE_PORTS is empty"
   for p in "${ports[@]}"; do
     [[ "$p" =~ ^[0-9]+$ ]] || die "NODE_PORTS: $p is not a port"
     port_in_use "$p" && die "port $p is already in use; set NODE_PORTS (e.g. NODE_PORTS=\"9081 9082 9083\")"
-    [[ "$p" != "$redis_port" ]] || die "port $p is both a node port and the Redis port"
+    local b
+    for b in "${busy[@]}"; do
+      [[ "$p" != "$b" ]] || die "port $p is both a node port and a Redis port (or a Redis Cluster bus port)"
+    done
   done
+
+  # Durability (backplane.wait_replicas / wait_timeout_ms), passed on only
+  # when set, so collabd's defaults apply otherwise.
+  local wait_replicas="${WAIT_REPLICAS:-}" wait_timeout_ms="${WAIT_TIMEOUT_MS:-}"
+  if [[ -n "$wait_replicas" ]]; then
+    [[ "$wait_replicas" =~ ^[0-9]+$ ]] || die "WAIT_REPLICAS must be a number"
+    if [[ "$cluster" == 1 ]]; then
+      ((wait_replicas <= 1)) || die "WAIT_REPLICAS=$wait_replicas: each master has one replica here, so 0 or 1"
+    else
+      ((wait_replicas == 0)) || die "WAIT_REPLICAS=$wait_replicas needs --redis-cluster (the single redis-server has no replica: every change would answer 503)"
+    fi
+  fi
+  [[ -z "$wait_timeout_ms" || "$wait_timeout_ms" =~ ^[0-9]+$ ]] || die "WAIT_TIMEOUT_MS must be a number of milliseconds"
 
   # Credentials: explicit env > the ones this state dir already used
   # (tokens minted earlier stay valid across restarts) > fresh random ones.
@@ -235,30 +430,46 @@ start() {
   trap '[[ $started_ok == 1 ]] || { say "start failed or interrupted; stopping what was started"; stop_all; }' EXIT
   trap 'exit 130' INT TERM
 
-  # Redis, persistence on (append-only file in the state dir).
-  mkdir -p "$STATE_DIR/redis"
-  say "starting redis-server on 127.0.0.1:$redis_port (AOF in $STATE_DIR/redis)"
-  (detached redis-server --port "$redis_port" --bind 127.0.0.1 --protected-mode yes \
-    --appendonly yes --dir "$STATE_DIR/redis" --save "" \
-    --logfile "$STATE_DIR/redis.log" >/dev/null 2>&1 </dev/null) &
-  echo $! >"$STATE_DIR/redis.pid"
-  local i
-  for ((i = 0; i < 100; i++)); do
-    [[ "$(redis-cli -p "$redis_port" ping 2>/dev/null || true)" == PONG ]] && break
-    kill -0 "$(cat "$STATE_DIR/redis.pid")" 2>/dev/null || {
-      tail -n 20 "$STATE_DIR/redis.log" >&2 || true
+  local redis_urls="" redis_desc
+  if [[ "$cluster" == 1 ]]; then
+    start_redis_cluster "${rports[@]}"
+    for p in "${rports[@]}"; do redis_urls+="${redis_urls:+,}redis://127.0.0.1:$p"; done
+    redis_desc="Redis Cluster on 127.0.0.1 ports ${rports[*]}: $((${#rports[@]} / 2)) masters + $((${#rports[@]} / 2)) replicas, AOF on, wait_replicas ${wait_replicas:-0}"
+  else
+    # Redis, persistence on (append-only file in the state dir).
+    mkdir -p "$STATE_DIR/redis"
+    say "starting redis-server on 127.0.0.1:$redis_port (AOF in $STATE_DIR/redis)"
+    (detached redis-server --port "$redis_port" --bind 127.0.0.1 --protected-mode yes \
+      --appendonly yes --dir "$STATE_DIR/redis" --save "" \
+      --logfile "$STATE_DIR/redis.log" >/dev/null 2>&1 </dev/null) &
+    echo $! >"$STATE_DIR/redis.pid"
+    local i
+    for ((i = 0; i < 100; i++)); do
+      [[ "$(redis-cli -p "$redis_port" ping 2>/dev/null || true)" == PONG ]] && break
+      kill -0 "$(cat "$STATE_DIR/redis.pid")" 2>/dev/null || {
+        tail -n 20 "$STATE_DIR/redis.log" >&2 || true
+        false
+      }
+      sleep 0.1
+    done
+    [[ "$(redis-cli -p "$redis_port" ping 2>/dev/null || true)" == PONG ]] || {
+      say "redis-server did not answer PING within 10 s; see $STATE_DIR/redis.log" >&2
       false
     }
-    sleep 0.1
-  done
-  [[ "$(redis-cli -p "$redis_port" ping 2>/dev/null || true)" == PONG ]] || {
-    say "redis-server did not answer PING within 10 s; see $STATE_DIR/redis.log" >&2
-    false
-  }
+    redis_desc="Redis 127.0.0.1:$redis_port, AOF on"
+  fi
 
   {
     echo "# written by deploy/local-cluster.sh; holds secrets, mode 600"
-    echo "REDIS_PORT=$redis_port"
+    if [[ "$cluster" == 1 ]]; then
+      echo "REDIS_KIND=redis-cluster"
+      echo "REDIS_CLUSTER_PORTS=${rports[*]}"
+      echo "REDIS_URLS=$redis_urls"
+      echo "WAIT_REPLICAS=${wait_replicas:-0}"
+    else
+      echo "REDIS_KIND=redis"
+      echo "REDIS_PORT=$redis_port"
+    fi
     echo "NAMESPACE=$NAMESPACE"
     echo "ADMIN_TOKEN=$admin_token"
     echo "CLUSTER_SECRET=$secret"
@@ -275,8 +486,15 @@ start() {
       cd "$REPO_ROOT"
       export COLLABD__HTTP__LISTEN="127.0.0.1:$p"
       export COLLABD__NODE__ID="node-$n"
-      export COLLABD__BACKPLANE__KIND=redis
-      export COLLABD__BACKPLANE__REDIS_URL="redis://127.0.0.1:$redis_port"
+      if [[ "$cluster" == 1 ]]; then
+        export COLLABD__BACKPLANE__KIND=redis-cluster
+        export COLLABD__BACKPLANE__REDIS_URLS="$redis_urls"
+      else
+        export COLLABD__BACKPLANE__KIND=redis
+        export COLLABD__BACKPLANE__REDIS_URL="redis://127.0.0.1:$redis_port"
+      fi
+      [[ -z "$wait_replicas" ]] || export COLLABD__BACKPLANE__WAIT_REPLICAS="$wait_replicas"
+      [[ -z "$wait_timeout_ms" ]] || export COLLABD__BACKPLANE__WAIT_TIMEOUT_MS="$wait_timeout_ms"
       export COLLABD__BACKPLANE__NAMESPACE="$NAMESPACE"
       export COLLABD__AUTH__ADMIN_TOKEN="$admin_token"
       export COLLABD__AUTH__SECRET="$secret"
@@ -315,7 +533,7 @@ start() {
   trap - EXIT INT TERM
 
   echo
-  echo "collabd local cluster is up (namespace \"$NAMESPACE\", Redis 127.0.0.1:$redis_port, AOF on)"
+  echo "collabd local cluster is up (namespace \"$NAMESPACE\", $redis_desc)"
   n=0
   for p in "${ports[@]}"; do
     n=$((n + 1))
@@ -329,14 +547,23 @@ start() {
     echo "  stop:  Ctrl-C (foreground mode)"
     echo
     trap 'echo; say "stopping"; stop_all; exit 0' INT TERM
-    # Stay attached until a node or Redis exits on its own, or Ctrl-C.
+    # Stay attached until a node or Redis exits on its own, or Ctrl-C. One
+    # redis-server of a Redis Cluster exiting is reported, not fatal: its
+    # replica takes over (a failover to watch); `stop` still cleans it up.
+    local -A reported=()
     while :; do
       mapfile -t files < <(pid_files)
       for f in "${files[@]}"; do
-        local pid expect=collabd
+        local pid expect
         pid="$(cat "$f")"
-        [[ "$f" == */redis.pid ]] && expect=redis-server
+        expect="$(expect_for "$f")"
         if ! pid_is "$pid" "$expect"; then
+          if [[ "$cluster" == 1 ]] && is_redis_pidfile "$f"; then
+            [[ -n "${reported[$f]:-}" ]] ||
+              say "$(basename "$f" .pid) (pid $pid) exited; the Redis Cluster fails over to its replica (still attached)"
+            reported[$f]=1
+            continue
+          fi
           say "$(basename "$f" .pid) (pid $pid) exited on its own; stopping the rest"
           stop_all
           exit 1
@@ -352,7 +579,7 @@ start() {
 
 # ---------------------------------------------------------------- main
 
-cmd=start foreground=0 build=0
+cmd=start foreground=0 build=0 cluster=0
 while (($# > 0)); do
   case "$1" in
     start) cmd=start ;;
@@ -360,6 +587,7 @@ while (($# > 0)); do
     status) cmd=status ;;
     --foreground | -f) foreground=1 ;;
     --build) build=1 ;;
+    --redis-cluster) cluster=1 ;;
     -h | --help | help)
       usage
       exit 0
@@ -373,7 +601,7 @@ while (($# > 0)); do
 done
 
 case "$cmd" in
-  start) start "$foreground" "$build" ;;
+  start) start "$foreground" "$build" "$cluster" ;;
   stop) stop_all ;;
   status) status ;;
 esac
