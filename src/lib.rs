@@ -5,7 +5,6 @@ pub mod app;
 pub mod backplane;
 pub mod domain;
 pub mod http;
-pub mod load;
 pub mod metrics;
 pub mod settings;
 pub mod startup;

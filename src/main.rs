@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use collabd::load::{LoadArgs, LoadError};
 use collabd::settings::{BackplaneKind, Settings};
 use collabd::startup::Application;
+use collabd_load::{LoadArgs, LoadError};
 
 /// jemalloc rather than the system allocator: about 2 KiB less resident
 /// memory per connected agent (README, "Memory").
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
 }
 
 fn load(args: LoadArgs) -> ExitCode {
-    match actix_web::rt::System::new().block_on(collabd::load::run(args)) {
+    match actix_web::rt::System::new().block_on(collabd_load::run(args)) {
         Ok(report) => {
             println!("{}", report.table());
             if report.invariant_breaks() > 0 {

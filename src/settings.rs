@@ -184,10 +184,6 @@ impl LimitSettings {
     }
 }
 
-/// The admin token of [`Settings::for_tests`] (32 bytes or more, as every
-/// secret in tests and scripts).
-pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
-
 /// Shortest secret accepted outside loopback + memory.
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -638,27 +634,14 @@ impl Settings {
         read_ca_file(ca_file).map(|_| ())
     }
 
-    /// Settings for tests: memory backplane, a free port, one worker.
-    pub fn for_tests() -> Self {
-        let mut s: Settings = Config::builder()
+    /// The built-in defaults alone (`config/default.toml`), read from no
+    /// file and no environment.
+    pub fn defaults() -> Self {
+        Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
             .build()
             .and_then(Config::try_deserialize)
-            .unwrap_or_else(|e| panic!("built-in defaults must parse: {e}"));
-        s.http.listen = "127.0.0.1:0".into();
-        s.http.workers = 1;
-        s.http.shutdown_timeout_secs = 1;
-        s.node.id = crate::domain::id::random_id("node");
-        s.auth.admin_token = TEST_ADMIN_TOKEN.into();
-        s.auth.secret = crate::domain::id::random_id("secret");
-        s.sources = Vec::new();
-        // Tests drive one token hard (floods, races); the tests of the
-        // limits themselves set them low.
-        s.limits.rate_per_token = 1_000_000;
-        s.limits.rate_burst = 1_000_000;
-        s.limits.admin_rate = 1_000_000;
-        s.limits.admin_burst = 1_000_000;
-        s
+            .unwrap_or_else(|e| panic!("built-in defaults must parse: {e}"))
     }
 }
 
@@ -666,20 +649,30 @@ impl Settings {
 mod tests {
     use super::*;
 
+    /// The defaults, valid as they are for a test (loopback, memory).
+    fn test_settings() -> Settings {
+        let mut s = Settings::defaults();
+        s.http.listen = "127.0.0.1:0".into();
+        s.auth.admin_token = "test-admin-token-0123456789abcdef".into();
+        s.auth.secret = crate::domain::id::random_id("secret");
+        s.sources = Vec::new();
+        s
+    }
+
     #[test]
     fn values_that_would_fail_on_a_request_path_are_refused() {
-        let mut s = Settings::for_tests();
+        let mut s = test_settings();
         assert!(s.validate().is_ok());
         s.sse.keep_alive_secs = 0;
         assert!(s.validate().unwrap_err().contains("keep_alive"));
-        let mut s = Settings::for_tests();
+        let mut s = test_settings();
         s.auth.customer_token_ttl_secs = u64::MAX;
         assert!(s.validate().unwrap_err().contains("customer_token_ttl"));
     }
 
     #[test]
     fn defaults_parse_and_tests_get_a_free_port() {
-        let s = Settings::for_tests();
+        let s = test_settings();
         assert_eq!(s.http.listen, "127.0.0.1:0");
         assert_eq!(s.backplane.kind, BackplaneKind::Memory);
         assert_eq!(s.sse.keep_alive_secs, 15);

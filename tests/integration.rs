@@ -8,6 +8,15 @@ mod common;
 /// Cluster mode: real redis-server processes and real collabd nodes.
 mod cluster;
 
+/// The backplane conformance suite against the embedded (memory) backplane;
+/// `cluster::conformance` runs it against Redis and a Redis Cluster.
+mod memory_conformance {
+    collabd_test_support::backplane_conformance_suite!(std::sync::Arc::new(
+        collabd::backplane::memory::MemoryBackplane::new()
+    )
+        as std::sync::Arc<dyn collabd::backplane::Backplane>);
+}
+
 #[path = "e2e/admin.rs"]
 mod admin;
 #[path = "e2e/bad_input.rs"]

@@ -1,15 +1,15 @@
 //! The only place that knows there may be other nodes. Everything a node
 //! shares with the others goes through one of the role traits below —
 //! [`Directory`], [`Presence`], [`Sessions`], [`Claims`], [`Bus`],
-//! [`Timers`], [`Health`] — which [`Backplane`] gathers. None has a default
-//! method: a new implementation must say what each one does (and then pass
-//! the conformance suite in `conformance.rs`).
+//! [`Timers`], [`Health`], [`RateLimits`], [`Durability`], [`Idempotency`] —
+//! which [`Backplane`] gathers. None has a default method: a new
+//! implementation must say what each one does (and then pass the
+//! conformance suite of `crates/collabd-test-support`).
 //!
 //! `memory` is the embedded implementation; `redis` the cluster one, with
 //! every key built by `keys.rs`.
 
 pub mod codec;
-pub mod conformance;
 pub mod keys;
 mod legacy;
 pub mod memory;

@@ -72,9 +72,9 @@ async fn started(settings: BackplaneSettings) -> Arc<dyn Backplane> {
     backplane
 }
 
-collabd::backplane_conformance_suite!(redis_backplane().await);
+collabd_test_support::backplane_conformance_suite!(redis_backplane().await);
 
-collabd::backplane_conformance_suite!(sequential every_rule);
+collabd_test_support::backplane_conformance_suite!(sequential every_rule);
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_whole_suite_passes_on_a_three_master_three_replica_redis_cluster() {

@@ -14,8 +14,8 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-/// The admin token of `Settings::for_tests()`.
-pub const ADMIN: &str = collabd::settings::TEST_ADMIN_TOKEN;
+/// The admin token of `collabd_test_support::settings()`.
+pub const ADMIN: &str = collabd_test_support::TEST_ADMIN_TOKEN;
 /// How long a test waits for something that must happen.
 pub const EVENT_WAIT: Duration = Duration::from_secs(5);
 /// How long a test listens for something that must not happen, always
@@ -123,7 +123,7 @@ impl TestApp {
 
     /// A node with the test settings, adjusted by `tweak` before it is built.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> Self {
-        let mut settings = Settings::for_tests();
+        let mut settings = collabd_test_support::settings();
         tweak(&mut settings);
         let app = Application::build(settings)
             .await
@@ -133,9 +133,7 @@ impl TestApp {
         actix_rt::spawn(app.run_until_stopped());
         Self {
             port,
-            client: awc::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .finish(),
+            client: request_client(),
             handle: Some(handle),
         }
     }
@@ -145,9 +143,7 @@ impl TestApp {
     pub fn remote(port: u16) -> Self {
         Self {
             port,
-            client: awc::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .finish(),
+            client: request_client(),
             handle: None,
         }
     }
@@ -583,6 +579,17 @@ fn header_text(value: Option<&awc::http::header::HeaderValue>) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The client for plain requests. It reuses a connection for 2 s at most:
+/// a node closes an idle keep-alive connection after 5 s (actix-web's
+/// default), and a request sent on one it just closed would fail with
+/// "connector has been disconnected" instead of reaching the node.
+fn request_client() -> awc::Client {
+    awc::Client::builder()
+        .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(2)))
+        .timeout(Duration::from_secs(30))
+        .finish()
 }
 
 async fn read_reply<S>(sent: Result<awc::ClientResponse<S>, awc::error::SendRequestError>) -> Reply

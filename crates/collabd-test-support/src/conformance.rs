@@ -7,7 +7,7 @@
 //! against an implementation with [`backplane_conformance_suite!`]:
 //!
 //! ```ignore
-//! collabd::backplane_conformance_suite!(
+//! collabd_test_support::backplane_conformance_suite!(
 //!     std::sync::Arc::new(MyBackplane::connect()) as std::sync::Arc<dyn collabd::backplane::Backplane>
 //! );
 //! ```
@@ -26,12 +26,8 @@
 //! The timer rules (and the two "changes nothing" rules, which also check
 //! timers) take the backplane's due stream with `take_due`: they need a
 //! backplane of their own, whose due timers no other instance takes — the
-//! suite's `$make` must build a fresh backplane per test (both fixtures in
-//! this crate do). A rule that cannot take the due stream fails loudly.
-
-// This module is test support (it panics on purpose when the contract is broken).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![doc(hidden)]
+//! suite's `$make` must build a fresh backplane per test (the fixtures in
+//! `tests/` do). A rule that cannot take the due stream fails loudly.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -43,16 +39,16 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 
-use super::{
+use collabd::backplane::{
     Backplane, BusMessage, Claim, Commit, Committed, Deadline, Fresh, Guard, Rate, RateVerdict,
     Route, Routed, SessionCursor, TokenHolder, Topic, Transcript, Versioned, Window, WindowAgent,
 };
-use crate::domain::id::random_id;
-use crate::domain::session::{
+use collabd::domain::id::random_id;
+use collabd::domain::session::{
     Accept, Audience, Cancel, Command, End, EndReason, IndexDelta, InvitationStatus, Invite, Leave,
     Post, Poster, SessionStatus, Target, Timer,
 };
-use crate::domain::{
+use collabd::domain::{
     Account, AccountId, Agent, AgentId, AgentRef, Event, InvitationId, Message, MessageId, Outcome,
     Policy, Portal, PortalId, Rules, Session, SessionId, SessionMode,
 };
@@ -3082,8 +3078,8 @@ macro_rules! backplane_conformance_suite {
             #[::tokio::test(flavor = "current_thread")]
             async fn $rule() {
                 let bp = $make;
-                let bp: &dyn $crate::backplane::Backplane = &*bp;
-                $crate::backplane::conformance::$rule(bp).await;
+                let bp: &dyn ::collabd::backplane::Backplane = &*bp;
+                $crate::conformance::$rule(bp).await;
             }
         )*
     };
@@ -3092,12 +3088,12 @@ macro_rules! backplane_conformance_suite {
         where
             F: Fn() -> Fut,
             Fut: ::std::future::Future<Output = B>,
-            B: ::std::ops::Deref<Target = dyn $crate::backplane::Backplane>,
+            B: ::std::ops::Deref<Target = dyn ::collabd::backplane::Backplane>,
         {
             $(
                 eprintln!("conformance rule: {}", stringify!($rule));
                 let bp = make().await;
-                $crate::backplane::conformance::$rule(&*bp).await;
+                $crate::conformance::$rule(&*bp).await;
             )*
         }
     };
@@ -3150,11 +3146,4 @@ macro_rules! backplane_conformance_suite {
     ($make:expr) => {
         $crate::backplane_conformance_suite!(@list @rules $make);
     };
-}
-
-#[cfg(test)]
-mod memory {
-    crate::backplane_conformance_suite!(std::sync::Arc::new(
-        crate::backplane::memory::MemoryBackplane::new()
-    ) as std::sync::Arc<dyn crate::backplane::Backplane>);
 }
