@@ -1,8 +1,10 @@
-//! The cluster backplane: many nodes sharing one Redis.
+//! The cluster backplane: many nodes sharing one Redis or one Redis Cluster.
 //!
 //! - Fan-out: `PUBLISH`/`SUBSCRIBE`, one subscription per node per topic
-//!   (`pubsub.rs`), reconnecting with backoff; after a reconnection local
-//!   streams re-read the truth (pub/sub is a hint, never the truth).
+//!   (`pubsub.rs`), reconnecting with backoff; on a Redis Cluster
+//!   `SPUBLISH`/`SSUBSCRIBE`, one connection per master following the slot
+//!   map (`shards.rs`). After a gap local streams re-read the truth (pub/sub
+//!   is a hint, never the truth).
 //! - Session state: the bounded hot state in a hash, written with its
 //!   version by one script that also appends to the history and the
 //!   transcripts, updates the indexes, arms and disarms timers, and
@@ -12,7 +14,10 @@
 //!   expiry score refreshed by this node's heartbeat for the agents it
 //!   serves, so a dead node's agents fade out within [`PRESENCE_TTL`].
 //! - Timers: a set per account and a small index of accounts with timers
-//!   (`timers.rs`); every node polls the index, and leases what it takes.
+//!   (`timers.rs`, bucketed on a cluster); every node polls the index, and
+//!   leases what it takes.
+//! - Durability: with `wait_replicas`, `WAIT` on connections of its own
+//!   (`durable.rs`); `Idempotency-Key` records on the account's tag.
 //!
 //! Every key is built by `keys.rs`; every script touches one hash tag.
 

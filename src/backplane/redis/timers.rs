@@ -2,12 +2,16 @@
 //! refreshing the presence of the agents this node serves.
 //!
 //! Timers live in a set per account; the index `timer-index` says when each
-//! account with timers must be looked at next. A commit that makes a timer
-//! its account's earliest lowers the index (`ZADD LT`) and bumps the
-//! account's generation. A poller leases the due accounts, leases their due
-//! timers, and then raises the account's place in the index to its new
-//! earliest timer — only if the generation did not change meanwhile, so a
-//! timer added during the poll is never skipped.
+//! account with timers must be looked at next. One Redis has one index; a
+//! Redis Cluster has `keys::CLUSTER_BUCKETS` of them, each in a hash tag of
+//! its own (`{namespace/b}`), an account always in the same one, so that no
+//! key is global and the polling spreads over the masters (a poll looks at
+//! every bucket). A commit that makes a timer its account's earliest lowers
+//! the index (`ZADD LT`) and bumps the account's generation. A poller leases
+//! the due accounts, leases their due timers, and then raises the account's
+//! place in the index to its new earliest timer — only if the generation
+//! did not change meanwhile, so a timer added during the poll is never
+//! skipped.
 
 use std::sync::Weak;
 use std::time::Duration;
