@@ -1,7 +1,8 @@
 //! collabd nodes on a real Redis Cluster (3 masters, 3 replicas, started by
 //! the test): the load spreads over every master, every script stays in one
 //! slot, first accept wins across nodes, and a master's failover heals by
-//! itself without losing anything acknowledged with `wait_replicas = 1`.
+//! itself without losing anything acknowledged with `wait_replicas = 1`,
+//! and a slot moved by resharding takes its keys and subscriptions along.
 
 use std::time::Duration;
 
@@ -207,6 +208,9 @@ async fn killing_the_accounts_master_heals_by_itself_and_loses_nothing_acknowled
     for app in &apps {
         wait_ready(app, true, HEAL).await;
     }
+    // The stream held through the failover was resynced from the state
+    // (its node lost the subscription on the killed master).
+    bob_stream.wait_for("snapshot", HEAL).await;
     // … but while the account's new master has no replica, no change can
     // be confirmed on one: it is refused as unconfirmed, never acknowledged.
     let unconfirmed = apps[0]
@@ -270,5 +274,72 @@ async fn killing_the_accounts_master_heals_by_itself_and_loses_nothing_acknowled
         .expect_status(201);
     let event = fresh.wait_for("invitation_offered", EVENT_WAIT).await;
     assert_eq!(event["id"], again["id"]);
+    assert_no_crossslot(&redis, &nodes);
+}
+
+#[actix_rt::test]
+async fn resharding_the_accounts_slot_moves_its_keys_and_the_streams_follow() {
+    let redis = RedisCluster::start();
+    let (namespace, nodes) = nodes_on(&redis, 2, &[]);
+    let apps = apps(&nodes);
+    for app in &apps {
+        wait_ready(app, true, HEAL).await;
+    }
+    apps[0].acme(json!({})).await;
+    let lead = apps[0].online(ACME, "lead", "Lead", "billing").await;
+    let bob = apps[1].online(ACME, "bob", "Bob", "support").await;
+    let (mut bob_stream, _) = apps[1].agent_events(&bob.token).await;
+    let (session, _) = apps[0].create_session(&lead.token, "web", "Carl").await;
+    let session = id_of(&session);
+    apps[0]
+        .say(&lead.token, &session, "before the move", "everyone")
+        .await
+        .expect_status(201);
+
+    // The account's slot moves to another master, keys and all.
+    let key = format!("collabd:{{{namespace}:{ACME}}}:account");
+    let from = redis.master_for_key(&key);
+    assert!(redis.keys_in_slot_of(from, &key) > 0);
+    let to = redis.other_master(from);
+    redis.move_slot_of(&key, to);
+    assert_eq!(redis.master_for_key(&key), to);
+
+    // Commands follow MOVED; the subscriptions follow the slot map.
+    let invitation = apps[0]
+        .invite(
+            &lead.token,
+            &session,
+            json!({"target": {"portal": "support"}}),
+        )
+        .await
+        .expect_status(201);
+    loop {
+        let event = bob_stream.wait_for("invitation_offered", HEAL).await;
+        if event["id"] == invitation["id"] {
+            break;
+        }
+    }
+    apps[1]
+        .accept(&bob.token, &id_of(&invitation))
+        .await
+        .expect_status(200);
+    let page = apps[1]
+        .messages(&lead.token, &session)
+        .await
+        .expect_status(200);
+    assert!(
+        pluck(&page["messages"], "text").contains(&"before the move".to_owned()),
+        "{page}"
+    );
+    let view = apps[0]
+        .session(&lead.token, &session)
+        .await
+        .expect_status(200);
+    assert_eq!(participants(&view), ["lead", "bob"], "{view}");
+    assert!(
+        redis.keys_in_slot_of(to, &key) > 0,
+        "the new owner has no keys"
+    );
+    assert_eq!(redis.keys_in_slot_of(from, &key), 0, "keys left behind");
     assert_no_crossslot(&redis, &nodes);
 }

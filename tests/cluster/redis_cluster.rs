@@ -236,6 +236,79 @@ impl RedisCluster {
             .map(|(port, _)| port)
     }
 
+    /// The master serving `key`'s slot.
+    pub fn master_for_key(&self, key: &str) -> u16 {
+        self.master_of(self.keyslot(key))
+            .expect("some master owns the slot")
+    }
+
+    /// How many keys the server on `port` holds in `key`'s slot.
+    pub fn keys_in_slot_of(&self, port: u16, key: &str) -> u64 {
+        let slot = self.keyslot(key).to_string();
+        self.cli(port, &["CLUSTER", "COUNTKEYSINSLOT", &slot])
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// Another master than `port`.
+    pub fn other_master(&self, port: u16) -> u16 {
+        self.masters()
+            .into_keys()
+            .find(|&p| p != port)
+            .expect("three masters")
+    }
+
+    /// Resharding by hand, as `redis-cli --cluster reshard` does it, for
+    /// one slot: `key`'s slot moves to the master on `to` with its keys
+    /// (IMPORTING/MIGRATING, MIGRATE in batches, SETSLOT NODE everywhere),
+    /// while clients keep running. Returns once every server agrees.
+    pub fn move_slot_of(&self, key: &str, to: u16) {
+        let slot = self.keyslot(key).to_string();
+        let from = self.master_for_key(key);
+        let id = |port: u16| self.cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+        let (from_id, to_id) = (id(from), id(to));
+        self.cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        self.cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        let to_port = to.to_string();
+        loop {
+            let listed = self.cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys: Vec<&str> = listed.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            let answer = self.cli(from, &args);
+            assert!(answer.contains("OK"), "MIGRATE failed: {answer}");
+        }
+        let mut order = vec![to, from];
+        order.extend(
+            self.masters()
+                .into_keys()
+                .filter(|p| *p != to && *p != from),
+        );
+        for port in order {
+            self.cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+        let slot: u16 = slot.parse().expect("a slot number");
+        self.wait_until("every server agrees on the moved slot", |c| {
+            c.ports().iter().all(|&p| {
+                c.cli(p, &["CLUSTER", "NODES"])
+                    .lines()
+                    .filter(|l| l.contains("master") && !l.contains("fail"))
+                    .any(|l| {
+                        l.starts_with(&to_id)
+                            && l.split_whitespace().skip(8).any(|r| {
+                                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                                matches!((a.parse::<u16>(), b.parse::<u16>()),
+                                    (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+                            })
+                    })
+            })
+        });
+    }
+
     /// `kill -9` the master that owns `key`'s slot; returns its port.
     pub fn kill_master_for_key(&mut self, key: &str) -> u16 {
         let slot = self.keyslot(key);
