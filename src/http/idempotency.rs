@@ -178,6 +178,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn its_problem_codes_are_in_the_openapi_document() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::super::ops::OPENAPI).unwrap_or_default();
+        let codes = &doc["components"]["schemas"]["ProblemCode"]["enum"];
+        for code in ["idempotency_key_reused", "idempotency_in_progress"] {
+            assert!(
+                codes.as_array().is_some_and(|c| c.contains(&code.into())),
+                "{code} missing from ProblemCode"
+            );
+        }
+    }
+
+    #[test]
     fn digests_separate_their_parts() {
         assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
         assert_eq!(digest(&["a"]).len(), 64);
