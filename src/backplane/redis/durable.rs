@@ -64,15 +64,24 @@ impl Durable {
         if self.pool.is_empty() {
             return Ok(());
         }
-        // A free connection if there is one, else the next in turn.
+        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        // A free connection if there is one, else the next in turn, waited
+        // for no longer than a confirmation may take: when replicas stall,
+        // requests are answered 503 in bounded time instead of queueing
+        // behind the pool without end.
         let conn = match self.pool.iter().find_map(|c| c.try_lock().ok()) {
             Some(conn) => conn,
             None => {
                 let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
-                self.pool[i].lock().await
+                tokio::time::timeout(self.timeout, self.pool[i].lock())
+                    .await
+                    .map_err(|_| {
+                        BackplaneError::Unconfirmed(format!(
+                            "every connection for WAIT was busy for {timeout_ms} ms"
+                        ))
+                    })?
             }
         };
-        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(marker)
