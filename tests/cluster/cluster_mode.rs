@@ -304,7 +304,11 @@ async fn resharding_the_accounts_slot_moves_its_keys_and_the_streams_follow() {
     redis.move_slot_of(&key, to);
     assert_eq!(redis.master_for_key(&key), to);
 
-    // Commands follow MOVED; the subscriptions follow the slot map.
+    // The old owner dropped the node's subscriptions (`sunsubscribe`): the
+    // node resubscribes on the new owner and resyncs the stream from the
+    // state, since whatever was published in between is lost to it.
+    bob_stream.wait_for("snapshot", HEAL).await;
+    // Commands follow MOVED; the subscriptions followed the slot map.
     let invitation = apps[0]
         .invite(
             &lead.token,
