@@ -40,6 +40,15 @@ fn rand_u32() -> u32 {
     h.finish() as u32
 }
 
+/// Clients of `nodes`, once each is ready.
+async fn ready_apps(nodes: &[Node]) -> Vec<crate::common::TestApp> {
+    let apps = apps(nodes);
+    for app in &apps {
+        wait_ready(app, true, HEAL).await;
+    }
+    apps
+}
+
 /// Asserts no Redis node answered a `CROSSSLOT` error and no collabd node
 /// logged one.
 fn assert_no_crossslot(redis: &RedisCluster, nodes: &[Node]) {
@@ -73,10 +82,7 @@ fn participants(view: &serde_json::Value) -> Vec<String> {
 async fn thirty_accounts_spread_over_every_master_and_every_script_stays_in_one_slot() {
     let redis = RedisCluster::start();
     let (_, nodes) = nodes_on(&redis, 3, &[]);
-    let apps = apps(&nodes);
-    for app in &apps {
-        wait_ready(app, true, HEAL).await;
-    }
+    let apps = ready_apps(&nodes).await;
     let work = (0..30).map(|i| {
         let app = &apps[i % 3];
         let other = &apps[(i + 1) % 3];
@@ -140,10 +146,7 @@ async fn thirty_accounts_spread_over_every_master_and_every_script_stays_in_one_
 async fn racing_accepts_across_three_nodes_on_a_redis_cluster_have_one_winner() {
     let redis = RedisCluster::start();
     let (_, nodes) = nodes_on(&redis, 3, &[]);
-    let apps = apps(&nodes);
-    for app in &apps {
-        wait_ready(app, true, HEAL).await;
-    }
+    let apps = ready_apps(&nodes).await;
     racing_accepts(&apps, 6).await;
     assert_no_crossslot(&redis, &nodes);
 }
@@ -160,10 +163,7 @@ async fn killing_the_accounts_master_heals_by_itself_and_loses_nothing_acknowled
             ("COLLABD__BACKPLANE__WAIT_TIMEOUT_MS", "2000"),
         ],
     );
-    let apps = apps(&nodes);
-    for app in &apps {
-        wait_ready(app, true, HEAL).await;
-    }
+    let apps = ready_apps(&nodes).await;
     apps[0].acme(json!({})).await;
     let lead = apps[0].online(ACME, "lead", "Lead", "billing").await;
     let bob = apps[1].online(ACME, "bob", "Bob", "support").await;
@@ -281,10 +281,7 @@ async fn killing_the_accounts_master_heals_by_itself_and_loses_nothing_acknowled
 async fn resharding_the_accounts_slot_moves_its_keys_and_the_streams_follow() {
     let redis = RedisCluster::start();
     let (namespace, nodes) = nodes_on(&redis, 2, &[]);
-    let apps = apps(&nodes);
-    for app in &apps {
-        wait_ready(app, true, HEAL).await;
-    }
+    let apps = ready_apps(&nodes).await;
     apps[0].acme(json!({})).await;
     let lead = apps[0].online(ACME, "lead", "Lead", "billing").await;
     let bob = apps[1].online(ACME, "bob", "Bob", "support").await;

@@ -136,6 +136,31 @@ fn namespace(what: &str) -> String {
     collabd::domain::id::random_id(what)
 }
 
+/// Two ready nodes: an agent on the second is alerted of a portal
+/// invitation with `comment` sent through the first.
+async fn deliver_a_portal_invitation(nodes: &[Node], comment: &str) {
+    let apps: Vec<TestApp> = nodes.iter().map(|n| TestApp::remote(n.port)).collect();
+    for app in &apps {
+        wait_ready(app, true, READY).await;
+    }
+    apps[0].acme(json!({})).await;
+    let lead = apps[0].online(ACME, "lead", "Lead", "billing").await;
+    let helper = apps[1].online(ACME, "helper", "Helper", "support").await;
+    let (mut stream, _) = apps[1].agent_events(&helper.token).await;
+    let (session, _) = apps[0].create_session(&lead.token, "web", "Carl").await;
+    let invitation = apps[0]
+        .invite(
+            &lead.token,
+            &id_of(&session),
+            json!({"target": {"portal": "support"}, "comment": comment}),
+        )
+        .await
+        .expect_status(201);
+    let offer = stream.wait_for("invitation_offered", EVENT_WAIT).await;
+    assert_eq!(offer["id"], invitation["id"]);
+    assert_eq!(offer["comment"], comment);
+}
+
 #[actix_rt::test]
 async fn nodes_on_rediss_trusting_the_private_ca_are_ready_and_deliver_invitations_across_nodes() {
     let pki = Pki::generate();
@@ -150,26 +175,7 @@ async fn nodes_on_rediss_trusting_the_private_ca_are_ready_and_deliver_invitatio
         Node::start_with(&redis.url(), &ns, "tls-0", &env),
         Node::start_with(&redis.url(), &ns, "tls-1", &env),
     ];
-    let apps: Vec<TestApp> = nodes.iter().map(|n| TestApp::remote(n.port)).collect();
-    for app in &apps {
-        wait_ready(app, true, READY).await;
-    }
-    apps[0].acme(json!({})).await;
-    let lead = apps[0].online(ACME, "lead", "Lead", "billing").await;
-    let helper = apps[1].online(ACME, "helper", "Helper", "support").await;
-    let (mut stream, _) = apps[1].agent_events(&helper.token).await;
-    let (session, _) = apps[0].create_session(&lead.token, "web", "Carl").await;
-    let invitation = apps[0]
-        .invite(
-            &lead.token,
-            &id_of(&session),
-            json!({"target": {"portal": "support"}, "comment": "over TLS"}),
-        )
-        .await
-        .expect_status(201);
-    let offer = stream.wait_for("invitation_offered", EVENT_WAIT).await;
-    assert_eq!(offer["id"], invitation["id"]);
-    assert_eq!(offer["comment"], "over TLS");
+    deliver_a_portal_invitation(&nodes, "over TLS").await;
 }
 
 #[actix_rt::test]
@@ -195,26 +201,7 @@ async fn nodes_on_a_redis_cluster_that_speaks_only_tls_are_ready_and_deliver_acr
         Node::start_with("redis://unused", &ns, "tlsc-0", &env),
         Node::start_with("redis://unused", &ns, "tlsc-1", &env),
     ];
-    let apps: Vec<TestApp> = nodes.iter().map(|n| TestApp::remote(n.port)).collect();
-    for app in &apps {
-        wait_ready(app, true, READY).await;
-    }
-    apps[0].acme(json!({})).await;
-    let lead = apps[0].online(ACME, "lead", "Lead", "billing").await;
-    let helper = apps[1].online(ACME, "helper", "Helper", "support").await;
-    let (mut stream, _) = apps[1].agent_events(&helper.token).await;
-    let (session, _) = apps[0].create_session(&lead.token, "web", "Carl").await;
-    let invitation = apps[0]
-        .invite(
-            &lead.token,
-            &id_of(&session),
-            json!({"target": {"portal": "support"}, "comment": "cluster over TLS"}),
-        )
-        .await
-        .expect_status(201);
-    let offer = stream.wait_for("invitation_offered", EVENT_WAIT).await;
-    assert_eq!(offer["id"], invitation["id"]);
-    assert_eq!(offer["comment"], "cluster over TLS");
+    deliver_a_portal_invitation(&nodes, "cluster over TLS").await;
 }
 
 #[actix_rt::test]
