@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use collabd::actors::session::deliveries;
 use collabd::backplane::codec::{decode, decode_current, encode};
 use collabd::domain::session::{
-    Accept, Audience, Cancel, Decline, Expire, Invite, Post, Poster, Target,
+    Accept, Audience, Cancel, Decline, Expire, InvitationKind, Invite, Post, Poster, Target,
 };
 use collabd::domain::visibility::{Viewer, agent_session_view, customer_session_view, view};
 use collabd::domain::{
@@ -140,6 +140,7 @@ impl Fixture {
                 id: id.clone(),
                 inviter: lead.id.clone(),
                 target: Target::Portal(portal.clone()),
+                kind: InvitationKind::Collaborate,
                 masked: i % 4 == 0,
                 comment: Some("Customer on Windows 11; the printer driver fails to install".into()),
                 online,
@@ -232,6 +233,7 @@ impl Fixture {
             id: self.offer.clone(),
             inviter: self.lead.clone(),
             target: Target::Portal(PortalId::parse("tier-2").unwrap()),
+            kind: InvitationKind::Collaborate,
             masked: false,
             comment: Some("Needs a network specialist: VPN drops every few minutes".into()),
             online: (0..online).map(|k| Self::online_agent(k).id).collect(),

@@ -1,11 +1,12 @@
 //! The node-to-node wire format: a one-byte format version followed by a
 //! bincode (v2, serde mode) body. Only this module names bincode.
 //!
-//! Version 2 is what this release writes: the session's bounded hot state,
-//! messages numbered for the customer, accounts with the v2 policy limits.
-//! Version 1 is what the first release wrote; [`decode`] still reads it
-//! (through the shapes in `legacy.rs`), so a node of this release reads what
-//! an older one stored.
+//! Version 3 is what this release writes: invitations have a kind
+//! (collaborate or transfer). Version 2 (the session's bounded hot state,
+//! messages numbered for the customer, accounts with the v2 policy limits)
+//! and version 1 (the first release) are still read by [`decode`], through
+//! the shapes in `legacy.rs`, so a node of this release reads what an older
+//! one stored.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,7 +15,9 @@ use super::legacy;
 use crate::domain::{Account, Agent, AgentId, Invitation, Message, Portal, Session};
 
 /// The envelope's current format version.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
+/// The second release's format, still read.
+pub const FORMAT_V2: u8 = 2;
 /// The first release's format, still read.
 pub const FORMAT_V1: u8 = 1;
 
@@ -43,12 +46,25 @@ pub trait Wire: Serialize + DeserializeOwned {
     fn from_v1(body: &[u8]) -> Result<Self, CodecError> {
         body_of(body)
     }
+
+    /// Reads a v2 body.
+    fn from_v2(body: &[u8]) -> Result<Self, CodecError> {
+        body_of(body)
+    }
 }
 
 impl Wire for Portal {}
 impl Wire for Agent {}
 impl Wire for AgentId {}
-impl Wire for Invitation {}
+impl Wire for Invitation {
+    fn from_v1(body: &[u8]) -> Result<Self, CodecError> {
+        Self::from_v2(body)
+    }
+
+    fn from_v2(body: &[u8]) -> Result<Self, CodecError> {
+        body_of::<legacy::InvitationV2>(body).map(Into::into)
+    }
+}
 
 impl Wire for Account {
     fn from_v1(body: &[u8]) -> Result<Self, CodecError> {
@@ -59,6 +75,10 @@ impl Wire for Account {
 impl Wire for Session {
     fn from_v1(body: &[u8]) -> Result<Self, CodecError> {
         body_of::<legacy::SessionV1>(body).map(Into::into)
+    }
+
+    fn from_v2(body: &[u8]) -> Result<Self, CodecError> {
+        body_of::<legacy::SessionV2>(body).map(Into::into)
     }
 }
 
@@ -90,6 +110,7 @@ pub fn decode<T: Wire>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     match version {
         FORMAT_VERSION => body_of(body),
+        FORMAT_V2 => T::from_v2(body),
         FORMAT_V1 => T::from_v1(body),
         other => Err(CodecError::UnknownVersion(other)),
     }
@@ -121,7 +142,7 @@ fn body_of<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 mod tests {
     use super::*;
     use crate::domain::policy::{Policy, SessionMode};
-    use crate::domain::{AccountId, PortalId};
+    use crate::domain::{AccountId, PortalId, Session};
 
     fn account() -> Account {
         Account {
@@ -145,14 +166,14 @@ mod tests {
         assert_eq!(decode::<Portal>(&encode(&p)).unwrap(), p);
     }
 
-    /// Golden bytes of v2: if this changes, nodes of two versions can no
+    /// Golden bytes of v3: if this changes, nodes of two versions can no
     /// longer read each other's data — bump FORMAT_VERSION and keep
     /// decoding this one.
     #[test]
-    fn the_v2_format_is_stable() {
+    fn the_v3_format_is_stable() {
         let bytes = encode(&account());
         let golden: &[u8] = &[
-            2, // format version
+            3, // format version
             4, b'a', b'c', b'm', b'e', // id
             4, b'A', b'c', b'm', b'e', // name
             1, 1, 1, 1, // collaboration, portal_invitations, masking, comments
@@ -166,7 +187,88 @@ mod tests {
         ];
         assert_eq!(bytes, golden);
         let agent = AgentId::parse("ann").unwrap();
-        assert_eq!(encode(&agent), vec![2, 3, b'a', b'n', b'n']);
+        assert_eq!(encode(&agent), vec![3, 3, b'a', b'n', b'n']);
+        // An account did not change from v2 to v3: v2's bytes read the same.
+        let mut v2 = bytes.clone();
+        v2[0] = FORMAT_V2;
+        assert_eq!(decode::<Account>(&v2).unwrap(), account());
+    }
+
+    /// A session and an invitation stored by v2 (no invitation kind) read
+    /// as collaborations.
+    #[test]
+    fn v2_sessions_and_invitations_read_as_collaborations() {
+        use crate::domain::session::{InvitationKind, Invite, Rules, Target};
+        use crate::domain::{AgentRef, InvitationId, SessionId};
+        let policy = Policy::default();
+        let rules = Rules {
+            policy: &policy,
+            now: chrono::Utc::now(),
+        };
+        let lead = AgentRef {
+            id: AgentId::parse("lead").unwrap(),
+            name: "Lead".into(),
+        };
+        let (mut session, _) = Session::create(
+            SessionId::random(),
+            AccountId::parse("acme").unwrap(),
+            SessionMode::Web,
+            lead.clone(),
+            "Carl".into(),
+            rules,
+        )
+        .unwrap();
+        let ann = AgentId::parse("ann").unwrap();
+        let invite = Invite {
+            id: InvitationId::within(&session.id),
+            inviter: lead.id.clone(),
+            target: Target::Agent(ann.clone()),
+            kind: InvitationKind::Collaborate,
+            masked: false,
+            comment: None,
+            online: vec![ann],
+        };
+        session.apply(&invite.into(), rules).unwrap();
+        let i = session.invitations[0].clone();
+        let v2_invitation = legacy::InvitationV2 {
+            id: i.id.clone(),
+            session: i.session.clone(),
+            inviter: i.inviter.clone(),
+            target: i.target.clone(),
+            masked: i.masked,
+            comment: i.comment.clone(),
+            recipients: i.recipients.clone(),
+            declined_by: i.declined_by.clone(),
+            unavailable: i.unavailable.clone(),
+            status: i.status,
+            accepted_by: i.accepted_by.clone(),
+            fence: i.fence,
+            created_at: i.created_at,
+            expires_at: i.expires_at,
+            closed_reason: i.closed_reason,
+        };
+        let mut bytes = encode(&v2_invitation);
+        bytes[0] = FORMAT_V2;
+        assert_eq!(decode::<Invitation>(&bytes).unwrap(), i);
+        let s = session.clone();
+        let v2_session = legacy::SessionV2 {
+            id: s.id,
+            account: s.account,
+            mode: s.mode,
+            created_at: s.created_at,
+            ended: s.ended,
+            lead: s.lead,
+            participants: s.participants,
+            customer: s.customer,
+            invitations: vec![v2_invitation],
+            counters: s.counters,
+            last_activity: s.last_activity,
+        };
+        let mut bytes = encode(&v2_session);
+        bytes[0] = FORMAT_V2;
+        assert_eq!(decode::<Session>(&bytes).unwrap(), session);
+        // And v3 writes the kind: it round-trips.
+        assert_eq!(decode::<Session>(&encode(&session)).unwrap(), session);
     }
 
     /// Golden bytes of v1, as the first release wrote them: still read, with
@@ -198,7 +300,7 @@ mod tests {
         ));
         assert!(matches!(decode::<Account>(&[]), Err(CodecError::Empty)));
         assert!(matches!(
-            decode::<Account>(&[2, 200]),
+            decode::<Account>(&[FORMAT_VERSION, 200]),
             Err(CodecError::Malformed(_))
         ));
         let mut trailing = encode(&account());

@@ -1,12 +1,15 @@
-//! What the first release (wire format 1) stored, and how it reads today.
-//! Only the shapes that changed are here; the codec decodes v1 bodies into
-//! them and converts.
+//! What earlier releases stored (wire formats 1 and 2), and how it reads
+//! today. Only the shapes that changed are here; the codec decodes older
+//! bodies into them and converts.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::domain::AgentRef;
+use crate::domain::id::InvitationId;
 use crate::domain::session::{
-    Audience, Author, Counters, Customer, EndReason, Ending, Invitation, Participant,
+    Audience, Author, Counters, Customer, EndReason, Ending, Invitation, InvitationKind,
+    InvitationStatus, Participant, Target, WithdrawReason,
 };
 use crate::domain::{
     Account, AccountId, AgentId, Message, MessageId, Policy, Session, SessionId, SessionMode,
@@ -103,7 +106,7 @@ pub(super) struct SessionV1 {
     lead: Option<AgentId>,
     participants: Vec<Participant>,
     customer: Customer,
-    invitations: Vec<Invitation>,
+    invitations: Vec<InvitationV2>,
     message_count: u64,
 }
 
@@ -115,6 +118,7 @@ impl From<SessionV1> for Session {
         let invitations = s
             .invitations
             .into_iter()
+            .map(Invitation::from)
             .filter(Invitation::is_pending)
             .collect::<Vec<_>>();
         let ended = (s.status == SessionStatusV1::Ended).then_some(Ending {
@@ -137,6 +141,85 @@ impl From<SessionV1> for Session {
             },
             invitations,
             last_activity: s.created_at,
+        }
+    }
+}
+
+/// A v1 or v2 invitation: every invitation was a collaboration (no `kind`).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(super) struct InvitationV2 {
+    pub(super) id: InvitationId,
+    pub(super) session: SessionId,
+    pub(super) inviter: AgentRef,
+    pub(super) target: Target,
+    pub(super) masked: bool,
+    pub(super) comment: Option<String>,
+    pub(super) recipients: Vec<AgentId>,
+    pub(super) declined_by: Vec<AgentId>,
+    pub(super) unavailable: Vec<AgentId>,
+    pub(super) status: InvitationStatus,
+    pub(super) accepted_by: Option<AgentId>,
+    pub(super) fence: Option<u64>,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) expires_at: DateTime<Utc>,
+    pub(super) closed_reason: Option<WithdrawReason>,
+}
+
+impl From<InvitationV2> for Invitation {
+    fn from(i: InvitationV2) -> Self {
+        Invitation {
+            id: i.id,
+            session: i.session,
+            inviter: i.inviter,
+            target: i.target,
+            masked: i.masked,
+            comment: i.comment,
+            recipients: i.recipients,
+            declined_by: i.declined_by,
+            unavailable: i.unavailable,
+            status: i.status,
+            kind: InvitationKind::Collaborate,
+            accepted_by: i.accepted_by,
+            fence: i.fence,
+            created_at: i.created_at,
+            expires_at: i.expires_at,
+            closed_reason: i.closed_reason,
+        }
+    }
+}
+
+/// A v2 session: the bounded hot state, with invitations of v2's shape.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(super) struct SessionV2 {
+    pub(super) id: SessionId,
+    pub(super) account: AccountId,
+    pub(super) mode: SessionMode,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) ended: Option<Ending>,
+    pub(super) lead: Option<AgentId>,
+    pub(super) participants: Vec<Participant>,
+    pub(super) customer: Customer,
+    pub(super) invitations: Vec<InvitationV2>,
+    pub(super) counters: Counters,
+    pub(super) last_activity: DateTime<Utc>,
+}
+
+impl From<SessionV2> for Session {
+    fn from(s: SessionV2) -> Self {
+        Session {
+            id: s.id,
+            account: s.account,
+            mode: s.mode,
+            created_at: s.created_at,
+            ended: s.ended,
+            lead: s.lead,
+            participants: s.participants,
+            customer: s.customer,
+            invitations: s.invitations.into_iter().map(Invitation::from).collect(),
+            counters: s.counters,
+            last_activity: s.last_activity,
         }
     }
 }

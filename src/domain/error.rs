@@ -42,6 +42,9 @@ pub enum DomainError {
     /// No such invitation in this session.
     #[error("no such invitation")]
     InvitationNotFound,
+    /// The agent named is not in this session.
+    #[error("no such participant in this session")]
+    ParticipantNotFound,
     /// A bound of the policy is reached (the name of the policy field).
     #[error("the policy's {0} is reached")]
     LimitReached(&'static str),

@@ -22,10 +22,10 @@ use super::id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId
 use super::policy::{Policy, SessionMode};
 use super::session::{
     Accept, Audience, Author, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End,
-    EndReason, Ending, Event, Expire, IndexDelta, Invitation, InvitationStatus, InvitationSummary,
-    Invite, Leave, MAX_COMMENT_CHARS, MAX_MESSAGE_CHARS, Message, Outcome, Post, Poster,
-    RecipientGone, Role, Rules, Session, SessionStatus, Target, Timer, WithdrawReason,
-    check_accept,
+    EndReason, Ending, Event, Expire, IndexDelta, Invitation, InvitationKind, InvitationStatus,
+    InvitationSummary, Invite, Leave, MAX_COMMENT_CHARS, MAX_MESSAGE_CHARS, Message, Outcome, Post,
+    Poster, RecipientGone, Role, Rules, Session, SessionStatus, SetMasked, Target, Timer,
+    WithdrawReason, check_accept,
 };
 use super::visibility::{Viewer, message_view};
 
@@ -88,6 +88,7 @@ struct Draft {
     inviter: &'static str,
     target: Target,
     online: Vec<AgentId>,
+    kind: InvitationKind,
     masked: bool,
     comment: Option<String>,
 }
@@ -98,6 +99,7 @@ fn invite(inviter: &'static str, target: Target, online: &[&str]) -> Draft {
         inviter,
         target,
         online: ids(online),
+        kind: InvitationKind::Collaborate,
         masked: false,
         comment: None,
     }
@@ -106,6 +108,11 @@ fn invite(inviter: &'static str, target: Target, online: &[&str]) -> Draft {
 impl Draft {
     fn masked(mut self) -> Self {
         self.masked = true;
+        self
+    }
+
+    fn transfer(mut self) -> Self {
+        self.kind = InvitationKind::Transfer;
         self
     }
 
@@ -119,6 +126,7 @@ impl Draft {
             id: invitation,
             inviter: id(self.inviter),
             target: self.target,
+            kind: self.kind,
             masked: self.masked,
             comment: self.comment,
             online: self.online,
@@ -538,6 +546,7 @@ fn kinds(events: &[Event]) -> Vec<&'static str> {
             Event::InvitationCancelled { .. } => "cancelled",
             Event::ParticipantJoined { .. } => "joined",
             Event::ParticipantLeft { .. } => "left",
+            Event::ParticipantUpdated { .. } => "updated",
             Event::LeadChanged { .. } => "lead_changed",
             Event::MessagePosted { .. } => "message",
             Event::CustomerReconnectRequired { .. } => "reconnect_required",
@@ -2249,4 +2258,203 @@ fn the_audience_of_an_outcome_includes_a_joiner_and_a_leaver() {
     let last = spec.run(leave("ann"));
     assert!(last.ended);
     assert_eq!(last.audience, ids(&["ann"]), "the last agent hears the end");
+}
+
+// ---------------------------------------------------------------------------
+// Transfer
+// ---------------------------------------------------------------------------
+
+#[test]
+fn an_accepted_transfer_makes_the_winner_lead_and_the_old_lead_leaves() {
+    let mut spec = Spec::with_participants(&["ann"]);
+    spec.advance(5);
+    let i = spec.send(invite(LEAD, portal(), &["bob", "cid"]).transfer());
+    assert_eq!(spec.pending(&i).kind, InvitationKind::Transfer);
+    let outcome = spec.accept(&i, "cid");
+    assert_eq!(
+        kinds(&outcome.events),
+        ["accepted", "withdrawn", "joined", "lead_changed", "left"]
+    );
+    assert_eq!(spec.session.lead, Some(id("cid")));
+    assert_eq!(spec.participant_ids(), ids(&["ann", "cid"]));
+    let cid = spec.session.participant(&id("cid")).unwrap();
+    assert_eq!((cid.role, cid.masked), (Role::Lead, false));
+    assert_eq!(
+        spec.session.participant(&id("ann")).unwrap().role,
+        Role::Collaborator
+    );
+    assert_eq!(outcome.delta.joined, ids(&["cid"]));
+    assert_eq!(outcome.delta.left, ids(&[LEAD]));
+    // The old lead hears of its own leaving.
+    assert!(outcome.audience.contains(&id(LEAD)));
+    assert_eq!(spec.closed(&i).accepted_by, Some(id("cid")));
+}
+
+#[test]
+fn a_transfer_to_a_session_with_only_its_lead_asks_the_customer_to_reconnect_once() {
+    let mut spec = Spec::new();
+    let i = spec.send(invite(LEAD, direct("ann"), &["ann"]).transfer());
+    let outcome = spec.accept(&i, "ann");
+    assert_eq!(
+        kinds(&outcome.events),
+        [
+            "accepted",
+            "joined",
+            "reconnect_required",
+            "lead_changed",
+            "left"
+        ]
+    );
+    assert_eq!(spec.participant_ids(), ids(&["ann"]));
+    assert_eq!(spec.session.customer.generation, 2);
+    // A second transfer is a join like any other: no second reconnect.
+    let j = spec.send(invite("ann", direct("bob"), &["bob"]).transfer());
+    let outcome = spec.accept(&j, "bob");
+    assert_eq!(
+        kinds(&outcome.events),
+        ["accepted", "joined", "lead_changed", "left"]
+    );
+    assert_eq!(spec.session.lead, Some(id("bob")));
+}
+
+#[test]
+fn only_the_lead_may_transfer_and_never_masked() {
+    let mut spec = Spec::with_participants(&["ann"]);
+    spec.refuse_invite(
+        invite("ann", direct("bob"), &["bob"]).transfer(),
+        DomainError::NotLead,
+    );
+    spec.refuse_invite(
+        invite(LEAD, direct("bob"), &["bob"]).transfer().masked(),
+        invalid("a transfer is never masked: the new lead is the customer's agent"),
+    );
+}
+
+#[test]
+fn a_transfer_may_be_sent_and_accepted_in_a_full_session() {
+    let mut spec = Spec::with(policy(|p| p.max_agents_per_session = 2));
+    spec.join("ann");
+    spec.refuse_invite(
+        invite(LEAD, direct("bob"), &["bob"]),
+        DomainError::SessionFull,
+    );
+    let i = spec.send(invite(LEAD, direct("bob"), &["bob"]).transfer());
+    spec.accept(&i, "bob");
+    assert_eq!(spec.participant_ids(), ids(&["ann", "bob"]));
+}
+
+#[test]
+fn a_lead_who_leaves_takes_its_open_transfers_with_it() {
+    let mut spec = Spec::with_participants(&["ann"]);
+    let t = spec.send(invite(LEAD, direct("bob"), &["bob"]).transfer());
+    let c = spec.send(invite(LEAD, direct("cid"), &["cid"]));
+    let outcome = spec.run(leave(LEAD));
+    assert_eq!(
+        kinds(&outcome.events),
+        ["left", "lead_changed", "cancelled", "withdrawn"]
+    );
+    assert_eq!(spec.status(&t), InvitationStatus::Cancelled);
+    assert_eq!(spec.status(&c), InvitationStatus::Pending);
+    spec.refuse_accept(&t, "bob", 0, DomainError::InvitationNotFound);
+}
+
+#[test]
+fn accepting_one_transfer_cancels_the_other_open_transfers() {
+    let mut spec = Spec::new();
+    let first = spec.send(invite(LEAD, direct("ann"), &["ann"]).transfer());
+    let second = spec.send(invite(LEAD, direct("bob"), &["bob"]).transfer());
+    let outcome = spec.accept(&first, "ann");
+    assert!(kinds(&outcome.events).ends_with(&["cancelled", "withdrawn"]));
+    assert_eq!(spec.status(&second), InvitationStatus::Cancelled);
+    assert_eq!(spec.session.lead, Some(id("ann")));
+}
+
+// ---------------------------------------------------------------------------
+// Mask and unmask mid-session
+// ---------------------------------------------------------------------------
+
+fn set_masked(agent: &str, by: &str, masked: bool) -> Command {
+    SetMasked {
+        agent: id(agent),
+        by: id(by),
+        masked,
+    }
+    .into()
+}
+
+#[test]
+fn the_lead_or_the_agent_itself_unmasks_and_masks_an_agent() {
+    let mut spec = Spec::new();
+    spec.join_masked("ann");
+    spec.join("bob");
+    spec.advance(3);
+    let outcome = spec.run(set_masked("ann", LEAD, false));
+    assert_eq!(kinds(&outcome.events), ["updated"]);
+    assert!(!spec.session.participant(&id("ann")).unwrap().masked);
+    assert_eq!(spec.session.last_activity, at(3));
+    let outcome = spec.run(set_masked("ann", "ann", true));
+    assert_eq!(kinds(&outcome.events), ["updated"]);
+    assert!(spec.session.participant(&id("ann")).unwrap().masked);
+    // Another collaborator may not.
+    spec.refuse(set_masked("ann", "bob", false), DomainError::NotLead);
+}
+
+#[test]
+fn masking_as_it_is_already_changes_nothing() {
+    let mut spec = Spec::with_participants(&["ann"]);
+    let outcome = spec.run(set_masked("ann", LEAD, false));
+    assert!(outcome.is_noop(), "{outcome:?}");
+}
+
+#[test]
+fn the_lead_is_never_masked_and_strangers_are_not_found() {
+    let mut spec = Spec::with_participants(&["ann"]);
+    spec.refuse(
+        set_masked(LEAD, LEAD, true),
+        DomainError::Conflict(
+            "the lead is the customer's agent and cannot be masked; transfer the session first"
+                .into(),
+        ),
+    );
+    spec.refuse(
+        set_masked("zed", LEAD, true),
+        DomainError::ParticipantNotFound,
+    );
+    spec.refuse(set_masked("ann", "zed", true), DomainError::NotParticipant);
+}
+
+#[test]
+fn masking_needs_the_policys_masking() {
+    let mut spec = Spec::with(policy(|p| p.masking = false));
+    spec.join("ann");
+    spec.refuse(
+        set_masked("ann", LEAD, true),
+        DomainError::FeatureDisabled("masked agents"),
+    );
+}
+
+#[test]
+fn messages_follow_the_mask_at_the_time_they_are_written() {
+    let mut spec = Spec::new();
+    spec.join_masked("ann");
+    spec.run(post("ann", "while masked", Audience::Everyone));
+    spec.run(set_masked("ann", LEAD, false));
+    spec.run(post("ann", "unmasked", Audience::Everyone));
+    spec.run(set_masked("ann", "ann", true));
+    spec.run(post("ann", "masked again", Audience::Everyone));
+    let customer: Vec<&str> = spec
+        .transcript
+        .iter()
+        .filter(|m| message_view(&Viewer::Customer, m).is_some())
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(customer, ["unmasked"]);
+    assert_eq!(spec.session.counters.customer_messages, 1);
+}
+
+#[test]
+fn nothing_masks_in_an_ended_session() {
+    let mut spec = Spec::with_participants(&["ann"]);
+    spec.run(end(LEAD));
+    spec.refuse(set_masked("ann", LEAD, true), DomainError::SessionEnded);
 }

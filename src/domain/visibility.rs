@@ -12,8 +12,8 @@ use super::directory::AgentRef;
 use super::id::{AgentId, InvitationId, SessionId};
 use super::policy::SessionMode;
 use super::session::{
-    Audience, Author, EndReason, Event, Invitation, InvitationStatus, InvitationSummary, Message,
-    Participant, Role, Session, SessionStatus, Target, WithdrawReason,
+    Audience, Author, EndReason, Event, Invitation, InvitationKind, InvitationStatus,
+    InvitationSummary, Message, Participant, Role, Session, SessionStatus, Target, WithdrawReason,
 };
 
 /// Who is looking.
@@ -50,6 +50,8 @@ pub struct InvitationView {
     pub inviter: AgentRef,
     /// `{"agent": id}` or `{"portal": id}`.
     pub target: Target,
+    /// `collaborate` or `transfer`.
+    pub kind: InvitationKind,
     /// The joining agent will be masked.
     pub masked: bool,
     /// The inviter's note for the invitees.
@@ -79,6 +81,7 @@ impl From<&Invitation> for InvitationView {
             session: i.session.clone(),
             inviter: i.inviter.clone(),
             target: i.target.clone(),
+            kind: i.kind,
             masked: i.masked,
             comment: i.comment.clone(),
             recipients: i.recipients.clone(),
@@ -307,6 +310,8 @@ pub fn audiences(event: &Event) -> Audiences {
         Event::ParticipantJoined { participant } | Event::ParticipantLeft { participant } => {
             !participant.masked
         }
+        // Unmasked: the agent appears; masked: it goes, as if it left.
+        Event::ParticipantUpdated { .. } => true,
         Event::CustomerReconnectRequired { .. } | Event::SessionEnded { .. } => true,
         _ => false,
     };
@@ -345,6 +350,14 @@ fn customer_view(event: &Event) -> Option<ClientEvent> {
         ),
         Event::ParticipantLeft { participant } if !participant.masked => ev(
             "agent_left",
+            json!({"agent": {"name": participant.agent.name}}),
+        ),
+        Event::ParticipantUpdated { participant } => ev(
+            if participant.masked {
+                "agent_left"
+            } else {
+                "agent_joined"
+            },
             json!({"agent": {"name": participant.agent.name}}),
         ),
         Event::CustomerReconnectRequired { generation } => ev(
@@ -422,6 +435,10 @@ fn participant_view(
             "participant_left",
             json!({"session": session, "participant": ParticipantView::from(participant)}),
         ),
+        Event::ParticipantUpdated { participant } => (
+            "participant_updated",
+            json!({"session": session, "participant": ParticipantView::from(participant)}),
+        ),
         Event::LeadChanged { lead } => ("lead_changed", json!({"session": session, "lead": lead})),
         Event::MessagePosted { message } => (
             "message",
@@ -495,6 +512,7 @@ mod tests {
             id: InvitationId::within(&session.id),
             inviter: id("lead"),
             target: Target::Portal(PortalId::parse("support").unwrap()),
+            kind: InvitationKind::Collaborate,
             masked: true,
             comment: Some("note".into()),
             online: vec![id("ann"), id("bob"), id("cid")],
@@ -541,6 +559,7 @@ mod tests {
             declined_by: Vec::new(),
             unavailable: Vec::new(),
             status,
+            kind: InvitationKind::Collaborate,
             accepted_by: (status == InvitationStatus::Accepted).then(|| id("ann")),
             fence: None,
             created_at: at,
@@ -627,6 +646,9 @@ mod tests {
             events.push(Event::ParticipantLeft {
                 participant: participant("ann", masked),
             });
+            events.push(Event::ParticipantUpdated {
+                participant: participant("ann", masked),
+            });
         }
         for (author, audience) in [
             (by_agent(false), Audience::Everyone),
@@ -666,6 +688,7 @@ mod tests {
             Event::InvitationCancelled { .. } => "cancelled",
             Event::ParticipantJoined { .. } => "joined",
             Event::ParticipantLeft { .. } => "left",
+            Event::ParticipantUpdated { .. } => "updated",
             Event::LeadChanged { .. } => "lead_changed",
             Event::MessagePosted { .. } => "message",
             Event::CustomerReconnectRequired { .. } => "reconnect_required",
@@ -681,7 +704,7 @@ mod tests {
         let session = SessionId::parse("ses-1").unwrap();
         let events = every_kind_of_event();
         let kinds: std::collections::BTreeSet<_> = events.iter().map(kind).collect();
-        assert_eq!(kinds.len(), 14, "one of each kind: {kinds:?}");
+        assert_eq!(kinds.len(), 15, "one of each kind: {kinds:?}");
         let mut customer_sees = 0;
         for event in &events {
             let to = audiences(event);
@@ -711,7 +734,8 @@ mod tests {
             );
             customer_sees += usize::from(to.customer);
         }
-        // Unmasked join and leave, two readable messages, reconnect, four ends.
-        assert_eq!(customer_sees, 9);
+        // Unmasked join and leave, mask and unmask, two readable messages,
+        // reconnect, four ends.
+        assert_eq!(customer_sees, 11);
     }
 }

@@ -3,7 +3,8 @@
 //! Random sequences of commands (invitations direct and to a portal, masked
 //! or not, with comments; accepts by random recipients; declines; cancels;
 //! expiries as time advances; logouts; chat by agents to both audiences and
-//! by the customer; leaves; ends; customer reconnects; idle checks) are
+//! by the customer; leaves; ends; customer reconnects; idle checks; masks
+//! and unmasks mid-session; transfers of the lead) are
 //! applied to one session; commands the domain refuses are skipped (and must
 //! have changed nothing). Every secret is made
 //! recognisable by its text — agent ids `agentid-N`, names `NameN`,
@@ -31,7 +32,8 @@ use super::policy::{Policy, SessionMode};
 use super::session::EndReason;
 use super::session::{
     Accept, Audience, Author, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End, Event,
-    Expire, Invite, Leave, Message, Post, Poster, RecipientGone, Rules, Session, Target,
+    Expire, InvitationKind, Invite, Leave, Message, Post, Poster, RecipientGone, Role, Rules,
+    Session, SetMasked, Target,
 };
 use super::visibility::{
     ClientEvent, Viewer, audiences, customer_session_view, message_view, view,
@@ -110,6 +112,7 @@ enum Op {
         target: usize,
         masked: bool,
         comment: bool,
+        transfer: bool,
         /// Bit `i`: agent `i` is logged in for the target. For a direct
         /// invitation the target is online unless both bits 6 and 7 are set.
         online: u8,
@@ -152,6 +155,11 @@ enum Op {
     CheckIdle {
         after_secs: i64,
     },
+    SetMasked {
+        agent: Pick,
+        by: Pick,
+        masked: bool,
+    },
 }
 
 /// Which invitation a command is about, counted back from the newest:
@@ -163,10 +171,20 @@ fn nth_newest() -> impl Strategy<Value = usize> {
 fn op() -> impl Strategy<Value = Op> {
     // Weighted so that sessions usually live long enough to get crowded.
     prop_oneof![
-        10 => (pick(), any::<bool>(), 0..AGENTS, any::<bool>(), any::<bool>(), any::<u8>())
-            .prop_map(|(inviter, portal, target, masked, comment, online)| Op::Invite {
-                inviter, portal, target, masked, comment, online,
+        10 => (
+            pick(),
+            any::<bool>(),
+            0..AGENTS,
+            any::<bool>(),
+            any::<bool>(),
+            prop::bool::weighted(0.25),
+            any::<u8>(),
+        )
+            .prop_map(|(inviter, portal, target, masked, comment, transfer, online)| Op::Invite {
+                inviter, portal, target, masked, comment, transfer, online,
             }),
+        6 => (pick(), pick(), any::<bool>())
+            .prop_map(|(agent, by, masked)| Op::SetMasked { agent, by, masked }),
         12 => (nth_newest(), pick(), 0u32..12).prop_map(|(invitation, by, active_sessions)| {
             Op::Accept { invitation, by, active_sessions }
         }),
@@ -223,6 +241,9 @@ struct Coverage {
     sessions_ended: usize,
     sessions_ended_idle: usize,
     hidden_messages_between_shown_ones: usize,
+    unmasks_shown: usize,
+    masks_shown: usize,
+    transfers: usize,
 }
 
 impl Coverage {
@@ -241,6 +262,9 @@ impl Coverage {
         self.sessions_ended += o.sessions_ended;
         self.sessions_ended_idle += o.sessions_ended_idle;
         self.hidden_messages_between_shown_ones += o.hidden_messages_between_shown_ones;
+        self.unmasks_shown += o.unmasks_shown;
+        self.masks_shown += o.masks_shown;
+        self.transfers += o.transfers;
     }
 }
 
@@ -324,6 +348,7 @@ impl Run {
                 target,
                 masked,
                 comment,
+                transfer,
                 online: bits,
             } => {
                 let mut online: Vec<AgentId> = (0..AGENTS)
@@ -342,6 +367,11 @@ impl Run {
                     id: InvitationId::parse(&format!("invid-{n}")).unwrap(),
                     inviter: inviter.from(&self.participant_ids()),
                     target,
+                    kind: if *transfer {
+                        InvitationKind::Transfer
+                    } else {
+                        InvitationKind::Collaborate
+                    },
                     masked: *masked,
                     comment: comment.then(|| format!("COMMENT-{n}")),
                     online,
@@ -439,6 +469,26 @@ impl Run {
                 self.now += Duration::seconds(*after_secs);
                 CheckIdle.into()
             }
+            Op::SetMasked { agent, by, masked } => {
+                // Mostly an agent whose mask would change, asked by the lead
+                // or itself; sometimes anyone, asked by anyone.
+                let changes: Vec<AgentId> = self
+                    .session
+                    .participants
+                    .iter()
+                    .filter(|p| p.masked != *masked)
+                    .map(|p| p.agent.id.clone())
+                    .collect();
+                let agent = agent.from(&changes);
+                let allowed: Vec<AgentId> =
+                    self.session.lead.iter().chain([&agent]).cloned().collect();
+                SetMasked {
+                    by: by.from(&allowed),
+                    agent,
+                    masked: *masked,
+                }
+                .into()
+            }
         })
     }
 
@@ -465,15 +515,43 @@ impl Run {
                 for event in &outcome.events {
                     self.check_event(event);
                 }
+                // A customer event never names an agent masked now — but
+                // the one that says a just-masked agent left.
+                for event in &outcome.events {
+                    self.check_masked_now_unnamed(event);
+                }
             }
         }
         self.check_state();
     }
 
+    /// What the customer receives of `event` does not name any agent that
+    /// is masked after the command, except the `agent_left` of a mask.
+    fn check_masked_now_unnamed(&self, event: &Event) {
+        let Some(seen) = view(&Viewer::Customer, &self.session.id, event) else {
+            return;
+        };
+        let text = client_text(&seen);
+        for p in self.session.participants.iter().filter(|p| p.masked) {
+            if let Event::ParticipantUpdated { participant } = event
+                && participant.agent.id == p.agent.id
+            {
+                assert_eq!(seen.name, "agent_left", "{text}");
+                continue;
+            }
+            assert!(
+                !text.contains(&p.agent.name),
+                "the customer heard of {}, masked now: {text}",
+                p.agent.name
+            );
+        }
+    }
+
     /// The customer's view of `event` is clean; the views that must show
     /// something do.
     fn check_event(&mut self, event: &Event) {
-        if let Event::ParticipantJoined { participant } = event
+        if let Event::ParticipantJoined { participant } | Event::ParticipantUpdated { participant } =
+            event
             && !participant.masked
         {
             self.shown.insert(index_of(&participant.agent.id));
@@ -600,6 +678,23 @@ impl Run {
                     .find(|(id, _)| id == &invitation.id)
                     .expect("an accepted invitation was sent");
                 assert!(recipients.contains(by), "{invitation:?}");
+                if invitation.kind == InvitationKind::Transfer {
+                    // One lead after a transfer: the new agent; the old one is gone.
+                    assert_eq!(self.session.lead.as_ref(), Some(by));
+                    assert!(!self.session.is_participant(&invitation.inviter.id));
+                    assert!(!self.session.participant(by).is_some_and(|p| p.masked));
+                    self.coverage.transfers += 1;
+                }
+            }
+            Event::ParticipantUpdated { participant } => {
+                let name = &participant.agent.name;
+                if participant.masked {
+                    assert!(shows("agent_left") && shows(name), "{customer:?}");
+                    self.coverage.masks_shown += 1;
+                } else {
+                    assert!(shows("agent_joined") && shows(name), "{customer:?}");
+                    self.coverage.unmasks_shown += 1;
+                }
             }
             Event::InvitationSent { .. }
             | Event::InvitationDeclined { .. }
@@ -647,6 +742,18 @@ impl Run {
         let listed: Vec<String> = session_view.agents.iter().map(|a| a.name.clone()).collect();
         assert_eq!(listed, unmasked);
         assert_eq!(session_view.generation, self.session.customer.generation);
+        // One lead, and it is the session's.
+        let leads: Vec<&AgentId> = self
+            .session
+            .participants
+            .iter()
+            .filter(|p| p.role == Role::Lead)
+            .map(|p| &p.agent.id)
+            .collect();
+        match &self.session.lead {
+            Some(lead) => assert_eq!(leads, vec![lead]),
+            None => assert!(leads.is_empty() && self.session.participants.is_empty()),
+        }
 
         // The history numbers what the customer may read 1, 2, 3…, as the
         // stream did, and as far as the session's counter says.
@@ -732,7 +839,7 @@ proptest! {
 #[test]
 fn the_random_sessions_reach_every_secret_and_every_positive() {
     let mut runner = TestRunner::new_with_rng(
-        config(128),
+        config(256),
         TestRng::deterministic_rng(RngAlgorithm::ChaCha),
     );
     let total = RefCell::new(Coverage::default());
@@ -761,6 +868,9 @@ fn the_random_sessions_reach_every_secret_and_every_positive() {
             "hidden messages between shown ones",
             t.hidden_messages_between_shown_ones,
         ),
+        ("unmasks shown", t.unmasks_shown),
+        ("masks shown", t.masks_shown),
+        ("transfers", t.transfers),
     ] {
         assert!(count >= 10, "only {count} {what} in {t:?}");
     }
@@ -777,6 +887,7 @@ fn a_masked_helper_and_a_comment_stay_hidden_while_the_visible_agent_is_heard() 
             target: 0,
             masked: true,
             comment: true,
+            transfer: false,
             online: 0b0000_0110, // agents 1 and 2
         },
         Op::Accept {

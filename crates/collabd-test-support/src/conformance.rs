@@ -45,8 +45,8 @@ use collabd::backplane::{
 };
 use collabd::domain::id::random_id;
 use collabd::domain::session::{
-    Accept, Audience, Cancel, Command, End, EndReason, IndexDelta, InvitationStatus, Invite, Leave,
-    Post, Poster, SessionStatus, Target, Timer,
+    Accept, Audience, Cancel, Command, End, EndReason, IndexDelta, InvitationKind,
+    InvitationStatus, Invite, Leave, Post, Poster, SessionStatus, Target, Timer,
 };
 use collabd::domain::{
     Account, AccountId, Agent, AgentId, AgentRef, Event, InvitationId, Message, MessageId, Outcome,
@@ -282,6 +282,7 @@ impl Live {
             id: InvitationId::within(&self.session.id),
             inviter: inviter.clone(),
             target,
+            kind: InvitationKind::Collaborate,
             masked: false,
             comment: None,
             online: online.to_vec(),

@@ -3,7 +3,7 @@
 //! concept it changes (`invitation.rs`, `chat.rs`, `participants.rs`).
 
 use super::chat::{Audience, Poster};
-use super::invitation::Target;
+use super::invitation::{InvitationKind, Target};
 use crate::domain::directory::AgentRef;
 use crate::domain::id::{AgentId, InvitationId, MessageId};
 
@@ -26,6 +26,8 @@ pub enum Command {
     Post(Post),
     /// An agent leaves.
     Leave(Leave),
+    /// The lead, or the agent itself, masks or unmasks an agent.
+    SetMasked(SetMasked),
     /// The lead ends the session.
     End(End),
     /// An administrator ends the session.
@@ -47,6 +49,8 @@ pub struct Invite {
     pub inviter: AgentId,
     /// Whom.
     pub target: Target,
+    /// Collaborate, or hand the session over (lead only, never masked).
+    pub kind: InvitationKind,
     /// The joining agent will be invisible to the customer.
     pub masked: bool,
     /// A note for the invitees only.
@@ -121,6 +125,17 @@ pub struct Leave {
     pub agent: AgentId,
 }
 
+/// The lead, or the agent itself, masks or unmasks an agent in the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetMasked {
+    /// Whose mask.
+    pub agent: AgentId,
+    /// Who asks.
+    pub by: AgentId,
+    /// Hidden from the customer from now on, or visible.
+    pub masked: bool,
+}
+
 /// The lead ends the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct End {
@@ -173,6 +188,7 @@ into_command!(
     RecipientGone,
     Post,
     Leave,
+    SetMasked,
     End,
     AdminEnd,
     AdminCancel,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::chat::Message;
-use super::invitation::{Invitation, InvitationStatus, Target, WithdrawReason};
+use super::invitation::{Invitation, InvitationKind, InvitationStatus, Target, WithdrawReason};
 use super::participants::{EndReason, Participant};
 use crate::domain::directory::AgentRef;
 use crate::domain::id::{AgentId, InvitationId, SessionId};
@@ -40,6 +40,8 @@ pub struct InvitationSummary {
     pub inviter: AgentRef,
     /// One agent or a portal.
     pub target: Target,
+    /// Collaborate, or take the session over.
+    pub kind: InvitationKind,
     /// The joining agent will be invisible to the customer.
     pub masked: bool,
     /// A note for the invitees only.
@@ -65,6 +67,7 @@ impl From<&Invitation> for InvitationSummary {
             session: i.session.clone(),
             inviter: i.inviter.clone(),
             target: i.target.clone(),
+            kind: i.kind,
             masked: i.masked,
             comment: i.comment.clone(),
             recipient_count: u32::try_from(i.recipients.len()).unwrap_or(u32::MAX),
@@ -134,6 +137,11 @@ pub enum Event {
     /// An agent left.
     ParticipantLeft {
         /// Who, and how they were in.
+        participant: Participant,
+    },
+    /// An agent was masked or unmasked.
+    ParticipantUpdated {
+        /// Who, as they are now.
         participant: Participant,
     },
     /// The lead changed hands.

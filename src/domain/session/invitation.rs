@@ -32,6 +32,17 @@ pub enum Target {
     Portal(PortalId),
 }
 
+/// What accepting an invitation does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationKind {
+    /// The recipient joins as a collaborator.
+    #[default]
+    Collaborate,
+    /// The recipient becomes the lead and the inviting lead leaves.
+    Transfer,
+}
+
 /// Where an invitation is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +99,8 @@ pub struct Invitation {
     pub unavailable: Vec<AgentId>,
     /// Its state.
     pub status: InvitationStatus,
+    /// Collaborate, or take the session over.
+    pub kind: InvitationKind,
     /// The recipient who joined, once accepted.
     pub accepted_by: Option<AgentId>,
     /// The claim's fencing token the acceptance was applied with.
@@ -177,6 +190,16 @@ impl Invite {
         s.require_active()?;
         let inviter = s.require_participant(&self.inviter)?.agent.clone();
         require_features(policy, &self.target, self.masked)?;
+        if self.kind == InvitationKind::Transfer {
+            if s.lead.as_ref() != Some(&self.inviter) {
+                return Err(DomainError::NotLead);
+            }
+            if self.masked {
+                return Err(DomainError::Invalid(
+                    "a transfer is never masked: the new lead is the customer's agent".into(),
+                ));
+            }
+        }
         if self.comment.is_some() && !policy.comments {
             return Err(DomainError::FeatureDisabled("invitation comments"));
         }
@@ -192,7 +215,10 @@ impl Invite {
                 "an invitation with this id is already open".into(),
             ));
         }
-        if s.participants.len() as u32 >= policy.max_agents_per_session {
+        // A transfer leaves the session as big as it is: its inviter leaves.
+        if self.kind == InvitationKind::Collaborate
+            && s.participants.len() as u32 >= policy.max_agents_per_session
+        {
             return Err(DomainError::SessionFull);
         }
         if s.invitations.len() as u32 >= policy.max_pending_invitations_per_session {
@@ -238,6 +264,7 @@ impl Invite {
             declined_by: Vec::new(),
             unavailable: Vec::new(),
             status: InvitationStatus::Pending,
+            kind: self.kind,
             accepted_by: None,
             fence: None,
             created_at: now,
@@ -290,8 +317,19 @@ pub fn check_accept(
     // The account's policy now, not when it was sent: a feature switched
     // off meanwhile stops the invitations that use it.
     require_features(policy, &inv.target, inv.masked)?;
-    if s.participants.len() as u32 >= policy.max_agents_per_session {
-        return Err(DomainError::SessionFull);
+    match inv.kind {
+        InvitationKind::Collaborate => {
+            if s.participants.len() as u32 >= policy.max_agents_per_session {
+                return Err(DomainError::SessionFull);
+            }
+        }
+        // Open transfers are cancelled when their inviter stops leading;
+        // this only guards that rule.
+        InvitationKind::Transfer => {
+            if s.lead.as_ref() != Some(&inv.inviter.id) {
+                return Err(DomainError::InvitationClosed);
+            }
+        }
     }
     if active_sessions >= policy.max_active_sessions_per_agent {
         return Err(DomainError::AgentBusy);
@@ -335,10 +373,16 @@ impl Accept {
                 reason: WithdrawReason::AcceptedByOther,
             });
         }
+        let transfer = inv.kind == InvitationKind::Transfer;
+        let previous_lead = inv.inviter.id.clone();
         let participant = Participant {
             agent: self.agent.clone(),
-            role: Role::Collaborator,
-            masked: inv.masked,
+            role: if transfer {
+                Role::Lead
+            } else {
+                Role::Collaborator
+            },
+            masked: inv.masked && !transfer,
             joined_at: rules.now,
         };
         out.delta.joined.push(participant.agent.id.clone());
@@ -346,6 +390,8 @@ impl Accept {
         s.participants.push(participant.clone());
         s.touch(rules.now);
         out.events.push(Event::ParticipantJoined { participant });
+        // The reconnect rule holds for any join, a transfer's too: for a
+        // moment the session has both agents.
         if s.participants.len() >= 2 && !s.customer.second_agent_joined {
             s.customer.second_agent_joined = true;
             s.customer.generation += 1;
@@ -353,6 +399,9 @@ impl Accept {
             out.events.push(Event::CustomerReconnectRequired {
                 generation: s.customer.generation,
             });
+        }
+        if transfer {
+            hand_over(s, &previous_lead, &self.agent, out);
         }
         Ok(())
     }
@@ -513,6 +562,45 @@ impl RecipientGone {
             }
         }
         Ok(())
+    }
+}
+
+/// A transfer was accepted: `new_lead` (already in, as lead) takes the
+/// session over and the previous lead leaves it.
+fn hand_over(s: &mut Session, previous: &AgentId, new_lead: &AgentRef, out: &mut Outcome) {
+    s.lead = Some(new_lead.id.clone());
+    out.events.push(Event::LeadChanged {
+        lead: new_lead.clone(),
+    });
+    if let Some(index) = s.participants.iter().position(|p| &p.agent.id == previous) {
+        let mut leaving = s.participants.remove(index);
+        leaving.role = Role::Collaborator;
+        out.delta.left.push(leaving.agent.id.clone());
+        out.events.push(Event::ParticipantLeft {
+            participant: leaving,
+        });
+    }
+    cancel_transfers(s, out);
+}
+
+/// Cancels the open transfers of an agent who no longer leads: only the
+/// lead may hand the session over.
+pub(super) fn cancel_transfers(s: &mut Session, out: &mut Outcome) {
+    let stale: Vec<InvitationId> = s
+        .invitations
+        .iter()
+        .filter(|i| i.kind == InvitationKind::Transfer && s.lead.as_ref() != Some(&i.inviter.id))
+        .map(|i| i.id.clone())
+        .collect();
+    for id in stale {
+        close(
+            s,
+            &id,
+            InvitationStatus::Cancelled,
+            WithdrawReason::Cancelled,
+            None,
+            out,
+        );
     }
 }
 

@@ -27,11 +27,12 @@ use serde::{Deserialize, Serialize};
 pub use chat::{Audience, Author, MAX_MESSAGE_CHARS, Message, Poster};
 pub use command::{
     Accept, AdminCancel, AdminEnd, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End,
-    Expire, Invite, Leave, Post, RecipientGone,
+    Expire, Invite, Leave, Post, RecipientGone, SetMasked,
 };
 pub use event::{Event, InvitationSummary, SessionBrief};
 pub use invitation::{
-    Invitation, InvitationStatus, MAX_COMMENT_CHARS, Target, WithdrawReason, check_accept,
+    Invitation, InvitationKind, InvitationStatus, MAX_COMMENT_CHARS, Target, WithdrawReason,
+    check_accept,
 };
 pub use participants::{Customer, EndReason, Ending, Participant, Role};
 
@@ -306,6 +307,7 @@ impl Session {
             Command::RecipientGone(c) => c.apply(self, rules, &mut outcome)?,
             Command::Post(c) => c.apply(self, rules, &mut outcome)?,
             Command::Leave(c) => c.apply(self, rules, &mut outcome)?,
+            Command::SetMasked(c) => c.apply(self, rules, &mut outcome)?,
             Command::End(c) => c.apply(self, rules, &mut outcome)?,
             Command::AdminEnd(c) => c.apply(self, rules, &mut outcome)?,
             Command::AdminCancel(c) => c.apply(self, rules, &mut outcome)?,

@@ -6,8 +6,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::event::Event;
-use super::invitation::{InvitationStatus, WithdrawReason, close};
-use super::{AdminEnd, CheckIdle, CustomerReconnected, End, Leave, Outcome, Rules, Session, Timer};
+use super::invitation::{InvitationStatus, WithdrawReason, cancel_transfers, close};
+use super::{
+    AdminEnd, CheckIdle, CustomerReconnected, End, Leave, Outcome, Rules, Session, SetMasked, Timer,
+};
 use crate::domain::directory::AgentRef;
 use crate::domain::error::DomainError;
 use crate::domain::id::InvitationId;
@@ -118,7 +120,46 @@ impl Leave {
             out.events.push(Event::LeadChanged {
                 lead: next.agent.clone(),
             });
+            cancel_transfers(s, out);
         }
+        Ok(())
+    }
+}
+
+impl SetMasked {
+    pub(super) fn apply(
+        &self,
+        s: &mut Session,
+        rules: Rules<'_>,
+        out: &mut Outcome,
+    ) -> Result<(), DomainError> {
+        s.require_active()?;
+        s.require_participant(&self.by)?;
+        if self.by != self.agent && s.lead.as_ref() != Some(&self.by) {
+            return Err(DomainError::NotLead);
+        }
+        if !rules.policy.masking {
+            return Err(DomainError::FeatureDisabled("masked agents"));
+        }
+        let lead = s.lead.clone();
+        let p = s
+            .participants
+            .iter_mut()
+            .find(|p| p.agent.id == self.agent)
+            .ok_or(DomainError::ParticipantNotFound)?;
+        if p.masked == self.masked {
+            return Ok(()); // as asked already: nothing changes, nobody is told
+        }
+        if self.masked && lead.as_ref() == Some(&self.agent) {
+            return Err(DomainError::Conflict(
+                "the lead is the customer's agent and cannot be masked; transfer the session first"
+                    .into(),
+            ));
+        }
+        p.masked = self.masked;
+        let participant = p.clone();
+        s.touch(rules.now);
+        out.events.push(Event::ParticipantUpdated { participant });
         Ok(())
     }
 }
