@@ -12,10 +12,13 @@ use crate::actors::session::{Accept, Create, Executed, Read, Want};
 use crate::actors::{Failure, Node};
 use crate::backplane::{Guard, Transcript};
 use crate::domain::session::{
-    Audience, Cancel, Decline, End, InvitationSummary, Invite, Leave, Post, Poster, Target,
+    Audience, Cancel, Decline, End, InvitationKind, InvitationSummary, Invite, Leave, Post, Poster,
+    SetMasked, Target,
 };
 use crate::domain::visibility::{AgentSessionView, InvitationView, Viewer, message_view};
-use crate::domain::{DomainError, InvitationId, MessageId, Rules, Session, SessionId, SessionMode};
+use crate::domain::{
+    AgentId, DomainError, InvitationId, MessageId, Rules, Session, SessionId, SessionMode,
+};
 use crate::metrics::AcceptOutcome;
 
 /// The default page of chat messages.
@@ -118,6 +121,8 @@ pub async fn invitation(
 pub struct InviteRequest {
     /// One agent or a portal.
     pub target: Target,
+    /// Collaborate or transfer.
+    pub kind: InvitationKind,
     /// Join masked.
     pub masked: bool,
     /// A note for the invitees.
@@ -162,6 +167,7 @@ pub async fn invite(
         id: id.clone(),
         inviter: caller.agent.id.clone(),
         target: request.target,
+        kind: request.kind,
         masked: request.masked,
         comment,
         online,
@@ -297,6 +303,23 @@ pub async fn leave(
 ) -> Result<AgentSessionView, Failure> {
     let command = Leave {
         agent: caller.agent.id.clone(),
+    };
+    participant_command(node, caller, session, command.into()).await
+}
+
+/// `POST /v1/sessions/{id}/participants/{agent}/mask` and `…/unmask`: the
+/// lead, or the agent itself, hides an agent from the customer or shows it.
+pub async fn set_masked(
+    node: &Arc<Node>,
+    caller: &AgentCaller,
+    session: &SessionId,
+    agent: AgentId,
+    masked: bool,
+) -> Result<AgentSessionView, Failure> {
+    let command = SetMasked {
+        agent,
+        by: caller.agent.id.clone(),
+        masked,
     };
     participant_command(node, caller, session, command.into()).await
 }

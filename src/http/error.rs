@@ -143,7 +143,7 @@ impl From<DomainError> for ApiError {
             D::InvitationClosed => (StatusCode::CONFLICT, "invitation_closed"),
             D::AgentBusy => (StatusCode::CONFLICT, "agent_busy"),
             D::NotParticipant | D::NotLead => (StatusCode::FORBIDDEN, "forbidden"),
-            D::InvitationNotFound => (StatusCode::NOT_FOUND, "not_found"),
+            D::InvitationNotFound | D::ParticipantNotFound => (StatusCode::NOT_FOUND, "not_found"),
             D::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             D::LimitReached(_) => (StatusCode::CONFLICT, "limit_reached"),
             D::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),

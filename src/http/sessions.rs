@@ -14,8 +14,8 @@ use super::token::Subject;
 use super::{AppState, PageQuery, lookup_id};
 use crate::app::sessions::{self as use_case, InviteRequest};
 use crate::domain::directory::parse_name;
-use crate::domain::session::{Audience, Target};
-use crate::domain::{InvitationId, SessionId, SessionMode};
+use crate::domain::session::{Audience, InvitationKind, Target};
+use crate::domain::{AgentId, InvitationId, SessionId, SessionMode};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/sessions", web::post().to(create))
@@ -33,6 +33,14 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/sessions/{session}/messages", web::get().to(messages))
         .route("/sessions/{session}/leave", web::post().to(leave))
         .route("/sessions/{session}/end", web::post().to(end))
+        .route(
+            "/sessions/{session}/participants/{agent}/mask",
+            web::post().to(mask),
+        )
+        .route(
+            "/sessions/{session}/participants/{agent}/unmask",
+            web::post().to(unmask),
+        )
         .route("/invitations/{invitation}/accept", web::post().to(accept))
         .route("/invitations/{invitation}/decline", web::post().to(decline));
 }
@@ -106,6 +114,8 @@ async fn get(
 struct InviteBody {
     target: Target,
     #[serde(default)]
+    kind: InvitationKind,
+    #[serde(default)]
     masked: bool,
     comment: Option<String>,
 }
@@ -129,6 +139,7 @@ async fn invite(
         async {
             let request = InviteRequest {
                 target: body.target.clone(),
+                kind: body.kind,
                 masked: body.masked,
                 comment: body.comment.clone(),
             };
@@ -235,6 +246,34 @@ async fn end(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let view = use_case::end(&state.node, &caller, &session_id(&path)?).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn mask(
+    caller: AgentCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    set_masked(caller, state, path, true).await
+}
+
+async fn unmask(
+    caller: AgentCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    set_masked(caller, state, path, false).await
+}
+
+async fn set_masked(
+    caller: AgentCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    masked: bool,
+) -> Result<HttpResponse, ApiError> {
+    let session = session_id(&path.0)?;
+    let agent: AgentId = lookup_id(&path.1, "participant")?;
+    let view = use_case::set_masked(&state.node, &caller, &session, agent, masked).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
