@@ -21,6 +21,8 @@ mod memory_conformance {
 mod admin;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
+#[path = "e2e/beyond_seed.rs"]
+mod beyond_seed;
 #[path = "e2e/customer.rs"]
 mod customer;
 #[path = "e2e/idempotency.rs"]

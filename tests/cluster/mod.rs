@@ -6,6 +6,7 @@
 pub mod redis_cluster;
 pub mod support;
 
+mod beyond_seed;
 mod cluster_mode;
 mod conformance;
 mod cost;

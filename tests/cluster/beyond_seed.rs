@@ -1,0 +1,75 @@
+//! Collaboration beyond the seed across nodes: a transfer sent through one
+//! node and accepted through another.
+
+use serde_json::json;
+
+use super::scenarios::apps;
+use super::support::{RedisServer, cluster};
+use crate::common::{ACME, EVENT_WAIT, QUIET, assert_problem, id_of, participant_ids};
+
+#[actix_rt::test]
+async fn a_transfer_accepted_on_another_node_than_the_leads_hands_the_session_over() {
+    let redis = RedisServer::start();
+    let (_, nodes) = cluster(&redis, 2);
+    let apps = apps(&nodes);
+    // One session at a time each: the hand-over must move the counts too.
+    apps[0]
+        .acme(json!({"max_active_sessions_per_agent": 1}))
+        .await;
+    let lead = apps[0].online(ACME, "lead", "Lead Lou", "billing").await;
+    let ann = apps[1].online(ACME, "ann", "Ann", "support").await;
+    let (session, customer) = apps[0].create_session(&lead.token, "web", "Carl").await;
+    let session = id_of(&session);
+    let (mut carl, _) = apps[0].customer_events(&customer).await;
+    let (mut lous, _) = apps[0].agent_events(&lead.token).await;
+    let (mut anns, _) = apps[1].agent_events(&ann.token).await;
+
+    let sent = apps[0]
+        .invite(
+            &lead.token,
+            &session,
+            json!({"target": {"portal": "support"}, "kind": "transfer"}),
+        )
+        .await
+        .expect_status(201);
+    let inv = id_of(&sent);
+    let offer = anns.wait_for("invitation_offered", EVENT_WAIT).await;
+    assert_eq!(
+        (offer["id"].as_str(), offer["kind"].as_str()),
+        (Some(inv.as_str()), Some("transfer"))
+    );
+
+    let accepted = apps[1].accept(&ann.token, &inv).await.expect_status(200);
+    assert_eq!(accepted["session"]["lead"], "ann");
+    assert_eq!(participant_ids(&accepted["session"]), ["ann"]);
+
+    let changed = lous.wait_for("lead_changed", EVENT_WAIT).await;
+    assert_eq!(changed["lead"]["id"], "ann");
+    let left = lous.wait_for("participant_left", EVENT_WAIT).await;
+    assert_eq!(left["participant"]["agent"]["id"], "lead");
+    let joined = carl.expect("agent_joined", EVENT_WAIT).await;
+    assert_eq!(joined["agent"]["name"], "Ann");
+    // For a moment the session had two agents: the customer reconnects.
+    let reconnect = carl.expect("reconnect_required", EVENT_WAIT).await;
+    assert_eq!(reconnect["generation"], 2);
+    let left = carl.expect("agent_left", EVENT_WAIT).await;
+    assert_eq!(left["agent"]["name"], "Lead Lou");
+    carl.assert_silent(QUIET).await;
+
+    // Both nodes agree; the old lead is out and free for a new session,
+    // the new one is at its limit.
+    for app in &apps {
+        let view = app.session(&ann.token, &session).await.expect_status(200);
+        assert_eq!(view["lead"], "ann");
+        assert_problem(&app.session(&lead.token, &session).await, 403, "forbidden");
+    }
+    apps[1].create_session(&lead.token, "web", "Dora").await;
+    let busy = apps[0]
+        .post(
+            "/v1/sessions",
+            &ann.token,
+            json!({"mode": "web", "customer": {"name": "Eve"}}),
+        )
+        .await;
+    assert_problem(&busy, 409, "agent_busy");
+}

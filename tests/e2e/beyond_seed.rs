@@ -1,0 +1,331 @@
+//! Collaboration beyond the seed, over HTTP and SSE: masking and unmasking
+//! an agent mid-session, and handing the session over (`kind: transfer`).
+
+use serde_json::{Value, json};
+
+use crate::common::{
+    ACME, AgentLogin, EVENT_WAIT, QUIET, TestApp, assert_problem, id_of, participant_ids, pluck,
+};
+
+/// `POST /v1/sessions/{session}/participants/{agent}/{mask|unmask}`.
+async fn set_masked(
+    app: &TestApp,
+    caller: &AgentLogin,
+    session: &str,
+    agent: &str,
+    masked: bool,
+) -> crate::common::Reply {
+    let verb = if masked { "mask" } else { "unmask" };
+    app.post_empty(
+        &format!("/v1/sessions/{session}/participants/{agent}/{verb}"),
+        &caller.token,
+    )
+    .await
+}
+
+/// The masked flag of `agent` in an agents' view of a session.
+fn masked_in(session: &Value, agent: &str) -> bool {
+    session["participants"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["agent"]["id"] == agent))
+        .and_then(|p| p["masked"].as_bool())
+        .unwrap_or_else(|| panic!("{agent} is not in {session}"))
+}
+
+#[actix_rt::test]
+async fn unmask_mask_unmask_shows_the_customer_only_what_was_said_while_visible() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let lead = app.online(ACME, "lead-a1", "Annie Lead", "support").await;
+    let helper = app.online(ACME, "help-b2", "Hugo Helper", "support").await;
+    let other = app.online(ACME, "other-c3", "Olga Other", "support").await;
+    let (session, customer) = app.create_session(&lead.token, "web", "Carol").await;
+    let session = id_of(&session);
+    app.bring_in(&lead, &session, &helper, true).await;
+    app.bring_in(&lead, &session, &other, false).await;
+    let (mut carol, _) = app.customer_events(&customer).await;
+    let (mut leads, _) = app.agent_events(&lead.token).await;
+
+    let said = app
+        .say(&helper.token, &session, "HIDDEN-ONE", "everyone")
+        .await
+        .expect_status(201);
+    assert_eq!(said["audience"], "agents", "masked: forced to agents");
+
+    // Unmasked by the lead: the customer meets Hugo, by name only.
+    let view = set_masked(&app, &lead, &session, &helper.id, false)
+        .await
+        .expect_status(200);
+    assert!(!masked_in(&view, &helper.id));
+    let joined = carol.expect("agent_joined", EVENT_WAIT).await;
+    assert_eq!(joined, json!({"agent": {"name": "Hugo Helper"}}));
+    let updated = leads.wait_for("participant_updated", EVENT_WAIT).await;
+    assert_eq!(updated["session"], session.as_str());
+    assert_eq!(updated["participant"]["agent"]["id"], helper.id.as_str());
+    assert_eq!(updated["participant"]["masked"], false);
+    app.say(&helper.token, &session, "VISIBLE-ONE", "everyone")
+        .await
+        .expect_status(201);
+    let message = carol.expect("message", EVENT_WAIT).await;
+    assert_eq!(message["message"]["text"], "VISIBLE-ONE");
+    assert_eq!(message["message"]["seq"], 1);
+    assert_eq!(message["message"]["author"]["name"], "Hugo Helper");
+
+    // The agent masks itself: the customer sees it leave, and nothing it says.
+    let view = set_masked(&app, &helper, &session, &helper.id, true)
+        .await
+        .expect_status(200);
+    assert!(masked_in(&view, &helper.id));
+    let left = carol.expect("agent_left", EVENT_WAIT).await;
+    assert_eq!(left, json!({"agent": {"name": "Hugo Helper"}}));
+    let said = app
+        .say(&helper.token, &session, "HIDDEN-TWO", "everyone")
+        .await
+        .expect_status(201);
+    assert_eq!(said["audience"], "agents");
+
+    // And unmasked again: only later words reach the customer.
+    set_masked(&app, &lead, &session, &helper.id, false)
+        .await
+        .expect_status(200);
+    carol.expect("agent_joined", EVENT_WAIT).await;
+    app.say(&helper.token, &session, "VISIBLE-TWO", "everyone")
+        .await
+        .expect_status(201);
+    let message = carol.expect("message", EVENT_WAIT).await;
+    assert_eq!(message["message"]["text"], "VISIBLE-TWO");
+    assert_eq!(message["message"]["seq"], 2, "numbered over what it saw");
+    carol.assert_silent(QUIET).await;
+
+    // Asking for the state it is in already changes nothing and tells nobody.
+    set_masked(&app, &lead, &session, &helper.id, false)
+        .await
+        .expect_status(200);
+    carol.assert_silent(QUIET).await;
+
+    // The customer's pages: the visible words only, in its own numbering.
+    let page = app
+        .get("/v1/customer/messages?limit=1", &customer)
+        .await
+        .expect_status(200);
+    assert_eq!(pluck(&page["messages"], "text"), ["VISIBLE-TWO"]);
+    let before = page["next_before"].as_u64().expect("an older page");
+    let older = app
+        .get(
+            &format!("/v1/customer/messages?limit=1&before={before}"),
+            &customer,
+        )
+        .await
+        .expect_status(200);
+    assert_eq!(pluck(&older["messages"], "text"), ["VISIBLE-ONE"]);
+    assert_eq!(older["next_before"], Value::Null);
+    let all = app.customer_messages(&customer).await.expect_status(200);
+    assert_eq!(
+        pluck(&all["messages"], "text"),
+        ["VISIBLE-TWO", "VISIBLE-ONE"]
+    );
+    // A fresh customer stream's snapshot agrees.
+    let (_, snapshot) = app.customer_events(&customer).await;
+    let names: Vec<String> = pluck(&snapshot["session"]["agents"], "name");
+    assert_eq!(names, ["Annie Lead", "Hugo Helper", "Olga Other"]);
+    // The agents read everything, with the mask each message was written under.
+    let agents = app.messages(&lead.token, &session).await.expect_status(200);
+    assert_eq!(
+        pluck(&agents["messages"], "text"),
+        ["VISIBLE-TWO", "HIDDEN-TWO", "VISIBLE-ONE", "HIDDEN-ONE"]
+    );
+    let masks: Vec<bool> = agents["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["author"]["masked"].as_bool().unwrap())
+        .collect();
+    assert_eq!(masks, [false, true, false, true]);
+    // Nothing hidden ever reached the customer's stream.
+    let raw = carol.raw_text();
+    for secret in ["HIDDEN-ONE", "HIDDEN-TWO", "help-b2", "other-c3", "lead-a1"] {
+        assert!(!raw.contains(secret), "{secret} leaked: {raw}");
+    }
+}
+
+#[actix_rt::test]
+async fn only_the_lead_or_the_agent_itself_masks_never_the_lead_and_only_if_the_policy_allows() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let lead = app.online(ACME, "lead", "Lead", "support").await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let bob = app.online(ACME, "bob", "Bob", "support").await;
+    let (session, customer) = app.create_session(&lead.token, "web", "Carl").await;
+    let session = id_of(&session);
+    app.bring_in(&lead, &session, &ann, false).await;
+    app.bring_in(&lead, &session, &bob, false).await;
+    let (mut carl, _) = app.customer_events(&customer).await;
+
+    let refused = set_masked(&app, &bob, &session, &ann.id, true).await;
+    assert_problem(&refused, 403, "forbidden");
+    let refused = set_masked(&app, &lead, &session, &lead.id, true).await;
+    assert_problem(&refused, 409, "conflict");
+    let refused = set_masked(&app, &lead, &session, "nobody", true).await;
+    assert_problem(&refused, 404, "not_found");
+    let refused = set_masked(&app, &lead, &session, "not%20an%20id", true).await;
+    assert_problem(&refused, 404, "not_found");
+    let outsider = app.online(ACME, "zed", "Zed", "support").await;
+    let refused = set_masked(&app, &outsider, &session, &ann.id, true).await;
+    assert_problem(&refused, 403, "forbidden");
+
+    // Masking switched off for the account: refused, nothing changes.
+    app.call(
+        awc::http::Method::PATCH,
+        &format!("/v1/accounts/{ACME}"),
+        Some(crate::common::ADMIN),
+        Some(&json!({"policy": {"masking": false}})),
+    )
+    .await
+    .expect_status(200);
+    let refused = set_masked(&app, &ann, &session, &ann.id, true).await;
+    assert_problem(&refused, 403, "feature_disabled");
+    carl.assert_silent(QUIET).await;
+    let view = app.session(&lead.token, &session).await.expect_status(200);
+    assert!(!masked_in(&view, &ann.id));
+
+    // The agent may mask itself when the policy allows it.
+    app.call(
+        awc::http::Method::PATCH,
+        &format!("/v1/accounts/{ACME}"),
+        Some(crate::common::ADMIN),
+        Some(&json!({"policy": {"masking": true}})),
+    )
+    .await
+    .expect_status(200);
+    set_masked(&app, &ann, &session, &ann.id, true)
+        .await
+        .expect_status(200);
+    assert_eq!(
+        carl.expect("agent_left", EVENT_WAIT).await["agent"]["name"],
+        "Ann"
+    );
+}
+
+/// Sends a transfer of `session` from `lead` to `target`; its id.
+async fn transfer(app: &TestApp, lead: &AgentLogin, session: &str, target: Value) -> String {
+    let sent = app
+        .invite(
+            &lead.token,
+            session,
+            json!({"target": target, "kind": "transfer", "comment": "over to you"}),
+        )
+        .await
+        .expect_status(201);
+    assert_eq!(sent["kind"], "transfer");
+    assert_eq!(sent["masked"], false);
+    id_of(&sent)
+}
+
+#[actix_rt::test]
+async fn a_transfer_to_a_portal_makes_the_first_acceptor_lead_and_the_old_lead_leaves() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let lead = app.online(ACME, "lead", "Lead Lou", "billing").await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let bob = app.online(ACME, "bob", "Bob", "support").await;
+    let helper = app.online(ACME, "hal", "Hal", "billing").await;
+    let (session, customer) = app.create_session(&lead.token, "web", "Carl").await;
+    let session = id_of(&session);
+    app.bring_in(&lead, &session, &helper, false).await;
+    let (mut carl, _) = app.customer_events(&customer).await;
+    let (mut lous, _) = app.agent_events(&lead.token).await;
+    let (mut hals, _) = app.agent_events(&helper.token).await;
+    let (mut anns, _) = app.agent_events(&ann.token).await;
+    let (mut bobs, _) = app.agent_events(&bob.token).await;
+
+    let inv = transfer(&app, &lead, &session, json!({"portal": "support"})).await;
+    for stream in [&mut anns, &mut bobs] {
+        let offer = stream.wait_for("invitation_offered", EVENT_WAIT).await;
+        assert_eq!(offer["id"], inv.as_str());
+        assert_eq!(offer["kind"], "transfer");
+    }
+    let accepted = app.accept(&bob.token, &inv).await.expect_status(200);
+    assert_eq!(accepted["session"]["lead"], "bob");
+    assert_eq!(participant_ids(&accepted["session"]), ["hal", "bob"]);
+    let lost = app.accept(&ann.token, &inv).await;
+    assert_problem(&lost, 409, "invitation_taken");
+    let withdrawn = anns.wait_for("invitation_withdrawn", EVENT_WAIT).await;
+    assert_eq!(withdrawn["reason"], "accepted_by_other");
+
+    // The session's agents: the new lead, then the old one leaving.
+    for stream in [&mut lous, &mut hals] {
+        let changed = stream.wait_for("lead_changed", EVENT_WAIT).await;
+        assert_eq!(changed["lead"]["id"], "bob");
+        let left = stream.wait_for("participant_left", EVENT_WAIT).await;
+        assert_eq!(left["participant"]["agent"]["id"], "lead");
+    }
+    // The customer: Bob came, Lou went; nothing about a transfer.
+    let joined = carl.expect("agent_joined", EVENT_WAIT).await;
+    assert_eq!(joined["agent"]["name"], "Bob");
+    let left = carl.expect("agent_left", EVENT_WAIT).await;
+    assert_eq!(left["agent"]["name"], "Lead Lou");
+    carl.assert_silent(QUIET).await;
+    assert!(!carl.raw_text().contains("over to you"));
+
+    // The old lead is out; the new one leads (it may end the session).
+    assert_problem(&app.session(&lead.token, &session).await, 403, "forbidden");
+    let view = app.session(&bob.token, &session).await.expect_status(200);
+    assert_eq!(view["lead"], "bob");
+    let roles = pluck(&view["participants"], "role");
+    assert_eq!(roles, ["collaborator", "lead"]);
+    app.end(&bob.token, &session).await.expect_status(200);
+}
+
+#[actix_rt::test]
+async fn only_the_lead_transfers_never_masked_and_its_open_transfers_go_when_it_leaves() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let lead = app.online(ACME, "lead", "Lead", "support").await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let bob = app.online(ACME, "bob", "Bob", "support").await;
+    let (session, _) = app.create_session(&lead.token, "web", "Carl").await;
+    let session = id_of(&session);
+    app.bring_in(&lead, &session, &ann, false).await;
+
+    let refused = app
+        .invite(
+            &ann.token,
+            &session,
+            json!({"target": {"agent": "bob"}, "kind": "transfer"}),
+        )
+        .await;
+    assert_problem(&refused, 403, "forbidden");
+    let refused = app
+        .invite(
+            &lead.token,
+            &session,
+            json!({"target": {"agent": "bob"}, "kind": "transfer", "masked": true}),
+        )
+        .await;
+    assert_problem(&refused, 400, "invalid_request");
+    let refused = app
+        .invite(
+            &lead.token,
+            &session,
+            json!({"target": {"agent": "bob"}, "kind": "takeover"}),
+        )
+        .await;
+    assert_problem(&refused, 400, "invalid_request");
+
+    let (mut bobs, _) = app.agent_events(&bob.token).await;
+    let inv = transfer(&app, &lead, &session, json!({"agent": "bob"})).await;
+    bobs.wait_for("invitation_offered", EVENT_WAIT).await;
+    // The lead leaves before Bob answers: Ann leads, the transfer is void.
+    app.leave(&lead.token, &session).await.expect_status(200);
+    let withdrawn = bobs.wait_for("invitation_withdrawn", EVENT_WAIT).await;
+    assert_eq!(withdrawn["invitation"], inv.as_str());
+    assert_eq!(withdrawn["reason"], "cancelled");
+    assert_problem(
+        &app.accept(&bob.token, &inv).await,
+        409,
+        "invitation_closed",
+    );
+    let view = app.session(&ann.token, &session).await.expect_status(200);
+    assert_eq!(view["lead"], "ann");
+    assert_eq!(participant_ids(&view), ["ann"]);
+}
