@@ -14,18 +14,21 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde::Serialize;
+use serde_json::json;
 
-use super::agents::log_out;
-use super::provisioning::{existing_account, existing_account_and_agent, existing_agent};
-use super::run;
+use super::agents::{log_out, log_out_by};
+use super::provisioning::{
+    existing_account, existing_account_and_agent, existing_agent, store_account, store_agent,
+};
+use super::{audited, run};
 use crate::actors::session::Want;
 use crate::actors::{Failure, Node};
 use crate::backplane::SessionCursor;
 use crate::domain::session::{AdminCancel, AdminEnd, Leave, SessionStatus, Target};
 use crate::domain::visibility::{AgentSessionView, agent_session_view};
 use crate::domain::{
-    Account, AccountId, Agent, AgentId, DomainError, LogoutReason, Policy, PolicyInput, Portal,
-    PortalId, SessionId,
+    Account, AccountId, Actor, Agent, AgentId, AuditAction, AuditEntry, DomainError, LogoutReason,
+    Policy, PolicyInput, Portal, PortalId, SessionId,
 };
 
 /// A page size when none is asked for.
@@ -88,14 +91,15 @@ pub async fn patch_account(
     id: &AccountId,
     patch: AccountPatch,
 ) -> Result<Account, Failure> {
-    let mut account = existing_account(node, id).await?;
+    let before = existing_account(node, id).await?;
+    let mut account = before.clone();
     if let Some(name) = patch.name {
         account.name = name;
     }
     if let Some(fields) = patch.policy {
         account.policy = merge_policy(&account.policy, fields)?;
     }
-    node.backplane.put_account(&account).await?;
+    store_account(node, Some(&before), &account).await?;
     Ok(account)
 }
 
@@ -127,8 +131,14 @@ fn merge_policy(
 pub async fn delete_account(node: &Arc<Node>, id: &AccountId) -> Result<(), Failure> {
     let account = existing_account(node, id).await?;
     let keep_for = token_lifetime(node);
+    let now = Utc::now();
+    let revoked = [AuditEntry::admin(
+        now,
+        AuditAction::TokensRevoked,
+        json!({"agent": null}),
+    )];
     node.backplane
-        .revoke_tokens(id, None, Utc::now(), keep_for)
+        .revoke_tokens(id, None, now, keep_for, audited(&account, &revoked))
         .await?;
     let mut after: Option<SessionCursor> = None;
     loop {
@@ -157,7 +167,14 @@ pub async fn delete_account(node: &Arc<Node>, id: &AccountId) -> Result<(), Fail
             log_out(node, &account, agent, Some(LogoutReason::AccountDeleted)).await?;
         }
     }
-    node.backplane.delete_account(id).await?;
+    let deleted = [AuditEntry::admin(
+        Utc::now(),
+        AuditAction::AccountDeleted,
+        json!({"account": id}),
+    )];
+    node.backplane
+        .delete_account(id, audited(&account, &deleted))
+        .await?;
     Ok(())
 }
 
@@ -221,14 +238,22 @@ pub async fn delete_portal(
             .await?;
         let Some(last) = agents.last() else { break };
         after = Some(last.id.clone());
-        for mut agent in agents {
+        for agent in agents {
             if agent.is_member_of(portal_id) {
-                agent.portals.retain(|p| p != portal_id);
-                node.backplane.put_agent(account_id, &agent).await?;
+                let mut without = agent.clone();
+                without.portals.retain(|p| p != portal_id);
+                store_agent(node, &account, Some(&agent), &without).await?;
             }
         }
     }
-    node.backplane.delete_portal(account_id, portal_id).await?;
+    let deleted = [AuditEntry::admin(
+        Utc::now(),
+        AuditAction::PortalDeleted,
+        json!({"portal": portal_id}),
+    )];
+    node.backplane
+        .delete_portal(account_id, portal_id, audited(&account, &deleted))
+        .await?;
     Ok(())
 }
 
@@ -319,16 +344,23 @@ pub async fn revoke_tokens(
     node: &Arc<Node>,
     account: &Account,
     agent: &Agent,
+    by: Actor,
 ) -> Result<(), Failure> {
+    let now = Utc::now();
+    let revoked = [AuditEntry {
+        actor: by.clone(),
+        ..AuditEntry::admin(now, AuditAction::TokensRevoked, json!({"agent": agent.id}))
+    }];
     node.backplane
         .revoke_tokens(
             &account.id,
             Some(&agent.id),
-            Utc::now(),
+            now,
             token_lifetime(node),
+            audited(account, &revoked),
         )
         .await?;
-    log_out(node, account, agent, Some(LogoutReason::TokensRevoked)).await
+    log_out_by(node, account, agent, Some(LogoutReason::TokensRevoked), by).await
 }
 
 /// The admin's revocation of an agent's tokens.
@@ -338,7 +370,7 @@ pub async fn revoke(
     agent_id: &AgentId,
 ) -> Result<(), Failure> {
     let (account, agent) = existing_account_and_agent(node, account_id, agent_id).await?;
-    revoke_tokens(node, &account, &agent).await
+    revoke_tokens(node, &account, &agent, Actor::admin()).await
 }
 
 /// `POST /v1/accounts/{a}/agents/{g}/logout`: a forced logout
@@ -362,12 +394,31 @@ pub async fn delete_agent(
     agent_id: &AgentId,
 ) -> Result<(), Failure> {
     let (account, agent) = existing_account_and_agent(node, account_id, agent_id).await?;
+    let now = Utc::now();
+    let revoked = [AuditEntry::admin(
+        now,
+        AuditAction::TokensRevoked,
+        json!({"agent": agent_id}),
+    )];
     node.backplane
-        .revoke_tokens(account_id, Some(agent_id), Utc::now(), token_lifetime(node))
+        .revoke_tokens(
+            account_id,
+            Some(agent_id),
+            now,
+            token_lifetime(node),
+            audited(&account, &revoked),
+        )
         .await?;
     log_out(node, &account, &agent, Some(LogoutReason::AgentDeleted)).await?;
     leave_every_session(node, &account, agent_id).await?;
-    node.backplane.delete_agent(account_id, agent_id).await?;
+    let deleted = [AuditEntry::admin(
+        Utc::now(),
+        AuditAction::AgentDeleted,
+        json!({"agent": agent_id}),
+    )];
+    node.backplane
+        .delete_agent(account_id, agent_id, audited(&account, &deleted))
+        .await?;
     // An accept already past its checks when the agent was logged out may
     // have joined meanwhile: leave once more, now that no new join can pass.
     leave_every_session(node, &account, agent_id).await

@@ -4,15 +4,20 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use chrono::Utc;
+use serde_json::json;
+
 use super::{AgentCaller, run};
 use crate::actors::outbox::Inbox;
 use crate::actors::reads::{self, CollaboratorsView, MeView, PortalRef};
 use crate::actors::session::Want;
 use crate::actors::{Failure, Node, StreamPermit};
-use crate::backplane::{BusMessage, Topic};
+use crate::backplane::{Audited, BusMessage, Topic};
 use crate::domain::session::RecipientGone;
 use crate::domain::visibility::OfferView;
-use crate::domain::{Account, Agent, DomainError, LogoutReason, PortalId};
+use crate::domain::{
+    Account, Actor, Agent, AuditAction, AuditEntry, DomainError, LogoutReason, PortalId,
+};
 
 /// `POST /v1/me/login`: the agent is logged into `portal` (one of its own).
 pub async fn login(
@@ -42,7 +47,7 @@ pub async fn login(
         .is_some_and(|now| now.is_member_of(&portal.id));
     let still_there = node.backplane.portal(account, &portal.id).await?.is_some();
     if !(still_member && still_there) {
-        node.backplane.logout(account, agent).await?;
+        node.backplane.logout(account, agent, Audited::NONE).await?;
         return Err(Failure::Forbidden(
             "this agent may not log into that portal",
         ));
@@ -77,7 +82,32 @@ pub(crate) async fn log_out(
     agent: &Agent,
     reason: Option<LogoutReason>,
 ) -> Result<(), Failure> {
-    node.backplane.logout(&account.id, agent).await?;
+    log_out_by(node, account, agent, reason, Actor::admin()).await
+}
+
+/// [`log_out`], made by `by`: a logout for a reason (someone else's doing,
+/// or the agent revoking its own tokens) is recorded in the audit trail.
+pub(crate) async fn log_out_by(
+    node: &Arc<Node>,
+    account: &Account,
+    agent: &Agent,
+    reason: Option<LogoutReason>,
+    by: Actor,
+) -> Result<(), Failure> {
+    let entries: Vec<AuditEntry> = reason
+        .map(|reason| AuditEntry {
+            actor: by,
+            ..AuditEntry::admin(
+                Utc::now(),
+                AuditAction::AgentLoggedOut,
+                json!({"agent": agent.id, "reason": reason}),
+            )
+        })
+        .into_iter()
+        .collect();
+    node.backplane
+        .logout(&account.id, agent, super::audited(account, &entries))
+        .await?;
     let offers = reads::offers(node, &account.id, agent).await?;
     let sessions: BTreeSet<_> = offers.into_iter().map(|o| o.invitation.session).collect();
     // Every session gets its withdrawal even if one of them fails.

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod audit;
 pub mod customer;
 pub mod provisioning;
 pub mod sessions;
@@ -18,6 +19,17 @@ use crate::backplane::{Guard, RateVerdict};
 use crate::domain::{Account, Agent, AgentId, Command, SessionId};
 
 pub use crate::actors::Failure as Error;
+
+/// `entries` as stored with a change of `account`: kept for its retention.
+pub(crate) fn audited<'a>(
+    account: &Account,
+    entries: &'a [crate::domain::AuditEntry],
+) -> crate::backplane::Audited<'a> {
+    crate::backplane::Audited {
+        entries,
+        retention: std::time::Duration::from_secs(u64::from(account.policy.retention_secs)),
+    }
+}
 
 /// An agent calling, with its account and profile as stored now.
 #[derive(Debug)]

@@ -2,12 +2,91 @@
 
 use std::sync::Arc;
 
-use crate::actors::{Failure, Node};
-use crate::domain::{Account, AccountId, Agent, AgentId, DomainError, LogoutReason, Portal};
+use chrono::Utc;
+use serde_json::json;
 
-/// Stores an account; `true` if it is new.
+use crate::actors::{Failure, Node};
+use crate::domain::{
+    Account, AccountId, Agent, AgentId, AuditAction, AuditEntry, DomainError, LogoutReason, Portal,
+};
+
+/// Stores an account; `true` if it is new. Replacing one records what
+/// changed: its name (`account_updated`), its policy (`policy_changed`).
 pub async fn put_account(node: &Arc<Node>, account: &Account) -> Result<bool, Failure> {
-    Ok(node.backplane.put_account(account).await?)
+    let before = node.backplane.account(&account.id).await?;
+    store_account(node, before.as_ref(), account).await
+}
+
+/// Stores `account` over `before`, with the audit entries of the change.
+pub(crate) async fn store_account(
+    node: &Arc<Node>,
+    before: Option<&Account>,
+    account: &Account,
+) -> Result<bool, Failure> {
+    let now = Utc::now();
+    let mut entries = Vec::new();
+    if let Some(before) = before {
+        if before.name != account.name {
+            entries.push(AuditEntry::admin(
+                now,
+                AuditAction::AccountUpdated,
+                json!({"name": account.name}),
+            ));
+        }
+        if before.policy != account.policy {
+            entries.push(AuditEntry::admin(
+                now,
+                AuditAction::PolicyChanged,
+                json!({"fields": changed_fields(&before.policy, &account.policy)}),
+            ));
+        }
+    }
+    Ok(node
+        .backplane
+        .put_account(account, super::audited(account, &entries))
+        .await?)
+}
+
+/// The names of the policy fields that differ.
+fn changed_fields(before: &crate::domain::Policy, after: &crate::domain::Policy) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(before), serde_json::to_value(after))
+    else {
+        return Vec::new();
+    };
+    b.iter()
+        .filter(|(k, v)| a.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Stores `agent` over `before` with its audit entry: `agent_created`, or
+/// `agent_updated` when it changed; `true` if it is new.
+pub(crate) async fn store_agent(
+    node: &Arc<Node>,
+    account: &Account,
+    before: Option<&Agent>,
+    agent: &Agent,
+) -> Result<bool, Failure> {
+    let action = match before {
+        None => Some(AuditAction::AgentCreated),
+        Some(b) if b != agent => Some(AuditAction::AgentUpdated),
+        Some(_) => None,
+    };
+    let entries: Vec<AuditEntry> = action
+        .map(|action| {
+            AuditEntry::admin(
+                Utc::now(),
+                action,
+                json!({"agent": agent.id, "name": agent.name, "portals": agent.portals}),
+            )
+        })
+        .into_iter()
+        .collect();
+    Ok(node
+        .backplane
+        .put_agent(&account.id, agent, super::audited(account, &entries))
+        .await?)
 }
 
 /// An account that must exist (404 otherwise).
@@ -50,7 +129,7 @@ pub async fn put_agent(
         .into());
     }
     let before = node.backplane.agent(account, &agent.id).await?;
-    let created = node.backplane.put_agent(account, agent).await?;
+    let created = store_agent(node, &stored_account, before.as_ref(), agent).await?;
     if let Some(before) = before
         && let Some(portal) = node.backplane.presence(account, &agent.id).await?
         && !agent.is_member_of(&portal)

@@ -261,7 +261,11 @@ mod tests {
             participants: s.participants,
             customer: s.customer,
             invitations: vec![v2_invitation],
-            counters: s.counters,
+            counters: legacy::CountersV2 {
+                messages: s.counters.messages,
+                customer_messages: s.counters.customer_messages,
+                invitations: s.counters.invitations,
+            },
             last_activity: s.last_activity,
         };
         let mut bytes = encode(&v2_session);

@@ -26,6 +26,8 @@
 //! | `collabd:{ns:a}:session:{s}:chat` | list | every message, index = seq - 1 |
 //! | `collabd:{ns:a}:session:{s}:customer-chat` | list | customer-visible messages, index = customer seq - 1 |
 //! | `collabd:{ns:a}:session:{s}:history` | hash | closed invitation id → invitation |
+//! | `collabd:{ns:a}:session:{s}:audit` | list | the session's audit entries (JSON), oldest first |
+//! | `collabd:{ns:a}:audit` | stream | the account's audit entries (field `e`, JSON): trimmed to its retention and to `MAX_ACCOUNT_ENTRIES`; kept when the account is deleted, until it expires |
 //! | `collabd:{ns:a}:claim:{i}` | string | `agent|fence`, with a TTL |
 //! | `collabd:{ns:a}:fence` | string | the account's fencing counter |
 //! | `collabd:{ns:a}:timers` | zset | timer member → due time (ms) |
@@ -232,6 +234,16 @@ impl AccountKeys {
         self.key(&["session", session.as_str(), "history"])
     }
 
+    /// A session's audit trail.
+    pub fn session_audit(&self, session: &SessionId) -> String {
+        self.key(&["session", session.as_str(), "audit"])
+    }
+
+    /// The account's audit trail.
+    pub fn audit(&self) -> String {
+        self.key(&["audit"])
+    }
+
     /// The claim on an invitation.
     pub fn claim(&self, invitation: &InvitationId) -> String {
         self.key(&["claim", invitation.as_str()])
@@ -276,10 +288,12 @@ impl AccountKeys {
         format!("{}*", self.prefix)
     }
 
-    /// Whether `key` is a revocation mark (kept when the account is deleted).
-    pub fn is_revocation(&self, key: &str) -> bool {
+    /// Whether `key` outlives the account's deletion: a revocation mark
+    /// (lapses on its own), or the audit trail (which records the deletion
+    /// and expires with the account's retention).
+    pub fn outlives_account(&self, key: &str) -> bool {
         key.strip_prefix(&self.prefix)
-            .is_some_and(|rest| rest.starts_with("revoked:"))
+            .is_some_and(|rest| rest.starts_with("revoked:") || rest == "audit")
     }
 }
 

@@ -138,6 +138,7 @@ impl From<SessionV1> for Session {
                 messages: s.message_count,
                 customer_messages: s.message_count,
                 invitations: invitations.len() as u64,
+                mask_changes: 0,
             },
             invitations,
             last_activity: s.created_at,
@@ -202,8 +203,18 @@ pub(super) struct SessionV2 {
     pub(super) participants: Vec<Participant>,
     pub(super) customer: Customer,
     pub(super) invitations: Vec<InvitationV2>,
-    pub(super) counters: Counters,
+    pub(super) counters: CountersV2,
     pub(super) last_activity: DateTime<Utc>,
+}
+
+/// v2's running counts: no mask changes (agents were masked only when
+/// they joined).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(super) struct CountersV2 {
+    pub(super) messages: u64,
+    pub(super) customer_messages: u64,
+    pub(super) invitations: u64,
 }
 
 impl From<SessionV2> for Session {
@@ -218,7 +229,12 @@ impl From<SessionV2> for Session {
             participants: s.participants,
             customer: s.customer,
             invitations: s.invitations.into_iter().map(Invitation::from).collect(),
-            counters: s.counters,
+            counters: Counters {
+                messages: s.counters.messages,
+                customer_messages: s.counters.customer_messages,
+                invitations: s.counters.invitations,
+                mask_changes: 0,
+            },
             last_activity: s.last_activity,
         }
     }

@@ -18,15 +18,16 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use super::{
-    AcceptContext, Bus, BusMessage, Claim, Claims, Commit, Committed, Deadline, Directory,
-    Durability, Fresh, Health, Idempotency, Presence, Rate, RateLimits, RateVerdict, Result,
-    SessionCursor, Sessions, Timers, TokenHolder, Topic, Transcript, Versioned, Window,
-    WindowAgent, codec,
+    AcceptContext, Audit, AuditCursor, Audited, Bus, BusMessage, Claim, Claims, Commit, Committed,
+    Deadline, Directory, Durability, Fresh, Health, Idempotency, Presence, Rate, RateLimits,
+    RateVerdict, Result, SessionCursor, Sessions, Timers, TokenHolder, Topic, Transcript,
+    Versioned, Window, WindowAgent, codec,
 };
+use crate::domain::audit::MAX_ACCOUNT_ENTRIES;
 use crate::domain::session::{SessionStatus, Target, Timer};
 use crate::domain::{
-    Account, AccountId, Agent, AgentId, Invitation, InvitationId, Message, Portal, PortalId,
-    SessionId,
+    Account, AccountId, Agent, AgentId, AuditEntry, Invitation, InvitationId, Message, Portal,
+    PortalId, SessionId,
 };
 
 /// How long a delivered timer is leased before it is delivered again (the
@@ -43,6 +44,8 @@ struct StoredSession {
     /// Positions in `chat` of the messages the customer may read.
     customer_chat: Vec<u32>,
     history: HashMap<InvitationId, Invitation>,
+    /// The session's audit trail.
+    audit: Vec<AuditEntry>,
     /// Set when the session ended: it is deleted then.
     delete_at: Option<Instant>,
 }
@@ -189,6 +192,51 @@ struct Store {
     revoked: HashMap<(AccountId, Option<AgentId>), (i64, Instant)>,
     /// Token buckets by token (`None`: the admin's).
     buckets: HashMap<Option<(AccountId, String)>, Bucket>,
+    /// Audit trails by account. Outside `accounts`: a deleted account's
+    /// trail (which records its deletion) outlives it, until it expires.
+    audit: HashMap<AccountId, AuditLog>,
+}
+
+/// An account's audit trail: entries by id, oldest first, each stored
+/// until its account's retention after it was written.
+#[derive(Default)]
+struct AuditLog {
+    entries: std::collections::VecDeque<(AuditCursor, Instant, AuditEntry)>,
+    last: Option<AuditCursor>,
+}
+
+impl AuditLog {
+    /// Appends `audit`'s entries with ids after the last one (as a Redis
+    /// stream numbers them), and drops what is past retention or bound.
+    fn append(&mut self, audit: Audited<'_>, now: Instant) {
+        for entry in audit.entries {
+            let ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+            let id = match self.last {
+                Some(last) if last.ms >= ms => AuditCursor {
+                    ms: last.ms,
+                    seq: last.seq + 1,
+                },
+                _ => AuditCursor { ms, seq: 0 },
+            };
+            self.last = Some(id);
+            self.entries
+                .push_back((id, now + audit.retention, entry.clone()));
+        }
+        while self.entries.len() > MAX_ACCOUNT_ENTRIES {
+            self.entries.pop_front();
+        }
+        self.prune(now);
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(_, until, _)| *until <= now)
+        {
+            self.entries.pop_front();
+        }
+    }
 }
 
 /// A token bucket: what is left, when that was, and when it will be full
@@ -252,6 +300,20 @@ impl Store {
         }
         self.revoked.retain(|_, (_, until)| *until > now);
         self.buckets.retain(|_, b| b.full_at > now);
+        for log in self.audit.values_mut() {
+            log.prune(now);
+        }
+        self.audit.retain(|_, log| !log.entries.is_empty());
+    }
+
+    /// Stores `audit` in its account's trail.
+    fn record(&mut self, account: &AccountId, audit: Audited<'_>, now: Instant) {
+        if !audit.entries.is_empty() {
+            self.audit
+                .entry(account.clone())
+                .or_default()
+                .append(audit, now);
+        }
     }
 
     /// A live revocation mark.
@@ -346,10 +408,12 @@ async fn drive_timers(
 
 #[async_trait]
 impl Directory for MemoryBackplane {
-    async fn put_account(&self, account: &Account) -> Result<bool> {
+    async fn put_account(&self, account: &Account, audit: Audited<'_>) -> Result<bool> {
         let mut s = self.store();
         let data = s.data_mut(&account.id);
-        Ok(data.account.replace(account.clone()).is_none())
+        let new = data.account.replace(account.clone()).is_none();
+        s.record(&account.id, audit, Instant::now());
+        Ok(new)
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>> {
@@ -380,13 +444,20 @@ impl Directory for MemoryBackplane {
             .unwrap_or_default())
     }
 
-    async fn put_agent(&self, account: &AccountId, agent: &Agent) -> Result<bool> {
+    async fn put_agent(
+        &self,
+        account: &AccountId,
+        agent: &Agent,
+        audit: Audited<'_>,
+    ) -> Result<bool> {
         let mut s = self.store();
         let data = s.data_mut(account);
-        Ok(data
+        let new = data
             .agents
             .insert(agent.id.clone(), agent.clone())
-            .is_none())
+            .is_none();
+        s.record(account, audit, Instant::now());
+        Ok(new)
     }
 
     async fn agent(&self, account: &AccountId, id: &AgentId) -> Result<Option<Agent>> {
@@ -487,28 +558,51 @@ impl Directory for MemoryBackplane {
         Ok(all.into_iter().take(limit).cloned().collect())
     }
 
-    async fn delete_agent(&self, account: &AccountId, agent: &AgentId) -> Result<bool> {
+    async fn delete_agent(
+        &self,
+        account: &AccountId,
+        agent: &AgentId,
+        audit: Audited<'_>,
+    ) -> Result<bool> {
         let mut s = self.store();
         let Some(d) = s.accounts.get_mut(account) else {
             return Ok(false);
         };
-        Ok(d.agents.remove(agent).is_some())
+        let existed = d.agents.remove(agent).is_some();
+        if existed {
+            s.record(account, audit, Instant::now());
+        }
+        Ok(existed)
     }
 
-    async fn delete_portal(&self, account: &AccountId, portal: &PortalId) -> Result<bool> {
+    async fn delete_portal(
+        &self,
+        account: &AccountId,
+        portal: &PortalId,
+        audit: Audited<'_>,
+    ) -> Result<bool> {
         let mut s = self.store();
         let Some(d) = s.accounts.get_mut(account) else {
             return Ok(false);
         };
         d.portal_online.remove(portal);
-        Ok(d.portals.remove(portal).is_some())
+        let existed = d.portals.remove(portal).is_some();
+        if existed {
+            s.record(account, audit, Instant::now());
+        }
+        Ok(existed)
     }
 
-    async fn delete_account(&self, account: &AccountId) -> Result<bool> {
+    async fn delete_account(&self, account: &AccountId, audit: Audited<'_>) -> Result<bool> {
         let mut s = self.store();
-        Ok(s.accounts
+        let existed = s
+            .accounts
             .remove(account)
-            .is_some_and(|d| d.account.is_some()))
+            .is_some_and(|d| d.account.is_some());
+        if existed {
+            s.record(account, audit, Instant::now());
+        }
+        Ok(existed)
     }
 
     async fn revoke_tokens(
@@ -517,8 +611,10 @@ impl Directory for MemoryBackplane {
         agent: Option<&AgentId>,
         at: DateTime<Utc>,
         keep_for: Duration,
+        audit: Audited<'_>,
     ) -> Result<()> {
         let mut s = self.store();
+        s.record(account, audit, Instant::now());
         let until = Instant::now() + keep_for;
         let mark = s
             .revoked
@@ -527,6 +623,54 @@ impl Directory for MemoryBackplane {
         mark.0 = mark.0.max(at.timestamp_millis());
         mark.1 = mark.1.max(until);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Audit for MemoryBackplane {
+    async fn session_audit(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        let s = self.store();
+        let from = usize::try_from(from).unwrap_or(usize::MAX);
+        Ok(s.data(account)
+            .and_then(|d| d.session(session, Instant::now()))
+            .map(|stored| {
+                stored
+                    .audit
+                    .iter()
+                    .skip(from)
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn account_audit(
+        &self,
+        account: &AccountId,
+        after: Option<AuditCursor>,
+        limit: usize,
+    ) -> Result<Vec<(AuditCursor, AuditEntry)>> {
+        let now = Instant::now();
+        let s = self.store();
+        let Some(log) = s.audit.get(account) else {
+            return Ok(Vec::new());
+        };
+        let start = after.map_or(0, |a| log.entries.partition_point(|(id, _, _)| *id <= a));
+        Ok(log
+            .entries
+            .iter()
+            .skip(start)
+            .filter(|(_, until, _)| *until > now)
+            .take(limit)
+            .map(|(id, _, e)| (*id, e.clone()))
+            .collect())
     }
 }
 
@@ -553,7 +697,12 @@ impl Presence for MemoryBackplane {
         Ok(previous)
     }
 
-    async fn logout(&self, account: &AccountId, agent: &Agent) -> Result<Option<PortalId>> {
+    async fn logout(
+        &self,
+        account: &AccountId,
+        agent: &Agent,
+        audit: Audited<'_>,
+    ) -> Result<Option<PortalId>> {
         let mut s = self.store();
         let data = s.data_mut(account);
         let previous = data.presence.remove(&agent.id);
@@ -562,6 +711,7 @@ impl Presence for MemoryBackplane {
         {
             set.remove(&agent.id);
         }
+        s.record(account, audit, Instant::now());
         Ok(previous)
     }
 
@@ -680,6 +830,7 @@ impl Sessions for MemoryBackplane {
                 chat: Vec::new(),
                 customer_chat: Vec::new(),
                 history: HashMap::new(),
+                audit: Vec::new(),
                 delete_at: None,
             });
         if commit.expected_version == 0 {
@@ -688,6 +839,7 @@ impl Sessions for MemoryBackplane {
             stored.chat.clear();
             stored.customer_chat.clear();
             stored.history.clear();
+            stored.audit.clear();
             stored.delete_at = None;
         }
         stored.version = version;
@@ -701,6 +853,7 @@ impl Sessions for MemoryBackplane {
         for inv in &outcome.closed {
             stored.history.insert(inv.id.clone(), inv.clone());
         }
+        stored.audit.extend(outcome.audit.iter().cloned());
         if outcome.ended {
             stored.delete_at = Some(now + commit.retention);
         }
@@ -745,6 +898,14 @@ impl Sessions for MemoryBackplane {
             // Decided: nobody needs the claim any more.
             data.claims.remove(inv);
         }
+        s.record(
+            account,
+            Audited {
+                entries: &outcome.audit,
+                retention: commit.retention,
+            },
+            now,
+        );
         let mut woke = false;
         for timer in &outcome.disarm {
             s.timers.disarm(&TimerKey {

@@ -1,7 +1,8 @@
 //! The only place that knows there may be other nodes. Everything a node
 //! shares with the others goes through one of the role traits below —
 //! [`Directory`], [`Presence`], [`Sessions`], [`Claims`], [`Bus`],
-//! [`Timers`], [`Health`], [`RateLimits`], [`Durability`], [`Idempotency`] —
+//! [`Timers`], [`Health`], [`RateLimits`], [`Durability`], [`Idempotency`],
+//! [`Audit`] —
 //! which [`Backplane`] gathers. None has a default method: a new
 //! implementation must say what each one does (and then pass the
 //! conformance suite of `crates/collabd-test-support`).
@@ -25,8 +26,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::domain::session::{SessionStatus, Target, Timer};
 use crate::domain::{
-    Account, AccountId, Agent, AgentId, Event, Invitation, InvitationId, LogoutReason, Message,
-    Outcome, Portal, PortalId, Session, SessionId,
+    Account, AccountId, Agent, AgentId, AuditEntry, Event, Invitation, InvitationId, LogoutReason,
+    Message, Outcome, Portal, PortalId, Session, SessionId,
 };
 
 /// A fan-out channel between nodes.
@@ -264,11 +265,91 @@ pub enum BackplaneError {
 /// Shorthand for backplane results.
 pub type Result<T> = std::result::Result<T, BackplaneError>;
 
+/// Audit entries of an administrative change, stored in the same atomic
+/// step as the change, and how long the account keeps its trail.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited<'a> {
+    /// The entries, in order.
+    pub entries: &'a [AuditEntry],
+    /// The account's `retention_secs`.
+    pub retention: Duration,
+}
+
+impl Audited<'static> {
+    /// No entries: a change nobody asked to record (a test's set-up).
+    pub const NONE: Self = Self {
+        entries: &[],
+        retention: Duration::ZERO,
+    };
+}
+
+/// A place in an account's audit trail: the entry's id, `ms-seq` (a Redis
+/// stream id: milliseconds, then a sequence within the millisecond).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AuditCursor {
+    /// Milliseconds since the epoch when the entry was stored.
+    pub ms: u64,
+    /// Its sequence within that millisecond.
+    pub seq: u64,
+}
+
+impl AuditCursor {
+    /// Just before the first entry stored at or after `ms`.
+    pub fn before_ms(ms: u64) -> Option<Self> {
+        Some(Self {
+            ms: ms.checked_sub(1)?,
+            seq: u64::MAX,
+        })
+    }
+}
+
+impl std::fmt::Display for AuditCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl std::str::FromStr for AuditCursor {
+    type Err = ();
+
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        let (ms, seq) = s.split_once('-').ok_or(())?;
+        Ok(Self {
+            ms: ms.parse().map_err(|_| ())?,
+            seq: seq.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// The audit trail, read back (entries are written by the changes
+/// themselves: [`Sessions::commit`] and the [`Directory`] and [`Presence`]
+/// changes that take [`Audited`]).
+#[async_trait]
+pub trait Audit: Send + Sync {
+    /// A session's trail, oldest first: at most `limit` entries from
+    /// position `from` (0 is the first); empty once the session is gone.
+    async fn session_audit(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>>;
+    /// The account's trail, oldest first: at most `limit` entries stored
+    /// after `after` (from the oldest kept when `None`).
+    async fn account_audit(
+        &self,
+        account: &AccountId,
+        after: Option<AuditCursor>,
+        limit: usize,
+    ) -> Result<Vec<(AuditCursor, AuditEntry)>>;
+}
+
 /// Provisioning data: accounts, portals, agents.
 #[async_trait]
 pub trait Directory: Send + Sync {
-    /// Stores an account; `true` if it is new.
-    async fn put_account(&self, account: &Account) -> Result<bool>;
+    /// Stores an account, and `audit`; `true` if it is new.
+    async fn put_account(&self, account: &Account, audit: Audited<'_>) -> Result<bool>;
     /// An account by id.
     async fn account(&self, id: &AccountId) -> Result<Option<Account>>;
     /// Stores a portal; `true` if it is new.
@@ -277,8 +358,13 @@ pub trait Directory: Send + Sync {
     async fn portal(&self, account: &AccountId, id: &PortalId) -> Result<Option<Portal>>;
     /// Every portal of an account, sorted by id.
     async fn portals(&self, account: &AccountId) -> Result<Vec<Portal>>;
-    /// Stores an agent; `true` if it is new.
-    async fn put_agent(&self, account: &AccountId, agent: &Agent) -> Result<bool>;
+    /// Stores an agent, and `audit`; `true` if it is new.
+    async fn put_agent(
+        &self,
+        account: &AccountId,
+        agent: &Agent,
+        audit: Audited<'_>,
+    ) -> Result<bool>;
     /// An agent by id.
     async fn agent(&self, account: &AccountId, id: &AgentId) -> Result<Option<Agent>>;
     /// An account, one of its agents and when its tokens were last
@@ -311,22 +397,36 @@ pub trait Directory: Send + Sync {
         after: Option<&AgentId>,
         limit: usize,
     ) -> Result<Vec<Agent>>;
-    /// Deletes an agent's record; `true` if it existed.
-    async fn delete_agent(&self, account: &AccountId, agent: &AgentId) -> Result<bool>;
-    /// Deletes a portal's record; `true` if it existed.
-    async fn delete_portal(&self, account: &AccountId, portal: &PortalId) -> Result<bool>;
+    /// Deletes an agent's record, with `audit`; `true` if it existed.
+    async fn delete_agent(
+        &self,
+        account: &AccountId,
+        agent: &AgentId,
+        audit: Audited<'_>,
+    ) -> Result<bool>;
+    /// Deletes a portal's record, with `audit`; `true` if it existed.
+    async fn delete_portal(
+        &self,
+        account: &AccountId,
+        portal: &PortalId,
+        audit: Audited<'_>,
+    ) -> Result<bool>;
     /// Deletes everything stored of an account except its revocation
-    /// marks (they lapse on their own); `true` if it existed.
-    async fn delete_account(&self, account: &AccountId) -> Result<bool>;
+    /// marks (they lapse on their own) and its audit trail (which gets
+    /// `audit`, and expires with the account's retention); `true` if it
+    /// existed.
+    async fn delete_account(&self, account: &AccountId, audit: Audited<'_>) -> Result<bool>;
     /// Refuses the tokens of `agent` (of every agent of the account with
     /// `None`) minted before `at`; the mark is kept for `keep_for` (the
-    /// longest a token lives) and never moves back in time.
+    /// longest a token lives) and never moves back in time. `audit` is
+    /// stored with it.
     async fn revoke_tokens(
         &self,
         account: &AccountId,
         agent: Option<&AgentId>,
         at: DateTime<Utc>,
         keep_for: Duration,
+        audit: Audited<'_>,
     ) -> Result<()>;
 }
 
@@ -383,8 +483,14 @@ pub trait Presence: Send + Sync {
         agent: &Agent,
         portal: &PortalId,
     ) -> Result<Option<PortalId>>;
-    /// Logs `agent` out; returns the portal it was in.
-    async fn logout(&self, account: &AccountId, agent: &Agent) -> Result<Option<PortalId>>;
+    /// Logs `agent` out, with `audit` (an administrator's logout); returns
+    /// the portal it was in.
+    async fn logout(
+        &self,
+        account: &AccountId,
+        agent: &Agent,
+        audit: Audited<'_>,
+    ) -> Result<Option<PortalId>>;
     /// The portal an agent is logged into.
     async fn presence(&self, account: &AccountId, agent: &AgentId) -> Result<Option<PortalId>>;
     /// The agents logged into one portal now, sorted (one read, whatever
@@ -616,6 +722,7 @@ pub trait Backplane:
     + RateLimits
     + Durability
     + Idempotency
+    + Audit
     + 'static
 {
 }
@@ -631,6 +738,7 @@ impl<T> Backplane for T where
         + RateLimits
         + Durability
         + Idempotency
+        + Audit
         + 'static
 {
 }

@@ -48,6 +48,9 @@ pub enum DomainError {
     /// A bound of the policy is reached (the name of the policy field).
     #[error("the policy's {0} is reached")]
     LimitReached(&'static str),
+    /// The session's agents were masked and unmasked as often as allowed.
+    #[error("a session's agents may be masked or unmasked at most 1000 times")]
+    TooManyMaskChanges,
     /// The client's view is out of date (e.g. an old customer generation).
     #[error("{0}")]
     Conflict(String),

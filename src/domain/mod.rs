@@ -1,5 +1,6 @@
 //! Pure rules and types: no actix, no Redis, no I/O.
 
+pub mod audit;
 pub mod directory;
 pub mod error;
 pub mod id;
@@ -7,6 +8,7 @@ pub mod policy;
 pub mod session;
 pub mod visibility;
 
+pub use audit::{Actor, ActorKind, AuditAction, AuditEntry};
 pub use directory::{Account, Agent, AgentRef, LogoutReason, Portal};
 pub use error::DomainError;
 pub use id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId};

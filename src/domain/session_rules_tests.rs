@@ -23,9 +23,9 @@ use super::policy::{Policy, SessionMode};
 use super::session::{
     Accept, Audience, Author, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End,
     EndReason, Ending, Event, Expire, IndexDelta, Invitation, InvitationKind, InvitationStatus,
-    InvitationSummary, Invite, Leave, MAX_COMMENT_CHARS, MAX_MESSAGE_CHARS, Message, Outcome, Post,
-    Poster, RecipientGone, Role, Rules, Session, SessionStatus, SetMasked, Target, Timer,
-    WithdrawReason, check_accept,
+    InvitationSummary, Invite, Leave, MAX_COMMENT_CHARS, MAX_MASK_CHANGES, MAX_MESSAGE_CHARS,
+    Message, Outcome, Post, Poster, RecipientGone, Role, Rules, Session, SessionStatus, SetMasked,
+    Target, Timer, WithdrawReason, check_accept,
 };
 use super::visibility::{Viewer, message_view};
 
@@ -2457,4 +2457,19 @@ fn nothing_masks_in_an_ended_session() {
     let mut spec = Spec::with_participants(&["ann"]);
     spec.run(end(LEAD));
     spec.refuse(set_masked("ann", LEAD, true), DomainError::SessionEnded);
+}
+
+#[test]
+fn a_session_allows_at_most_1000_masks_and_unmasks() {
+    let mut spec = Spec::new();
+    spec.join_masked("ann");
+    spec.session.counters.mask_changes = MAX_MASK_CHANGES - 1;
+    spec.run(set_masked("ann", LEAD, false));
+    assert_eq!(spec.session.counters.mask_changes, MAX_MASK_CHANGES);
+    spec.refuse(
+        set_masked("ann", LEAD, true),
+        DomainError::TooManyMaskChanges,
+    );
+    // Asking for the state it is in is no change, and still answers.
+    spec.run(set_masked("ann", LEAD, false));
 }

@@ -52,7 +52,44 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/accounts/{account}/sessions/{session}/end",
             web::post().to(end_session),
-        );
+        )
+        .route("/accounts/{account}/audit", web::get().to(audit));
+}
+
+/// `?session=&agent=&since=&cursor=&limit=` of the account's audit trail.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    session: Option<String>,
+    agent: Option<String>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let invalid = |what: &str| ApiError::invalid(format!("{what} is not a valid id"));
+    let filter = crate::app::audit::AccountQuery {
+        session: query
+            .session
+            .map(|s| SessionId::parse(&s).map_err(|_| invalid("session")))
+            .transpose()?,
+        agent: query
+            .agent
+            .map(|a| AgentId::parse(&a).map_err(|_| invalid("agent")))
+            .transpose()?,
+        since: query.since,
+        cursor: query.cursor,
+        limit: query.limit,
+    };
+    let page = crate::app::audit::account(&state.node, &account_id(&path)?, filter).await?;
+    Ok(HttpResponse::Ok().json(json!({"entries": page.items, "next_cursor": page.next_cursor})))
 }
 
 fn account_id(raw: &str) -> Result<AccountId, ApiError> {

@@ -61,7 +61,8 @@ async fn logout(
 ) -> Result<HttpResponse, ApiError> {
     let body: LogoutBody = super::optional_json(&body)?;
     if body.revoke {
-        crate::app::admin::revoke_tokens(&state.node, &caller.account, &caller.agent).await?;
+        let by = crate::domain::Actor::agent(&caller.agent.id);
+        crate::app::admin::revoke_tokens(&state.node, &caller.account, &caller.agent, by).await?;
     } else {
         use_case::logout(&state.node, &caller).await?;
     }

@@ -145,7 +145,7 @@ impl From<DomainError> for ApiError {
             D::NotParticipant | D::NotLead => (StatusCode::FORBIDDEN, "forbidden"),
             D::InvitationNotFound | D::ParticipantNotFound => (StatusCode::NOT_FOUND, "not_found"),
             D::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            D::LimitReached(_) => (StatusCode::CONFLICT, "limit_reached"),
+            D::LimitReached(_) | D::TooManyMaskChanges => (StatusCode::CONFLICT, "limit_reached"),
             D::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
         };
         ApiError::new(status, code, e.to_string())

@@ -33,6 +33,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/sessions/{session}/messages", web::get().to(messages))
         .route("/sessions/{session}/leave", web::post().to(leave))
         .route("/sessions/{session}/end", web::post().to(end))
+        .route("/sessions/{session}/audit", web::get().to(audit))
         .route(
             "/sessions/{session}/participants/{agent}/mask",
             web::post().to(mask),
@@ -247,6 +248,31 @@ async fn end(
 ) -> Result<HttpResponse, ApiError> {
     let view = use_case::end(&state.node, &caller, &session_id(&path)?).await?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// `?cursor=&limit=` of a session's audit trail.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    caller: AgentCaller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = crate::app::audit::session(
+        &state.node,
+        &caller,
+        &session_id(&path)?,
+        query.cursor.as_deref(),
+        query.limit,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({"entries": page.items, "next_cursor": page.next_cursor})))
 }
 
 async fn mask(

@@ -40,8 +40,9 @@ use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 
 use collabd::backplane::{
-    Backplane, BusMessage, Claim, Commit, Committed, Deadline, Fresh, Guard, Rate, RateVerdict,
-    Route, Routed, SessionCursor, TokenHolder, Topic, Transcript, Versioned, Window, WindowAgent,
+    AuditCursor, Audited, Backplane, BusMessage, Claim, Commit, Committed, Deadline, Fresh, Guard,
+    Rate, RateVerdict, Route, Routed, SessionCursor, TokenHolder, Topic, Transcript, Versioned,
+    Window, WindowAgent,
 };
 use collabd::domain::id::random_id;
 use collabd::domain::session::{
@@ -49,8 +50,8 @@ use collabd::domain::session::{
     InvitationStatus, Invite, Leave, Post, Poster, SessionStatus, Target, Timer,
 };
 use collabd::domain::{
-    Account, AccountId, Agent, AgentId, AgentRef, Event, InvitationId, Message, MessageId, Outcome,
-    Policy, Portal, PortalId, Rules, Session, SessionId, SessionMode,
+    Account, AccountId, Agent, AgentId, AgentRef, AuditAction, AuditEntry, Event, InvitationId,
+    Message, MessageId, Outcome, Policy, Portal, PortalId, Rules, Session, SessionId, SessionMode,
 };
 
 /// A rate no rule reaches.
@@ -558,7 +559,9 @@ pub async fn directory_accounts_put_reports_creation_and_keeps_latest(bp: &dyn B
     let id = account_id();
     assert_eq!(bp.account(&id).await.unwrap(), None, "unknown account");
     assert!(
-        bp.put_account(&account(&id, "First")).await.unwrap(),
+        bp.put_account(&account(&id, "First"), Audited::NONE)
+            .await
+            .unwrap(),
         "first put creates"
     );
     assert_eq!(bp.account(&id).await.unwrap(), Some(account(&id, "First")));
@@ -566,7 +569,7 @@ pub async fn directory_accounts_put_reports_creation_and_keeps_latest(bp: &dyn B
     let mut second = account(&id, "Second");
     second.policy.masking = false;
     assert!(
-        !bp.put_account(&second).await.unwrap(),
+        !bp.put_account(&second, Audited::NONE).await.unwrap(),
         "second put replaces"
     );
     assert_eq!(
@@ -665,12 +668,14 @@ pub async fn directory_agents_are_scoped_by_account(bp: &dyn Backplane) {
 
     assert_eq!(bp.agent(&acc1, &a).await.unwrap(), None, "unknown agent");
     assert!(
-        bp.put_agent(&acc1, &agent(&a, "Ann", &[])).await.unwrap(),
+        bp.put_agent(&acc1, &agent(&a, "Ann", &[]), Audited::NONE)
+            .await
+            .unwrap(),
         "first put creates"
     );
     let updated = agent(&a, "Ann B.", std::slice::from_ref(&p));
     assert!(
-        !bp.put_agent(&acc1, &updated).await.unwrap(),
+        !bp.put_agent(&acc1, &updated, Audited::NONE).await.unwrap(),
         "second put replaces"
     );
     assert_eq!(
@@ -686,7 +691,7 @@ pub async fn directory_agents_are_scoped_by_account(bp: &dyn Backplane) {
     );
     let other = agent(&a, "Other Ann", &[]);
     assert!(
-        bp.put_agent(&acc2, &other).await.unwrap(),
+        bp.put_agent(&acc2, &other, Audited::NONE).await.unwrap(),
         "new in the other account"
     );
     assert_eq!(bp.agent(&acc2, &a).await.unwrap(), Some(other));
@@ -704,8 +709,12 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
     let acc = account_id();
     let other = account_id();
     let (a, b) = (agent_id(), agent_id());
-    bp.put_account(&account(&acc, "Acme")).await.unwrap();
-    bp.put_agent(&acc, &profile(&a, &[])).await.unwrap();
+    bp.put_account(&account(&acc, "Acme"), Audited::NONE)
+        .await
+        .unwrap();
+    bp.put_agent(&acc, &profile(&a, &[]), Audited::NONE)
+        .await
+        .unwrap();
     assert_eq!(
         bp.account_and_agent(&acc, &a, "tok", LOOSE)
             .await
@@ -715,7 +724,7 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
     );
 
     let (t1, t2, t3) = (in_ms(-3000), in_ms(-2000), in_ms(-1000));
-    bp.revoke_tokens(&acc, Some(&a), t2, LONG_TTL)
+    bp.revoke_tokens(&acc, Some(&a), t2, LONG_TTL, Audited::NONE)
         .await
         .unwrap();
     assert_eq!(
@@ -726,7 +735,7 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
         Some(t2)
     );
     // An earlier moment does not move it back.
-    bp.revoke_tokens(&acc, Some(&a), t1, LONG_TTL)
+    bp.revoke_tokens(&acc, Some(&a), t1, LONG_TTL, Audited::NONE)
         .await
         .unwrap();
     assert_eq!(
@@ -753,7 +762,9 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
         "the same agent id in another account is untouched"
     );
     // The account's mark counts for every agent; the later one wins.
-    bp.revoke_tokens(&acc, None, t3, LONG_TTL).await.unwrap();
+    bp.revoke_tokens(&acc, None, t3, LONG_TTL, Audited::NONE)
+        .await
+        .unwrap();
     assert_eq!(
         bp.account_and_agent(&acc, &a, "tok", LOOSE)
             .await
@@ -769,7 +780,7 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
         Some(t3)
     );
     // A deleted account's marks stay.
-    assert!(bp.delete_account(&acc).await.unwrap());
+    assert!(bp.delete_account(&acc, Audited::NONE).await.unwrap());
     let after = bp.account_and_agent(&acc, &a, "tok", LOOSE).await.unwrap();
     assert_eq!(
         (after.account, after.agent, after.not_before),
@@ -777,9 +788,15 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
     );
     // A mark kept briefly lapses.
     let lapsing = account_id();
-    bp.revoke_tokens(&lapsing, Some(&a), t3, Duration::from_millis(300))
-        .await
-        .unwrap();
+    bp.revoke_tokens(
+        &lapsing,
+        Some(&a),
+        t3,
+        Duration::from_millis(300),
+        Audited::NONE,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         bp.account_and_agent(&lapsing, &a, "tok", LOOSE)
             .await
@@ -806,7 +823,9 @@ pub async fn directory_revocation_marks_refuse_older_tokens(bp: &dyn Backplane) 
 pub async fn rate_buckets_allow_a_burst_then_refill(bp: &dyn Backplane) {
     let acc = account_id();
     let a = agent_id();
-    bp.put_account(&account(&acc, "Acme")).await.unwrap();
+    bp.put_account(&account(&acc, "Acme"), Audited::NONE)
+        .await
+        .unwrap();
     let rate = Rate {
         per_sec: 10,
         burst: 3,
@@ -870,7 +889,9 @@ pub async fn directory_lists_in_pages_and_deletes(bp: &dyn Backplane) {
     let mut mine: Vec<AccountId> = (0..5).map(|_| account_id()).collect();
     mine.sort();
     for id in &mine {
-        bp.put_account(&account(id, "A")).await.unwrap();
+        bp.put_account(&account(id, "A"), Audited::NONE)
+            .await
+            .unwrap();
     }
     // Other tests add accounts too: page through everything, keep ours.
     let mut seen = Vec::new();
@@ -898,7 +919,7 @@ pub async fn directory_lists_in_pages_and_deletes(bp: &dyn Backplane) {
     let mut agents: Vec<AgentId> = (0..5).map(|_| agent_id()).collect();
     agents.sort();
     for g in &agents {
-        bp.put_agent(&acc, &profile(g, std::slice::from_ref(&p)))
+        bp.put_agent(&acc, &profile(g, std::slice::from_ref(&p)), Audited::NONE)
             .await
             .unwrap();
     }
@@ -910,16 +931,22 @@ pub async fn directory_lists_in_pages_and_deletes(bp: &dyn Backplane) {
     bp.login(&acc, &profile(&agents[0], std::slice::from_ref(&p)), &p)
         .await
         .unwrap();
-    assert!(bp.delete_agent(&acc, &agents[1]).await.unwrap());
     assert!(
-        !bp.delete_agent(&acc, &agents[1]).await.unwrap(),
+        bp.delete_agent(&acc, &agents[1], Audited::NONE)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !bp.delete_agent(&acc, &agents[1], Audited::NONE)
+            .await
+            .unwrap(),
         "gone already"
     );
     assert_eq!(bp.agent(&acc, &agents[1]).await.unwrap(), None);
     assert_eq!(bp.agents(&acc, None, 10).await.unwrap().len(), 4);
 
-    assert!(bp.delete_portal(&acc, &p).await.unwrap());
-    assert!(!bp.delete_portal(&acc, &p).await.unwrap());
+    assert!(bp.delete_portal(&acc, &p, Audited::NONE).await.unwrap());
+    assert!(!bp.delete_portal(&acc, &p, Audited::NONE).await.unwrap());
     assert_eq!(bp.portal(&acc, &p).await.unwrap(), None);
     assert_eq!(
         bp.online_in(&acc, &p).await.unwrap(),
@@ -929,8 +956,8 @@ pub async fn directory_lists_in_pages_and_deletes(bp: &dyn Backplane) {
 
     let lead = agent_id();
     Live::started(bp, &acc, &lead).await;
-    assert!(bp.delete_account(&acc).await.unwrap());
-    assert!(!bp.delete_account(&acc).await.unwrap());
+    assert!(bp.delete_account(&acc, Audited::NONE).await.unwrap());
+    assert!(!bp.delete_account(&acc, Audited::NONE).await.unwrap());
     assert_eq!(bp.account(&acc).await.unwrap(), None);
     assert!(bp.agents(&acc, None, 10).await.unwrap().is_empty());
     assert!(bp.portals(&acc).await.unwrap().is_empty());
@@ -1054,14 +1081,14 @@ pub async fn directory_account_and_agent_reads_both(bp: &dyn Backplane) {
         "nothing stored yet"
     );
     let first = account(&acc, "Acme");
-    bp.put_account(&first).await.unwrap();
+    bp.put_account(&first, Audited::NONE).await.unwrap();
     assert_eq!(
         pair(bp.account_and_agent(&acc, &a, "tok", LOOSE).await.unwrap()),
         (Some(first.clone()), None),
         "the account without such an agent"
     );
     let ann = agent(&a, "Ann", &[]);
-    bp.put_agent(&acc, &ann).await.unwrap();
+    bp.put_agent(&acc, &ann, Audited::NONE).await.unwrap();
     assert_eq!(
         pair(bp.account_and_agent(&acc, &a, "tok", LOOSE).await.unwrap()),
         (Some(first.clone()), Some(ann.clone())),
@@ -1079,7 +1106,7 @@ pub async fn directory_account_and_agent_reads_both(bp: &dyn Backplane) {
         "another account sees neither"
     );
     let foreign = agent(&a, "Foreign Ann", &[]);
-    bp.put_agent(&other, &foreign).await.unwrap();
+    bp.put_agent(&other, &foreign, Audited::NONE).await.unwrap();
     assert_eq!(
         pair(
             bp.account_and_agent(&other, &a, "tok", LOOSE)
@@ -1098,8 +1125,8 @@ pub async fn directory_account_and_agent_reads_both(bp: &dyn Backplane) {
     // Later puts are what it reads.
     let renamed = account(&acc, "Acme 2");
     let moved = agent(&a, "Ann B.", &[portal_id()]);
-    bp.put_account(&renamed).await.unwrap();
-    bp.put_agent(&acc, &moved).await.unwrap();
+    bp.put_account(&renamed, Audited::NONE).await.unwrap();
+    bp.put_agent(&acc, &moved, Audited::NONE).await.unwrap();
     assert_eq!(
         pair(bp.account_and_agent(&acc, &a, "tok", LOOSE).await.unwrap()),
         (Some(renamed), Some(moved)),
@@ -1125,7 +1152,7 @@ pub async fn presence_login_returns_previous_and_logout_clears(bp: &dyn Backplan
         "nobody logged in yet"
     );
     assert_eq!(
-        bp.logout(&acc, &a).await.unwrap(),
+        bp.logout(&acc, &a, Audited::NONE).await.unwrap(),
         None,
         "logout when logged out"
     );
@@ -1147,7 +1174,7 @@ pub async fn presence_login_returns_previous_and_logout_clears(bp: &dyn Backplan
     );
     assert_eq!(bp.presence(&acc, &a.id).await.unwrap(), Some(p2.clone()));
     assert_eq!(
-        bp.logout(&acc, &a).await.unwrap(),
+        bp.logout(&acc, &a, Audited::NONE).await.unwrap(),
         Some(p2),
         "logout returns the portal"
     );
@@ -1157,7 +1184,7 @@ pub async fn presence_login_returns_previous_and_logout_clears(bp: &dyn Backplan
         "logout clears"
     );
     assert_eq!(
-        bp.logout(&acc, &a).await.unwrap(),
+        bp.logout(&acc, &a, Audited::NONE).await.unwrap(),
         None,
         "second logout: nothing"
     );
@@ -1179,7 +1206,7 @@ pub async fn presence_is_scoped_by_account(bp: &dyn Backplane) {
     let b = profile(&agent_id(), &both);
     let c = profile(&agent_id(), &both);
     for (acc, who) in [(&acc1, &a), (&acc1, &b), (&acc2, &a), (&acc2, &c)] {
-        bp.put_agent(acc, who).await.unwrap();
+        bp.put_agent(acc, who, Audited::NONE).await.unwrap();
     }
 
     assert_eq!(bp.login(&acc1, &a, &p1).await.unwrap(), None);
@@ -1211,7 +1238,10 @@ pub async fn presence_is_scoped_by_account(bp: &dyn Backplane) {
         "acc2's window"
     );
 
-    assert_eq!(bp.logout(&acc2, &a).await.unwrap(), Some(p2.clone()));
+    assert_eq!(
+        bp.logout(&acc2, &a, Audited::NONE).await.unwrap(),
+        Some(p2.clone())
+    );
     assert_eq!(
         bp.presence(&acc1, &a.id).await.unwrap(),
         Some(p1.clone()),
@@ -1236,7 +1266,7 @@ pub async fn presence_a_portal_with_thousands_online_is_read_whole(bp: &dyn Back
     let mut ids = Vec::with_capacity(CROWD);
     for _ in 0..CROWD {
         let who = profile(&agent_id(), std::slice::from_ref(&crowd));
-        bp.put_agent(&acc, &who).await.unwrap();
+        bp.put_agent(&acc, &who, Audited::NONE).await.unwrap();
         bp.login(&acc, &who, &crowd).await.unwrap();
         ids.push(who.id);
     }
@@ -1267,7 +1297,7 @@ pub async fn presence_online_in_lists_only_that_portals_logged_in_agents(bp: &dy
     let c = profile(&agent_id(), &portals);
     let d = profile(&agent_id(), &portals);
     for who in [&a, &b, &c, &d] {
-        bp.put_agent(&acc, who).await.unwrap();
+        bp.put_agent(&acc, who, Audited::NONE).await.unwrap();
     }
     let ids = |v: &[&Agent]| Some(sorted(v.iter().map(|a| a.id.clone()).collect::<Vec<_>>()));
 
@@ -1316,9 +1346,15 @@ pub async fn presence_online_in_lists_only_that_portals_logged_in_agents(bp: &dy
     assert_eq!(bp.online_in(&acc, &p2).await.unwrap(), ids(&[&b, &c]));
 
     // A logout removes it.
-    assert_eq!(bp.logout(&acc, &a).await.unwrap(), Some(p1.clone()));
+    assert_eq!(
+        bp.logout(&acc, &a, Audited::NONE).await.unwrap(),
+        Some(p1.clone())
+    );
     assert_eq!(bp.online_in(&acc, &p1).await.unwrap(), Some(vec![]));
-    assert_eq!(bp.logout(&acc, &c).await.unwrap(), Some(p2.clone()));
+    assert_eq!(
+        bp.logout(&acc, &c, Audited::NONE).await.unwrap(),
+        Some(p2.clone())
+    );
     assert_eq!(bp.online_in(&acc, &p2).await.unwrap(), ids(&[&b]));
 }
 
@@ -1343,7 +1379,7 @@ pub async fn presence_window_lists_online_agents_with_portal_and_active_sessions
     let b = profile(&agent_id(), &portals);
     let c = profile(&agent_id(), &portals);
     for who in [&a, &b, &c] {
-        bp.put_agent(&acc, who).await.unwrap();
+        bp.put_agent(&acc, who, Audited::NONE).await.unwrap();
     }
     bp.login(&acc, &a, &p1).await.unwrap();
     bp.login(&acc, &b, &p2).await.unwrap();
@@ -1388,7 +1424,7 @@ pub async fn presence_window_lists_online_agents_with_portal_and_active_sessions
         )
         .await;
     let renamed = agent(&b.id, "Bea", &portals);
-    bp.put_agent(&acc, &renamed).await.unwrap();
+    bp.put_agent(&acc, &renamed, Audited::NONE).await.unwrap();
     bp.login(&acc, &renamed, &p1).await.unwrap();
     let mut w = by_agent(bp.window(&acc).await.unwrap());
     w.portals.sort_by(|x, y| x.id.cmp(&y.id));
@@ -1399,7 +1435,7 @@ pub async fn presence_window_lists_online_agents_with_portal_and_active_sessions
     );
 
     // A logged-out agent is not in it; a newly logged-in one is.
-    bp.logout(&acc, &a).await.unwrap();
+    bp.logout(&acc, &a, Audited::NONE).await.unwrap();
     bp.login(&acc, &c, &p2).await.unwrap();
     let mut w = by_agent(bp.window(&acc).await.unwrap());
     w.portals.sort_by(|x, y| x.id.cmp(&y.id));
@@ -1814,7 +1850,7 @@ pub async fn sessions_the_delta_updates_agent_sessions_open_invitations_and_acti
     let (a, b, c, d) = (agent_id(), agent_id(), agent_id(), agent_id());
     for id in [&a, &b, &c, &d] {
         let who = profile(id, std::slice::from_ref(&p));
-        bp.put_agent(&acc, &who).await.unwrap();
+        bp.put_agent(&acc, &who, Audited::NONE).await.unwrap();
         bp.login(&acc, &who, &p).await.unwrap();
     }
     let to = |x: &AgentId| Target::Agent(x.clone());
@@ -2215,7 +2251,7 @@ pub async fn sessions_accept_context_reads_what_an_accept_needs(bp: &dyn Backpla
     bp.put_portal(&acc, &portal(&p, "Support")).await.unwrap();
     let a = agent_id();
     let b = profile(&agent_id(), std::slice::from_ref(&p));
-    bp.put_agent(&acc, &b).await.unwrap();
+    bp.put_agent(&acc, &b, Audited::NONE).await.unwrap();
     bp.login(&acc, &b, &p).await.unwrap();
     Live::started(bp, &acc, &b.id).await; // `b` is busy in one session
     let mut live = Live::started(bp, &acc, &a).await;
@@ -2276,7 +2312,7 @@ pub async fn sessions_accept_context_reads_what_an_accept_needs(bp: &dyn Backpla
         (Some(p.clone()), 2, None, None, None),
         "an unknown session"
     );
-    bp.logout(&acc, &b).await.unwrap();
+    bp.logout(&acc, &b, Audited::NONE).await.unwrap();
     assert_eq!(context(Some(3)).await.portal, None, "logged out");
 
     // Another account knows nothing of it.
@@ -3142,9 +3178,207 @@ macro_rules! backplane_conformance_suite {
             idempotency_the_first_reserve_holds_and_records_lapse,
             idempotency_racing_reserves_have_one_holder,
             durability_confirm_without_replicas_asked_is_immediate,
+            audit_a_commit_stores_its_entries_and_a_refused_one_none,
+            audit_directory_changes_store_their_entries,
         );
     };
     ($make:expr) => {
         $crate::backplane_conformance_suite!(@list @rules $make);
     };
+}
+
+// ---------------------------------------------------------------------------
+// Audit
+// ---------------------------------------------------------------------------
+
+/// The account's whole trail, read in pages of `page`.
+async fn account_trail(
+    bp: &dyn Backplane,
+    account: &AccountId,
+    page: usize,
+) -> Vec<(AuditCursor, AuditEntry)> {
+    let mut all: Vec<(AuditCursor, AuditEntry)> = Vec::new();
+    loop {
+        let after = all.last().map(|(id, _)| *id);
+        let batch = bp.account_audit(account, after, page).await.unwrap();
+        let done = batch.len() < page;
+        all.extend(batch);
+        if done {
+            return all;
+        }
+    }
+}
+
+/// The entries only, in order.
+fn entries(trail: &[(AuditCursor, AuditEntry)]) -> Vec<AuditEntry> {
+    trail.iter().map(|(_, e)| e.clone()).collect()
+}
+
+/// An administrative entry naming `agent`.
+fn admin_entry(action: AuditAction, agent: &AgentId) -> AuditEntry {
+    AuditEntry::admin(Utc::now(), action, serde_json::json!({"agent": agent}))
+}
+
+fn audited(entries: &[AuditEntry]) -> Audited<'_> {
+    Audited {
+        entries,
+        retention: KEEP,
+    }
+}
+
+/// A stored commit stores its audit entries in the session's trail and the
+/// account's, in order; a conflicting or refused commit stores none.
+pub async fn audit_a_commit_stores_its_entries_and_a_refused_one_none(bp: &dyn Backplane) {
+    let acc = account_id();
+    let (a, b) = (agent_id(), agent_id());
+    let (mut live, created) = Live::create(&acc, &a);
+    live.store(bp, &created).await;
+    let inv = live
+        .invite(bp, &a, Target::Agent(b.clone()), std::slice::from_ref(&b))
+        .await;
+    let fence = won(
+        bp.claim(&acc, &inv, &b, LONG_TTL).await.unwrap(),
+        "b claims",
+    );
+    let joined = live.run(bp, accept(&inv, &b, 0, fence)).await;
+    assert!(!joined.audit.is_empty(), "an accept has entries");
+
+    let session = bp.session_audit(&acc, live.id(), 0, 100).await.unwrap();
+    let actions: Vec<AuditAction> = session.iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        [
+            AuditAction::SessionCreated,
+            AuditAction::InvitationSent,
+            AuditAction::InvitationAccepted,
+            AuditAction::ParticipantJoined,
+        ]
+    );
+    assert_eq!(session[3].actor.id.as_ref(), Some(&b));
+    // Paged from a position.
+    assert_eq!(
+        bp.session_audit(&acc, live.id(), 1, 2).await.unwrap(),
+        session[1..3].to_vec()
+    );
+    assert!(
+        bp.session_audit(&acc, live.id(), 4, 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The account's trail: the same, in order, ids increasing, paged.
+    let trail = account_trail(bp, &acc, 3).await;
+    assert_eq!(entries(&trail), session);
+    assert!(trail.windows(2).all(|w| w[0].0 < w[1].0), "{trail:?}");
+    let rest = bp.account_audit(&acc, Some(trail[1].0), 10).await.unwrap();
+    assert_eq!(entries(&rest), session[2..].to_vec());
+
+    // A conflicting commit and a refused guard store no entry.
+    let mut other = live.clone();
+    let left = other.apply(Leave { agent: b.clone() });
+    assert!(!left.audit.is_empty());
+    let stale = Commit {
+        ..other.commit(live.version - 1, &left)
+    };
+    assert_eq!(bp.commit(&acc, stale).await.unwrap(), Committed::Conflict);
+    let guard = Guard {
+        agent: a.clone(),
+        below: 0,
+    };
+    let refused = Commit {
+        guard: Some(&guard),
+        ..other.commit(live.version, &left)
+    };
+    assert_eq!(bp.commit(&acc, refused).await.unwrap(), Committed::Refused);
+    assert_eq!(
+        bp.session_audit(&acc, live.id(), 0, 100).await.unwrap(),
+        session
+    );
+    assert_eq!(entries(&account_trail(bp, &acc, 100).await), session);
+    // Another account's trail is its own.
+    assert!(
+        bp.account_audit(&account_id(), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Administrative changes store their entries with them; a deletion of
+/// nothing stores none; the trail outlives the account's deletion.
+pub async fn audit_directory_changes_store_their_entries(bp: &dyn Backplane) {
+    let acc = account_id();
+    let (a, gone) = (agent_id(), agent_id());
+    let p = portal_id();
+    let created = [AuditEntry::admin(
+        Utc::now(),
+        AuditAction::AccountUpdated,
+        serde_json::json!({"name": "Acme"}),
+    )];
+    bp.put_account(&account(&acc, "Acme"), audited(&created))
+        .await
+        .unwrap();
+    bp.put_portal(
+        &acc,
+        &Portal {
+            id: p.clone(),
+            name: "Support".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let mut expected = created.to_vec();
+    let steps = [
+        admin_entry(AuditAction::AgentCreated, &a),
+        admin_entry(AuditAction::AgentLoggedOut, &a),
+        admin_entry(AuditAction::TokensRevoked, &a),
+        admin_entry(AuditAction::AgentDeleted, &a),
+        admin_entry(AuditAction::PortalDeleted, &a),
+    ];
+    let profile_a = profile(&a, std::slice::from_ref(&p));
+    assert!(
+        bp.put_agent(&acc, &profile_a, audited(&steps[..1]))
+            .await
+            .unwrap()
+    );
+    bp.login(&acc, &profile_a, &p).await.unwrap();
+    bp.logout(&acc, &profile_a, audited(&steps[1..2]))
+        .await
+        .unwrap();
+    bp.revoke_tokens(&acc, Some(&a), Utc::now(), LONG_TTL, audited(&steps[2..3]))
+        .await
+        .unwrap();
+    assert!(
+        bp.delete_agent(&acc, &a, audited(&steps[3..4]))
+            .await
+            .unwrap()
+    );
+    expected.extend_from_slice(&steps[..4]);
+    // Deleting what is not there records nothing.
+    let nothing = [admin_entry(AuditAction::AgentDeleted, &gone)];
+    assert!(
+        !bp.delete_agent(&acc, &gone, audited(&nothing))
+            .await
+            .unwrap()
+    );
+    assert!(!bp.delete_agent(&acc, &a, audited(&nothing)).await.unwrap());
+    assert!(
+        bp.delete_portal(&acc, &p, audited(&steps[4..5]))
+            .await
+            .unwrap()
+    );
+    expected.push(steps[4].clone());
+    assert!(!bp.delete_portal(&acc, &p, audited(&nothing)).await.unwrap());
+    assert_eq!(entries(&account_trail(bp, &acc, 2).await), expected);
+
+    // The account goes; its trail, ending with the deletion, stays.
+    let deleted = [AuditEntry::admin(
+        Utc::now(),
+        AuditAction::AccountDeleted,
+        serde_json::json!({}),
+    )];
+    assert!(bp.delete_account(&acc, audited(&deleted)).await.unwrap());
+    assert_eq!(bp.account(&acc).await.unwrap(), None);
+    expected.push(deleted[0].clone());
+    assert_eq!(entries(&account_trail(bp, &acc, 100).await), expected);
 }

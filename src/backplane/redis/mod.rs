@@ -42,15 +42,16 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::keys::{AccountKeys, Keyspace, timer_member};
 use super::{
-    AcceptContext, BackplaneError, Bus, BusMessage, Claim, Claims, Commit, Committed, Deadline,
-    Directory, Durability, Fresh, Health, Idempotency, Presence, Rate, RateLimits, RateVerdict,
-    Result, SessionCursor, Sessions, Timers, TokenHolder, Topic, Transcript, Versioned, Window,
-    WindowAgent, codec,
+    AcceptContext, Audit, AuditCursor, Audited, BackplaneError, Bus, BusMessage, Claim, Claims,
+    Commit, Committed, Deadline, Directory, Durability, Fresh, Health, Idempotency, Presence, Rate,
+    RateLimits, RateVerdict, Result, SessionCursor, Sessions, Timers, TokenHolder, Topic,
+    Transcript, Versioned, Window, WindowAgent, codec,
 };
+use crate::domain::audit::MAX_ACCOUNT_ENTRIES;
 use crate::domain::session::{SessionStatus, Target, Timer};
 use crate::domain::{
-    Account, AccountId, Agent, AgentId, Invitation, InvitationId, Message, Portal, PortalId,
-    Session, SessionId,
+    Account, AccountId, Agent, AgentId, AuditEntry, Invitation, InvitationId, Message, Portal,
+    PortalId, Session, SessionId,
 };
 use crate::settings::{BackplaneKind, BackplaneSettings};
 use pubsub::{Senders, SubCommand};
@@ -199,6 +200,27 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// An audit entry as the trail stores it.
+fn audit_json(entry: &AuditEntry) -> String {
+    serde_json::to_string(entry).unwrap_or_default()
+}
+
+/// The oldest trail id an account keeps: `retention` ago.
+fn audit_floor(retention: Duration) -> i64 {
+    now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Appends `audit` as the arguments `scripts::AUDIT_FN` reads.
+fn audit_args(call: &mut redis::ScriptInvocation<'_>, audit: Audited<'_>) {
+    call.arg(audit.entries.len())
+        .arg(audit_floor(audit.retention))
+        .arg(audit.retention.as_secs().max(1))
+        .arg(MAX_ACCOUNT_ENTRIES);
+    for entry in audit.entries {
+        call.arg(audit_json(entry));
+    }
+}
+
 /// The shared connection, each round trip timed for `/metrics`
 /// (`collabd_redis_command_duration_seconds`).
 #[derive(Clone)]
@@ -245,6 +267,10 @@ struct Scripts {
     token_holder: Script,
     rate: Script,
     revoke: Script,
+    audited_set: Script,
+    audited_hdel: Script,
+    audited_unlink: Script,
+    audit_page: Script,
     sessions_page: Script,
     claim: Script,
     release: Script,
@@ -281,13 +307,17 @@ impl Scripts {
             account_for_token: Script::new(&scripts::with_bucket(scripts::ACCOUNT_FOR_TOKEN)),
             rate: Script::new(&scripts::with_bucket(scripts::RATE)),
             token_holder: Script::new(scripts::TOKEN_HOLDER),
-            revoke: Script::new(scripts::REVOKE),
+            revoke: Script::new(&scripts::with_audit(scripts::REVOKE)),
+            audited_set: Script::new(&scripts::with_audit(scripts::AUDITED_SET)),
+            audited_hdel: Script::new(&scripts::with_audit(scripts::AUDITED_HDEL)),
+            audited_unlink: Script::new(&scripts::with_audit(scripts::AUDITED_UNLINK)),
+            audit_page: Script::new(scripts::AUDIT_PAGE),
             sessions_page: Script::new(scripts::SESSIONS_PAGE),
             claim: Script::new(scripts::CLAIM),
             release: Script::new(scripts::RELEASE),
             accept_context: Script::new(scripts::ACCEPT_CONTEXT),
             login: Script::new(scripts::LOGIN),
-            logout: Script::new(scripts::LOGOUT),
+            logout: Script::new(&scripts::with_audit(scripts::LOGOUT)),
             online_in: Script::new(scripts::ONLINE_IN),
             window: Script::new(scripts::WINDOW),
             transcript_page: Script::new(scripts::TRANSCRIPT_PAGE),
@@ -545,6 +575,21 @@ impl RedisBackplane {
                 );
             }
         }
+        if !outcome.audit.is_empty() {
+            let stream = k.audit();
+            let bound = MAX_ACCOUNT_ENTRIES.to_string().into_bytes();
+            for entry in &outcome.audit {
+                let json = audit_json(entry).into_bytes();
+                op(k.session_audit(sid), "rpush", json.clone(), Vec::new());
+                op(stream.clone(), "xadd", json, bound.clone());
+            }
+            op(
+                stream,
+                "xprune",
+                audit_floor(commit.retention).to_string().into_bytes(),
+                commit.retention.as_secs().max(1).to_string().into_bytes(),
+            );
+        }
         for inv in &outcome.closed {
             op(
                 k.history(sid),
@@ -646,6 +691,7 @@ impl RedisBackplane {
                 k.chat(sid),
                 k.customer_chat(sid),
                 k.history(sid),
+                k.session_audit(sid),
             ] {
                 op(key, "expire", secs.clone(), Vec::new());
             }
@@ -704,26 +750,90 @@ fn same_payload(a: &BusMessage, b: &BusMessage) -> bool {
     }
 }
 
+/// An audit entry read back from the trail.
+fn parse_audit(json: &str) -> Result<AuditEntry> {
+    serde_json::from_str(json)
+        .map_err(|e| BackplaneError::Unavailable(format!("unreadable audit entry: {e}")))
+}
+
+#[async_trait]
+impl Audit for RedisBackplane {
+    async fn session_audit(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.account_keys(account).session_audit(session);
+        let start = isize::try_from(from).unwrap_or(isize::MAX);
+        let stop = start.saturating_add(isize::try_from(limit).unwrap_or(isize::MAX) - 1);
+        let raw: Vec<String> = self
+            .conn()
+            .lrange(key, start, stop)
+            .await
+            .map_err(unavailable)?;
+        raw.iter().map(|j| parse_audit(j)).collect()
+    }
+
+    async fn account_audit(
+        &self,
+        account: &AccountId,
+        after: Option<AuditCursor>,
+        limit: usize,
+    ) -> Result<Vec<(AuditCursor, AuditEntry)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let raw: Vec<String> = self
+            .scripts
+            .audit_page
+            .key(self.account_keys(account).audit())
+            .arg(start)
+            .arg(limit)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        raw.chunks_exact(2)
+            .map(|pair| {
+                let id = pair[0]
+                    .parse::<AuditCursor>()
+                    .map_err(|()| BackplaneError::Unavailable("bad audit id".into()))?;
+                Ok((id, parse_audit(&pair[1])?))
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl Directory for RedisBackplane {
-    async fn put_account(&self, account: &Account) -> Result<bool> {
+    async fn put_account(&self, account: &Account, audit: Audited<'_>) -> Result<bool> {
         // Two hash tags (the account's, its bucket of the list): two
-        // commands, sent together (a cluster routes each to its shard).
-        let mut record = redis::cmd("SET");
+        // calls, sent together (a cluster routes each to its shard); the
+        // record and its audit entries are one script on the account's.
+        let k = self.account_keys(&account.id);
+        let mut record = self.scripts.audited_set.prepare_invoke();
         record
-            .arg(self.account_keys(&account.id).account())
-            .arg(codec::encode(account))
-            .arg("GET");
+            .key(k.account())
+            .key(k.audit())
+            .arg("set")
+            .arg("")
+            .arg(codec::encode(account));
+        audit_args(&mut record, audit);
         let mut listed = redis::cmd("ZADD");
         listed
             .arg(self.keys.accounts(self.keys.bucket_of(&account.id)))
             .arg(0)
             .arg(account.id.as_str());
         let (mut a, mut b) = (self.conn(), self.conn());
-        let (old, _): (Option<Vec<u8>>, i64) =
-            tokio::try_join!(record.query_async(&mut a), listed.query_async(&mut b))
+        let (new, _): (i64, i64) =
+            tokio::try_join!(record.invoke_async(&mut a), listed.query_async(&mut b))
                 .map_err(unavailable)?;
-        Ok(old.is_none())
+        Ok(new == 1)
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>> {
@@ -761,10 +871,25 @@ impl Directory for RedisBackplane {
         Ok(portals)
     }
 
-    async fn put_agent(&self, account: &AccountId, agent: &Agent) -> Result<bool> {
-        let key = self.account_keys(account).agents();
-        self.hset_new(key, agent.id.as_str(), codec::encode(agent))
+    async fn put_agent(
+        &self,
+        account: &AccountId,
+        agent: &Agent,
+        audit: Audited<'_>,
+    ) -> Result<bool> {
+        let k = self.account_keys(account);
+        let mut call = self.scripts.audited_set.prepare_invoke();
+        call.key(k.agents())
+            .key(k.audit())
+            .arg("hset")
+            .arg(agent.id.as_str())
+            .arg(codec::encode(agent));
+        audit_args(&mut call, audit);
+        let new: i64 = call
+            .invoke_async(&mut self.conn())
             .await
+            .map_err(unavailable)?;
+        Ok(new == 1)
     }
 
     async fn agent(&self, account: &AccountId, id: &AgentId) -> Result<Option<Agent>> {
@@ -937,28 +1062,44 @@ impl Directory for RedisBackplane {
             .collect()
     }
 
-    async fn delete_agent(&self, account: &AccountId, agent: &AgentId) -> Result<bool> {
-        let removed: i64 = self
-            .conn()
-            .hdel(self.account_keys(account).agents(), agent.as_str())
-            .await
-            .map_err(unavailable)?;
-        Ok(removed == 1)
-    }
-
-    async fn delete_portal(&self, account: &AccountId, portal: &PortalId) -> Result<bool> {
+    async fn delete_agent(
+        &self,
+        account: &AccountId,
+        agent: &AgentId,
+        audit: Audited<'_>,
+    ) -> Result<bool> {
         let k = self.account_keys(account);
-        let (removed, _): (i64, i64) = redis::pipe()
-            .atomic()
-            .hdel(k.portals(), portal.as_str())
-            .del(k.portal_online(portal))
-            .query_async(&mut self.conn())
+        let mut call = self.scripts.audited_hdel.prepare_invoke();
+        call.key(k.agents()).key(k.audit()).arg(agent.as_str());
+        audit_args(&mut call, audit);
+        let removed: i64 = call
+            .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(removed == 1)
     }
 
-    async fn delete_account(&self, account: &AccountId) -> Result<bool> {
+    async fn delete_portal(
+        &self,
+        account: &AccountId,
+        portal: &PortalId,
+        audit: Audited<'_>,
+    ) -> Result<bool> {
+        let k = self.account_keys(account);
+        let mut call = self.scripts.audited_hdel.prepare_invoke();
+        call.key(k.portals())
+            .key(k.audit())
+            .key(k.portal_online(portal))
+            .arg(portal.as_str());
+        audit_args(&mut call, audit);
+        let removed: i64 = call
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
+    }
+
+    async fn delete_account(&self, account: &AccountId, audit: Audited<'_>) -> Result<bool> {
         let k = self.account_keys(account);
         let mut conn = self.conn();
         let existed: i64 = conn.exists(k.account()).await.map_err(unavailable)?;
@@ -982,7 +1123,7 @@ impl Directory for RedisBackplane {
             let record = k.account();
             let doomed: Vec<&String> = keys
                 .iter()
-                .filter(|key| !k.is_revocation(key) && **key != record)
+                .filter(|key| !k.outlives_account(key) && **key != record)
                 .collect();
             if !doomed.is_empty() {
                 let _: i64 = redis::cmd("UNLINK")
@@ -996,7 +1137,10 @@ impl Directory for RedisBackplane {
             }
             cursor = next;
         }
-        let _: i64 = conn.unlink(k.account()).await.map_err(unavailable)?;
+        let mut last = self.scripts.audited_unlink.prepare_invoke();
+        last.key(k.account()).key(k.audit());
+        audit_args(&mut last, audit);
+        let _: i64 = last.invoke_async(&mut conn).await.map_err(unavailable)?;
         let _: i64 = conn
             .zrem(
                 self.keys.accounts(self.keys.bucket_of(account)),
@@ -1013,13 +1157,16 @@ impl Directory for RedisBackplane {
         agent: Option<&AgentId>,
         at: DateTime<Utc>,
         keep_for: Duration,
+        audit: Audited<'_>,
     ) -> Result<()> {
-        let _: i64 = self
-            .scripts
-            .revoke
-            .key(self.account_keys(account).revoked(agent))
+        let k = self.account_keys(account);
+        let mut call = self.scripts.revoke.prepare_invoke();
+        call.key(k.revoked(agent))
+            .key(k.audit())
             .arg(at.timestamp_millis())
-            .arg(keep_for.as_millis().max(1) as u64)
+            .arg(keep_for.as_millis().max(1) as u64);
+        audit_args(&mut call, audit);
+        let _: i64 = call
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -1056,16 +1203,21 @@ impl Presence for RedisBackplane {
         Ok(previous.and_then(|p| PortalId::parse(&p).ok()))
     }
 
-    async fn logout(&self, account: &AccountId, agent: &Agent) -> Result<Option<PortalId>> {
+    async fn logout(
+        &self,
+        account: &AccountId,
+        agent: &Agent,
+        audit: Audited<'_>,
+    ) -> Result<Option<PortalId>> {
         let k = self.account_keys(account);
         let mut call = self.scripts.logout.prepare_invoke();
-        call.key(k.presence()).key(k.online());
+        call.key(k.presence()).key(k.online()).key(k.audit());
         for portal in &agent.portals {
             call.key(k.portal_online(portal));
         }
+        call.arg(agent.id.as_str()).arg(now_ms());
+        audit_args(&mut call, audit);
         let previous: Option<String> = call
-            .arg(agent.id.as_str())
-            .arg(now_ms())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

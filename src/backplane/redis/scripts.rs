@@ -32,6 +32,10 @@
 ///             zprune key a        ZREMRANGEBYSCORE below score a
 ///             keepfor key a       EXPIRE key a seconds unless it already
 ///                                 lives longer (an index of several sessions)
+///             xadd   key a b      XADD entry a (field `e`) to stream key,
+///                                 MAXLEN ~ b (the account's audit trail)
+///             xprune key a b      XTRIM key MINID ~ a (entries past the
+///                                 retention), then EXPIRE key b seconds
 /// then      number of payloads; per payload: the payload, the number of
 ///           channels, the channels — each channel gets PUBLISH payload
 /// ```
@@ -73,6 +77,10 @@ for k = 1, tonumber(ARGV[5]) do
   elseif kind == 'zprune' then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. a)
   elseif kind == 'keepfor' then
     if redis.call('TTL', key) < tonumber(a) then redis.call('EXPIRE', key, a) end
+  elseif kind == 'xadd' then redis.call('XADD', key, 'MAXLEN', '~', b, '*', 'e', a)
+  elseif kind == 'xprune' then
+    redis.call('XTRIM', key, 'MINID', '~', a)
+    redis.call('EXPIRE', key, b)
   end
 end
 local payloads = tonumber(ARGV[i])
@@ -199,8 +207,9 @@ return take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 /// later one is already there.
 ///
 /// ```text
-/// KEYS[1] the mark (the agent's or the account's)
+/// KEYS[1] the mark (the agent's or the account's)   KEYS[2] the audit trail
 /// ARGV[1] the moment (ms)   ARGV[2] how long to keep the mark (ms)
+/// ARGV[3..] audit entries (AUDIT_FN)
 /// ```
 pub const REVOKE: &str = r#"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -210,8 +219,80 @@ else
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 end
+audit(KEYS[2], 3)
 return 0
 "#;
+
+/// Lua: appends audit entries to an account's trail, in the script that
+/// makes the change they record. `audit(stream, i)` reads ARGV[i] = how
+/// many entries, ARGV[i+1] = the oldest id to keep (ms: the retention),
+/// ARGV[i+2] = the trail's lifetime (s), ARGV[i+3] = its bound, then the
+/// entries (JSON).
+pub const AUDIT_FN: &str = r#"
+local function audit(stream, i)
+  local n = tonumber(ARGV[i])
+  if n == 0 then return end
+  for e = 1, n do
+    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[i + 3], '*', 'e', ARGV[i + 3 + e])
+  end
+  redis.call('XTRIM', stream, 'MINID', '~', ARGV[i + 1])
+  redis.call('EXPIRE', stream, ARGV[i + 2])
+end
+"#;
+
+/// Sets a hash field or a string, with its audit entries.
+///
+/// ```text
+/// KEYS[1] the hash (or string)   KEYS[2] the account's audit trail
+/// ARGV[1] 'hset' | 'set'   ARGV[2] field ('' for a string)   ARGV[3] value
+/// ARGV[4..] the audit entries (see AUDIT_FN)
+/// ```
+///
+/// Returns 1 if the field (or string) is new, else 0.
+pub const AUDITED_SET: &str = r#"
+local new
+if ARGV[1] == 'hset' then
+  new = redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+else
+  new = redis.call('SET', KEYS[1], ARGV[3], 'GET') and 0 or 1
+end
+audit(KEYS[2], 4)
+return new
+"#;
+
+/// Deletes a hash field, and with it more keys; its audit entries are
+/// stored only if the field existed.
+///
+/// ```text
+/// KEYS[1] the hash   KEYS[2] the account's audit trail   KEYS[3..] deleted too
+/// ARGV[1] field   ARGV[2..] the audit entries (see AUDIT_FN)
+/// ```
+///
+/// Returns 1 if the field existed, else 0.
+pub const AUDITED_HDEL: &str = r#"
+for k = 3, #KEYS do redis.call('DEL', KEYS[k]) end
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+if removed == 1 then audit(KEYS[2], 2) end
+return removed
+"#;
+
+/// Deletes an account's own record last (its other keys are gone), with the
+/// audit entries of its deletion if it existed.
+///
+/// ```text
+/// KEYS[1] the account record   KEYS[2] the account's audit trail
+/// ARGV[1..] the audit entries (see AUDIT_FN)
+/// ```
+pub const AUDITED_UNLINK: &str = r#"
+local removed = redis.call('UNLINK', KEYS[1])
+if removed == 1 then audit(KEYS[2], 1) end
+return removed
+"#;
+
+/// Prepends [`AUDIT_FN`] to a script that calls `audit`.
+pub fn with_audit(script: &str) -> String {
+    format!("{AUDIT_FN}{script}")
+}
 
 /// A page of an index of sessions (reads only).
 ///
@@ -319,8 +400,9 @@ return previous
 /// Logs an agent out.
 ///
 /// ```text
-/// KEYS[1] presence hash   KEYS[2] online set   KEYS[3..] its portals' sets
-/// ARGV[1] agent   ARGV[2] now (ms)
+/// KEYS[1] presence hash   KEYS[2] online set   KEYS[3] the audit trail
+/// KEYS[4..] its portals' sets
+/// ARGV[1] agent   ARGV[2] now (ms)   ARGV[3..] audit entries (AUDIT_FN)
 /// ```
 ///
 /// Returns the portal it was logged into, if that login was live.
@@ -328,9 +410,10 @@ pub const LOGOUT: &str = r#"
 local previous = redis.call('HGET', KEYS[1], ARGV[1])
 local expires = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not expires or tonumber(expires) <= tonumber(ARGV[2]) then previous = false end
-for k = 3, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
+for k = 4, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+audit(KEYS[3], 3)
 return previous
 "#;
 
@@ -529,3 +612,22 @@ if held then return held end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 ";
+
+/// A page of an account's audit trail (reads only).
+///
+/// ```text
+/// KEYS[1] the trail (stream)
+/// ARGV[1] the first id ('-' from the oldest, '(ms-seq' after an id)
+/// ARGV[2] page size
+/// ```
+///
+/// Returns `{id, entry, id, entry, ...}`, oldest first.
+pub const AUDIT_PAGE: &str = r#"
+local got = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+local out = {}
+for _, item in ipairs(got) do
+  out[#out + 1] = item[1]
+  out[#out + 1] = item[2][2]
+end
+return out
+"#;

@@ -36,6 +36,7 @@ pub use invitation::{
 };
 pub use participants::{Customer, EndReason, Ending, Participant, Role};
 
+use super::audit::{self, AuditEntry};
 use super::directory::AgentRef;
 use super::error::DomainError;
 use super::id::{AccountId, AgentId, InvitationId, SessionId};
@@ -61,7 +62,13 @@ pub struct Counters {
     pub customer_messages: u64,
     /// Invitations sent.
     pub invitations: u64,
+    /// Masks and unmasks of its agents (each one is an audit entry: they
+    /// are bounded like everything else a session keeps).
+    pub mask_changes: u64,
 }
+
+/// The most masks and unmasks one session's agents may have.
+pub const MAX_MASK_CHANGES: u64 = 1000;
 
 /// The session aggregate's hot state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +154,8 @@ pub struct Outcome {
     pub audience: Vec<AgentId>,
     /// Set when this command ended the session.
     pub ended: bool,
+    /// The audit trail's entries for this change (stored with it).
+    pub audit: Vec<AuditEntry>,
 }
 
 impl Outcome {
@@ -230,6 +239,7 @@ impl Session {
         outcome
             .arm
             .push((Timer::Idle, session.idle_deadline(rules.policy)));
+        outcome.audit.push(audit::session_created(&session));
         Ok((session, outcome))
     }
 
@@ -319,6 +329,7 @@ impl Session {
                 outcome.audience.push(agent);
             }
         }
+        outcome.audit = audit::session_entries(command, &self.id, &outcome.events, rules.now);
         Ok(outcome)
     }
 

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::event::Event;
 use super::invitation::{InvitationStatus, WithdrawReason, cancel_transfers, close};
 use super::{
-    AdminEnd, CheckIdle, CustomerReconnected, End, Leave, Outcome, Rules, Session, SetMasked, Timer,
+    AdminEnd, CheckIdle, CustomerReconnected, End, Leave, MAX_MASK_CHANGES, Outcome, Rules,
+    Session, SetMasked, Timer,
 };
 use crate::domain::directory::AgentRef;
 use crate::domain::error::DomainError;
@@ -141,23 +142,30 @@ impl SetMasked {
         if !rules.policy.masking {
             return Err(DomainError::FeatureDisabled("masked agents"));
         }
-        let lead = s.lead.clone();
-        let p = s
-            .participants
-            .iter_mut()
-            .find(|p| p.agent.id == self.agent)
-            .ok_or(DomainError::ParticipantNotFound)?;
-        if p.masked == self.masked {
+        let masked = s
+            .participant(&self.agent)
+            .ok_or(DomainError::ParticipantNotFound)?
+            .masked;
+        if masked == self.masked {
             return Ok(()); // as asked already: nothing changes, nobody is told
         }
-        if self.masked && lead.as_ref() == Some(&self.agent) {
+        if self.masked && s.lead.as_ref() == Some(&self.agent) {
             return Err(DomainError::Conflict(
                 "the lead is the customer's agent and cannot be masked; transfer the session first"
                     .into(),
             ));
         }
+        if s.counters.mask_changes >= MAX_MASK_CHANGES {
+            return Err(DomainError::TooManyMaskChanges);
+        }
+        let p = s
+            .participants
+            .iter_mut()
+            .find(|p| p.agent.id == self.agent)
+            .ok_or(DomainError::ParticipantNotFound)?;
         p.masked = self.masked;
         let participant = p.clone();
+        s.counters.mask_changes += 1;
         s.touch(rules.now);
         out.events.push(Event::ParticipantUpdated { participant });
         Ok(())
