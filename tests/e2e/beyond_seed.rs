@@ -329,3 +329,233 @@ async fn only_the_lead_transfers_never_masked_and_its_open_transfers_go_when_it_
     assert_eq!(view["lead"], "ann");
     assert_eq!(participant_ids(&view), ["ann"]);
 }
+
+/// `(actor id, action, details.agent)` of each entry: what a scenario must
+/// match entry for entry.
+fn trail(entries: &Value) -> Vec<(String, String, String)> {
+    entries
+        .as_array()
+        .unwrap_or_else(|| panic!("no entries in {entries}"))
+        .iter()
+        .map(|e| {
+            let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+            (
+                text(&e["actor"]["id"]),
+                text(&e["action"]),
+                text(&e["details"]["agent"]),
+            )
+        })
+        .collect()
+}
+
+fn row(actor: &str, action: &str, agent: &str) -> (String, String, String) {
+    (actor.to_owned(), action.to_owned(), agent.to_owned())
+}
+
+#[actix_rt::test]
+async fn the_audit_trail_matches_a_scenario_entry_for_entry_and_has_nothing_for_refused_requests() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let lead = app.online(ACME, "lead", "Lead", "support").await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let bob = app.online(ACME, "bob", "Bob", "support").await;
+    let (session, _) = app.create_session(&lead.token, "web", "Carl").await;
+    let session = id_of(&session);
+
+    // Refused: a transfer that would be masked; an outsider inviting.
+    let refused = app
+        .invite(
+            &lead.token,
+            &session,
+            json!({"target": {"agent": "ann"}, "kind": "transfer", "masked": true}),
+        )
+        .await;
+    assert_problem(&refused, 400, "invalid_request");
+    let refused = app
+        .invite(&ann.token, &session, json!({"target": {"agent": "bob"}}))
+        .await;
+    assert_problem(&refused, 403, "forbidden");
+    let sent = app
+        .invite(
+            &lead.token,
+            &session,
+            json!({"target": {"agent": "ann"}, "masked": true, "comment": "SECRET-NOTE"}),
+        )
+        .await
+        .expect_status(201);
+    let first = id_of(&sent);
+    assert_problem(
+        &app.accept(&bob.token, &first).await,
+        403,
+        "not_a_recipient",
+    );
+    app.accept(&ann.token, &first).await.expect_status(200);
+    app.say(&lead.token, &session, "SECRET-TEXT", "everyone")
+        .await
+        .expect_status(201);
+    set_masked(&app, &lead, &session, &ann.id, false)
+        .await
+        .expect_status(200);
+    assert_problem(
+        &set_masked(&app, &bob, &session, &ann.id, true).await,
+        403,
+        "forbidden",
+    );
+    let second = transfer(&app, &lead, &session, json!({"portal": "support"})).await;
+    app.accept(&bob.token, &second).await.expect_status(200);
+    assert_problem(&app.end(&lead.token, &session).await, 403, "forbidden");
+    app.end(&bob.token, &session).await.expect_status(200);
+
+    let expected = vec![
+        row("lead", "session_created", "-"),
+        row("lead", "invitation_sent", "-"),
+        row("ann", "invitation_accepted", "-"),
+        row("ann", "participant_joined", "ann"),
+        row("lead", "participant_unmasked", "ann"),
+        row("lead", "invitation_sent", "-"),
+        row("bob", "invitation_accepted", "-"),
+        row("bob", "participant_joined", "bob"),
+        row("bob", "lead_changed", "-"),
+        row("bob", "participant_left", "lead"),
+        row("bob", "session_transferred", "-"),
+        row("bob", "session_ended", "-"),
+    ];
+    // The session's lead (the new one) reads it; nobody else does.
+    let own = app
+        .get(&format!("/v1/sessions/{session}/audit"), &bob.token)
+        .await
+        .expect_status(200);
+    assert_eq!(trail(&own["entries"]), expected);
+    assert_eq!(own["next_cursor"], Value::Null);
+    let entries = own["entries"].as_array().unwrap();
+    assert_eq!(entries[1]["invitation"], first.as_str());
+    assert_eq!(entries[1]["details"]["masked"], true);
+    assert_eq!(entries[1]["details"]["comment"], true);
+    assert_eq!(entries[3]["details"]["masked"], true);
+    assert_eq!(entries[5]["details"]["kind"], "transfer");
+    assert_eq!(entries[10]["details"], json!({"from": "lead", "to": "bob"}));
+    assert_eq!(entries[11]["details"]["reason"], "ended_by_lead");
+    assert!(entries.iter().all(|e| e["session"] == session.as_str()));
+    let text = own.to_string();
+    assert!(!text.contains("SECRET"), "texts are not audited: {text}");
+    for outsider in [&lead, &ann] {
+        let refused = app
+            .get(&format!("/v1/sessions/{session}/audit"), &outsider.token)
+            .await;
+        assert_problem(&refused, 403, "forbidden");
+    }
+    // Paged: two at a time, the same entries.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = app
+            .get(
+                &format!("/v1/sessions/{session}/audit?limit=5{cursor}"),
+                &bob.token,
+            )
+            .await
+            .expect_status(200);
+        paged.extend(trail(&page["entries"]));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, expected);
+
+    // The admin reads the same through the account's trail.
+    let admin = crate::common::ADMIN;
+    let by_session = app
+        .get(
+            &format!("/v1/accounts/{ACME}/audit?session={session}"),
+            admin,
+        )
+        .await
+        .expect_status(200);
+    assert_eq!(trail(&by_session["entries"]), expected);
+
+    // Administrative changes, after `since`; refused ones leave nothing.
+    let since = chrono::Utc::now();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    app.agent(ACME, "cid", "Cid", &["support", "billing"]).await;
+    let delete = |path: String| {
+        let app = &app;
+        async move { app.delete(&path, admin).await }
+    };
+    assert_problem(
+        &delete(format!("/v1/accounts/{ACME}/portals/nowhere")).await,
+        404,
+        "not_found",
+    );
+    let bad_policy = app
+        .call(
+            awc::http::Method::PATCH,
+            &format!("/v1/accounts/{ACME}"),
+            Some(admin),
+            Some(&json!({"policy": {"max_agents_per_session": -1}})),
+        )
+        .await;
+    assert_problem(&bad_policy, 400, "invalid_request");
+    app.call(
+        awc::http::Method::PATCH,
+        &format!("/v1/accounts/{ACME}"),
+        Some(admin),
+        Some(&json!({"policy": {"masking": false}})),
+    )
+    .await
+    .expect_status(200);
+    app.post_empty(&format!("/v1/accounts/{ACME}/agents/bob/logout"), admin)
+        .await
+        .expect_status(204);
+    delete(format!("/v1/accounts/{ACME}/portals/billing"))
+        .await
+        .expect_status(204);
+    let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let recent = app
+        .get(&format!("/v1/accounts/{ACME}/audit?since={since}"), admin)
+        .await
+        .expect_status(200);
+    assert_eq!(
+        trail(&recent["entries"]),
+        [
+            row("-", "agent_created", "cid"),
+            row("-", "policy_changed", "-"),
+            row("-", "agent_logged_out", "bob"),
+            row("-", "agent_updated", "cid"),
+            row("-", "portal_deleted", "-"),
+        ]
+    );
+    let entries = recent["entries"].as_array().unwrap();
+    assert!(entries.iter().all(|e| e["actor"]["kind"] == "admin"));
+    assert_eq!(entries[1]["details"]["fields"], json!(["masking"]));
+    assert_eq!(entries[2]["details"]["reason"], "admin");
+    assert_eq!(entries[3]["details"]["portals"], json!(["support"]));
+    assert_eq!(entries[4]["details"]["portal"], "billing");
+
+    // By agent: what Ann did and what named her, provisioning included.
+    let anns = app
+        .get(&format!("/v1/accounts/{ACME}/audit?agent=ann"), admin)
+        .await
+        .expect_status(200);
+    assert_eq!(
+        trail(&anns["entries"]),
+        [
+            row("-", "agent_created", "ann"),
+            row("ann", "invitation_accepted", "-"),
+            row("ann", "participant_joined", "ann"),
+            row("lead", "participant_unmasked", "ann"),
+        ]
+    );
+    // Bad filters are refused.
+    for query in [
+        "agent=NOT%20AN%20ID",
+        "since=yesterday",
+        "limit=0",
+        "cursor=x",
+    ] {
+        let refused = app
+            .get(&format!("/v1/accounts/{ACME}/audit?{query}"), admin)
+            .await;
+        assert_problem(&refused, 400, "invalid_request");
+    }
+}
