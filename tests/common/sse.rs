@@ -1,11 +1,10 @@
 //! The SSE event streams: opening them, and reading them event by event.
 
-use std::pin::Pin;
 use std::time::Duration;
 
-use awc::error::PayloadError;
 use awc::http::header::CONTENT_TYPE;
-use futures_util::{Stream, StreamExt};
+use collabd_load::client::{Body, Frame, FrameBuffer};
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -70,7 +69,7 @@ impl TestApp {
         );
         EventStream {
             body: Box::pin(response),
-            buffer: Vec::new(),
+            frames: FrameBuffer::default(),
             raw: Vec::new(),
             last_id: 0,
             ended: false,
@@ -96,13 +95,11 @@ enum Read {
     End,
 }
 
-type Body = Pin<Box<dyn Stream<Item = Result<actix_web::web::Bytes, PayloadError>>>>;
-
 /// An open `text/event-stream`, read frame by frame. Every event must carry
 /// an id greater than the one before it.
 pub struct EventStream {
     body: Body,
-    buffer: Vec<u8>,
+    frames: FrameBuffer,
     raw: Vec<u8>,
     last_id: u64,
     ended: bool,
@@ -249,10 +246,8 @@ impl EventStream {
 
     async fn read(&mut self, deadline: Instant) -> Read {
         loop {
-            while let Some(frame) = self.take_frame() {
-                if let Some(event) = self.parse(&frame) {
-                    return Read::Event(event);
-                }
+            if let Some(frame) = self.frames.next_frame() {
+                return Read::Event(to_event(&frame, &self.path, &mut self.last_id));
             }
             if self.ended {
                 return Read::End;
@@ -261,57 +256,36 @@ impl EventStream {
                 Err(_) => return Read::Timeout,
                 Ok(Some(Ok(chunk))) => {
                     self.raw.extend_from_slice(&chunk);
-                    self.buffer.extend_from_slice(&chunk);
+                    self.frames.push(&chunk);
                 }
                 // A reset connection ends the stream as surely as a clean end.
                 Ok(None) | Ok(Some(Err(_))) => self.ended = true,
             }
         }
     }
+}
 
-    /// The next complete frame (up to a blank line), if one is buffered.
-    fn take_frame(&mut self) -> Option<String> {
-        let end = self.buffer.windows(2).position(|w| w == b"\n\n")?;
-        let frame: Vec<u8> = self.buffer.drain(..end + 2).collect();
-        Some(String::from_utf8_lossy(&frame[..end]).into_owned())
-    }
-
-    /// An event from a frame; `None` for a comment-only frame.
-    fn parse(&mut self, frame: &str) -> Option<SseEvent> {
-        let (mut id, mut name, mut data): (Option<u64>, Option<String>, Vec<&str>) =
-            (None, None, Vec::new());
-        for line in frame.split('\n').map(|l| l.trim_end_matches('\r')) {
-            if line.is_empty() || line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = line.split_once(':').unwrap_or((line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            match field {
-                "id" => {
-                    id = Some(value.parse().unwrap_or_else(|_| {
-                        panic!("{}: non-numeric event id {value:?}", self.path)
-                    }))
-                }
-                "event" => name = Some(value.to_owned()),
-                "data" => data.push(value),
-                _ => {}
-            }
-        }
-        if name.is_none() && data.is_empty() {
-            return None;
-        }
-        let name = name.unwrap_or_else(|| "message".to_owned());
-        let id = id.unwrap_or_else(|| panic!("{}: event `{name}` without an id", self.path));
-        assert!(
-            id > self.last_id,
-            "{}: event ids must increase: `{name}` has id {id} after {}",
-            self.path,
-            self.last_id
-        );
-        self.last_id = id;
-        let text = data.join("\n");
-        let data = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: `{name}` data is not JSON ({e}): {text}", self.path));
-        Some(SseEvent { id, name, data })
+/// An event from a frame the load generator's parser cut out (comment-only
+/// frames never get here), checked strictly: it must carry a numeric id
+/// greater than `last_id`, and JSON data.
+fn to_event(frame: &Frame<'_>, path: &str, last_id: &mut u64) -> SseEvent {
+    let name = frame.name.as_ref();
+    let id: u64 = match frame.id.as_deref() {
+        None => panic!("{path}: event `{name}` without an id"),
+        Some(id) => id
+            .parse()
+            .unwrap_or_else(|_| panic!("{path}: non-numeric event id {id:?}")),
+    };
+    assert!(
+        id > *last_id,
+        "{path}: event ids must increase: `{name}` has id {id} after {last_id}"
+    );
+    *last_id = id;
+    let data = serde_json::from_str(&frame.data)
+        .unwrap_or_else(|e| panic!("{path}: `{name}` data is not JSON ({e}): {}", frame.data));
+    SseEvent {
+        id,
+        name: name.to_owned(),
+        data,
     }
 }
