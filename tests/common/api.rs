@@ -1,20 +1,11 @@
 //! Typed calls for the HTTP contract (API.md): provisioning, the agent's own
 //! calls, sessions, invitations, chat and the customer's calls.
 
+use std::panic::Location;
+
 use serde_json::{Value, json};
 
-use super::{ACME, ADMIN, Reply, TestApp, id_of};
-
-/// An agent provisioned for a test, with a minted token.
-#[derive(Debug, Clone)]
-pub struct AgentLogin {
-    /// The agent's id.
-    pub id: String,
-    /// Its display name.
-    pub name: String,
-    /// Its bearer token.
-    pub token: String,
-}
+use super::{ACME, ADMIN, AgentHandle, Reply, TestApp};
 
 impl TestApp {
     /// How many sessions the admin sees in `account` (up to 100).
@@ -84,21 +75,23 @@ impl TestApp {
     }
 
     /// Creates an agent (asserts 201) and mints its token.
-    pub async fn agent(&self, account: &str, id: &str, name: &str, portals: &[&str]) -> AgentLogin {
+    pub async fn agent(
+        &self,
+        account: &str,
+        id: &str,
+        name: &str,
+        portals: &[&str],
+    ) -> AgentHandle {
         self.put_agent(account, id, name, portals)
             .await
             .expect_status(201);
-        AgentLogin {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            token: self.token(account, id).await,
-        }
+        AgentHandle::new(self, id, name, self.token(account, id).await)
     }
 
     /// Creates an agent that is a member of `portal` and logs it in there.
-    pub async fn online(&self, account: &str, id: &str, name: &str, portal: &str) -> AgentLogin {
+    pub async fn online(&self, account: &str, id: &str, name: &str, portal: &str) -> AgentHandle {
         let agent = self.agent(account, id, name, &[portal]).await;
-        self.login(&agent.token, portal).await.expect_status(200);
+        agent.login(portal).await.expect_status(200);
         agent
     }
 
@@ -214,25 +207,21 @@ impl TestApp {
             .await
     }
 
-    /// Invites `joiner` directly and has it accept: returns the invitation id.
-    pub async fn bring_in(
-        &self,
-        inviter: &AgentLogin,
-        session: &str,
-        joiner: &AgentLogin,
+    /// Invites `joiner` directly and has it accept: returns the invitation
+    /// id. Both act on this node.
+    #[track_caller]
+    pub fn bring_in<'a>(
+        &'a self,
+        inviter: &'a AgentHandle,
+        session: &'a str,
+        joiner: &'a AgentHandle,
         masked: bool,
-    ) -> String {
-        let invitation = self
-            .invite(
-                &inviter.token,
-                session,
-                json!({"target": {"agent": joiner.id}, "masked": masked}),
-            )
-            .await
-            .expect_status(201);
-        let id = id_of(&invitation);
-        self.accept(&joiner.token, &id).await.expect_status(200);
-        id
+    ) -> impl Future<Output = String> + 'a {
+        let caller = Location::caller();
+        async move {
+            let (inviter, joiner) = (inviter.on(self), joiner.on(self));
+            inviter.bring_in_at(session, &joiner, masked, caller).await
+        }
     }
 
     // ---- the customer ----------------------------------------------------------

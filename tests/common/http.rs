@@ -1,6 +1,8 @@
 //! Raw HTTP against a node: any method, token, headers or body, and the
 //! answer as a [`Reply`]; the RFC 9457 problem check.
 
+use std::panic::Location;
+
 use awc::error::PayloadError;
 use awc::http::Method;
 use awc::http::header::CONTENT_TYPE;
@@ -41,6 +43,17 @@ impl Reply {
         assert_eq!(
             self.status, status,
             "expected HTTP {status}, got {} with body {}",
+            self.status, self.text
+        );
+        self.json.clone()
+    }
+
+    /// [`Reply::expect_status`] for a helper that asserts on its caller's
+    /// behalf: a failure names `caller`, the test's line.
+    pub fn expect_status_at(&self, status: u16, caller: &Location<'_>) -> Value {
+        assert_eq!(
+            self.status, status,
+            "expected HTTP {status} (at {caller}), got {} with body {}",
             self.status, self.text
         );
         self.json.clone()

@@ -1,20 +1,25 @@
 //! What every end-to-end test shares, by concern: an isolated node per test
 //! ([`app`]), raw HTTP and the problem+json check ([`http`]), typed calls for
 //! the HTTP contract of API.md ([`api`]), the SSE event streams ([`sse`]),
-//! picking values out of JSON answers ([`json`]).
+//! picking values out of JSON answers ([`json`]), and a scene fixture with
+//! agent and session handles for the set-up most tests repeat ([`scene`],
+//! [`handles`]).
 
 pub mod api;
 pub mod app;
+pub mod handles;
 pub mod http;
 pub mod json;
+pub mod scene;
 pub mod sse;
 
 use std::time::Duration;
 
-pub use api::AgentLogin;
 pub use app::TestApp;
+pub use handles::{AgentHandle, AgentLogin, SessionHandle};
 pub use http::{Reply, assert_problem};
 pub use json::{id_of, participant_ids, pluck, strings};
+pub use scene::Scene;
 pub use sse::EventStream;
 
 /// The admin token of `collabd_test_support::settings()`.
