@@ -252,4 +252,11 @@ impl SessionHandle {
     pub async fn customer_say(&self, text: &str) -> Reply {
         self.app.customer_say(&self.customer, text).await
     }
+
+    /// `POST /v1/customer/reconnected`.
+    pub async fn reconnected(&self, generation: u64, screen_shared: bool) -> Reply {
+        self.app
+            .reconnected(&self.customer, generation, screen_shared)
+            .await
+    }
 }
