@@ -1,8 +1,9 @@
 //! End-to-end tests of collabd over HTTP: each test starts its own node on
 //! a free port and speaks only the public contract (API.md). One binary for
-//! all of them (STYLE.md); the modules live in `tests/e2e/`.
+//! all of them (STYLE.md); the modules live in `tests/e2e/`, what they share
+//! in `tests/common/`.
 
-#[path = "e2e/common.rs"]
+/// What the tests share, by concern (`tests/common/`).
 mod common;
 
 /// Cluster mode: real redis-server processes and real collabd nodes.

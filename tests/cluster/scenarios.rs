@@ -348,17 +348,17 @@ async fn a_node_whose_copy_of_a_session_is_old_still_withdraws_an_invitation_it_
     apps[0].acme(json!({})).await;
     let ann = apps[0].online(ACME, "ann", "Ann", "billing").await;
     let bob = apps[1].online(ACME, "bob", "Bob", "support").await;
-    let (session, customer) = apps[0].create_session(&ann.token, "web", "Carl").await;
-    let sid = id_of(&session);
+    let session = ann.create_session("web", "Carl").await;
+    let sid = session.id.clone();
     // Node 1 keeps a copy of the session from before the invitation …
-    let _carl = apps[1].customer_events(&customer).await;
+    let _carl = session.on(&apps[1]).customer_events().await;
     // … which node 0 then sends.
-    let invitation = apps[0]
-        .invite(&ann.token, &sid, json!({"target": {"agent": "bob"}}))
+    let invitation = ann
+        .invite(&sid, json!({"target": {"agent": "bob"}}))
         .await
         .expect_status(201);
     // Bob logs out through node 1: its withdrawal must reach the session.
-    apps[1].logout(&bob.token).await.expect_status(204);
+    bob.logout().await.expect_status(204);
     let closed = apps[0]
         .get(
             &format!("/v1/sessions/{sid}/invitations/{}", id_of(&invitation)),
@@ -368,6 +368,6 @@ async fn a_node_whose_copy_of_a_session_is_old_still_withdraws_an_invitation_it_
         .expect_status(200);
     assert_eq!(closed["status"], "cancelled", "{closed}");
     assert_eq!(closed["closed_reason"], "recipient_unavailable");
-    let view = apps[1].session(&ann.token, &sid).await.expect_status(200);
+    let view = ann.on(&apps[1]).view(&sid).await.expect_status(200);
     assert_eq!(view["invitations"], json!([]));
 }

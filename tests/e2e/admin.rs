@@ -7,25 +7,16 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{
-    ACME, ADMIN, AgentLogin, EVENT_WAIT, QUIET, TestApp, assert_problem, id_of, participant_ids,
-    pluck,
+    ACME, ADMIN, EVENT_WAIT, QUIET, Scene, TestApp, assert_problem, id_of, participant_ids, pluck,
 };
-
-/// `acme` with ann (lead of a session with customer Carol) logged into
-/// `support`: (ann, session id, customer token).
-async fn ann_leads_a_session(app: &TestApp, policy: Value) -> (AgentLogin, String, String) {
-    app.acme(policy).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    (ann, id_of(&session), customer)
-}
 
 // ---- finding 1: removed but still invited -------------------------------
 
 #[actix_rt::test]
 async fn an_agent_removed_from_its_portal_is_logged_out_and_no_longer_invited() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_leads_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
     let ex = app.online(ACME, "ex", "Ex", "support").await;
     let bob = app.online(ACME, "bob", "Bob", "support").await;
     let (mut exs, _) = app.agent_events(&ex.token).await;
@@ -81,7 +72,8 @@ async fn an_agent_removed_from_its_portal_is_logged_out_and_no_longer_invited() 
 #[actix_rt::test]
 async fn losing_another_portal_leaves_an_agent_logged_in_and_able_to_accept() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_leads_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
     // Bob is a member of both portals and logged into support.
     let bob = app.agent(ACME, "bob", "Bob", &["support", "billing"]).await;
     app.login(&bob.token, "support").await.expect_status(200);
@@ -128,7 +120,8 @@ async fn a_policy_switched_off_stops_the_invitations_sent_before_it() {
         ),
     ] {
         let app = TestApp::spawn().await;
-        let (ann, session, _) = ann_leads_a_session(&app, json!({})).await;
+        let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+        let session = session.id;
         let bob = app.online(ACME, "bob", "Bob", "support").await;
         let sent = app
             .invite(&ann.token, &session, invitation)
@@ -214,7 +207,8 @@ async fn patch_changes_only_the_named_fields_and_null_restores_a_default() {
 #[actix_rt::test]
 async fn a_forced_logout_reaches_the_agents_stream_and_withdraws_its_offers() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_leads_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
     let bob = app.online(ACME, "bob", "Bob", "support").await;
     let (mut bobs, _) = app.agent_events(&bob.token).await;
     let inv = app
@@ -300,7 +294,8 @@ async fn an_agent_may_log_out_and_revoke_its_own_tokens() {
 #[actix_rt::test]
 async fn deleting_an_agent_revokes_it_logs_it_out_and_it_leaves_its_sessions() {
     let app = TestApp::spawn().await;
-    let (ann, session, customer) = ann_leads_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
     let bob = app.online(ACME, "bob", "Bob", "support").await;
     app.bring_in(&ann, &session, &bob, false).await;
     // Bob leads a session of his own, where he is alone.
@@ -357,7 +352,8 @@ async fn deleting_an_agent_revokes_it_logs_it_out_and_it_leaves_its_sessions() {
 async fn deleting_a_portal_logs_its_agents_out_cancels_its_invitations_and_keeps_their_other_portals()
  {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_leads_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
     let bob = app.agent(ACME, "bob", "Bob", &["support", "billing"]).await;
     app.login(&bob.token, "billing").await.expect_status(200);
     let cid = app.online(ACME, "cid", "Cid", "billing").await;
@@ -415,7 +411,8 @@ async fn deleting_a_portal_logs_its_agents_out_cancels_its_invitations_and_keeps
 #[actix_rt::test]
 async fn deleting_an_account_ends_its_sessions_logs_everyone_out_and_forgets_it() {
     let app = TestApp::spawn().await;
-    let (ann, session, customer) = ann_leads_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
     let (mut anns, _) = app.agent_events(&ann.token).await;
     let (mut carols, _) = app.customer_events(&customer).await;
     app.account("other", json!({})).await;
@@ -456,7 +453,8 @@ async fn deleting_an_account_ends_its_sessions_logs_everyone_out_and_forgets_it(
 #[actix_rt::test]
 async fn the_admin_lists_accounts_agents_and_sessions_in_pages_and_ends_a_session() {
     let app = TestApp::spawn().await;
-    let (ann, session, customer) = ann_leads_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
     for id in ["zeta", "beta"] {
         app.account(id, json!({})).await;
     }

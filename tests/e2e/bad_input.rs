@@ -5,19 +5,11 @@ use awc::http::Method;
 use serde_json::{Value, json};
 
 use crate::common::{
-    ACME, ADMIN, AgentLogin, Reply, TestApp, assert_problem, id_of, participant_ids, pluck, strings,
+    ACME, ADMIN, Reply, Scene, TestApp, assert_problem, id_of, participant_ids, pluck, strings,
 };
 
 /// Largest body the test settings accept (`http.max_body_bytes`).
 const MAX_BODY: usize = 64 * 1024;
-
-/// `acme` with `ann` logged into `support` and a session she leads.
-async fn ann_with_a_session(app: &TestApp) -> (AgentLogin, String, String) {
-    app.acme(json!({})).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    (ann, id_of(&session), customer)
-}
 
 /// A raw JSON body, sent as `application/json`.
 async fn raw_json(app: &TestApp, method: Method, path: &str, token: &str, body: &str) -> Reply {
@@ -43,7 +35,8 @@ async fn pending_invitations(app: &TestApp, token: &str, session: &str) -> Value
 #[actix_rt::test]
 async fn malformed_json_is_400_invalid_request_and_changes_nothing() {
     let app = TestApp::spawn().await;
-    let (ann, session, customer) = ann_with_a_session(&app).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
     app.online(ACME, "bob", "Bob", "support").await;
 
     let (a, c) = (ann.token.as_str(), customer.as_str());
@@ -133,7 +126,8 @@ async fn malformed_json_is_400_invalid_request_and_changes_nothing() {
 #[actix_rt::test]
 async fn unknown_fields_are_400_invalid_request_and_change_nothing() {
     let app = TestApp::spawn().await;
-    let (ann, session, customer) = ann_with_a_session(&app).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
     app.online(ACME, "bob", "Bob", "support").await;
     let generation = app.customer_session(&customer).await.expect_status(200)["generation"].clone();
 
@@ -232,7 +226,8 @@ async fn unknown_fields_are_400_invalid_request_and_change_nothing() {
 #[actix_rt::test]
 async fn values_outside_the_contract_are_400_invalid_request_and_change_nothing() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
     app.online(ACME, "bob", "Bob", "support").await;
 
     let invites = [
@@ -311,7 +306,8 @@ async fn values_outside_the_contract_are_400_invalid_request_and_change_nothing(
 #[actix_rt::test]
 async fn unknown_ids_are_404_not_found_and_change_nothing() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
     app.online(ACME, "bob", "Bob", "support").await;
     let t = &ann.token;
 
@@ -407,7 +403,8 @@ async fn an_id_outside_the_id_grammar_on_put_is_400_and_creates_nothing() {
 #[actix_rt::test]
 async fn a_message_over_4000_characters_is_400_and_one_of_4000_is_accepted() {
     let app = TestApp::spawn().await;
-    let (ann, session, customer) = ann_with_a_session(&app).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
 
     let too_long = "x".repeat(4001);
     assert_problem(
@@ -435,7 +432,8 @@ async fn a_message_over_4000_characters_is_400_and_one_of_4000_is_accepted() {
 #[actix_rt::test]
 async fn a_body_over_64_kib_is_413_payload_too_large_and_changes_nothing() {
     let app = TestApp::spawn().await;
-    let (ann, session, customer) = ann_with_a_session(&app).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
     let huge = "x".repeat(MAX_BODY + 1024);
 
     let replies = [
@@ -467,7 +465,8 @@ async fn a_body_over_64_kib_is_413_payload_too_large_and_changes_nothing() {
 #[actix_rt::test]
 async fn a_body_that_is_not_json_is_415_invalid_request_and_changes_nothing() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
 
     let body = br#"{"mode": "web", "customer": {"name": "Dave"}}"#.to_vec();
     let reply = app
@@ -517,7 +516,8 @@ async fn an_unknown_route_is_404_not_found() {
 #[actix_rt::test]
 async fn an_agent_without_a_part_in_a_session_or_an_invitation_is_403_and_changes_nothing() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
     let bob = app.online(ACME, "bob", "Bob", "support").await;
     let dan = app.online(ACME, "dan", "Dan", "billing").await;
     let invitation = app

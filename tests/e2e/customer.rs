@@ -3,23 +3,25 @@
 
 use serde_json::json;
 
-use crate::common::{ACME, EVENT_WAIT, QUIET, TestApp, assert_problem, id_of, pluck};
+use crate::common::{EVENT_WAIT, QUIET, Scene, TestApp, assert_problem, id_of, pluck};
 
 #[actix_rt::test]
 async fn a_masked_agent_and_everything_internal_stay_out_of_every_customer_payload() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
     // Ids that appear nowhere in names, so a leaked id is unmistakable.
-    let lead = app.online(ACME, "lead-7f3", "Annie Front", "support").await;
-    let hidden = app
-        .online(ACME, "mask-9q2", "Mister Hidden", "support")
+    let scene = Scene::builder(&app)
+        .online("lead-7f3", "Annie Front", "support")
+        .online("mask-9q2", "Mister Hidden", "support")
+        .session("lead-7f3")
+        .build()
         .await;
-    let (session, customer) = app.create_session(&lead.token, "web", "Carol").await;
-    let session = id_of(&session);
+    let [lead, hidden] = scene.agents();
+    let carol = scene.session();
+    let session = carol.id.clone();
     // The raw text of everything the customer was sent.
     let mut seen = Vec::new();
 
-    let (mut carols, snapshot) = app.customer_events(&customer).await;
+    let (mut carols, snapshot) = carol.customer_events().await;
     assert_eq!(
         snapshot["session"]["agents"],
         json!([{"name": "Annie Front"}])
@@ -28,9 +30,8 @@ async fn a_masked_agent_and_everything_internal_stay_out_of_every_customer_paylo
         .as_u64()
         .unwrap_or_default();
 
-    let invitation = app
+    let invitation = lead
         .invite(
-            &lead.token,
             &session,
             json!({"target": {"agent": "mask-9q2"}, "masked": true,
                    "comment": "TOP-SECRET-COMMENT"}),
@@ -38,7 +39,7 @@ async fn a_masked_agent_and_everything_internal_stay_out_of_every_customer_paylo
         .await
         .expect_status(201);
     let inv = id_of(&invitation);
-    app.accept(&hidden.token, &inv).await.expect_status(200);
+    hidden.accept(&inv).await.expect_status(200);
 
     // A masked join still needs the reconnect, naming nobody; no agent_joined.
     let reconnect = carols.expect("reconnect_required", EVENT_WAIT).await;
@@ -47,48 +48,48 @@ async fn a_masked_agent_and_everything_internal_stay_out_of_every_customer_paylo
         json!({"generation": generation + 1, "reshare_screen": true})
     );
 
-    let masked_words = app
-        .say(&hidden.token, &session, "masked words", "everyone")
+    let masked_words = hidden
+        .say(&session, "masked words", "everyone")
         .await
         .expect_status(201);
     assert_eq!(
         masked_words["audience"], "agents",
         "a masked agent's message is always for agents"
     );
-    app.say(&lead.token, &session, "internal note", "agents")
+    lead.say(&session, "internal note", "agents")
         .await
         .expect_status(201);
-    app.say(&lead.token, &session, "hello from Annie", "everyone")
+    lead.say(&session, "hello from Annie", "everyone")
         .await
         .expect_status(201);
     let message = carols.expect("message", EVENT_WAIT).await;
     assert_eq!(message["message"]["text"], "hello from Annie");
-    let thanks = app.customer_say(&customer, "thanks").await;
+    let thanks = carol.customer_say("thanks").await;
     assert_eq!(thanks.expect_status(201)["text"], "thanks");
     seen.push(thanks.text);
     let message = carols.expect("message", EVENT_WAIT).await;
     assert_eq!(message["message"]["text"], "thanks");
 
-    let view = app.customer_session(&customer).await;
+    let view = carol.customer_session().await;
     assert_eq!(
         view.expect_status(200)["agents"],
         json!([{"name": "Annie Front"}])
     );
     seen.push(view.text);
-    let messages = app.customer_messages(&customer).await;
+    let messages = carol.customer_messages().await;
     assert_eq!(
         pluck(&messages.expect_status(200)["messages"], "text"),
         ["thanks", "hello from Annie"],
         "newest first"
     );
     seen.push(messages.text);
-    let cleared = app.reconnected(&customer, generation + 1, true).await;
+    let cleared = carol.reconnected(generation + 1, true).await;
     assert_eq!(cleared.expect_status(200)["reconnect_required"], false);
     seen.push(cleared.text);
 
     // The masked agent leaves unseen: the customer's next event is a later message.
-    app.leave(&hidden.token, &session).await.expect_status(200);
-    app.say(&lead.token, &session, "still here", "everyone")
+    hidden.leave(&session).await.expect_status(200);
+    lead.say(&session, "still here", "everyone")
         .await
         .expect_status(201);
     let message = carols.expect("message", EVENT_WAIT).await;
@@ -97,7 +98,7 @@ async fn a_masked_agent_and_everything_internal_stay_out_of_every_customer_paylo
     seen.push(carols.raw_text());
 
     // A stream opened now replays the history through the same gate.
-    let (later, snapshot) = app.customer_events(&customer).await;
+    let (later, snapshot) = carol.customer_events().await;
     assert_eq!(
         pluck(&snapshot["messages"], "text"),
         ["hello from Annie", "thanks", "still here"]
@@ -126,18 +127,16 @@ async fn a_masked_agent_and_everything_internal_stay_out_of_every_customer_paylo
 #[actix_rt::test]
 async fn a_customer_stream_begins_with_a_snapshot_of_its_session_and_visible_chat() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    let session = id_of(&session);
-    app.say(&ann.token, &session, "hi Carol", "everyone")
+    let ([ann], carol) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = carol.id.clone();
+    ann.say(&session, "hi Carol", "everyone")
         .await
         .expect_status(201);
-    app.say(&ann.token, &session, "note to self", "agents")
+    ann.say(&session, "note to self", "agents")
         .await
         .expect_status(201);
 
-    let (_stream, snapshot) = app.customer_events(&customer).await;
+    let (_stream, snapshot) = carol.customer_events().await;
     assert_eq!(snapshot["session"]["id"], session.as_str());
     assert_eq!(snapshot["session"]["status"], "active");
     assert_eq!(snapshot["session"]["agents"], json!([{"name": "Ann"}]));
@@ -154,19 +153,14 @@ async fn a_customer_stream_begins_with_a_snapshot_of_its_session_and_visible_cha
 #[actix_rt::test]
 async fn reconnect_required_arrives_once_when_the_second_agent_joins_and_not_again_for_a_third() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let cid = app.online(ACME, "cid", "Cid", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    let generation = session["customer"]["generation"]
-        .as_u64()
-        .unwrap_or_default();
-    let session = id_of(&session);
-    let (mut anns, _) = app.agent_events(&ann.token).await;
-    let (mut carols, _) = app.customer_events(&customer).await;
+    let ([ann, bob, cid], carol) =
+        Scene::support_session(&app, json!({}), ["ann", "bob", "cid"]).await;
+    let generation = carol.generation();
+    let session = carol.id.clone();
+    let (mut anns, _) = ann.events().await;
+    let (mut carols, _) = carol.customer_events().await;
 
-    app.bring_in(&ann, &session, &bob, false).await;
+    ann.bring_in(&session, &bob, false).await;
     let joined = carols.expect("agent_joined", EVENT_WAIT).await;
     assert_eq!(joined, json!({"agent": {"name": "Bob"}}));
     let reconnect = carols.expect("reconnect_required", EVENT_WAIT).await;
@@ -179,20 +173,20 @@ async fn reconnect_required_arrives_once_when_the_second_agent_joins_and_not_aga
         .await;
     assert_eq!(told["session"], session.as_str());
     assert_eq!(told["generation"], generation + 1);
-    let view = app.customer_session(&customer).await.expect_status(200);
+    let view = carol.customer_session().await.expect_status(200);
     assert_eq!(view["reconnect_required"], true);
     assert_eq!(view["generation"], generation + 1);
 
-    app.bring_in(&ann, &session, &cid, false).await;
+    ann.bring_in(&session, &cid, false).await;
     let joined = carols.expect("agent_joined", EVENT_WAIT).await;
     assert_eq!(joined, json!({"agent": {"name": "Cid"}}));
-    app.say(&ann.token, &session, "welcome Cid", "everyone")
+    ann.say(&session, "welcome Cid", "everyone")
         .await
         .expect_status(201);
     // The next event is the later message: no second reconnect_required.
     let message = carols.expect("message", EVENT_WAIT).await;
     assert_eq!(message["message"]["text"], "welcome Cid");
-    let view = app.customer_session(&customer).await.expect_status(200);
+    let view = carol.customer_session().await.expect_status(200);
     assert_eq!(view["generation"], generation + 1);
     assert_eq!(pluck(&view["agents"], "name"), ["Ann", "Bob", "Cid"]);
 }
@@ -200,23 +194,14 @@ async fn reconnect_required_arrives_once_when_the_second_agent_joins_and_not_aga
 #[actix_rt::test]
 async fn reconnecting_with_the_current_generation_clears_reconnect_required_and_tells_the_agents() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    let generation = session["customer"]["generation"]
-        .as_u64()
-        .unwrap_or_default()
-        + 1;
-    let session = id_of(&session);
-    app.bring_in(&ann, &session, &bob, true).await;
-    let (mut anns, _) = app.agent_events(&ann.token).await;
-    let (mut bobs, _) = app.agent_events(&bob.token).await;
+    let ([ann, bob], carol) = Scene::support_session(&app, json!({}), ["ann", "bob"]).await;
+    let generation = carol.generation() + 1;
+    let session = carol.id.clone();
+    ann.bring_in(&session, &bob, true).await;
+    let (mut anns, _) = ann.events().await;
+    let (mut bobs, _) = bob.events().await;
 
-    let view = app
-        .reconnected(&customer, generation, true)
-        .await
-        .expect_status(200);
+    let view = carol.reconnected(generation, true).await.expect_status(200);
     assert_eq!(view["reconnect_required"], false);
     assert_eq!(view["generation"], generation);
     assert_eq!(view["agents"], json!([{"name": "Ann"}]));
@@ -228,44 +213,32 @@ async fn reconnecting_with_the_current_generation_clears_reconnect_required_and_
             json!({"session": session, "generation": generation, "screen_shared": true})
         );
     }
-    let agents_view = app.session(&ann.token, &session).await.expect_status(200);
+    let agents_view = ann.view(&session).await.expect_status(200);
     assert_eq!(agents_view["customer"]["reconnect_required"], false);
     assert_eq!(agents_view["customer"]["screen_shared"], true);
-    let customers_view = app.customer_session(&customer).await.expect_status(200);
+    let customers_view = carol.customer_session().await.expect_status(200);
     assert_eq!(customers_view["reconnect_required"], false);
 }
 
 #[actix_rt::test]
 async fn reconnecting_with_a_wrong_generation_is_409_conflict_and_changes_nothing() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    let generation = session["customer"]["generation"]
-        .as_u64()
-        .unwrap_or_default()
-        + 1;
-    let session = id_of(&session);
-    app.bring_in(&ann, &session, &bob, false).await;
-    let (mut anns, _) = app.agent_events(&ann.token).await;
+    let ([ann, bob], carol) = Scene::support_session(&app, json!({}), ["ann", "bob"]).await;
+    let generation = carol.generation() + 1;
+    let session = carol.id.clone();
+    ann.bring_in(&session, &bob, false).await;
+    let (mut anns, _) = ann.events().await;
 
     for wrong in [generation - 1, generation + 5] {
-        assert_problem(
-            &app.reconnected(&customer, wrong, true).await,
-            409,
-            "conflict",
-        );
+        assert_problem(&carol.reconnected(wrong, true).await, 409, "conflict");
     }
-    let view = app.customer_session(&customer).await.expect_status(200);
+    let view = carol.customer_session().await.expect_status(200);
     assert_eq!(view["reconnect_required"], true);
     assert_eq!(view["generation"], generation);
-    let agents_view = app.session(&ann.token, &session).await.expect_status(200);
+    let agents_view = ann.view(&session).await.expect_status(200);
     assert_eq!(agents_view["customer"]["screen_shared"], false);
     // Ann's next event is a later message: no customer_reconnected went out.
-    app.say(&bob.token, &session, "sync", "agents")
-        .await
-        .expect_status(201);
+    bob.say(&session, "sync", "agents").await.expect_status(201);
     let message = anns.expect("message", EVENT_WAIT).await;
     assert_eq!(message["message"]["text"], "sync");
 }

@@ -5,18 +5,8 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use crate::common::{
-    ACME, AgentLogin, EVENT_WAIT, QUIET, TestApp, assert_problem, id_of, participant_ids, pluck,
-    strings,
+    ACME, EVENT_WAIT, QUIET, Scene, TestApp, assert_problem, id_of, participant_ids, pluck, strings,
 };
-
-/// An account `acme` with `ann` logged into `support` and a web session she
-/// leads for the customer Carol: (ann, session id, customer token).
-async fn ann_with_a_session(app: &TestApp, policy: Value) -> (AgentLogin, String, String) {
-    app.acme(policy).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    (ann, id_of(&session), customer)
-}
 
 fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids.sort();
@@ -26,16 +16,15 @@ fn sorted(mut ids: Vec<String>) -> Vec<String> {
 #[actix_rt::test]
 async fn a_direct_invitation_is_offered_only_to_that_agent_with_the_comment() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let cid = app.online(ACME, "cid", "Cid", "support").await;
-    let (mut anns, _) = app.agent_events(&ann.token).await;
-    let (mut bobs, _) = app.agent_events(&bob.token).await;
-    let (mut cids, _) = app.agent_events(&cid.token).await;
+    let ([ann, bob, cid], session) =
+        Scene::support_session(&app, json!({}), ["ann", "bob", "cid"]).await;
+    let session = session.id;
+    let (mut anns, _) = ann.events().await;
+    let (mut bobs, _) = bob.events().await;
+    let (mut cids, _) = cid.events().await;
 
-    let invitation = app
+    let invitation = ann
         .invite(
-            &ann.token,
             &session,
             json!({"target": {"agent": "bob"}, "masked": false,
                    "comment": "needs a database expert"}),
@@ -68,12 +57,8 @@ async fn a_direct_invitation_is_offered_only_to_that_agent_with_the_comment() {
     assert_eq!(sent["invitation"]["id"], invitation["id"]);
 
     // Cid's next event is a later portal invitation: the direct one never reached it.
-    let later = app
-        .invite(
-            &ann.token,
-            &session,
-            json!({"target": {"portal": "support"}}),
-        )
+    let later = ann
+        .invite(&session, json!({"target": {"portal": "support"}}))
         .await
         .expect_status(201);
     let offer = cids.expect("invitation_offered", EVENT_WAIT).await;
@@ -81,11 +66,11 @@ async fn a_direct_invitation_is_offered_only_to_that_agent_with_the_comment() {
     cids.assert_silent(QUIET).await;
 
     assert_eq!(
-        pluck(&Value::from(app.my_invitations(&bob.token).await), "id"),
+        pluck(&Value::from(bob.my_invitations().await), "id"),
         [id_of(&invitation), id_of(&later)]
     );
     assert_eq!(
-        pluck(&Value::from(app.my_invitations(&cid.token).await), "id"),
+        pluck(&Value::from(cid.my_invitations().await), "id"),
         [id_of(&later)]
     );
 }
@@ -94,25 +79,30 @@ async fn a_direct_invitation_is_offered_only_to_that_agent_with_the_comment() {
 async fn a_portal_invitation_is_offered_to_every_logged_in_member_except_the_inviter_and_participants()
  {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let cid = app.online(ACME, "cid", "Cid", "support").await;
-    let dan = app.online(ACME, "dan", "Dan", "support").await;
-    // A member of the portal, but logged into another one.
-    let eve = app.agent(ACME, "eve", "Eve", &["support", "billing"]).await;
-    app.login(&eve.token, "billing").await.expect_status(200);
-    // A member who is not logged in at all.
-    let fred = app.agent(ACME, "fred", "Fred", &["support"]).await;
-    app.bring_in(&ann, &session, &bob, false).await;
+    let scene = Scene::builder(&app)
+        .online("ann", "Ann", "support")
+        .online("bob", "Bob", "support")
+        .online("cid", "Cid", "support")
+        .online("dan", "Dan", "support")
+        // A member of the portal, but logged into another one.
+        .member("eve", "Eve", &["support", "billing"])
+        // A member who is not logged in at all.
+        .member("fred", "Fred", &["support"])
+        .session("ann")
+        .build()
+        .await;
+    let [ann, bob, cid, dan, eve, fred] = scene.agents();
+    let session = scene.session().id;
+    eve.login("billing").await.expect_status(200);
+    ann.bring_in(&session, &bob, false).await;
 
-    let (mut bobs, _) = app.agent_events(&bob.token).await;
-    let (mut cids, _) = app.agent_events(&cid.token).await;
-    let (mut dans, _) = app.agent_events(&dan.token).await;
-    let (mut eves, _) = app.agent_events(&eve.token).await;
+    let (mut bobs, _) = bob.events().await;
+    let (mut cids, _) = cid.events().await;
+    let (mut dans, _) = dan.events().await;
+    let (mut eves, _) = eve.events().await;
 
-    let invitation = app
+    let invitation = ann
         .invite(
-            &ann.token,
             &session,
             json!({"target": {"portal": "support"}, "comment": "anyone free?"}),
         )
@@ -133,19 +123,19 @@ async fn a_portal_invitation_is_offered_to_every_logged_in_member_except_the_inv
     assert_eq!(sent["invitation"]["id"], invitation["id"]);
 
     // Eve's next event is a later direct invitation: the portal one never reached her.
-    let direct = app
-        .invite(&ann.token, &session, json!({"target": {"agent": "eve"}}))
+    let direct = ann
+        .invite(&session, json!({"target": {"agent": "eve"}}))
         .await
         .expect_status(201);
     let offer = eves.expect("invitation_offered", EVENT_WAIT).await;
     assert_eq!(offer["id"], direct["id"]);
 
-    assert!(app.my_invitations(&fred.token).await.is_empty());
+    assert!(fred.my_invitations().await.is_empty());
     // Logging in later does not make Fred a recipient.
-    app.login(&fred.token, "support").await.expect_status(200);
-    assert!(app.my_invitations(&fred.token).await.is_empty());
+    fred.login("support").await.expect_status(200);
+    assert!(fred.my_invitations().await.is_empty());
     assert_problem(
-        &app.accept(&fred.token, &id_of(&invitation)).await,
+        &fred.accept(&id_of(&invitation)).await,
         403,
         "not_a_recipient",
     );
@@ -179,23 +169,19 @@ async fn each_collaboration_feature_the_policy_disables_is_403_feature_disabled_
         app.portal(&account, "support", "Support").await;
         let ann = app.online(&account, "ann", "Ann", "support").await;
         let bob = app.online(&account, "bob", "Bob", "support").await;
-        let (session, _) = app.create_session(&ann.token, "web", "Carol").await;
-        let session = id_of(&session);
-        let (mut bobs, _) = app.agent_events(&bob.token).await;
+        let session = ann.create_session("web", "Carol").await.id;
+        let (mut bobs, _) = bob.events().await;
 
-        let reply = app.invite(&ann.token, &session, refused).await;
+        let reply = ann.invite(&session, refused).await;
         assert_problem(&reply, 403, "feature_disabled");
-        let view = app.session(&ann.token, &session).await.expect_status(200);
+        let view = ann.view(&session).await.expect_status(200);
         assert_eq!(view["invitations"], json!([]), "{feature}");
-        assert!(app.my_invitations(&bob.token).await.is_empty(), "{feature}");
+        assert!(bob.my_invitations().await.is_empty(), "{feature}");
 
         match allowed {
             Some(allowed) => {
                 // What the policy still allows works, and is the first thing Bob hears.
-                let invitation = app
-                    .invite(&ann.token, &session, allowed)
-                    .await
-                    .expect_status(201);
+                let invitation = ann.invite(&session, allowed).await.expect_status(201);
                 let offer = bobs.expect("invitation_offered", EVENT_WAIT).await;
                 assert_eq!(offer["id"], invitation["id"], "{feature}");
             }
@@ -207,25 +193,23 @@ async fn each_collaboration_feature_the_policy_disables_is_403_feature_disabled_
 #[actix_rt::test]
 async fn a_comment_longer_than_500_characters_is_400_and_one_of_500_is_accepted() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
-    app.online(ACME, "bob", "Bob", "support").await;
+    let ([ann, _bob], session) = Scene::support_session(&app, json!({}), ["ann", "bob"]).await;
+    let session = session.id;
 
-    let too_long = app
+    let too_long = ann
         .invite(
-            &ann.token,
             &session,
             json!({"target": {"agent": "bob"}, "comment": "x".repeat(501)}),
         )
         .await;
     assert_problem(&too_long, 400, "invalid_request");
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(view["invitations"], json!([]));
 
     // Characters, not bytes: 500 two-byte characters fit.
     let longest = "é".repeat(500);
-    let invitation = app
+    let invitation = ann
         .invite(
-            &ann.token,
             &session,
             json!({"target": {"agent": "bob"}, "comment": longest}),
         )
@@ -237,22 +221,18 @@ async fn a_comment_longer_than_500_characters_is_400_and_one_of_500_is_accepted(
 #[actix_rt::test]
 async fn the_first_accept_wins_and_a_repeat_by_the_winner_is_200_again() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let cid = app.online(ACME, "cid", "Cid", "support").await;
-    let invitation = app
-        .invite(
-            &ann.token,
-            &session,
-            json!({"target": {"portal": "support"}}),
-        )
+    let ([ann, bob, cid], session) =
+        Scene::support_session(&app, json!({}), ["ann", "bob", "cid"]).await;
+    let session = session.id;
+    let invitation = ann
+        .invite(&session, json!({"target": {"portal": "support"}}))
         .await
         .expect_status(201);
     let inv = id_of(&invitation);
-    let (mut anns, _) = app.agent_events(&ann.token).await;
-    let (mut cids, _) = app.agent_events(&cid.token).await;
+    let (mut anns, _) = ann.events().await;
+    let (mut cids, _) = cid.events().await;
 
-    let won = app.accept(&bob.token, &inv).await.expect_status(200);
+    let won = bob.accept(&inv).await.expect_status(200);
     assert_eq!(won["invitation"]["id"], inv.as_str());
     assert_eq!(won["invitation"]["status"], "accepted");
     assert_eq!(won["invitation"]["accepted_by"], "bob");
@@ -260,8 +240,8 @@ async fn the_first_accept_wins_and_a_repeat_by_the_winner_is_200_again() {
     assert_eq!(participant_ids(&won["session"]), ["ann", "bob"]);
     assert_eq!(won["session"]["participants"][1]["role"], "collaborator");
 
-    assert_problem(&app.accept(&cid.token, &inv).await, 409, "invitation_taken");
-    let again = app.accept(&bob.token, &inv).await.expect_status(200);
+    assert_problem(&cid.accept(&inv).await, 409, "invitation_taken");
+    let again = bob.accept(&inv).await.expect_status(200);
     assert_eq!(again["invitation"]["accepted_by"], "bob");
     assert_eq!(participant_ids(&again["session"]), ["ann", "bob"]);
 
@@ -270,7 +250,7 @@ async fn the_first_accept_wins_and_a_repeat_by_the_winner_is_200_again() {
         withdrawn,
         json!({"invitation": inv, "session": session, "reason": "accepted_by_other"})
     );
-    assert!(app.my_invitations(&cid.token).await.is_empty());
+    assert!(cid.my_invitations().await.is_empty());
 
     let accepted = anns.expect("invitation_accepted", EVENT_WAIT).await;
     assert_eq!(accepted["invitation"]["accepted_by"], "bob");
@@ -279,17 +259,15 @@ async fn the_first_accept_wins_and_a_repeat_by_the_winner_is_200_again() {
     anns.expect("customer_reconnect_required", EVENT_WAIT).await;
     // The repeat changed nothing: no second join.
     anns.assert_silent(QUIET).await;
-    assert_eq!(
-        app.me(&bob.token).await.expect_status(200)["active_sessions"],
-        1
-    );
+    assert_eq!(bob.active_sessions().await, 1);
 }
 
 #[actix_rt::test]
 async fn twenty_concurrent_accepts_of_one_portal_invitation_give_one_200_and_nineteen_409_invitation_taken()
  {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
     let mut agents = Vec::new();
     for n in 1..=20 {
         let id = format!("agent-{n:02}");
@@ -300,14 +278,10 @@ async fn twenty_concurrent_accepts_of_one_portal_invitation_give_one_200_and_nin
     }
     let mut streams = Vec::new();
     for agent in &agents {
-        streams.push(app.agent_events(&agent.token).await.0);
+        streams.push(agent.events().await.0);
     }
-    let invitation = app
-        .invite(
-            &ann.token,
-            &session,
-            json!({"target": {"portal": "support"}}),
-        )
+    let invitation = ann
+        .invite(&session, json!({"target": {"portal": "support"}}))
         .await
         .expect_status(201);
     let inv = id_of(&invitation);
@@ -317,7 +291,7 @@ async fn twenty_concurrent_accepts_of_one_portal_invitation_give_one_200_and_nin
         assert_eq!(offer["id"], inv.as_str());
     }
 
-    let replies = join_all(agents.iter().map(|a| app.accept(&a.token, &inv))).await;
+    let replies = join_all(agents.iter().map(|a| a.accept(&inv))).await;
 
     let winners: Vec<usize> = (0..replies.len())
         .filter(|&i| replies[i].status == 200)
@@ -346,48 +320,44 @@ async fn twenty_concurrent_accepts_of_one_portal_invitation_give_one_200_and_nin
         assert_eq!(withdrawn["invitation"], inv.as_str());
         assert_eq!(withdrawn["reason"], "accepted_by_other");
     }
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(participant_ids(&view), ["ann", agents[winner].id.as_str()]);
 }
 
 #[actix_rt::test]
 async fn a_portal_invitation_is_declined_once_every_recipient_declined() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let cid = app.online(ACME, "cid", "Cid", "support").await;
-    let invitation = app
-        .invite(
-            &ann.token,
-            &session,
-            json!({"target": {"portal": "support"}}),
-        )
+    let ([ann, bob, cid], session) =
+        Scene::support_session(&app, json!({}), ["ann", "bob", "cid"]).await;
+    let session = session.id;
+    let invitation = ann
+        .invite(&session, json!({"target": {"portal": "support"}}))
         .await
         .expect_status(201);
     let inv = id_of(&invitation);
     let dan = app.online(ACME, "dan", "Dan", "support").await; // logged in too late
-    let (mut anns, _) = app.agent_events(&ann.token).await;
+    let (mut anns, _) = ann.events().await;
 
-    assert_problem(&app.decline(&dan.token, &inv).await, 403, "not_a_recipient");
+    assert_problem(&dan.decline(&inv).await, 403, "not_a_recipient");
 
-    let first = app.decline(&bob.token, &inv).await.expect_status(200);
+    let first = bob.decline(&inv).await.expect_status(200);
     assert_eq!(first["invitation"]["status"], "pending");
     // A recipient learns how many it was offered to, not to whom.
     assert_eq!(first["invitation"]["recipient_count"], 2);
     assert_eq!(first["invitation"]["recipients"], Value::Null);
     assert_eq!(first["invitation"]["declined_by"], Value::Null);
-    let pending = app.session(&ann.token, &session).await.expect_status(200);
+    let pending = ann.view(&session).await.expect_status(200);
     assert_eq!(pending["invitations"][0]["declined_by"], json!(["bob"]));
     let event = anns.expect("invitation_declined", EVENT_WAIT).await;
     assert_eq!(event["by"], "bob");
     assert_eq!(event["invitation"]["status"], "pending");
-    assert!(app.my_invitations(&bob.token).await.is_empty());
+    assert!(bob.my_invitations().await.is_empty());
     assert_eq!(
-        pluck(&Value::from(app.my_invitations(&cid.token).await), "id"),
+        pluck(&Value::from(cid.my_invitations().await), "id"),
         [inv.as_str()]
     );
 
-    let last = app.decline(&cid.token, &inv).await.expect_status(200);
+    let last = cid.decline(&inv).await.expect_status(200);
     assert_eq!(last["invitation"]["status"], "declined");
     let closed = app
         .get(
@@ -401,48 +371,39 @@ async fn a_portal_invitation_is_declined_once_every_recipient_declined() {
     assert_eq!(event["by"], "cid");
     assert_eq!(event["invitation"]["status"], "declined");
 
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(view["invitations"], json!([]));
-    assert_problem(
-        &app.accept(&bob.token, &inv).await,
-        409,
-        "invitation_closed",
-    );
+    assert_problem(&bob.accept(&inv).await, 409, "invitation_closed");
 }
 
 #[actix_rt::test]
 async fn cancelling_an_invitation_withdraws_it_from_its_recipients() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
-    let zoe = app.online(ACME, "zoe", "Zoe", "billing").await;
-    app.bring_in(&ann, &session, &zoe, false).await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let cid = app.online(ACME, "cid", "Cid", "support").await;
-    let invitation = app
-        .invite(
-            &ann.token,
-            &session,
-            json!({"target": {"portal": "support"}}),
-        )
+    let scene = Scene::builder(&app)
+        .online("ann", "Ann", "support")
+        .online("zoe", "Zoe", "billing")
+        .online("bob", "Bob", "support")
+        .online("cid", "Cid", "support")
+        .session("ann")
+        .build()
+        .await;
+    let [ann, zoe, bob, cid] = scene.agents();
+    let session = scene.session().id;
+    ann.bring_in(&session, &zoe, false).await;
+    let invitation = ann
+        .invite(&session, json!({"target": {"portal": "support"}}))
         .await
         .expect_status(201);
     let inv = id_of(&invitation);
-    let (mut anns, _) = app.agent_events(&ann.token).await;
-    let (mut bobs, _) = app.agent_events(&bob.token).await;
-    let (mut cids, _) = app.agent_events(&cid.token).await;
+    let (mut anns, _) = ann.events().await;
+    let (mut bobs, _) = bob.events().await;
+    let (mut cids, _) = cid.events().await;
 
     // Someone outside the session may not cancel it.
-    assert_problem(
-        &app.cancel(&cid.token, &session, &inv).await,
-        403,
-        "forbidden",
-    );
+    assert_problem(&cid.cancel(&session, &inv).await, 403, "forbidden");
 
     // Any agent of the session may, not only the inviter.
-    let cancelled = app
-        .cancel(&zoe.token, &session, &inv)
-        .await
-        .expect_status(200);
+    let cancelled = zoe.cancel(&session, &inv).await.expect_status(200);
     assert_eq!(cancelled["id"], inv.as_str());
     assert_eq!(cancelled["status"], "cancelled");
 
@@ -457,35 +418,27 @@ async fn cancelling_an_invitation_withdraws_it_from_its_recipients() {
     assert_eq!(event["reason"], "cancelled");
     assert_eq!(event["invitation"]["status"], "cancelled");
 
-    assert!(app.my_invitations(&bob.token).await.is_empty());
-    assert_problem(
-        &app.accept(&bob.token, &inv).await,
-        409,
-        "invitation_closed",
-    );
-    assert_problem(
-        &app.cancel(&ann.token, &session, &inv).await,
-        409,
-        "invitation_closed",
-    );
+    assert!(bob.my_invitations().await.is_empty());
+    assert_problem(&bob.accept(&inv).await, 409, "invitation_closed");
+    assert_problem(&ann.cancel(&session, &inv).await, 409, "invitation_closed");
 }
 
 #[actix_rt::test]
 async fn an_invitation_nobody_answers_expires_on_its_own_after_the_policy_ttl() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({"invitation_ttl_secs": 1})).await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let cid = app.online(ACME, "cid", "Cid", "support").await;
-    let (mut anns, _) = app.agent_events(&ann.token).await;
-    let (mut bobs, _) = app.agent_events(&bob.token).await;
-    let (mut cids, _) = app.agent_events(&cid.token).await;
+    let ([ann, bob, cid], session) = Scene::support_session(
+        &app,
+        json!({"invitation_ttl_secs": 1}),
+        ["ann", "bob", "cid"],
+    )
+    .await;
+    let session = session.id;
+    let (mut anns, _) = ann.events().await;
+    let (mut bobs, _) = bob.events().await;
+    let (mut cids, _) = cid.events().await;
 
-    let invitation = app
-        .invite(
-            &ann.token,
-            &session,
-            json!({"target": {"portal": "support"}}),
-        )
+    let invitation = ann
+        .invite(&session, json!({"target": {"portal": "support"}}))
         .await
         .expect_status(201);
     let inv = id_of(&invitation);
@@ -505,30 +458,26 @@ async fn an_invitation_nobody_answers_expires_on_its_own_after_the_policy_ttl() 
     assert_eq!(expired["invitation"]["id"], inv.as_str());
     assert_eq!(expired["invitation"]["status"], "expired");
 
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(view["invitations"], json!([]));
-    assert!(app.my_invitations(&bob.token).await.is_empty());
-    assert_problem(
-        &app.accept(&bob.token, &inv).await,
-        409,
-        "invitation_closed",
-    );
+    assert!(bob.my_invitations().await.is_empty());
+    assert_problem(&bob.accept(&inv).await, 409, "invitation_closed");
 }
 
 #[actix_rt::test]
 async fn logging_out_withdraws_a_direct_invitation_from_its_invitee() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let invitation = app
-        .invite(&ann.token, &session, json!({"target": {"agent": "bob"}}))
+    let ([ann, bob], session) = Scene::support_session(&app, json!({}), ["ann", "bob"]).await;
+    let session = session.id;
+    let invitation = ann
+        .invite(&session, json!({"target": {"agent": "bob"}}))
         .await
         .expect_status(201);
     let inv = id_of(&invitation);
-    let (mut anns, _) = app.agent_events(&ann.token).await;
-    let (mut bobs, _) = app.agent_events(&bob.token).await;
+    let (mut anns, _) = ann.events().await;
+    let (mut bobs, _) = bob.events().await;
 
-    assert_eq!(app.logout(&bob.token).await.status, 204);
+    assert_eq!(bob.logout().await.status, 204);
 
     let withdrawn = bobs.expect("invitation_withdrawn", EVENT_WAIT).await;
     assert_eq!(
@@ -540,38 +489,30 @@ async fn logging_out_withdraws_a_direct_invitation_from_its_invitee() {
     assert_eq!(cancelled["invitation"]["status"], "cancelled");
 
     // Coming back does not bring the alert back.
-    app.login(&bob.token, "support").await.expect_status(200);
-    assert!(app.my_invitations(&bob.token).await.is_empty());
-    assert_problem(
-        &app.accept(&bob.token, &inv).await,
-        409,
-        "invitation_closed",
-    );
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    bob.login("support").await.expect_status(200);
+    assert!(bob.my_invitations().await.is_empty());
+    assert_problem(&bob.accept(&inv).await, 409, "invitation_closed");
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(view["invitations"], json!([]));
 }
 
 #[actix_rt::test]
 async fn logging_out_withdraws_a_portal_invitation_only_from_the_agent_who_left() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let cid = app.online(ACME, "cid", "Cid", "support").await;
-    let (mut bob_live, _) = app.agent_events(&bob.token).await;
-    let (mut cid_live, _) = app.agent_events(&cid.token).await;
-    let invitation = app
-        .invite(
-            &ann.token,
-            &session,
-            json!({"target": {"portal": "support"}}),
-        )
+    let ([ann, bob, cid], session) =
+        Scene::support_session(&app, json!({}), ["ann", "bob", "cid"]).await;
+    let session = session.id;
+    let (mut bob_live, _) = bob.events().await;
+    let (mut cid_live, _) = cid.events().await;
+    let invitation = ann
+        .invite(&session, json!({"target": {"portal": "support"}}))
         .await
         .expect_status(201);
     let inv = id_of(&invitation);
     bob_live.expect("invitation_offered", EVENT_WAIT).await;
     cid_live.expect("invitation_offered", EVENT_WAIT).await;
 
-    assert_eq!(app.logout(&bob.token).await.status, 204);
+    assert_eq!(bob.logout().await.status, 204);
 
     // Bob's open stream is told at once; Cid's alert stays.
     let withdrawn = bob_live.expect("invitation_withdrawn", EVENT_WAIT).await;
@@ -581,57 +522,51 @@ async fn logging_out_withdraws_a_portal_invitation_only_from_the_agent_who_left(
 
     // Bob's alert is gone (DESIGN invariant 2: absent from his next
     // snapshot), even once he is back; Cid still holds it and can take it.
-    app.login(&bob.token, "support").await.expect_status(200);
-    let (_bobs, snapshot) = app.agent_events(&bob.token).await;
+    bob.login("support").await.expect_status(200);
+    let (_bobs, snapshot) = bob.events().await;
     assert_eq!(snapshot["invitations"], json!([]));
-    assert!(app.my_invitations(&bob.token).await.is_empty());
-    assert_problem(
-        &app.accept(&bob.token, &inv).await,
-        409,
-        "invitation_closed",
-    );
+    assert!(bob.my_invitations().await.is_empty());
+    assert_problem(&bob.accept(&inv).await, 409, "invitation_closed");
     assert_eq!(
-        pluck(&Value::from(app.my_invitations(&cid.token).await), "id"),
+        pluck(&Value::from(cid.my_invitations().await), "id"),
         [inv.as_str()]
     );
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(pluck(&view["invitations"], "id"), [inv.as_str()]);
-    app.accept(&cid.token, &inv).await.expect_status(200);
+    cid.accept(&inv).await.expect_status(200);
 }
 
 #[actix_rt::test]
 async fn a_third_accept_into_a_session_limited_to_two_agents_is_409_session_full() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({"max_agents_per_session": 2})).await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let cid = app.online(ACME, "cid", "Cid", "billing").await;
-    let to_bob = app
-        .invite(&ann.token, &session, json!({"target": {"agent": "bob"}}))
+    let scene = Scene::builder(&app)
+        .policy(json!({"max_agents_per_session": 2}))
+        .online("ann", "Ann", "support")
+        .online("bob", "Bob", "support")
+        .online("cid", "Cid", "billing")
+        .session("ann")
+        .build()
+        .await;
+    let [ann, bob, cid] = scene.agents();
+    let session = scene.session().id;
+    let to_bob = ann
+        .invite(&session, json!({"target": {"agent": "bob"}}))
         .await
         .expect_status(201);
-    let to_cid = app
-        .invite(&ann.token, &session, json!({"target": {"agent": "cid"}}))
+    let to_cid = ann
+        .invite(&session, json!({"target": {"agent": "cid"}}))
         .await
         .expect_status(201);
 
-    app.accept(&bob.token, &id_of(&to_bob))
-        .await
-        .expect_status(200);
-    assert_problem(
-        &app.accept(&cid.token, &id_of(&to_cid)).await,
-        409,
-        "session_full",
-    );
+    bob.accept(&id_of(&to_bob)).await.expect_status(200);
+    assert_problem(&cid.accept(&id_of(&to_cid)).await, 409, "session_full");
 
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(participant_ids(&view), ["ann", "bob"]);
-    assert_eq!(
-        app.me(&cid.token).await.expect_status(200)["active_sessions"],
-        0
-    );
+    assert_eq!(cid.active_sessions().await, 0);
     app.online(ACME, "dan", "Dan", "support").await;
     assert_problem(
-        &app.invite(&ann.token, &session, json!({"target": {"agent": "dan"}}))
+        &ann.invite(&session, json!({"target": {"agent": "dan"}}))
             .await,
         409,
         "session_full",
@@ -641,35 +576,42 @@ async fn a_third_accept_into_a_session_limited_to_two_agents_is_409_session_full
 #[actix_rt::test]
 async fn an_agent_already_in_the_policy_maximum_of_sessions_cannot_accept_409_agent_busy() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) =
-        ann_with_a_session(&app, json!({"max_active_sessions_per_agent": 1})).await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let (own, _) = app.create_session(&bob.token, "queue", "Dave").await;
-    let invitation = app
-        .invite(&ann.token, &session, json!({"target": {"agent": "bob"}}))
+    let ([ann, bob], session) = Scene::support_session(
+        &app,
+        json!({"max_active_sessions_per_agent": 1}),
+        ["ann", "bob"],
+    )
+    .await;
+    let session = session.id;
+    let own = bob.create_session("queue", "Dave").await;
+    let invitation = ann
+        .invite(&session, json!({"target": {"agent": "bob"}}))
         .await
         .expect_status(201);
     let inv = id_of(&invitation);
 
-    assert_problem(&app.accept(&bob.token, &inv).await, 409, "agent_busy");
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    assert_problem(&bob.accept(&inv).await, 409, "agent_busy");
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(participant_ids(&view), ["ann"]);
-    assert_eq!(
-        app.me(&bob.token).await.expect_status(200)["active_sessions"],
-        1
-    );
+    assert_eq!(bob.active_sessions().await, 1);
 
     // Once free again, the same invitation can be taken.
-    app.end(&bob.token, &id_of(&own)).await.expect_status(200);
-    app.accept(&bob.token, &inv).await.expect_status(200);
+    bob.end(&own.id).await.expect_status(200);
+    bob.accept(&inv).await.expect_status(200);
 }
 
 #[actix_rt::test]
 async fn an_invitation_nobody_could_take_is_refused_with_a_specific_409() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
-    app.agent(ACME, "bob", "Bob", &["support"]).await; // never logs in
-    let cid = app.online(ACME, "cid", "Cid", "billing").await;
+    let scene = Scene::builder(&app)
+        .online("ann", "Ann", "support")
+        .member("bob", "Bob", &["support"]) // never logs in
+        .online("cid", "Cid", "billing")
+        .session("ann")
+        .build()
+        .await;
+    let [ann, _bob, cid] = scene.agents();
+    let session = scene.session().id;
     app.portal(ACME, "nights", "Night Shift").await;
 
     let cases = [
@@ -680,15 +622,15 @@ async fn an_invitation_nobody_could_take_is_refused_with_a_specific_409() {
         (json!({"target": {"agent": "ann"}}), "already_participant"),
     ];
     for (body, code) in cases {
-        assert_problem(&app.invite(&ann.token, &session, body).await, 409, code);
+        assert_problem(&ann.invite(&session, body).await, 409, code);
     }
-    app.bring_in(&ann, &session, &cid, false).await;
+    ann.bring_in(&session, &cid, false).await;
     assert_problem(
-        &app.invite(&ann.token, &session, json!({"target": {"agent": "cid"}}))
+        &ann.invite(&session, json!({"target": {"agent": "cid"}}))
             .await,
         409,
         "already_participant",
     );
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(view["invitations"], json!([]));
 }

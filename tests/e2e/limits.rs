@@ -9,16 +9,7 @@ use awc::http::Method;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::common::{ACME, AgentLogin, EVENT_WAIT, QUIET, TestApp, assert_problem, id_of, pluck};
-
-/// `acme` with this policy, `ann` logged into `support` leading a session
-/// with the customer Carol: (ann, session id, customer token).
-async fn ann_with_a_session(app: &TestApp, policy: Value) -> (AgentLogin, String, String) {
-    app.acme(policy).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    (ann, id_of(&session), customer)
-}
+use crate::common::{ACME, EVENT_WAIT, QUIET, Scene, TestApp, assert_problem, id_of, pluck};
 
 /// Polls `probe` until it returns true, for at most `within`.
 async fn eventually<F, Fut>(within: Duration, what: &str, mut probe: F)
@@ -39,20 +30,25 @@ where
 #[actix_rt::test]
 async fn a_session_holds_at_most_the_policys_pending_invitations_and_the_next_changes_nothing() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) =
-        ann_with_a_session(&app, json!({"max_pending_invitations_per_session": 2})).await;
+    let ([ann], session) = Scene::support_session(
+        &app,
+        json!({"max_pending_invitations_per_session": 2}),
+        ["ann"],
+    )
+    .await;
+    let session = session.id;
     let mut streams = Vec::new();
     for name in ["bob", "cid", "dan"] {
         let agent = app.online(ACME, name, name, "support").await;
-        streams.push(app.agent_events(&agent.token).await.0);
+        streams.push(agent.events().await.0);
     }
     for name in ["bob", "cid"] {
-        app.invite(&ann.token, &session, json!({"target": {"agent": name}}))
+        ann.invite(&session, json!({"target": {"agent": name}}))
             .await
             .expect_status(201);
     }
-    let refused = app
-        .invite(&ann.token, &session, json!({"target": {"agent": "dan"}}))
+    let refused = ann
+        .invite(&session, json!({"target": {"agent": "dan"}}))
         .await;
     assert_problem(&refused, 409, "limit_reached");
     assert!(
@@ -62,15 +58,13 @@ async fn a_session_holds_at_most_the_policys_pending_invitations_and_the_next_ch
         "the detail names the limit: {}",
         refused.text
     );
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(view["invitations"].as_array().map(Vec::len), Some(2));
     // Dan was never offered anything; closing one makes room again.
     streams[2].assert_silent(QUIET).await;
     let bobs = pluck(&view["invitations"], "id");
-    app.cancel(&ann.token, &session, &bobs[0])
-        .await
-        .expect_status(200);
-    app.invite(&ann.token, &session, json!({"target": {"agent": "dan"}}))
+    ann.cancel(&session, &bobs[0]).await.expect_status(200);
+    ann.invite(&session, json!({"target": {"agent": "dan"}}))
         .await
         .expect_status(201);
     streams[2].expect("invitation_offered", EVENT_WAIT).await;
@@ -79,20 +73,19 @@ async fn a_session_holds_at_most_the_policys_pending_invitations_and_the_next_ch
 #[actix_rt::test]
 async fn a_session_sends_at_most_the_policys_invitations_in_its_life() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) =
-        ann_with_a_session(&app, json!({"max_invitations_per_session": 2})).await;
+    let ([ann], session) =
+        Scene::support_session(&app, json!({"max_invitations_per_session": 2}), ["ann"]).await;
+    let session = session.id;
     app.online(ACME, "bob", "Bob", "support").await;
     for _ in 0..2 {
-        let sent = app
-            .invite(&ann.token, &session, json!({"target": {"agent": "bob"}}))
+        let sent = ann
+            .invite(&session, json!({"target": {"agent": "bob"}}))
             .await
             .expect_status(201);
-        app.cancel(&ann.token, &session, &id_of(&sent))
-            .await
-            .expect_status(200);
+        ann.cancel(&session, &id_of(&sent)).await.expect_status(200);
     }
-    let refused = app
-        .invite(&ann.token, &session, json!({"target": {"agent": "bob"}}))
+    let refused = ann
+        .invite(&session, json!({"target": {"agent": "bob"}}))
         .await;
     assert_problem(&refused, 409, "limit_reached");
     assert!(refused.text.contains("max_invitations_per_session"));
@@ -101,17 +94,16 @@ async fn a_session_sends_at_most_the_policys_invitations_in_its_life() {
 #[actix_rt::test]
 async fn a_session_holds_at_most_the_policys_messages_from_anyone() {
     let app = TestApp::spawn().await;
-    let (ann, session, customer) =
-        ann_with_a_session(&app, json!({"max_messages_per_session": 3})).await;
+    let ([ann], session) =
+        Scene::support_session(&app, json!({"max_messages_per_session": 3}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
     for text in ["one", "two"] {
-        app.say(&ann.token, &session, text, "everyone")
-            .await
-            .expect_status(201);
+        ann.say(&session, text, "everyone").await.expect_status(201);
     }
     app.customer_say(&customer, "three")
         .await
         .expect_status(201);
-    let refused = app.say(&ann.token, &session, "four", "agents").await;
+    let refused = ann.say(&session, "four", "agents").await;
     assert_problem(&refused, 409, "limit_reached");
     assert!(refused.text.contains("max_messages_per_session"));
     assert_problem(
@@ -119,7 +111,7 @@ async fn a_session_holds_at_most_the_policys_messages_from_anyone() {
         409,
         "limit_reached",
     );
-    let all = app.messages(&ann.token, &session).await.expect_status(200);
+    let all = ann.messages(&session).await.expect_status(200);
     assert_eq!(pluck(&all["messages"], "text"), ["three", "two", "one"]);
 }
 
@@ -139,24 +131,22 @@ async fn creating_a_session_counts_toward_the_agents_session_limit() {
         )
         .await;
     assert_problem(&refused, 409, "agent_busy");
-    assert_eq!(
-        app.me(&ann.token).await.expect_status(200)["active_sessions"],
-        2
-    );
+    assert_eq!(ann.active_sessions().await, 2);
 }
 
 #[actix_rt::test]
 async fn a_token_holds_at_most_its_streams_and_the_next_is_429_without_dropping_any() {
     let app = TestApp::spawn_with(|s| s.limits.streams_per_token = 2).await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
-    let (mut first, _) = app.agent_events(&ann.token).await;
-    let (mut second, _) = app.agent_events(&ann.token).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
+    let (mut first, _) = ann.events().await;
+    let (mut second, _) = ann.events().await;
     let refused = app
         .call(Method::GET, "/v1/me/events", Some(&ann.token), None)
         .await;
     assert_problem(&refused, 429, "too_many_streams");
     // Both open streams still get events.
-    app.say(&ann.token, &session, "still heard", "agents")
+    ann.say(&session, "still heard", "agents")
         .await
         .expect_status(201);
     for stream in [&mut first, &mut second] {
@@ -194,11 +184,12 @@ async fn a_stream_too_far_behind_in_bytes_is_dropped_and_the_others_go_on() {
         s.sse.outbox_bytes = 64 * 1024;
     })
     .await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
     let bob = app.online(ACME, "bob", "Bob", "support").await;
-    app.bring_in(&ann, &session, &bob, false).await;
+    ann.bring_in(&session, &bob, false).await;
     let mut stalled = app.connect_stream("/v1/me/events", &ann.token).await;
-    let (mut reader, _) = app.agent_events(&bob.token).await;
+    let (mut reader, _) = bob.events().await;
     let text = "x".repeat(3900);
     let mut sent = 0;
     // Until the socket buffers are full and 64 KiB more wait in the outbox.
@@ -208,7 +199,7 @@ async fn a_stream_too_far_behind_in_bytes_is_dropped_and_the_others_go_on() {
             "no stream was dropped after {sent} messages to a stream nobody reads"
         );
         for _ in 0..20 {
-            app.say(&bob.token, &session, &format!("{sent} {text}"), "agents")
+            bob.say(&session, &format!("{sent} {text}"), "agents")
                 .await
                 .expect_status(201);
             let message = reader.wait_for("message", EVENT_WAIT).await;
@@ -228,9 +219,10 @@ async fn a_stream_too_far_behind_in_bytes_is_dropped_and_the_others_go_on() {
 #[actix_rt::test]
 async fn a_session_without_agent_activity_for_the_idle_time_ends_for_everyone() {
     let app = TestApp::spawn().await;
-    let (ann, session, customer) =
-        ann_with_a_session(&app, json!({"session_idle_timeout_secs": 1})).await;
-    let (mut anns, _) = app.agent_events(&ann.token).await;
+    let ([ann], session) =
+        Scene::support_session(&app, json!({"session_idle_timeout_secs": 1}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
+    let (mut anns, _) = ann.events().await;
     let (mut carols, _) = app.customer_events(&customer).await;
     // A customer message is not agent activity.
     app.customer_say(&customer, "anyone there?")
@@ -241,31 +233,25 @@ async fn a_session_without_agent_activity_for_the_idle_time_ends_for_everyone() 
     assert_eq!(ended["reason"], "idle");
     let seen = carols.wait_for("session_ended", EVENT_WAIT).await;
     assert_eq!(seen["reason"], "idle");
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(view["status"], "ended");
     assert_eq!(view["ended_reason"], "idle");
-    assert_eq!(
-        app.me(&ann.token).await.expect_status(200)["active_sessions"],
-        0
-    );
+    assert_eq!(ann.active_sessions().await, 0);
 }
 
 #[actix_rt::test]
 async fn agent_activity_keeps_a_session_alive_past_its_idle_time() {
     let app = TestApp::spawn().await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({"session_idle_timeout_secs": 2})).await;
+    let ([ann], session) =
+        Scene::support_session(&app, json!({"session_idle_timeout_secs": 2}), ["ann"]).await;
+    let session = session.id;
     for i in 0..6 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        app.say(
-            &ann.token,
-            &session,
-            &format!("still working {i}"),
-            "agents",
-        )
-        .await
-        .expect_status(201);
+        ann.say(&session, &format!("still working {i}"), "agents")
+            .await
+            .expect_status(201);
     }
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(
         view["status"], "active",
         "3 s of activity outlived a 2 s idle time"
@@ -275,21 +261,23 @@ async fn agent_activity_keeps_a_session_alive_past_its_idle_time() {
 #[actix_rt::test]
 async fn an_ended_session_is_gone_after_its_retention() {
     let app = TestApp::spawn().await;
-    let (ann, session, customer) = ann_with_a_session(&app, json!({"retention_secs": 1})).await;
-    app.say(&ann.token, &session, "goodbye", "everyone")
+    let ([ann], session) =
+        Scene::support_session(&app, json!({"retention_secs": 1}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
+    ann.say(&session, "goodbye", "everyone")
         .await
         .expect_status(201);
-    app.end(&ann.token, &session).await.expect_status(200);
+    ann.end(&session).await.expect_status(200);
     // Still readable while retained …
-    app.session(&ann.token, &session).await.expect_status(200);
+    ann.view(&session).await.expect_status(200);
     app.customer_messages(&customer).await.expect_status(200);
     // … then gone, for everyone and every read.
     eventually(EVENT_WAIT, "the ended session is deleted", || async {
-        app.session(&ann.token, &session).await.status == 404
+        ann.view(&session).await.status == 404
     })
     .await;
-    assert_problem(&app.session(&ann.token, &session).await, 404, "not_found");
-    assert_problem(&app.messages(&ann.token, &session).await, 404, "not_found");
+    assert_problem(&ann.view(&session).await, 404, "not_found");
+    assert_problem(&ann.messages(&session).await, 404, "not_found");
     assert_problem(&app.customer_session(&customer).await, 404, "not_found");
     assert_problem(&app.customer_messages(&customer).await, 404, "not_found");
 }
@@ -297,11 +285,12 @@ async fn an_ended_session_is_gone_after_its_retention() {
 #[actix_rt::test]
 async fn messages_come_in_pages_newest_first_and_the_customer_counts_only_what_it_sees() {
     let app = TestApp::spawn().await;
-    let (ann, session, customer) = ann_with_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
     // 120 messages; every third is agents-only.
     for i in 1..=120 {
         let audience = if i % 3 == 0 { "agents" } else { "everyone" };
-        app.say(&ann.token, &session, &format!("m{i}"), audience)
+        ann.say(&session, &format!("m{i}"), audience)
             .await
             .expect_status(201);
     }
@@ -413,7 +402,8 @@ async fn the_collaboration_window_comes_in_pages_that_keep_the_search() {
 #[actix_rt::test]
 async fn a_node_at_capacity_sheds_requests_with_503_and_retry_after_and_loses_none_it_took() {
     let app = TestApp::spawn_with(|s| s.limits.max_in_flight = 1).await;
-    let (ann, session, _) = ann_with_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = session.id;
     // One place: of many requests at once, most are refused at once
     // rather than queued behind the one being handled.
     let mut shed = Vec::new();
@@ -421,8 +411,8 @@ async fn a_node_at_capacity_sheds_requests_with_503_and_retry_after_and_loses_no
     for round in 0..20 {
         let replies = join_all((0..40).map(|i| {
             let text = format!("r{round} m{i}");
-            let (app, ann, session) = (&app, &ann, &session);
-            async move { app.say(&ann.token, session, &text, "agents").await }
+            let (ann, session) = (&ann, &session);
+            async move { ann.say(session, &text, "agents").await }
         }))
         .await;
         for reply in replies {
@@ -441,7 +431,7 @@ async fn a_node_at_capacity_sheds_requests_with_503_and_retry_after_and_loses_no
         assert_eq!(reply.retry_after, "1", "{}", reply.text);
     }
     // What was taken was stored once; nothing shed was.
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(view["message_count"], stored);
 }
 
@@ -452,7 +442,8 @@ async fn a_token_past_its_rate_is_429_with_retry_after_and_other_tokens_go_on() 
         s.limits.rate_burst = 5;
     })
     .await;
-    let (ann, session, customer) = ann_with_a_session(&app, json!({})).await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let (session, customer) = (session.id, session.customer);
     let bob = app.online(ACME, "bob", "Bob", "support").await;
     // Ann spent 2 requests (login, create); 3 more fit in her burst.
     let mut refused = None;
@@ -469,7 +460,7 @@ async fn a_token_past_its_rate_is_429_with_retry_after_and_other_tokens_go_on() 
     let wait: u64 = refused.retry_after.parse().expect("Retry-After in seconds");
     assert!((1..=2).contains(&wait), "Retry-After {wait}");
     // A refused request changes nothing and costs nothing to others.
-    let said = app.say(&ann.token, &session, "hello", "everyone").await;
+    let said = ann.say(&session, "hello", "everyone").await;
     assert_problem(&said, 429, "rate_limited");
     let page = app.customer_messages(&customer).await.expect_status(200);
     assert_eq!(

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::common::{
-    ACME, EVENT_WAIT, QUIET, TestApp, assert_problem, id_of, participant_ids, pluck, strings,
+    ACME, EVENT_WAIT, QUIET, Scene, TestApp, assert_problem, id_of, participant_ids, pluck, strings,
 };
 
 #[actix_rt::test]
@@ -14,7 +14,8 @@ async fn creating_a_session_makes_the_caller_lead_and_returns_the_agent_view_and
     let ann = app.online(ACME, "ann", "Ann Lee", "support").await;
 
     for mode in ["web", "queue"] {
-        let (session, customer) = app.create_session(&ann.token, mode, "Carol").await;
+        let created = ann.create_session(mode, "Carol").await;
+        let session = &created.view;
         assert!(session["id"].as_str().is_some_and(|id| !id.is_empty()));
         assert_eq!(session["mode"], mode);
         assert_eq!(session["status"], "active");
@@ -39,20 +40,14 @@ async fn creating_a_session_makes_the_caller_lead_and_returns_the_agent_view_and
         assert!(session["created_at"].is_string());
 
         // The agent view reads back the same, and the customer token works.
-        let read = app
-            .session(&ann.token, &id_of(&session))
-            .await
-            .expect_status(200);
-        assert_eq!(read, session);
-        let seen = app.customer_session(&customer).await.expect_status(200);
+        let read = ann.view(&created.id).await.expect_status(200);
+        assert_eq!(&read, session);
+        let seen = created.customer_session().await.expect_status(200);
         assert_eq!(seen["id"], session["id"]);
         assert_eq!(seen["status"], "active");
         assert_eq!(seen["agents"], json!([{"name": "Ann Lee"}]));
     }
-    assert_eq!(
-        app.me(&ann.token).await.expect_status(200)["active_sessions"],
-        2
-    );
+    assert_eq!(ann.active_sessions().await, 2);
 }
 
 #[actix_rt::test]
@@ -69,40 +64,35 @@ async fn a_session_mode_the_policy_does_not_allow_is_403_feature_disabled_and_cr
         )
         .await;
     assert_problem(&refused, 403, "feature_disabled");
-    assert_eq!(
-        app.me(&ann.token).await.expect_status(200)["active_sessions"],
-        0
-    );
+    assert_eq!(ann.active_sessions().await, 0);
 
-    app.create_session(&ann.token, "web", "Carol").await;
-    assert_eq!(
-        app.me(&ann.token).await.expect_status(200)["active_sessions"],
-        1
-    );
+    ann.create_session("web", "Carol").await;
+    assert_eq!(ann.active_sessions().await, 1);
 }
 
 #[actix_rt::test]
 async fn the_agent_view_shows_participants_in_join_order_and_the_pending_invitations() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let zoe = app.online(ACME, "zoe", "Zoe", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let cid = app.online(ACME, "cid", "Cid", "billing").await;
-    let (session, _) = app.create_session(&ann.token, "web", "Carol").await;
-    let generation = session["customer"]["generation"]
-        .as_u64()
-        .unwrap_or_default();
-    let session = id_of(&session);
+    let scene = Scene::builder(&app)
+        .online("ann", "Ann", "support")
+        .online("zoe", "Zoe", "support")
+        .online("bob", "Bob", "support")
+        .online("cid", "Cid", "billing")
+        .session("ann")
+        .build()
+        .await;
+    let [ann, zoe, bob, cid] = scene.agents();
+    let generation = scene.session().generation();
+    let session = scene.session().id;
 
-    app.bring_in(&ann, &session, &zoe, true).await;
-    app.bring_in(&ann, &session, &bob, false).await;
-    let pending = app
-        .invite(&ann.token, &session, json!({"target": {"agent": "cid"}}))
+    ann.bring_in(&session, &zoe, true).await;
+    ann.bring_in(&session, &bob, false).await;
+    let pending = ann
+        .invite(&session, json!({"target": {"agent": "cid"}}))
         .await
         .expect_status(201);
 
-    let view = app.session(&bob.token, &session).await.expect_status(200);
+    let view = bob.view(&session).await.expect_status(200);
     assert_eq!(participant_ids(&view), ["ann", "zoe", "bob"]);
     let roles: Vec<&Value> = view["participants"]
         .as_array()
@@ -125,25 +115,22 @@ async fn the_agent_view_shows_participants_in_join_order_and_the_pending_invitat
     assert_eq!(view["customer"]["generation"], generation + 1);
 
     // An agent of the account who is not in the session may not look.
-    assert_problem(&app.session(&cid.token, &session).await, 403, "forbidden");
+    assert_problem(&cid.view(&session).await, 403, "forbidden");
 }
 
 #[actix_rt::test]
 async fn chat_reaches_every_agent_and_only_everyone_messages_reach_the_customer() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    let session = id_of(&session);
-    app.bring_in(&ann, &session, &bob, false).await;
+    let ([ann, bob], carol) = Scene::support_session(&app, json!({}), ["ann", "bob"]).await;
+    let session = carol.id.clone();
+    ann.bring_in(&session, &bob, false).await;
 
-    let (mut anns, _) = app.agent_events(&ann.token).await;
-    let (mut bobs, _) = app.agent_events(&bob.token).await;
-    let (mut carols, _) = app.customer_events(&customer).await;
+    let (mut anns, _) = ann.events().await;
+    let (mut bobs, _) = bob.events().await;
+    let (mut carols, _) = carol.customer_events().await;
 
-    let hello = app
-        .say(&ann.token, &session, "hello everyone", "everyone")
+    let hello = ann
+        .say(&session, "hello everyone", "everyone")
         .await
         .expect_status(201);
     assert_eq!(hello["text"], "hello everyone");
@@ -153,14 +140,12 @@ async fn chat_reaches_every_agent_and_only_everyone_messages_reach_the_customer(
         json!({"kind": "agent", "id": "ann", "name": "Ann", "masked": false})
     );
     assert!(hello["id"].is_string() && hello["sent_at"].is_string());
-    let note = app
-        .say(&bob.token, &session, "agents only note", "agents")
+    let note = bob
+        .say(&session, "agents only note", "agents")
         .await
         .expect_status(201);
     assert_eq!(note["audience"], "agents");
-    app.customer_say(&customer, "customer here")
-        .await
-        .expect_status(201);
+    carol.customer_say("customer here").await.expect_status(201);
 
     for stream in [&mut anns, &mut bobs] {
         let mut texts = Vec::new();
@@ -191,7 +176,7 @@ async fn chat_reaches_every_agent_and_only_everyone_messages_reach_the_customer(
     carols.assert_silent(QUIET).await;
 
     // Pages are newest first.
-    let all = app.messages(&bob.token, &session).await.expect_status(200);
+    let all = bob.messages(&session).await.expect_status(200);
     assert_eq!(
         pluck(&all["messages"], "text"),
         ["customer here", "agents only note", "hello everyone"]
@@ -200,7 +185,7 @@ async fn chat_reaches_every_agent_and_only_everyone_messages_reach_the_customer(
         pluck(&all["messages"], "audience"),
         ["everyone", "agents", "everyone"]
     );
-    let visible = app.customer_messages(&customer).await.expect_status(200);
+    let visible = carol.customer_messages().await.expect_status(200);
     assert_eq!(
         pluck(&visible["messages"], "text"),
         ["customer here", "hello everyone"]
@@ -210,21 +195,18 @@ async fn chat_reaches_every_agent_and_only_everyone_messages_reach_the_customer(
 #[actix_rt::test]
 async fn a_leaving_lead_hands_lead_to_the_longest_joined_agent() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let ([ann, zoe, bob], carol) =
+        Scene::support_session(&app, json!({}), ["ann", "zoe", "bob"]).await;
+    let session = carol.id.clone();
     // Joined first, though last by id and by name.
-    let zoe = app.online(ACME, "zoe", "Zoe", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    let session = id_of(&session);
-    app.bring_in(&ann, &session, &zoe, false).await;
-    app.bring_in(&ann, &session, &bob, false).await;
+    ann.bring_in(&session, &zoe, false).await;
+    ann.bring_in(&session, &bob, false).await;
 
-    let (mut zoes, _) = app.agent_events(&zoe.token).await;
-    let (mut bobs, _) = app.agent_events(&bob.token).await;
-    let (mut carols, _) = app.customer_events(&customer).await;
+    let (mut zoes, _) = zoe.events().await;
+    let (mut bobs, _) = bob.events().await;
+    let (mut carols, _) = carol.customer_events().await;
 
-    let view = app.leave(&ann.token, &session).await.expect_status(200);
+    let view = ann.leave(&session).await.expect_status(200);
     assert_eq!(view["lead"], "zoe");
     assert_eq!(participant_ids(&view), ["zoe", "bob"]);
     assert_eq!(view["participants"][0]["role"], "lead");
@@ -242,27 +224,22 @@ async fn a_leaving_lead_hands_lead_to_the_longest_joined_agent() {
     let left = carols.expect("agent_left", EVENT_WAIT).await;
     assert_eq!(left, json!({"agent": {"name": "Ann"}}));
 
-    assert_problem(&app.session(&ann.token, &session).await, 403, "forbidden");
-    assert_eq!(
-        app.me(&ann.token).await.expect_status(200)["active_sessions"],
-        0
-    );
+    assert_problem(&ann.view(&session).await, 403, "forbidden");
+    assert_eq!(ann.active_sessions().await, 0);
     // The new lead may end the session.
-    let ended = app.end(&zoe.token, &session).await.expect_status(200);
+    let ended = zoe.end(&session).await.expect_status(200);
     assert_eq!(ended["status"], "ended");
 }
 
 #[actix_rt::test]
 async fn the_last_agent_leaving_ends_the_session() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    let session = id_of(&session);
-    let (mut anns, _) = app.agent_events(&ann.token).await;
-    let (mut carols, _) = app.customer_events(&customer).await;
+    let ([ann], carol) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = carol.id.clone();
+    let (mut anns, _) = ann.events().await;
+    let (mut carols, _) = carol.customer_events().await;
 
-    let view = app.leave(&ann.token, &session).await.expect_status(200);
+    let view = ann.leave(&session).await.expect_status(200);
     assert_eq!(view["status"], "ended");
     assert_eq!(view["participants"], json!([]));
 
@@ -273,46 +250,39 @@ async fn the_last_agent_leaving_ends_the_session() {
     carols.expect("agent_left", EVENT_WAIT).await;
     carols.expect("session_ended", EVENT_WAIT).await;
 
-    let seen = app.customer_session(&customer).await.expect_status(200);
+    let seen = carol.customer_session().await.expect_status(200);
     assert_eq!(seen["status"], "ended");
     assert_eq!(seen["agents"], json!([]));
     assert_problem(
-        &app.customer_say(&customer, "anyone there?").await,
+        &carol.customer_say("anyone there?").await,
         409,
         "session_ended",
     );
-    assert_eq!(
-        app.me(&ann.token).await.expect_status(200)["active_sessions"],
-        0
-    );
+    assert_eq!(ann.active_sessions().await, 0);
 }
 
 #[actix_rt::test]
 async fn only_the_lead_may_end_a_session() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let (session, customer) = app.create_session(&ann.token, "web", "Carol").await;
-    let session = id_of(&session);
-    app.bring_in(&ann, &session, &bob, false).await;
-    let (mut bobs, _) = app.agent_events(&bob.token).await;
-    let (mut carols, _) = app.customer_events(&customer).await;
+    let ([ann, bob], carol) = Scene::support_session(&app, json!({}), ["ann", "bob"]).await;
+    let session = carol.id.clone();
+    ann.bring_in(&session, &bob, false).await;
+    let (mut bobs, _) = bob.events().await;
+    let (mut carols, _) = carol.customer_events().await;
 
-    assert_problem(&app.end(&bob.token, &session).await, 403, "forbidden");
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    assert_problem(&bob.end(&session).await, 403, "forbidden");
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(view["status"], "active");
     assert_eq!(participant_ids(&view), ["ann", "bob"]);
 
-    let ended = app.end(&ann.token, &session).await.expect_status(200);
+    let ended = ann.end(&session).await.expect_status(200);
     assert_eq!(ended["status"], "ended");
     let event = bobs.expect("session_ended", EVENT_WAIT).await;
     assert_eq!(event["session"], session.as_str());
     carols.expect("session_ended", EVENT_WAIT).await;
-    assert_problem(&app.end(&ann.token, &session).await, 409, "session_ended");
+    assert_problem(&ann.end(&session).await, 409, "session_ended");
     assert_problem(
-        &app.say(&ann.token, &session, "after the end", "everyone")
-            .await,
+        &ann.say(&session, "after the end", "everyone").await,
         409,
         "session_ended",
     );
@@ -322,36 +292,35 @@ async fn only_the_lead_may_end_a_session() {
 async fn ending_a_session_cancels_its_pending_invitations_and_withdraws_them_with_reason_session_ended()
  {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "billing").await;
-    let cid = app.online(ACME, "cid", "Cid", "support").await;
-    let dan = app.online(ACME, "dan", "Dan", "support").await;
-    let (session, _) = app.create_session(&ann.token, "web", "Carol").await;
-    let session = id_of(&session);
-    let direct = app
-        .invite(&ann.token, &session, json!({"target": {"agent": "bob"}}))
+    let scene = Scene::builder(&app)
+        .online("ann", "Ann", "support")
+        .online("bob", "Bob", "billing")
+        .online("cid", "Cid", "support")
+        .online("dan", "Dan", "support")
+        .session("ann")
+        .build()
+        .await;
+    let [ann, bob, cid, dan] = scene.agents();
+    let session = scene.session().id;
+    let direct = ann
+        .invite(&session, json!({"target": {"agent": "bob"}}))
         .await
         .expect_status(201);
-    let portal = app
-        .invite(
-            &ann.token,
-            &session,
-            json!({"target": {"portal": "support"}}),
-        )
+    let portal = ann
+        .invite(&session, json!({"target": {"portal": "support"}}))
         .await
         .expect_status(201);
     let mut recipients = strings(&portal["recipients"]);
     recipients.sort();
     assert_eq!(recipients, ["cid", "dan"]);
 
-    let (mut anns, _) = app.agent_events(&ann.token).await;
-    let (mut bobs, bob_snapshot) = app.agent_events(&bob.token).await;
-    let (mut cids, _) = app.agent_events(&cid.token).await;
-    let (mut dans, _) = app.agent_events(&dan.token).await;
+    let (mut anns, _) = ann.events().await;
+    let (mut bobs, bob_snapshot) = bob.events().await;
+    let (mut cids, _) = cid.events().await;
+    let (mut dans, _) = dan.events().await;
     assert_eq!(pluck(&bob_snapshot["invitations"], "id"), [id_of(&direct)]);
 
-    let ended = app.end(&ann.token, &session).await.expect_status(200);
+    let ended = ann.end(&session).await.expect_status(200);
     assert_eq!(ended["status"], "ended");
     assert_eq!(ended["invitations"], json!([]));
 
@@ -380,40 +349,39 @@ async fn ending_a_session_cancels_its_pending_invitations_and_withdraws_them_wit
     anns.expect("session_ended", EVENT_WAIT).await;
 
     for agent in [&bob, &cid, &dan] {
-        assert_eq!(app.my_invitations(&agent.token).await, Vec::<Value>::new());
+        assert_eq!(agent.my_invitations().await, Vec::<Value>::new());
     }
-    let late = app.accept(&bob.token, &id_of(&direct)).await;
+    let late = bob.accept(&id_of(&direct)).await;
     assert_eq!(late.status, 409, "{}", late.text);
     assert!(
         ["invitation_closed", "session_ended"].contains(&late.json["code"].as_str().unwrap_or("")),
         "a cancelled invitation cannot be accepted: {}",
         late.text
     );
-    assert_eq!(
-        app.me(&bob.token).await.expect_status(200)["active_sessions"],
-        0
-    );
+    assert_eq!(bob.active_sessions().await, 0);
 }
 
 #[actix_rt::test]
 async fn ending_a_session_with_every_invitation_slot_taken_reaches_its_agents_without_dropping_a_stream()
  {
     let app = TestApp::spawn().await;
-    app.acme(json!({"max_pending_invitations_per_session": 20}))
-        .await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let (session, _) = app.create_session(&ann.token, "web", "Carol").await;
-    let session = id_of(&session);
+    let ([ann], session) = Scene::support_session(
+        &app,
+        json!({"max_pending_invitations_per_session": 20}),
+        ["ann"],
+    )
+    .await;
+    let session = session.id;
     for i in 0..20 {
         let name = format!("helper{i}");
         app.online(ACME, &name, &name, "billing").await;
-        app.invite(&ann.token, &session, json!({"target": {"agent": name}}))
+        ann.invite(&session, json!({"target": {"agent": name}}))
             .await
             .expect_status(201);
     }
-    let (mut anns, _) = app.agent_events(&ann.token).await;
+    let (mut anns, _) = ann.events().await;
     // One commit: 20 cancellations and the end, all to Ann at once.
-    app.end(&ann.token, &session).await.expect_status(200);
+    ann.end(&session).await.expect_status(200);
     let mut cancelled = 0;
     loop {
         let event = anns.next_event(EVENT_WAIT).await.unwrap_or_else(|| {
@@ -427,8 +395,8 @@ async fn ending_a_session_with_every_invitation_slot_taken_reaches_its_agents_wi
     }
     assert_eq!(cancelled, 20);
     // Still open: a later event arrives on it.
-    let (later, _) = app.create_session(&ann.token, "web", "Cyd").await;
-    app.say(&ann.token, &id_of(&later), "still here", "agents")
+    let later = ann.create_session("web", "Cyd").await;
+    ann.say(&later.id, "still here", "agents")
         .await
         .expect_status(201);
     anns.wait_for("message", EVENT_WAIT).await;

@@ -188,11 +188,14 @@ impl Nodes {
     }
 }
 
-/// One SSE event: its `event:` type and its `data:` text, borrowed from the
-/// receive buffer (owned only when the data spans several lines or the
-/// bytes were not UTF-8).
+/// One SSE event: its `id:`, its `event:` type and its `data:` text,
+/// borrowed from the receive buffer (owned only when the data spans several
+/// lines or the bytes were not UTF-8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame<'a> {
+    /// The last `id:` field's value, if the event has one. The generator
+    /// does not read it; the end-to-end tests check that ids increase.
+    pub id: Option<Cow<'a, str>>,
     /// The event type (`message` when absent).
     pub name: Cow<'a, str>,
     /// The data lines joined by `\n`.
@@ -300,6 +303,7 @@ fn parse_frame(raw: &[u8]) -> Frame<'_> {
             let text = String::from_utf8_lossy(raw).into_owned();
             let frame = parse_text(&text);
             Frame {
+                id: frame.id.map(|id| Cow::Owned(id.into_owned())),
                 name: Cow::Owned(frame.name.into_owned()),
                 data: Cow::Owned(frame.data.into_owned()),
             }
@@ -308,6 +312,7 @@ fn parse_frame(raw: &[u8]) -> Frame<'_> {
 }
 
 fn parse_text(text: &str) -> Frame<'_> {
+    let mut id = None;
     let mut name = None;
     let mut data: Option<Cow<'_, str>> = None;
     for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
@@ -317,6 +322,7 @@ fn parse_text(text: &str) -> Frame<'_> {
         let (field, value) = line.split_once(':').unwrap_or((line, ""));
         let value = value.strip_prefix(' ').unwrap_or(value);
         match field {
+            "id" => id = Some(value),
             "event" => name = Some(value),
             "data" => {
                 data = Some(match data.take() {
@@ -333,6 +339,7 @@ fn parse_text(text: &str) -> Frame<'_> {
         }
     }
     Frame {
+        id: id.map(Cow::Borrowed),
         name: Cow::Borrowed(name.unwrap_or("message")),
         data: data.unwrap_or(Cow::Borrowed("")),
     }
@@ -342,8 +349,9 @@ fn parse_text(text: &str) -> Frame<'_> {
 mod tests {
     use super::*;
 
-    fn frame(name: &str, data: &str) -> Frame<'static> {
+    fn frame(id: Option<&str>, name: &str, data: &str) -> Frame<'static> {
         Frame {
+            id: id.map(|id| Cow::Owned(id.to_owned())),
             name: Cow::Owned(name.to_owned()),
             data: Cow::Owned(data.to_owned()),
         }
@@ -357,8 +365,14 @@ mod tests {
         buffer.push(b"shot\ndata: {\"a\":1}\n");
         assert_eq!(buffer.next_frame(), None);
         buffer.push(b"\nid: 2\ndata: x\ndata: y\n\n");
-        assert_eq!(buffer.next_frame(), Some(frame("snapshot", "{\"a\":1}")));
-        assert_eq!(buffer.next_frame(), Some(frame("message", "x\ny")));
+        assert_eq!(
+            buffer.next_frame(),
+            Some(frame(Some("1"), "snapshot", "{\"a\":1}"))
+        );
+        assert_eq!(
+            buffer.next_frame(),
+            Some(frame(Some("2"), "message", "x\ny"))
+        );
         assert_eq!(buffer.next_frame(), None);
     }
 
@@ -369,15 +383,36 @@ mod tests {
         let first = buffer.next_frame().unwrap();
         assert!(matches!(first.name, Cow::Borrowed("a")));
         assert!(matches!(first.data, Cow::Borrowed("1")));
-        assert_eq!(buffer.next_frame(), Some(frame("b", "2")));
+        assert_eq!(buffer.next_frame(), Some(frame(None, "b", "2")));
         assert_eq!(buffer.next_frame(), None);
         buffer.push(b"ta: 3\n");
         assert_eq!(buffer.bytes, b"event: c\ndata: 3\n");
         buffer.push(b"\n: ping\n\n");
-        assert_eq!(buffer.next_frame(), Some(frame("c", "3")));
+        assert_eq!(buffer.next_frame(), Some(frame(None, "c", "3")));
         assert_eq!(buffer.next_frame(), None);
         buffer.push(b"");
         assert!(buffer.bytes.is_empty());
+    }
+
+    #[test]
+    fn the_id_is_borrowed_the_last_one_counts_and_an_event_may_have_none() {
+        let mut buffer = FrameBuffer::default();
+        buffer.push(b"id: 7\nevent: a\ndata: 1\n\n");
+        buffer.push(b"id: 8\nid:9\nevent: b\ndata: 2\n\n");
+        buffer.push(b"event: c\ndata: 3\n\nid\nevent: d\ndata: 4\n\n");
+        let first = buffer.next_frame().unwrap();
+        assert!(matches!(first.id, Some(Cow::Borrowed("7"))));
+        assert_eq!(first, frame(Some("7"), "a", "1"));
+        assert_eq!(buffer.next_frame(), Some(frame(Some("9"), "b", "2")));
+        assert_eq!(buffer.next_frame(), Some(frame(None, "c", "3")));
+        // A bare `id` line sets an empty id (the SSE spec's field without a value).
+        assert_eq!(buffer.next_frame(), Some(frame(Some(""), "d", "4")));
+        // Bytes that are not UTF-8 still give the id, owned.
+        buffer.push(b"id: 10\nevent: e\ndata: \xff\n\n");
+        assert_eq!(
+            buffer.next_frame(),
+            Some(frame(Some("10"), "e", "\u{fffd}"))
+        );
     }
 
     #[test]
