@@ -21,15 +21,12 @@ async fn a_transfer_accepted_on_another_node_than_the_leads_hands_the_session_ov
     let (session, customer) = apps[0].create_session(&lead.token, "web", "Carl").await;
     let session = id_of(&session);
     let (mut carl, _) = apps[0].customer_events(&customer).await;
-    let (mut lous, _) = apps[0].agent_events(&lead.token).await;
-    let (mut anns, _) = apps[1].agent_events(&ann.token).await;
+    let (mut lous, _) = lead.events().await;
+    let (mut anns, _) = ann.events().await;
 
-    let sent = apps[0]
-        .invite(
-            &lead.token,
-            &session,
-            json!({"target": {"portal": "support"}, "kind": "transfer"}),
-        )
+    // The lead and its customer use node 0, the recipient node 1.
+    let sent = lead
+        .transfer(&session, json!({"target": {"portal": "support"}}))
         .await
         .expect_status(201);
     let inv = id_of(&sent);
@@ -39,7 +36,7 @@ async fn a_transfer_accepted_on_another_node_than_the_leads_hands_the_session_ov
         (Some(inv.as_str()), Some("transfer"))
     );
 
-    let accepted = apps[1].accept(&ann.token, &inv).await.expect_status(200);
+    let accepted = ann.accept(&inv).await.expect_status(200);
     assert_eq!(accepted["session"]["lead"], "ann");
     assert_eq!(participant_ids(&accepted["session"]), ["ann"]);
 
@@ -59,11 +56,11 @@ async fn a_transfer_accepted_on_another_node_than_the_leads_hands_the_session_ov
     // Both nodes agree; the old lead is out and free for a new session,
     // the new one is at its limit.
     for app in &apps {
-        let view = app.session(&ann.token, &session).await.expect_status(200);
+        let view = ann.on(app).view(&session).await.expect_status(200);
         assert_eq!(view["lead"], "ann");
-        assert_problem(&app.session(&lead.token, &session).await, 403, "forbidden");
+        assert_problem(&lead.on(app).view(&session).await, 403, "forbidden");
     }
-    apps[1].create_session(&lead.token, "web", "Dora").await;
+    lead.on(&apps[1]).create_session("web", "Dora").await;
     let busy = apps[0]
         .post(
             "/v1/sessions",

@@ -115,7 +115,6 @@ impl AgentHandle {
     /// `POST /v1/sessions/{session}/invitations` of kind `transfer`: `target`
     /// (an object such as `{"target": {"agent": "bob"}}`) with `"kind":
     /// "transfer"` added.
-    #[allow(dead_code, reason = "for the transfer tests to come")]
     pub async fn transfer(&self, session: &str, target: Value) -> Reply {
         let mut body = json!({"kind": "transfer"});
         if let (Some(body), Value::Object(target)) = (body.as_object_mut(), target) {
@@ -194,21 +193,18 @@ impl AgentHandle {
     }
 
     /// `POST /v1/sessions/{session}/participants/{agent}/mask`.
-    #[allow(dead_code, reason = "for the masking tests to come")]
     pub async fn mask(&self, session: &str, agent: &str) -> Reply {
         let path = format!("/v1/sessions/{session}/participants/{agent}/mask");
         self.app.post_empty(&path, &self.token).await
     }
 
     /// `POST /v1/sessions/{session}/participants/{agent}/unmask`.
-    #[allow(dead_code, reason = "for the masking tests to come")]
     pub async fn unmask(&self, session: &str, agent: &str) -> Reply {
         let path = format!("/v1/sessions/{session}/participants/{agent}/unmask");
         self.app.post_empty(&path, &self.token).await
     }
 
     /// `GET /v1/sessions/{session}/audit`.
-    #[allow(dead_code, reason = "for the audit tests to come")]
     pub async fn audit(&self, session: &str) -> Reply {
         self.app
             .get(&format!("/v1/sessions/{session}/audit"), &self.token)

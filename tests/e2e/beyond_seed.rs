@@ -1,27 +1,13 @@
 //! Collaboration beyond the seed, over HTTP and SSE: masking and unmasking
-//! an agent mid-session, and handing the session over (`kind: transfer`).
+//! an agent mid-session, handing the session over (`kind: transfer`), and
+//! the audit trail.
 
 use serde_json::{Value, json};
 
 use crate::common::{
-    ACME, AgentLogin, EVENT_WAIT, QUIET, TestApp, assert_problem, id_of, participant_ids, pluck,
+    ACME, ADMIN, AgentHandle, EVENT_WAIT, QUIET, Scene, TestApp, assert_problem, id_of,
+    participant_ids, pluck,
 };
-
-/// `POST /v1/sessions/{session}/participants/{agent}/{mask|unmask}`.
-async fn set_masked(
-    app: &TestApp,
-    caller: &AgentLogin,
-    session: &str,
-    agent: &str,
-    masked: bool,
-) -> crate::common::Reply {
-    let verb = if masked { "mask" } else { "unmask" };
-    app.post_empty(
-        &format!("/v1/sessions/{session}/participants/{agent}/{verb}"),
-        &caller.token,
-    )
-    .await
-}
 
 /// The masked flag of `agent` in an agents' view of a session.
 fn masked_in(session: &Value, agent: &str) -> bool {
@@ -35,27 +21,29 @@ fn masked_in(session: &Value, agent: &str) -> bool {
 #[actix_rt::test]
 async fn unmask_mask_unmask_shows_the_customer_only_what_was_said_while_visible() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let lead = app.online(ACME, "lead-a1", "Annie Lead", "support").await;
-    let helper = app.online(ACME, "help-b2", "Hugo Helper", "support").await;
-    let other = app.online(ACME, "other-c3", "Olga Other", "support").await;
-    let (session, customer) = app.create_session(&lead.token, "web", "Carol").await;
-    let session = id_of(&session);
-    app.bring_in(&lead, &session, &helper, true).await;
-    app.bring_in(&lead, &session, &other, false).await;
-    let (mut carol, _) = app.customer_events(&customer).await;
-    let (mut leads, _) = app.agent_events(&lead.token).await;
+    let scene = Scene::builder(&app)
+        .online("lead-a1", "Annie Lead", "support")
+        .online("help-b2", "Hugo Helper", "support")
+        .online("other-c3", "Olga Other", "support")
+        .session("lead-a1")
+        .build()
+        .await;
+    let [lead, helper, other] = scene.agents();
+    let s = scene.session();
+    let session = s.id.clone();
+    lead.bring_in(&session, &helper, true).await;
+    lead.bring_in(&session, &other, false).await;
+    let (mut carol, _) = s.customer_events().await;
+    let (mut leads, _) = lead.events().await;
 
-    let said = app
-        .say(&helper.token, &session, "HIDDEN-ONE", "everyone")
+    let said = helper
+        .say(&session, "HIDDEN-ONE", "everyone")
         .await
         .expect_status(201);
     assert_eq!(said["audience"], "agents", "masked: forced to agents");
 
     // Unmasked by the lead: the customer meets Hugo, by name only.
-    let view = set_masked(&app, &lead, &session, &helper.id, false)
-        .await
-        .expect_status(200);
+    let view = lead.unmask(&session, &helper.id).await.expect_status(200);
     assert!(!masked_in(&view, &helper.id));
     let joined = carol.expect("agent_joined", EVENT_WAIT).await;
     assert_eq!(joined, json!({"agent": {"name": "Hugo Helper"}}));
@@ -63,7 +51,8 @@ async fn unmask_mask_unmask_shows_the_customer_only_what_was_said_while_visible(
     assert_eq!(updated["session"], session.as_str());
     assert_eq!(updated["participant"]["agent"]["id"], helper.id.as_str());
     assert_eq!(updated["participant"]["masked"], false);
-    app.say(&helper.token, &session, "VISIBLE-ONE", "everyone")
+    helper
+        .say(&session, "VISIBLE-ONE", "everyone")
         .await
         .expect_status(201);
     let message = carol.expect("message", EVENT_WAIT).await;
@@ -72,24 +61,21 @@ async fn unmask_mask_unmask_shows_the_customer_only_what_was_said_while_visible(
     assert_eq!(message["message"]["author"]["name"], "Hugo Helper");
 
     // The agent masks itself: the customer sees it leave, and nothing it says.
-    let view = set_masked(&app, &helper, &session, &helper.id, true)
-        .await
-        .expect_status(200);
+    let view = helper.mask(&session, &helper.id).await.expect_status(200);
     assert!(masked_in(&view, &helper.id));
     let left = carol.expect("agent_left", EVENT_WAIT).await;
     assert_eq!(left, json!({"agent": {"name": "Hugo Helper"}}));
-    let said = app
-        .say(&helper.token, &session, "HIDDEN-TWO", "everyone")
+    let said = helper
+        .say(&session, "HIDDEN-TWO", "everyone")
         .await
         .expect_status(201);
     assert_eq!(said["audience"], "agents");
 
     // And unmasked again: only later words reach the customer.
-    set_masked(&app, &lead, &session, &helper.id, false)
-        .await
-        .expect_status(200);
+    lead.unmask(&session, &helper.id).await.expect_status(200);
     carol.expect("agent_joined", EVENT_WAIT).await;
-    app.say(&helper.token, &session, "VISIBLE-TWO", "everyone")
+    helper
+        .say(&session, "VISIBLE-TWO", "everyone")
         .await
         .expect_status(201);
     let message = carol.expect("message", EVENT_WAIT).await;
@@ -98,14 +84,12 @@ async fn unmask_mask_unmask_shows_the_customer_only_what_was_said_while_visible(
     carol.assert_silent(QUIET).await;
 
     // Asking for the state it is in already changes nothing and tells nobody.
-    set_masked(&app, &lead, &session, &helper.id, false)
-        .await
-        .expect_status(200);
+    lead.unmask(&session, &helper.id).await.expect_status(200);
     carol.assert_silent(QUIET).await;
 
     // The customer's pages: the visible words only, in its own numbering.
     let page = app
-        .get("/v1/customer/messages?limit=1", &customer)
+        .get("/v1/customer/messages?limit=1", &s.customer)
         .await
         .expect_status(200);
     assert_eq!(pluck(&page["messages"], "text"), ["VISIBLE-TWO"]);
@@ -113,23 +97,23 @@ async fn unmask_mask_unmask_shows_the_customer_only_what_was_said_while_visible(
     let older = app
         .get(
             &format!("/v1/customer/messages?limit=1&before={before}"),
-            &customer,
+            &s.customer,
         )
         .await
         .expect_status(200);
     assert_eq!(pluck(&older["messages"], "text"), ["VISIBLE-ONE"]);
     assert_eq!(older["next_before"], Value::Null);
-    let all = app.customer_messages(&customer).await.expect_status(200);
+    let all = s.customer_messages().await.expect_status(200);
     assert_eq!(
         pluck(&all["messages"], "text"),
         ["VISIBLE-TWO", "VISIBLE-ONE"]
     );
     // A fresh customer stream's snapshot agrees.
-    let (_, snapshot) = app.customer_events(&customer).await;
+    let (_, snapshot) = s.customer_events().await;
     let names: Vec<String> = pluck(&snapshot["session"]["agents"], "name");
     assert_eq!(names, ["Annie Lead", "Hugo Helper", "Olga Other"]);
     // The agents read everything, with the mask each message was written under.
-    let agents = app.messages(&lead.token, &session).await.expect_status(200);
+    let agents = lead.messages(&session).await.expect_status(200);
     assert_eq!(
         pluck(&agents["messages"], "text"),
         ["VISIBLE-TWO", "HIDDEN-TWO", "VISIBLE-ONE", "HIDDEN-ONE"]
@@ -151,69 +135,61 @@ async fn unmask_mask_unmask_shows_the_customer_only_what_was_said_while_visible(
 #[actix_rt::test]
 async fn only_the_lead_or_the_agent_itself_masks_never_the_lead_and_only_if_the_policy_allows() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let lead = app.online(ACME, "lead", "Lead", "support").await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let (session, customer) = app.create_session(&lead.token, "web", "Carl").await;
-    let session = id_of(&session);
-    app.bring_in(&lead, &session, &ann, false).await;
-    app.bring_in(&lead, &session, &bob, false).await;
-    let (mut carl, _) = app.customer_events(&customer).await;
+    let ([lead, ann, bob], s) =
+        Scene::support_session(&app, json!({}), ["lead", "ann", "bob"]).await;
+    let session = s.id.clone();
+    lead.bring_in(&session, &ann, false).await;
+    lead.bring_in(&session, &bob, false).await;
+    let (mut carl, _) = s.customer_events().await;
 
-    let refused = set_masked(&app, &bob, &session, &ann.id, true).await;
+    let refused = bob.mask(&session, &ann.id).await;
     assert_problem(&refused, 403, "forbidden");
-    let refused = set_masked(&app, &lead, &session, &lead.id, true).await;
+    let refused = lead.mask(&session, &lead.id).await;
     assert_problem(&refused, 409, "conflict");
-    let refused = set_masked(&app, &lead, &session, "nobody", true).await;
+    let refused = lead.mask(&session, "nobody").await;
     assert_problem(&refused, 404, "not_found");
-    let refused = set_masked(&app, &lead, &session, "not%20an%20id", true).await;
+    let refused = lead.mask(&session, "not%20an%20id").await;
     assert_problem(&refused, 404, "not_found");
     let outsider = app.online(ACME, "zed", "Zed", "support").await;
-    let refused = set_masked(&app, &outsider, &session, &ann.id, true).await;
+    let refused = outsider.mask(&session, &ann.id).await;
     assert_problem(&refused, 403, "forbidden");
 
     // Masking switched off for the account: refused, nothing changes.
     app.call(
         awc::http::Method::PATCH,
         &format!("/v1/accounts/{ACME}"),
-        Some(crate::common::ADMIN),
+        Some(ADMIN),
         Some(&json!({"policy": {"masking": false}})),
     )
     .await
     .expect_status(200);
-    let refused = set_masked(&app, &ann, &session, &ann.id, true).await;
+    let refused = ann.mask(&session, &ann.id).await;
     assert_problem(&refused, 403, "feature_disabled");
     carl.assert_silent(QUIET).await;
-    let view = app.session(&lead.token, &session).await.expect_status(200);
+    let view = lead.view(&session).await.expect_status(200);
     assert!(!masked_in(&view, &ann.id));
 
     // The agent may mask itself when the policy allows it.
     app.call(
         awc::http::Method::PATCH,
         &format!("/v1/accounts/{ACME}"),
-        Some(crate::common::ADMIN),
+        Some(ADMIN),
         Some(&json!({"policy": {"masking": true}})),
     )
     .await
     .expect_status(200);
-    set_masked(&app, &ann, &session, &ann.id, true)
-        .await
-        .expect_status(200);
+    ann.mask(&session, &ann.id).await.expect_status(200);
     assert_eq!(
         carl.expect("agent_left", EVENT_WAIT).await["agent"]["name"],
         "Ann"
     );
 }
 
-/// Sends a transfer of `session` from `lead` to `target`; its id.
-async fn transfer(app: &TestApp, lead: &AgentLogin, session: &str, target: Value) -> String {
-    let sent = app
-        .invite(
-            &lead.token,
-            session,
-            json!({"target": target, "kind": "transfer", "comment": "over to you"}),
-        )
+/// `lead` hands `session` over to `target` (`{"agent": …}` or `{"portal":
+/// …}`), with a comment: the invitation's id.
+async fn transfer(lead: &AgentHandle, session: &str, target: Value) -> String {
+    let sent = lead
+        .transfer(session, json!({"target": target, "comment": "over to you"}))
         .await
         .expect_status(201);
     assert_eq!(sent["kind"], "transfer");
@@ -224,30 +200,34 @@ async fn transfer(app: &TestApp, lead: &AgentLogin, session: &str, target: Value
 #[actix_rt::test]
 async fn a_transfer_to_a_portal_makes_the_first_acceptor_lead_and_the_old_lead_leaves() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let lead = app.online(ACME, "lead", "Lead Lou", "billing").await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let helper = app.online(ACME, "hal", "Hal", "billing").await;
-    let (session, customer) = app.create_session(&lead.token, "web", "Carl").await;
-    let session = id_of(&session);
-    app.bring_in(&lead, &session, &helper, false).await;
-    let (mut carl, _) = app.customer_events(&customer).await;
-    let (mut lous, _) = app.agent_events(&lead.token).await;
-    let (mut hals, _) = app.agent_events(&helper.token).await;
-    let (mut anns, _) = app.agent_events(&ann.token).await;
-    let (mut bobs, _) = app.agent_events(&bob.token).await;
+    let scene = Scene::builder(&app)
+        .online("lead", "Lead Lou", "billing")
+        .online("ann", "Ann", "support")
+        .online("bob", "Bob", "support")
+        .online("hal", "Hal", "billing")
+        .session("lead")
+        .build()
+        .await;
+    let [lead, ann, bob, helper] = scene.agents();
+    let s = scene.session();
+    let session = s.id.clone();
+    lead.bring_in(&session, &helper, false).await;
+    let (mut carl, _) = s.customer_events().await;
+    let (mut lous, _) = lead.events().await;
+    let (mut hals, _) = helper.events().await;
+    let (mut anns, _) = ann.events().await;
+    let (mut bobs, _) = bob.events().await;
 
-    let inv = transfer(&app, &lead, &session, json!({"portal": "support"})).await;
+    let inv = transfer(&lead, &session, json!({"portal": "support"})).await;
     for stream in [&mut anns, &mut bobs] {
         let offer = stream.wait_for("invitation_offered", EVENT_WAIT).await;
         assert_eq!(offer["id"], inv.as_str());
         assert_eq!(offer["kind"], "transfer");
     }
-    let accepted = app.accept(&bob.token, &inv).await.expect_status(200);
+    let accepted = bob.accept(&inv).await.expect_status(200);
     assert_eq!(accepted["session"]["lead"], "bob");
     assert_eq!(participant_ids(&accepted["session"]), ["hal", "bob"]);
-    let lost = app.accept(&ann.token, &inv).await;
+    let lost = ann.accept(&inv).await;
     assert_problem(&lost, 409, "invitation_taken");
     let withdrawn = anns.wait_for("invitation_withdrawn", EVENT_WAIT).await;
     assert_eq!(withdrawn["reason"], "accepted_by_other");
@@ -268,64 +248,54 @@ async fn a_transfer_to_a_portal_makes_the_first_acceptor_lead_and_the_old_lead_l
     assert!(!carl.raw_text().contains("over to you"));
 
     // The old lead is out; the new one leads (it may end the session).
-    assert_problem(&app.session(&lead.token, &session).await, 403, "forbidden");
-    let view = app.session(&bob.token, &session).await.expect_status(200);
+    assert_problem(&lead.view(&session).await, 403, "forbidden");
+    let view = bob.view(&session).await.expect_status(200);
     assert_eq!(view["lead"], "bob");
     let roles = pluck(&view["participants"], "role");
     assert_eq!(roles, ["collaborator", "lead"]);
-    app.end(&bob.token, &session).await.expect_status(200);
+    bob.end(&session).await.expect_status(200);
 }
 
 #[actix_rt::test]
 async fn only_the_lead_transfers_never_masked_and_its_open_transfers_go_when_it_leaves() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let lead = app.online(ACME, "lead", "Lead", "support").await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let (session, _) = app.create_session(&lead.token, "web", "Carl").await;
-    let session = id_of(&session);
-    app.bring_in(&lead, &session, &ann, false).await;
+    let ([lead, ann, bob], s) =
+        Scene::support_session(&app, json!({}), ["lead", "ann", "bob"]).await;
+    let session = s.id.clone();
+    lead.bring_in(&session, &ann, false).await;
 
-    let refused = app
+    let refused = ann
         .invite(
-            &ann.token,
             &session,
             json!({"target": {"agent": "bob"}, "kind": "transfer"}),
         )
         .await;
     assert_problem(&refused, 403, "forbidden");
-    let refused = app
+    let refused = lead
         .invite(
-            &lead.token,
             &session,
             json!({"target": {"agent": "bob"}, "kind": "transfer", "masked": true}),
         )
         .await;
     assert_problem(&refused, 400, "invalid_request");
-    let refused = app
+    let refused = lead
         .invite(
-            &lead.token,
             &session,
             json!({"target": {"agent": "bob"}, "kind": "takeover"}),
         )
         .await;
     assert_problem(&refused, 400, "invalid_request");
 
-    let (mut bobs, _) = app.agent_events(&bob.token).await;
-    let inv = transfer(&app, &lead, &session, json!({"agent": "bob"})).await;
+    let (mut bobs, _) = bob.events().await;
+    let inv = transfer(&lead, &session, json!({"agent": "bob"})).await;
     bobs.wait_for("invitation_offered", EVENT_WAIT).await;
     // The lead leaves before Bob answers: Ann leads, the transfer is void.
-    app.leave(&lead.token, &session).await.expect_status(200);
+    lead.leave(&session).await.expect_status(200);
     let withdrawn = bobs.wait_for("invitation_withdrawn", EVENT_WAIT).await;
     assert_eq!(withdrawn["invitation"], inv.as_str());
     assert_eq!(withdrawn["reason"], "cancelled");
-    assert_problem(
-        &app.accept(&bob.token, &inv).await,
-        409,
-        "invitation_closed",
-    );
-    let view = app.session(&ann.token, &session).await.expect_status(200);
+    assert_problem(&bob.accept(&inv).await, 409, "invitation_closed");
+    let view = ann.view(&session).await.expect_status(200);
     assert_eq!(view["lead"], "ann");
     assert_eq!(participant_ids(&view), ["ann"]);
 }
@@ -355,56 +325,41 @@ fn row(actor: &str, action: &str, agent: &str) -> (String, String, String) {
 #[actix_rt::test]
 async fn the_audit_trail_matches_a_scenario_entry_for_entry_and_has_nothing_for_refused_requests() {
     let app = TestApp::spawn().await;
-    app.acme(json!({})).await;
-    let lead = app.online(ACME, "lead", "Lead", "support").await;
-    let ann = app.online(ACME, "ann", "Ann", "support").await;
-    let bob = app.online(ACME, "bob", "Bob", "support").await;
-    let (session, _) = app.create_session(&lead.token, "web", "Carl").await;
-    let session = id_of(&session);
+    let ([lead, ann, bob], s) =
+        Scene::support_session(&app, json!({}), ["lead", "ann", "bob"]).await;
+    let session = s.id.clone();
 
     // Refused: a transfer that would be masked; an outsider inviting.
-    let refused = app
+    let refused = lead
         .invite(
-            &lead.token,
             &session,
             json!({"target": {"agent": "ann"}, "kind": "transfer", "masked": true}),
         )
         .await;
     assert_problem(&refused, 400, "invalid_request");
-    let refused = app
-        .invite(&ann.token, &session, json!({"target": {"agent": "bob"}}))
+    let refused = ann
+        .invite(&session, json!({"target": {"agent": "bob"}}))
         .await;
     assert_problem(&refused, 403, "forbidden");
-    let sent = app
+    let sent = lead
         .invite(
-            &lead.token,
             &session,
             json!({"target": {"agent": "ann"}, "masked": true, "comment": "SECRET-NOTE"}),
         )
         .await
         .expect_status(201);
     let first = id_of(&sent);
-    assert_problem(
-        &app.accept(&bob.token, &first).await,
-        403,
-        "not_a_recipient",
-    );
-    app.accept(&ann.token, &first).await.expect_status(200);
-    app.say(&lead.token, &session, "SECRET-TEXT", "everyone")
+    assert_problem(&bob.accept(&first).await, 403, "not_a_recipient");
+    ann.accept(&first).await.expect_status(200);
+    lead.say(&session, "SECRET-TEXT", "everyone")
         .await
         .expect_status(201);
-    set_masked(&app, &lead, &session, &ann.id, false)
-        .await
-        .expect_status(200);
-    assert_problem(
-        &set_masked(&app, &bob, &session, &ann.id, true).await,
-        403,
-        "forbidden",
-    );
-    let second = transfer(&app, &lead, &session, json!({"portal": "support"})).await;
-    app.accept(&bob.token, &second).await.expect_status(200);
-    assert_problem(&app.end(&lead.token, &session).await, 403, "forbidden");
-    app.end(&bob.token, &session).await.expect_status(200);
+    lead.unmask(&session, &ann.id).await.expect_status(200);
+    assert_problem(&bob.mask(&session, &ann.id).await, 403, "forbidden");
+    let second = transfer(&lead, &session, json!({"portal": "support"})).await;
+    bob.accept(&second).await.expect_status(200);
+    assert_problem(&lead.end(&session).await, 403, "forbidden");
+    bob.end(&session).await.expect_status(200);
 
     let expected = vec![
         row("lead", "session_created", "-"),
@@ -421,10 +376,7 @@ async fn the_audit_trail_matches_a_scenario_entry_for_entry_and_has_nothing_for_
         row("bob", "session_ended", "-"),
     ];
     // The session's lead (the new one) reads it; nobody else does.
-    let own = app
-        .get(&format!("/v1/sessions/{session}/audit"), &bob.token)
-        .await
-        .expect_status(200);
+    let own = bob.audit(&session).await.expect_status(200);
     assert_eq!(trail(&own["entries"]), expected);
     assert_eq!(own["next_cursor"], Value::Null);
     let entries = own["entries"].as_array().unwrap();
@@ -439,10 +391,7 @@ async fn the_audit_trail_matches_a_scenario_entry_for_entry_and_has_nothing_for_
     let text = own.to_string();
     assert!(!text.contains("SECRET"), "texts are not audited: {text}");
     for outsider in [&lead, &ann] {
-        let refused = app
-            .get(&format!("/v1/sessions/{session}/audit"), &outsider.token)
-            .await;
-        assert_problem(&refused, 403, "forbidden");
+        assert_problem(&outsider.audit(&session).await, 403, "forbidden");
     }
     // Paged: two at a time, the same entries.
     let mut paged = Vec::new();
@@ -464,7 +413,7 @@ async fn the_audit_trail_matches_a_scenario_entry_for_entry_and_has_nothing_for_
     assert_eq!(paged, expected);
 
     // The admin reads the same through the account's trail.
-    let admin = crate::common::ADMIN;
+    let admin = ADMIN;
     let by_session = app
         .get(
             &format!("/v1/accounts/{ACME}/audit?session={session}"),
