@@ -144,6 +144,9 @@ impl Fixture {
                 masked: i % 4 == 0,
                 comment: Some("Customer on Windows 11; the printer driver fails to install".into()),
                 online,
+                escalate: None,
+                target_busy: false,
+                escalation_online: Vec::new(),
             }
             .into();
             let rules = Rules {
@@ -237,6 +240,9 @@ impl Fixture {
             masked: false,
             comment: Some("Needs a network specialist: VPN drops every few minutes".into()),
             online: (0..online).map(|k| Self::online_agent(k).id).collect(),
+            escalate: None,
+            target_busy: false,
+            escalation_online: Vec::new(),
         }
         .into()
     }

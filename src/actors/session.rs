@@ -25,7 +25,9 @@ use super::{Failure, Metrics, Node};
 use crate::backplane::{
     BusMessage, Claim, Commit, Committed, Fresh, Guard, Route, Routed, Topic, Transcript, Versioned,
 };
-use crate::domain::session::{Accept as AcceptCommand, InvitationSummary, Target, check_accept};
+use crate::domain::session::{
+    Accept as AcceptCommand, InvitationSummary, Target, WithdrawReason, check_accept,
+};
 use crate::domain::visibility::{
     AgentSessionView, CustomerSessionView, InvitationView, Viewer, agent_session_view, audiences,
     customer_session_view, message_view, view,
@@ -270,17 +272,20 @@ pub fn deliveries(
         .collect()
 }
 
-/// The target of the invitation an offer or withdrawal is about.
-fn recipients_target<'a>(
-    session: &'a Session,
-    outcome: &'a Outcome,
-    event: &'a Event,
-) -> Option<&'a Target> {
+/// The target of the invitation an offer or withdrawal is about — but an
+/// escalation's withdrawal goes to the agent it was taken from: the
+/// invitation's target is the portal by then.
+fn recipients_target(session: &Session, outcome: &Outcome, event: &Event) -> Option<Target> {
     match event {
-        Event::InvitationOffered { invitation, .. } => Some(&invitation.target),
-        Event::InvitationWithdrawn { invitation, .. } => {
-            outcome.invitation(session, invitation).map(|i| &i.target)
-        }
+        Event::InvitationOffered { invitation, .. } => Some(invitation.target.clone()),
+        Event::InvitationWithdrawn {
+            reason: WithdrawReason::Escalated,
+            recipients,
+            ..
+        } => recipients.first().cloned().map(Target::Agent),
+        Event::InvitationWithdrawn { invitation, .. } => outcome
+            .invitation(session, invitation)
+            .map(|i| i.target.clone()),
         _ => None,
     }
 }

@@ -12,8 +12,8 @@ use crate::actors::session::{Accept, Create, Executed, Read, Want};
 use crate::actors::{Failure, Node};
 use crate::backplane::{Guard, Transcript};
 use crate::domain::session::{
-    Audience, Cancel, Decline, End, InvitationKind, InvitationSummary, Invite, Leave, Post, Poster,
-    SetMasked, Target,
+    Audience, Cancel, Decline, End, EscalateAfter, InvitationKind, InvitationSummary, Invite,
+    Leave, Post, Poster, SetMasked, Target,
 };
 use crate::domain::visibility::{AgentSessionView, InvitationView, Viewer, message_view};
 use crate::domain::{
@@ -123,6 +123,8 @@ pub struct InviteRequest {
     pub target: Target,
     /// Collaborate or transfer.
     pub kind: InvitationKind,
+    /// Escalate to a portal if the agent does not take it in time.
+    pub escalate: Option<EscalateAfter>,
     /// Join masked.
     pub masked: bool,
     /// A note for the invitees.
@@ -158,6 +160,19 @@ pub async fn invite(
             .await?
             .ok_or(Failure::NotFound("portal"))?,
     };
+    let (target_busy, escalation_online) = match (&request.escalate, &request.target) {
+        (Some(escalate), Target::Agent(agent)) => {
+            let policy = &caller.account.policy;
+            let busy = backplane
+                .active_counts(account, std::slice::from_ref(agent))
+                .await?
+                .first()
+                .is_some_and(|n| *n >= policy.max_active_sessions_per_agent);
+            let portal = escalation_candidates(node, account, &escalate.portal, policy).await?;
+            (busy, portal)
+        }
+        _ => (false, Vec::new()),
+    };
     let comment = request
         .comment
         .map(|c| c.trim().to_owned())
@@ -171,6 +186,9 @@ pub async fn invite(
         masked: request.masked,
         comment,
         online,
+        escalate: request.escalate,
+        target_busy,
+        escalation_online,
     };
     let want = Want {
         invitation: Some(id),
@@ -180,6 +198,29 @@ pub async fn invite(
         .await?
         .invitation
         .ok_or(Failure::NotFound("invitation"))
+}
+
+/// The agents an invitation escalated to `portal` may go to: logged into
+/// it now and below their session limit (an agent at its limit could not
+/// join). 404 for a portal the account does not have.
+pub(crate) async fn escalation_candidates(
+    node: &Node,
+    account: &crate::domain::AccountId,
+    portal: &crate::domain::PortalId,
+    policy: &crate::domain::Policy,
+) -> Result<Vec<AgentId>, Failure> {
+    let online = node
+        .backplane
+        .online_in(account, portal)
+        .await?
+        .ok_or(Failure::NotFound("portal"))?;
+    let counts = node.backplane.active_counts(account, &online).await?;
+    Ok(online
+        .into_iter()
+        .zip(counts)
+        .filter(|(_, n)| *n < policy.max_active_sessions_per_agent)
+        .map(|(a, _)| a)
+        .collect())
 }
 
 /// `DELETE /v1/sessions/{id}/invitations/{inv}`.

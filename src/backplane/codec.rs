@@ -227,6 +227,9 @@ mod tests {
             masked: false,
             comment: None,
             online: vec![ann],
+            escalate: None,
+            target_busy: false,
+            escalation_online: Vec::new(),
         };
         session.apply(&invite.into(), rules).unwrap();
         let i = session.invitations[0].clone();

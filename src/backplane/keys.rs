@@ -332,6 +332,7 @@ pub fn timer_member(session: &SessionId, timer: &Timer) -> String {
     match timer {
         Timer::Expiry(invitation) => format!("{}|x|{}", session.as_str(), invitation.as_str()),
         Timer::Idle => format!("{}|idle", session.as_str()),
+        Timer::Escalate(invitation) => format!("{}|e|{}", session.as_str(), invitation.as_str()),
     }
 }
 
@@ -342,6 +343,7 @@ pub fn parse_timer_member(member: &str) -> Option<(SessionId, Timer)> {
     let timer = match (parts.next()?, parts.next()) {
         ("x", Some(invitation)) => Timer::Expiry(InvitationId::parse(invitation).ok()?),
         ("idle", None) => Timer::Idle,
+        ("e", Some(invitation)) => Timer::Escalate(InvitationId::parse(invitation).ok()?),
         _ => return None,
     };
     parts.next().is_none().then_some((session, timer))
@@ -441,7 +443,11 @@ mod tests {
     #[test]
     fn timer_members_round_trip() {
         let session = SessionId::random();
-        for timer in [Timer::Idle, Timer::Expiry(InvitationId::within(&session))] {
+        for timer in [
+            Timer::Idle,
+            Timer::Expiry(InvitationId::within(&session)),
+            Timer::Escalate(InvitationId::within(&session)),
+        ] {
             let member = timer_member(&session, &timer);
             assert_eq!(parse_timer_member(&member), Some((session.clone(), timer)));
         }

@@ -186,6 +186,7 @@ impl From<InvitationV2> for Invitation {
             created_at: i.created_at,
             expires_at: i.expires_at,
             closed_reason: i.closed_reason,
+            escalation: None,
         }
     }
 }

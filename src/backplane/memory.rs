@@ -95,6 +95,7 @@ struct TimerKey {
 enum TimerName {
     Expiry(InvitationId),
     Idle,
+    Escalate(InvitationId),
 }
 
 impl From<&Timer> for TimerName {
@@ -102,6 +103,7 @@ impl From<&Timer> for TimerName {
         match t {
             Timer::Expiry(i) => TimerName::Expiry(i.clone()),
             Timer::Idle => TimerName::Idle,
+            Timer::Escalate(i) => TimerName::Escalate(i.clone()),
         }
     }
 }
@@ -111,6 +113,7 @@ impl From<&TimerName> for Timer {
         match t {
             TimerName::Expiry(i) => Timer::Expiry(i.clone()),
             TimerName::Idle => Timer::Idle,
+            TimerName::Escalate(i) => Timer::Escalate(i.clone()),
         }
     }
 }
@@ -760,6 +763,18 @@ impl Presence for MemoryBackplane {
             agents,
             portals: d.portals.values().cloned().collect(),
         })
+    }
+
+    async fn active_counts(&self, account: &AccountId, agents: &[AgentId]) -> Result<Vec<u32>> {
+        let s = self.store();
+        Ok(agents
+            .iter()
+            .map(|a| {
+                s.data(account)
+                    .and_then(|d| d.agent_sessions.get(a))
+                    .map_or(0, |set| set.len() as u32)
+            })
+            .collect())
     }
 
     /// In one process presence never expires: there is nothing to hold.

@@ -502,6 +502,9 @@ pub trait Presence: Send + Sync {
     ) -> Result<Option<Vec<AgentId>>>;
     /// The collaboration window's data (one round trip).
     async fn window(&self, account: &AccountId) -> Result<Window>;
+    /// How many sessions each of `agents` is active in, in order (one
+    /// round trip).
+    async fn active_counts(&self, account: &AccountId, agents: &[AgentId]) -> Result<Vec<u32>>;
     /// This node serves a stream of `agent` (`held`) or stopped serving
     /// one: where presence expires, the node keeps such agents online.
     fn hold_presence(&self, account: &AccountId, agent: &AgentId, held: bool);

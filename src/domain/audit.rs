@@ -163,7 +163,10 @@ pub fn actor_of(command: &Command) -> Actor {
         Command::AdminEnd(_) | Command::AdminCancel(_) => Actor::admin(),
         Command::CustomerReconnected(_) => Actor::customer(),
         // A logout withdraws the agent's alerts: collabd does that for it.
-        Command::Expire(_) | Command::CheckIdle(_) | Command::RecipientGone(_) => Actor::system(),
+        Command::Expire(_)
+        | Command::Escalate(_)
+        | Command::CheckIdle(_)
+        | Command::RecipientGone(_) => Actor::system(),
     }
 }
 
@@ -212,6 +215,15 @@ pub fn session_entries(
                     "kind": invitation.kind,
                     "masked": invitation.masked,
                     "comment": invitation.comment.is_some(),
+                    "recipient_count": invitation.recipient_count,
+                }),
+            ),
+            Event::InvitationEscalated { invitation, portal } => entry(
+                AuditAction::InvitationEscalated,
+                Some(invitation),
+                json!({
+                    "portal": portal,
+                    "from": invitation.escalation.as_ref().and_then(|e| e.from.as_ref()),
                     "recipient_count": invitation.recipient_count,
                 }),
             ),

@@ -22,10 +22,10 @@ use super::id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId
 use super::policy::{Policy, SessionMode};
 use super::session::{
     Accept, Audience, Author, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End,
-    EndReason, Ending, Event, Expire, IndexDelta, Invitation, InvitationKind, InvitationStatus,
-    InvitationSummary, Invite, Leave, MAX_COMMENT_CHARS, MAX_MASK_CHANGES, MAX_MESSAGE_CHARS,
-    Message, Outcome, Post, Poster, RecipientGone, Role, Rules, Session, SessionStatus, SetMasked,
-    Target, Timer, WithdrawReason, check_accept,
+    EndReason, Ending, Escalate, EscalateAfter, Event, Expire, IndexDelta, Invitation,
+    InvitationKind, InvitationStatus, InvitationSummary, Invite, Leave, MAX_COMMENT_CHARS,
+    MAX_MASK_CHANGES, MAX_MESSAGE_CHARS, Message, Outcome, Post, Poster, RecipientGone, Role,
+    Rules, Session, SessionStatus, SetMasked, Target, Timer, WithdrawReason, check_accept,
 };
 use super::visibility::{Viewer, message_view};
 
@@ -91,6 +91,9 @@ struct Draft {
     kind: InvitationKind,
     masked: bool,
     comment: Option<String>,
+    escalate: Option<EscalateAfter>,
+    target_busy: bool,
+    escalation_online: Vec<AgentId>,
 }
 
 /// `inviter` invites `target`; `online` are the agents logged in for it now.
@@ -102,12 +105,32 @@ fn invite(inviter: &'static str, target: Target, online: &[&str]) -> Draft {
         kind: InvitationKind::Collaborate,
         masked: false,
         comment: None,
+        escalate: None,
+        target_busy: false,
+        escalation_online: Vec::new(),
     }
 }
 
 impl Draft {
     fn masked(mut self) -> Self {
         self.masked = true;
+        self
+    }
+
+    /// Escalates to `support` after `secs`; `portal_online` are the
+    /// portal's agents below their limit if it escalates when sent.
+    fn escalate(mut self, secs: u32, portal_online: &[&str]) -> Self {
+        self.escalate = Some(EscalateAfter {
+            after_secs: secs,
+            portal: PortalId::parse("support").unwrap(),
+        });
+        self.escalation_online = ids(portal_online);
+        self
+    }
+
+    /// The direct target is at its session limit.
+    fn busy(mut self) -> Self {
+        self.target_busy = true;
         self
     }
 
@@ -130,6 +153,9 @@ impl Draft {
             masked: self.masked,
             comment: self.comment,
             online: self.online,
+            escalate: self.escalate,
+            target_busy: self.target_busy,
+            escalation_online: self.escalation_online,
         }
         .into()
     }
@@ -469,16 +495,32 @@ fn check_outcome(after: &Session, outcome: &Outcome) {
             outcome.disarm
         );
     }
-    assert_eq!(outcome.delta.closed.len(), outcome.closed.len());
+    // An escalation moves an open invitation from one target to another:
+    // out of one index and into the other, its expiry armed since it was sent.
+    let retargeted = |id: &InvitationId| {
+        outcome.delta.closed.iter().any(|(c, _)| c == id)
+            && outcome.delta.opened.iter().any(|(o, _)| o == id)
+    };
+    assert_eq!(
+        outcome.delta.closed.len(),
+        outcome.closed.len()
+            + outcome
+                .delta
+                .closed
+                .iter()
+                .filter(|(id, _)| retargeted(id))
+                .count()
+    );
     for (opened, target) in &outcome.delta.opened {
         let open = after
             .invitation(opened)
             .expect("an opened invitation is open");
         assert_eq!(&open.target, target);
         assert!(
-            outcome
-                .arm
-                .contains(&(Timer::Expiry(opened.clone()), open.expires_at)),
+            retargeted(opened)
+                || outcome
+                    .arm
+                    .contains(&(Timer::Expiry(opened.clone()), open.expires_at)),
             "no open invitation lacks its expiry: {:?}",
             outcome.arm
         );
@@ -540,6 +582,7 @@ fn kinds(events: &[Event]) -> Vec<&'static str> {
             Event::InvitationOffered { .. } => "offered",
             Event::InvitationSent { .. } => "sent",
             Event::InvitationWithdrawn { .. } => "withdrawn",
+            Event::InvitationEscalated { .. } => "escalated",
             Event::InvitationAccepted { .. } => "accepted",
             Event::InvitationDeclined { .. } => "declined",
             Event::InvitationExpired { .. } => "expired",
@@ -2472,4 +2515,165 @@ fn a_session_allows_at_most_1000_masks_and_unmasks() {
     );
     // Asking for the state it is in is no change, and still answers.
     spec.run(set_masked("ann", LEAD, false));
+}
+
+// ---------------------------------------------------------------------------
+// Escalation
+// ---------------------------------------------------------------------------
+
+fn escalate(invitation: &InvitationId, online: &[&str]) -> Command {
+    Escalate {
+        invitation: invitation.clone(),
+        online: ids(online),
+    }
+    .into()
+}
+
+#[test]
+fn an_escalating_invitation_arms_its_escalation_and_shows_its_plan() {
+    let mut spec = Spec::new();
+    spec.advance(1);
+    let (i, outcome) =
+        spec.send_with_outcome(invite(LEAD, direct("ann"), &["ann"]).escalate(30, &[]));
+    assert!(outcome.arm.contains(&(Timer::Escalate(i.clone()), at(31))));
+    let plan = spec.pending(&i).escalation.clone().unwrap();
+    assert_eq!((plan.at, plan.from), (at(31), None));
+    assert_eq!(spec.pending(&i).target, direct("ann"));
+}
+
+#[test]
+fn escalation_due_re_targets_the_same_invitation_to_the_portal_without_the_agent() {
+    let mut spec = Spec::with_participants(&["hal"]);
+    let i = spec.send(invite(LEAD, direct("ann"), &["ann"]).escalate(30, &[]));
+    // Early (a timer fired before its time): wait for the time.
+    spec.advance(10);
+    let early = spec.run(escalate(&i, &["bob"]));
+    assert_eq!(
+        early.arm,
+        vec![(
+            Timer::Escalate(i.clone()),
+            spec.pending(&i).escalation.clone().unwrap().at
+        )]
+    );
+    assert!(early.events.is_empty());
+    spec.advance(25);
+    let outcome = spec.run(escalate(&i, &["ann", "bob", "cid", "hal", LEAD, "bob"]));
+    assert_eq!(
+        kinds(&outcome.events),
+        ["escalated", "withdrawn", "offered"]
+    );
+    let inv = spec.pending(&i);
+    assert_eq!(inv.target, portal());
+    assert_eq!(inv.recipients, ids(&["bob", "cid"]));
+    assert_eq!(inv.escalation.as_ref().unwrap().from, Some(id("ann")));
+    assert_eq!(
+        outcome.events[1],
+        Event::InvitationWithdrawn {
+            invitation: i.clone(),
+            recipients: ids(&["ann"]),
+            reason: WithdrawReason::Escalated,
+        }
+    );
+    assert_eq!(outcome.delta.closed, vec![(i.clone(), direct("ann"))]);
+    assert_eq!(outcome.delta.opened, vec![(i.clone(), portal())]);
+    // Once: firing again changes nothing; the agent can no longer take it.
+    assert!(spec.run(escalate(&i, &["dan"])).is_noop());
+    spec.refuse_accept(&i, "ann", 0, DomainError::NotARecipient);
+    // First accept wins among the portal's agents, as for any portal invitation.
+    let won = spec.accept(&i, "cid");
+    assert_eq!(kinds(&won.events)[..2], ["accepted", "withdrawn"]);
+    assert!(won.disarm.contains(&Timer::Expiry(i.clone())));
+    assert_eq!(spec.closed(&i).accepted_by, Some(id("cid")));
+}
+
+#[test]
+fn a_decline_or_a_logout_escalates_at_once() {
+    let mut spec = Spec::new();
+    let declined = spec.send(invite(LEAD, direct("ann"), &["ann"]).escalate(60, &[]));
+    let outcome = spec.run(decline(&declined, "ann"));
+    assert_eq!(kinds(&outcome.events), ["declined"]);
+    assert_eq!(
+        outcome.arm,
+        vec![(Timer::Escalate(declined.clone()), spec.now)]
+    );
+    assert_eq!(spec.status(&declined), InvitationStatus::Pending);
+    let outcome = spec.run(escalate(&declined, &["bob"]));
+    assert_eq!(
+        kinds(&outcome.events),
+        ["escalated", "offered"],
+        "ann's alert is gone already"
+    );
+
+    let left = spec.send(invite(LEAD, direct("cid"), &["cid"]).escalate(60, &[]));
+    let outcome = spec.run(gone("cid"));
+    assert_eq!(kinds(&outcome.events), ["withdrawn"]);
+    assert_eq!(outcome.arm, vec![(Timer::Escalate(left.clone()), spec.now)]);
+    // Nobody in the portal: the invitation has nobody left and is cancelled.
+    let outcome = spec.run(escalate(&left, &[]));
+    assert_eq!(kinds(&outcome.events), ["cancelled"]);
+    assert_eq!(spec.status(&left), InvitationStatus::Cancelled);
+}
+
+#[test]
+fn an_agent_offline_or_at_its_limit_when_sent_escalates_at_once() {
+    let mut spec = Spec::new();
+    let (busy, outcome) = spec.send_with_outcome(
+        invite(LEAD, direct("ann"), &["ann"])
+            .escalate(30, &["ann", "bob"])
+            .busy(),
+    );
+    assert_eq!(kinds(&outcome.events), ["sent", "escalated", "offered"]);
+    assert_eq!(spec.pending(&busy).target, portal());
+    assert_eq!(spec.pending(&busy).recipients, ids(&["bob"]));
+    assert!(
+        !outcome
+            .arm
+            .iter()
+            .any(|(t, _)| matches!(t, Timer::Escalate(_)))
+    );
+    let (offline, _) =
+        spec.send_with_outcome(invite(LEAD, direct("cid"), &[]).escalate(30, &["bob"]));
+    assert_eq!(
+        spec.pending(&offline).escalation.as_ref().unwrap().from,
+        Some(id("cid"))
+    );
+    // Nobody to go to: refused, nothing changes.
+    spec.refuse_invite(
+        invite(LEAD, direct("dan"), &[]).escalate(30, &["dan"]),
+        DomainError::NoAgentsOnline,
+    );
+    // Without an escalation an offline agent is still unavailable.
+    spec.refuse_invite(
+        invite(LEAD, direct("dan"), &[]),
+        DomainError::AgentUnavailable,
+    );
+}
+
+#[test]
+fn escalation_is_direct_only_within_the_ttl_and_needs_portal_invitations() {
+    let mut spec = Spec::new();
+    spec.refuse_invite(
+        invite(LEAD, portal(), &["ann"]).escalate(30, &[]),
+        invalid("only a direct invitation escalates (to a portal)"),
+    );
+    for secs in [4, 121] {
+        spec.refuse_invite(
+            invite(LEAD, direct("ann"), &["ann"]).escalate(secs, &[]),
+            invalid("escalate.after_secs must be 5 to the invitation's time to live (120 s)"),
+        );
+    }
+    let mut spec = Spec::with(policy(|p| p.portal_invitations = false));
+    spec.refuse_invite(
+        invite(LEAD, direct("ann"), &["ann"]).escalate(30, &[]),
+        DomainError::FeatureDisabled("portal invitations"),
+    );
+}
+
+#[test]
+fn an_escalation_that_closed_first_disarms_its_timer() {
+    let mut spec = Spec::new();
+    let i = spec.send(invite(LEAD, direct("ann"), &["ann"]).escalate(30, &[]));
+    let outcome = spec.accept(&i, "ann");
+    assert!(outcome.disarm.contains(&Timer::Escalate(i.clone())));
+    assert!(spec.run(escalate(&i, &["bob"])).is_noop());
 }

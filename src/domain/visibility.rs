@@ -12,7 +12,7 @@ use super::directory::AgentRef;
 use super::id::{AgentId, InvitationId, SessionId};
 use super::policy::SessionMode;
 use super::session::{
-    Audience, Author, EndReason, Event, Invitation, InvitationKind, InvitationStatus,
+    Audience, Author, EndReason, Escalation, Event, Invitation, InvitationKind, InvitationStatus,
     InvitationSummary, Message, Participant, Role, Session, SessionStatus, Target, WithdrawReason,
 };
 
@@ -68,6 +68,8 @@ pub struct InvitationView {
     pub accepted_by: Option<AgentId>,
     /// Why it closed, when cancelled or expired.
     pub closed_reason: Option<WithdrawReason>,
+    /// Its escalation, if it was sent with one.
+    pub escalation: Option<Escalation>,
     /// When it was sent.
     pub created_at: DateTime<Utc>,
     /// When it runs out.
@@ -90,6 +92,7 @@ impl From<&Invitation> for InvitationView {
             status: i.status,
             accepted_by: i.accepted_by.clone(),
             closed_reason: i.closed_reason,
+            escalation: i.escalation.clone(),
             created_at: i.created_at,
             expires_at: i.expires_at,
         }
@@ -411,6 +414,10 @@ fn participant_view(
             "invitation_sent",
             json!({"session": session, "invitation": invitation}),
         ),
+        Event::InvitationEscalated { invitation, portal } => (
+            "invitation_escalated",
+            json!({"session": session, "invitation": invitation, "portal": portal}),
+        ),
         Event::InvitationAccepted { invitation } => (
             "invitation_accepted",
             json!({"session": session, "invitation": invitation, "by": invitation.accepted_by}),
@@ -516,6 +523,9 @@ mod tests {
             masked: true,
             comment: Some("note".into()),
             online: vec![id("ann"), id("bob"), id("cid")],
+            escalate: None,
+            target_busy: false,
+            escalation_online: Vec::new(),
         };
         let outcome = session.apply(&invite.into(), rules).unwrap();
         let offered = outcome
@@ -565,6 +575,7 @@ mod tests {
             created_at: at,
             expires_at: at + chrono::Duration::seconds(120),
             closed_reason: None,
+            escalation: None,
         }
     }
 
@@ -620,6 +631,10 @@ mod tests {
             },
             Event::InvitationAccepted {
                 invitation: summary(InvitationStatus::Accepted),
+            },
+            Event::InvitationEscalated {
+                invitation: summary(InvitationStatus::Pending),
+                portal: PortalId::parse("support").unwrap(),
             },
             Event::InvitationDeclined {
                 invitation: summary(InvitationStatus::Declined),
@@ -682,6 +697,7 @@ mod tests {
             Event::InvitationOffered { .. } => "offered",
             Event::InvitationSent { .. } => "sent",
             Event::InvitationWithdrawn { .. } => "withdrawn",
+            Event::InvitationEscalated { .. } => "escalated",
             Event::InvitationAccepted { .. } => "accepted",
             Event::InvitationDeclined { .. } => "declined",
             Event::InvitationExpired { .. } => "expired",
@@ -704,7 +720,7 @@ mod tests {
         let session = SessionId::parse("ses-1").unwrap();
         let events = every_kind_of_event();
         let kinds: std::collections::BTreeSet<_> = events.iter().map(kind).collect();
-        assert_eq!(kinds.len(), 15, "one of each kind: {kinds:?}");
+        assert_eq!(kinds.len(), 16, "one of each kind: {kinds:?}");
         let mut customer_sees = 0;
         for event in &events {
             let to = audiences(event);

@@ -4,7 +4,9 @@
 //! or not, with comments; accepts by random recipients; declines; cancels;
 //! expiries as time advances; logouts; chat by agents to both audiences and
 //! by the customer; leaves; ends; customer reconnects; idle checks; masks
-//! and unmasks mid-session; transfers of the lead) are
+//! and unmasks mid-session; transfers of the lead; escalations of direct
+//! invitations to a portal, when due, declined, or sent to an agent who is
+//! offline or busy) are
 //! applied to one session; commands the domain refuses are skipped (and must
 //! have changed nothing). Every secret is made
 //! recognisable by its text — agent ids `agentid-N`, names `NameN`,
@@ -31,9 +33,9 @@ use super::id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId
 use super::policy::{Policy, SessionMode};
 use super::session::EndReason;
 use super::session::{
-    Accept, Audience, Author, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End, Event,
-    Expire, InvitationKind, Invite, Leave, Message, Post, Poster, RecipientGone, Role, Rules,
-    Session, SetMasked, Target,
+    Accept, Audience, Author, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End,
+    Escalate, EscalateAfter, Event, Expire, InvitationKind, Invite, Leave, Message, Post, Poster,
+    RecipientGone, Role, Rules, Session, SetMasked, Target,
 };
 use super::visibility::{
     ClientEvent, Viewer, audiences, customer_session_view, message_view, view,
@@ -113,6 +115,11 @@ enum Op {
         masked: bool,
         comment: bool,
         transfer: bool,
+        /// A direct invitation escalates to the portal after 30 s; the
+        /// agents of `online` are the portal's if it escalates when sent.
+        escalate: bool,
+        /// The direct target is at its session limit.
+        busy: bool,
         /// Bit `i`: agent `i` is logged in for the target. For a direct
         /// invitation the target is online unless both bits 6 and 7 are set.
         online: u8,
@@ -160,6 +167,12 @@ enum Op {
         by: Pick,
         masked: bool,
     },
+    Escalate {
+        invitation: usize,
+        after_secs: i64,
+        /// Bit `i`: agent `i` is in the portal, below its limit.
+        online: u8,
+    },
 }
 
 /// Which invitation a command is about, counted back from the newest:
@@ -178,11 +191,15 @@ fn op() -> impl Strategy<Value = Op> {
             any::<bool>(),
             any::<bool>(),
             prop::bool::weighted(0.25),
+            (prop::bool::weighted(0.4), prop::bool::weighted(0.2)),
             any::<u8>(),
         )
-            .prop_map(|(inviter, portal, target, masked, comment, transfer, online)| Op::Invite {
-                inviter, portal, target, masked, comment, transfer, online,
+            .prop_map(|(inviter, portal, target, masked, comment, transfer, (escalate, busy), online)| {
+                Op::Invite { inviter, portal, target, masked, comment, transfer, escalate, busy, online }
             }),
+        4 => (nth_newest(), 0i64..60, any::<u8>()).prop_map(|(invitation, after_secs, online)| {
+            Op::Escalate { invitation, after_secs, online }
+        }),
         6 => (pick(), pick(), any::<bool>())
             .prop_map(|(agent, by, masked)| Op::SetMasked { agent, by, masked }),
         12 => (nth_newest(), pick(), 0u32..12).prop_map(|(invitation, by, active_sessions)| {
@@ -244,6 +261,7 @@ struct Coverage {
     unmasks_shown: usize,
     masks_shown: usize,
     transfers: usize,
+    escalations: usize,
 }
 
 impl Coverage {
@@ -265,6 +283,7 @@ impl Coverage {
         self.unmasks_shown += o.unmasks_shown;
         self.masks_shown += o.masks_shown;
         self.transfers += o.transfers;
+        self.escalations += o.escalations;
     }
 }
 
@@ -349,6 +368,8 @@ impl Run {
                 masked,
                 comment,
                 transfer,
+                escalate,
+                busy,
                 online: bits,
             } => {
                 let mut online: Vec<AgentId> = (0..AGENTS)
@@ -374,7 +395,13 @@ impl Run {
                     },
                     masked: *masked,
                     comment: comment.then(|| format!("COMMENT-{n}")),
+                    escalation_online: online.clone(),
                     online,
+                    escalate: (*escalate && !*portal).then(|| EscalateAfter {
+                        after_secs: 30,
+                        portal: PortalId::parse("support").unwrap(),
+                    }),
+                    target_busy: *busy,
                 }
                 .into()
             }
@@ -468,6 +495,21 @@ impl Run {
             Op::CheckIdle { after_secs } => {
                 self.now += Duration::seconds(*after_secs);
                 CheckIdle.into()
+            }
+            Op::Escalate {
+                invitation,
+                after_secs,
+                online,
+            } => {
+                self.now += Duration::seconds(*after_secs);
+                Escalate {
+                    invitation: self.invitation(*invitation)?.0,
+                    online: (0..AGENTS)
+                        .filter(|i| online & (1 << i) != 0)
+                        .map(agent_id)
+                        .collect(),
+                }
+                .into()
             }
             Op::SetMasked { agent, by, masked } => {
                 // Mostly an agent whose mask would change, asked by the lead
@@ -672,9 +714,11 @@ impl Run {
                     .accepted_by
                     .as_ref()
                     .expect("accepted by someone");
+                // Its latest offer: an escalated invitation was offered again.
                 let (_, recipients) = self
                     .sent
                     .iter()
+                    .rev()
                     .find(|(id, _)| id == &invitation.id)
                     .expect("an accepted invitation was sent");
                 assert!(recipients.contains(by), "{invitation:?}");
@@ -685,6 +729,12 @@ impl Run {
                     assert!(!self.session.participant(by).is_some_and(|p| p.masked));
                     self.coverage.transfers += 1;
                 }
+            }
+            Event::InvitationEscalated { invitation, .. } => {
+                assert_eq!(customer, None, "{event:?}");
+                let from = invitation.escalation.as_ref().and_then(|e| e.from.as_ref());
+                assert!(from.is_some(), "an escalated invitation says from whom");
+                self.coverage.escalations += 1;
             }
             Event::ParticipantUpdated { participant } => {
                 let name = &participant.agent.name;
@@ -871,6 +921,7 @@ fn the_random_sessions_reach_every_secret_and_every_positive() {
         ("unmasks shown", t.unmasks_shown),
         ("masks shown", t.masks_shown),
         ("transfers", t.transfers),
+        ("escalations", t.escalations),
     ] {
         assert!(count >= 10, "only {count} {what} in {t:?}");
     }
@@ -888,6 +939,8 @@ fn a_masked_helper_and_a_comment_stay_hidden_while_the_visible_agent_is_heard() 
             masked: true,
             comment: true,
             transfer: false,
+            escalate: false,
+            busy: false,
             online: 0b0000_0110, // agents 1 and 2
         },
         Op::Accept {

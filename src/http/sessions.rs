@@ -14,7 +14,7 @@ use super::token::Subject;
 use super::{AppState, PageQuery, lookup_id};
 use crate::app::sessions::{self as use_case, InviteRequest};
 use crate::domain::directory::parse_name;
-use crate::domain::session::{Audience, InvitationKind, Target};
+use crate::domain::session::{Audience, EscalateAfter, InvitationKind, Target};
 use crate::domain::{AgentId, InvitationId, SessionId, SessionMode};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
@@ -116,6 +116,7 @@ struct InviteBody {
     target: Target,
     #[serde(default)]
     kind: InvitationKind,
+    escalate: Option<EscalateAfter>,
     #[serde(default)]
     masked: bool,
     comment: Option<String>,
@@ -141,6 +142,7 @@ async fn invite(
             let request = InviteRequest {
                 target: body.target.clone(),
                 kind: body.kind,
+                escalate: body.escalate.clone(),
                 masked: body.masked,
                 comment: body.comment.clone(),
             };

@@ -287,6 +287,9 @@ impl Live {
             masked: false,
             comment: None,
             online: online.to_vec(),
+            escalate: None,
+            target_busy: false,
+            escalation_online: Vec::new(),
         }
     }
 

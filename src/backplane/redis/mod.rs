@@ -1312,6 +1312,22 @@ impl Presence for RedisBackplane {
         Ok(Window { agents, portals })
     }
 
+    async fn active_counts(&self, account: &AccountId, agents: &[AgentId]) -> Result<Vec<u32>> {
+        if agents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(self.account_keys(account).active());
+        for agent in agents {
+            hmget.arg(agent.as_str());
+        }
+        let counts: Vec<Option<u32>> = hmget
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
     fn hold_presence(&self, account: &AccountId, agent: &AgentId, held: bool) {
         self.serve(account, agent, |s| match held {
             true => s.streams += 1,

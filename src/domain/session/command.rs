@@ -3,7 +3,7 @@
 //! concept it changes (`invitation.rs`, `chat.rs`, `participants.rs`).
 
 use super::chat::{Audience, Poster};
-use super::invitation::{InvitationKind, Target};
+use super::invitation::{EscalateAfter, InvitationKind, Target};
 use crate::domain::directory::AgentRef;
 use crate::domain::id::{AgentId, InvitationId, MessageId};
 
@@ -20,6 +20,9 @@ pub enum Command {
     Cancel(Cancel),
     /// An invitation's expiry timer fired.
     Expire(Expire),
+    /// An invitation's escalation is due (its timer fired, or its agent
+    /// declined or left).
+    Escalate(Escalate),
     /// A recipient logged out: its alerts go away.
     RecipientGone(RecipientGone),
     /// Someone writes in the chat.
@@ -57,6 +60,22 @@ pub struct Invite {
     pub comment: Option<String>,
     /// Agents logged in for the target now (the direct target, or the
     /// portal's agents). The rule removes the inviter and participants.
+    pub online: Vec<AgentId>,
+    /// Escalate to a portal if the agent does not take it in time.
+    pub escalate: Option<EscalateAfter>,
+    /// The direct target is at its session limit now.
+    pub target_busy: bool,
+    /// With `escalate`, when the target is not logged in or busy: the
+    /// portal's agents logged in and below their session limit now.
+    pub escalation_online: Vec<AgentId>,
+}
+
+/// An invitation's escalation is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escalate {
+    /// Which invitation.
+    pub invitation: InvitationId,
+    /// Its portal's agents logged in and below their session limit now.
     pub online: Vec<AgentId>,
 }
 
@@ -185,6 +204,7 @@ into_command!(
     Decline,
     Cancel,
     Expire,
+    Escalate,
     RecipientGone,
     Post,
     Leave,

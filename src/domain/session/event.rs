@@ -11,10 +11,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::chat::Message;
-use super::invitation::{Invitation, InvitationKind, InvitationStatus, Target, WithdrawReason};
+use super::invitation::{
+    Escalation, Invitation, InvitationKind, InvitationStatus, Target, WithdrawReason,
+};
 use super::participants::{EndReason, Participant};
 use crate::domain::directory::AgentRef;
-use crate::domain::id::{AgentId, InvitationId, SessionId};
+use crate::domain::id::{AgentId, InvitationId, PortalId, SessionId};
 use crate::domain::policy::SessionMode;
 
 /// A brief of the session, carried with offers so a recipient can decide.
@@ -54,6 +56,8 @@ pub struct InvitationSummary {
     pub accepted_by: Option<AgentId>,
     /// Why it closed, if it closed without being accepted or declined.
     pub closed_reason: Option<WithdrawReason>,
+    /// Its escalation: the portal, when, and (once done) from whom.
+    pub escalation: Option<Escalation>,
     /// When it was sent.
     pub created_at: DateTime<Utc>,
     /// When it expires if nobody accepts.
@@ -74,6 +78,7 @@ impl From<&Invitation> for InvitationSummary {
             status: i.status,
             accepted_by: i.accepted_by.clone(),
             closed_reason: i.closed_reason,
+            escalation: i.escalation.clone(),
             created_at: i.created_at,
             expires_at: i.expires_at,
         }
@@ -104,6 +109,13 @@ pub enum Event {
         recipients: Vec<AgentId>,
         /// Why.
         reason: WithdrawReason,
+    },
+    /// A direct invitation went to a portal.
+    InvitationEscalated {
+        /// The invitation as it is now.
+        invitation: InvitationSummary,
+        /// The portal.
+        portal: PortalId,
     },
     /// A recipient accepted.
     InvitationAccepted {

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::event::{Event, InvitationSummary};
 use super::participants::{Participant, Role};
 use super::{
-    Accept, AdminCancel, Cancel, Decline, Expire, Invite, Outcome, RecipientGone, Rules, Session,
-    Timer,
+    Accept, AdminCancel, Cancel, Decline, Escalate, Expire, Invite, Outcome, RecipientGone, Rules,
+    Session, Timer,
 };
 use crate::domain::directory::AgentRef;
 use crate::domain::error::DomainError;
@@ -74,7 +74,34 @@ pub enum WithdrawReason {
     SessionEnded,
     /// The recipient is no longer logged in.
     RecipientUnavailable,
+    /// Not taken in time by its agent: it went to a portal instead.
+    Escalated,
 }
+
+/// Where a direct invitation goes when its agent does not take it: planned
+/// when it is sent, done once (`from` set) when it is re-targeted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// The portal it goes to.
+    pub portal: PortalId,
+    /// When it goes there if its agent has not accepted by then.
+    pub at: DateTime<Utc>,
+    /// The agent it was first sent to, once it went to the portal.
+    pub from: Option<AgentId>,
+}
+
+/// What an inviter asks: escalate after `after_secs` to `portal`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalateAfter {
+    /// Seconds, from 5 to the invitation's time to live.
+    pub after_secs: u32,
+    /// The portal.
+    pub portal: PortalId,
+}
+
+/// The shortest escalation delay.
+pub const MIN_ESCALATE_SECS: u32 = 5;
 
 /// An invitation to join a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,9 +138,16 @@ pub struct Invitation {
     pub expires_at: DateTime<Utc>,
     /// Why it closed, if it closed without being accepted or declined.
     pub closed_reason: Option<WithdrawReason>,
+    /// Its escalation, if it was sent with one.
+    pub escalation: Option<Escalation>,
 }
 
 impl Invitation {
+    /// Whether it may still go to a portal: planned, not done yet.
+    pub fn escalates(&self) -> bool {
+        self.escalation.as_ref().is_some_and(|e| e.from.is_none())
+    }
+
     /// Whether it is still open.
     pub fn is_pending(&self) -> bool {
         self.status == InvitationStatus::Pending
@@ -200,6 +234,23 @@ impl Invite {
                 ));
             }
         }
+        if let Some(escalate) = &self.escalate {
+            if !matches!(self.target, Target::Agent(_)) {
+                return Err(DomainError::Invalid(
+                    "only a direct invitation escalates (to a portal)".into(),
+                ));
+            }
+            if !policy.portal_invitations {
+                return Err(DomainError::FeatureDisabled("portal invitations"));
+            }
+            if !(MIN_ESCALATE_SECS..=policy.invitation_ttl_secs).contains(&escalate.after_secs) {
+                return Err(DomainError::Invalid(format!(
+                    "escalate.after_secs must be {MIN_ESCALATE_SECS} to the invitation's time \
+                     to live ({} s)",
+                    policy.invitation_ttl_secs
+                )));
+            }
+        }
         if self.comment.is_some() && !policy.comments {
             return Err(DomainError::FeatureDisabled("invitation comments"));
         }
@@ -229,21 +280,35 @@ impl Invite {
         if s.counters.invitations >= u64::from(policy.max_invitations_per_session) {
             return Err(DomainError::LimitReached("max_invitations_per_session"));
         }
-        let mut recipients: Vec<AgentId> = Vec::with_capacity(self.online.len());
-        let mut seen: HashSet<&AgentId> = HashSet::with_capacity(self.online.len());
-        for agent in &self.online {
-            if agent != &inviter.id && !s.is_participant(agent) && seen.insert(agent) {
-                recipients.push(agent.clone());
-            }
-        }
+        let mut recipients = candidates(s, &inviter.id, None, &self.online);
+        let now = rules.now;
+        let mut target = self.target.clone();
+        let mut escalation = self.escalate.as_ref().map(|e| Escalation {
+            portal: e.portal.clone(),
+            at: now + Duration::seconds(i64::from(e.after_secs)),
+            from: None,
+        });
         match &self.target {
             Target::Agent(agent) => {
                 if agent == &inviter.id || s.is_participant(agent) {
                     return Err(DomainError::AlreadyParticipant);
                 }
                 recipients.retain(|a| a == agent);
-                if recipients.is_empty() {
-                    return Err(DomainError::AgentUnavailable);
+                let unavailable = recipients.is_empty() || self.target_busy;
+                match &mut escalation {
+                    // Not logged in, or at its session limit: straight to the portal.
+                    Some(plan) if unavailable => {
+                        recipients =
+                            candidates(s, &inviter.id, Some(agent), &self.escalation_online);
+                        if recipients.is_empty() {
+                            return Err(DomainError::NoAgentsOnline);
+                        }
+                        plan.at = now;
+                        plan.from = Some(agent.clone());
+                        target = Target::Portal(plan.portal.clone());
+                    }
+                    _ if recipients.is_empty() => return Err(DomainError::AgentUnavailable),
+                    _ => {}
                 }
             }
             Target::Portal(_) => {
@@ -252,12 +317,11 @@ impl Invite {
                 }
             }
         }
-        let now = rules.now;
         let invitation = Invitation {
             id: self.id.clone(),
             session: s.id.clone(),
             inviter,
-            target: self.target.clone(),
+            target,
             masked: self.masked,
             comment: self.comment.clone(),
             recipients,
@@ -270,6 +334,7 @@ impl Invite {
             created_at: now,
             expires_at: now + Duration::seconds(i64::from(policy.invitation_ttl_secs)),
             closed_reason: None,
+            escalation,
         };
         s.counters.invitations += 1;
         s.touch(now);
@@ -278,9 +343,24 @@ impl Invite {
             .push((invitation.id.clone(), invitation.target.clone()));
         out.arm
             .push((Timer::Expiry(invitation.id.clone()), invitation.expires_at));
+        if let Some(plan) = invitation.escalation.as_ref().filter(|e| e.from.is_none()) {
+            out.arm
+                .push((Timer::Escalate(invitation.id.clone()), plan.at));
+        }
         out.events.push(Event::InvitationSent {
             invitation: InvitationSummary::from(&invitation),
         });
+        if let Some(Escalation {
+            portal,
+            from: Some(_),
+            ..
+        }) = &invitation.escalation
+        {
+            out.events.push(Event::InvitationEscalated {
+                invitation: InvitationSummary::from(&invitation),
+                portal: portal.clone(),
+            });
+        }
         out.events.push(Event::InvitationOffered {
             invitation: invitation.clone(),
             session: s.brief(),
@@ -411,7 +491,7 @@ impl Decline {
     pub(super) fn apply(
         &self,
         s: &mut Session,
-        _: Rules<'_>,
+        rules: Rules<'_>,
         out: &mut Outcome,
     ) -> Result<(), DomainError> {
         let index = s
@@ -430,7 +510,14 @@ impl Decline {
             return Err(DomainError::InvitationClosed);
         }
         inv.declined_by.push(self.agent.clone());
-        if inv.live_recipients().is_empty() {
+        if inv.live_recipients().is_empty() && inv.escalates() {
+            // Its agent said no: it goes to the portal now.
+            out.events.push(Event::InvitationDeclined {
+                invitation: InvitationSummary::from(&*inv),
+                by: self.agent.clone(),
+            });
+            out.arm.push((Timer::Escalate(inv.id.clone()), rules.now));
+        } else if inv.live_recipients().is_empty() {
             let mut inv = s.invitations.remove(index);
             inv.status = InvitationStatus::Declined;
             out.events.push(Event::InvitationDeclined {
@@ -529,7 +616,7 @@ impl RecipientGone {
     pub(super) fn apply(
         &self,
         s: &mut Session,
-        _: Rules<'_>,
+        rules: Rules<'_>,
         out: &mut Outcome,
     ) -> Result<(), DomainError> {
         let affected: Vec<InvitationId> = s
@@ -543,7 +630,15 @@ impl RecipientGone {
                 continue;
             };
             inv.unavailable.push(self.agent.clone());
-            if inv.live_recipients().is_empty() {
+            if inv.live_recipients().is_empty() && inv.escalates() {
+                // Its agent is gone: it goes to the portal now.
+                out.arm.push((Timer::Escalate(id.clone()), rules.now));
+                out.events.push(Event::InvitationWithdrawn {
+                    invitation: id,
+                    recipients: vec![self.agent.clone()],
+                    reason: WithdrawReason::RecipientUnavailable,
+                });
+            } else if inv.live_recipients().is_empty() {
                 // Nobody is left who could take it.
                 close(
                     s,
@@ -561,6 +656,101 @@ impl RecipientGone {
                 });
             }
         }
+        Ok(())
+    }
+}
+
+/// Who among `online` may be offered an invitation of `s`: not its inviter,
+/// not an agent already in the session, not `excluded`, each once.
+fn candidates(
+    s: &Session,
+    inviter: &AgentId,
+    excluded: Option<&AgentId>,
+    online: &[AgentId],
+) -> Vec<AgentId> {
+    let mut recipients: Vec<AgentId> = Vec::with_capacity(online.len());
+    let mut seen: HashSet<&AgentId> = HashSet::with_capacity(online.len());
+    for agent in online {
+        if agent != inviter
+            && Some(agent) != excluded
+            && !s.is_participant(agent)
+            && seen.insert(agent)
+        {
+            recipients.push(agent.clone());
+        }
+    }
+    recipients
+}
+
+impl Escalate {
+    pub(super) fn apply(
+        &self,
+        s: &mut Session,
+        rules: Rules<'_>,
+        out: &mut Outcome,
+    ) -> Result<(), DomainError> {
+        // A timer may fire late or twice: only an open invitation that
+        // still escalates does, and only when it is due or nobody holds it.
+        let Some(inv) = s.invitation(&self.invitation) else {
+            return Ok(());
+        };
+        let (Some(plan), Target::Agent(original)) = (&inv.escalation, &inv.target) else {
+            return Ok(());
+        };
+        if plan.from.is_some() {
+            return Ok(());
+        }
+        let original = original.clone();
+        let held = inv.is_live_recipient(&original);
+        if held && rules.now < plan.at {
+            out.arm.push((Timer::Escalate(inv.id.clone()), plan.at));
+            return Ok(());
+        }
+        let portal = plan.portal.clone();
+        let recipients = candidates(s, &inv.inviter.id, Some(&original), &self.online);
+        if recipients.is_empty() {
+            if !held {
+                // Its agent is gone and nobody could take over.
+                close(
+                    s,
+                    &self.invitation,
+                    InvitationStatus::Cancelled,
+                    WithdrawReason::RecipientUnavailable,
+                    Some(Vec::new()),
+                    out,
+                );
+            }
+            // Otherwise it stays with its agent; a decline or a logout tries again.
+            return Ok(());
+        }
+        let brief = s.brief();
+        let Some(inv) = s.invitations.iter_mut().find(|i| i.id == self.invitation) else {
+            return Ok(());
+        };
+        out.delta.closed.push((inv.id.clone(), inv.target.clone()));
+        inv.target = Target::Portal(portal.clone());
+        inv.recipients = recipients;
+        inv.declined_by.clear();
+        inv.unavailable.clear();
+        if let Some(plan) = &mut inv.escalation {
+            plan.from = Some(original.clone());
+        }
+        out.delta.opened.push((inv.id.clone(), inv.target.clone()));
+        out.events.push(Event::InvitationEscalated {
+            invitation: InvitationSummary::from(&*inv),
+            portal,
+        });
+        if held {
+            out.events.push(Event::InvitationWithdrawn {
+                invitation: inv.id.clone(),
+                recipients: vec![original],
+                reason: WithdrawReason::Escalated,
+            });
+        }
+        out.events.push(Event::InvitationOffered {
+            invitation: inv.clone(),
+            session: brief,
+        });
         Ok(())
     }
 }

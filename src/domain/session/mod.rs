@@ -27,12 +27,12 @@ use serde::{Deserialize, Serialize};
 pub use chat::{Audience, Author, MAX_MESSAGE_CHARS, Message, Poster};
 pub use command::{
     Accept, AdminCancel, AdminEnd, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End,
-    Expire, Invite, Leave, Post, RecipientGone, SetMasked,
+    Escalate, Expire, Invite, Leave, Post, RecipientGone, SetMasked,
 };
 pub use event::{Event, InvitationSummary, SessionBrief};
 pub use invitation::{
-    Invitation, InvitationKind, InvitationStatus, MAX_COMMENT_CHARS, Target, WithdrawReason,
-    check_accept,
+    EscalateAfter, Escalation, Invitation, InvitationKind, InvitationStatus, MAX_COMMENT_CHARS,
+    MIN_ESCALATE_SECS, Target, WithdrawReason, check_accept,
 };
 pub use participants::{Customer, EndReason, Ending, Participant, Role};
 
@@ -105,6 +105,9 @@ pub enum Timer {
     Expiry(InvitationId),
     /// End the session if it has been idle for the policy's time.
     Idle,
+    /// Send this invitation to its escalation portal if its agent has not
+    /// taken it.
+    Escalate(InvitationId),
 }
 
 /// How a command changed the indexes kept beside sessions: who is in which
@@ -185,6 +188,9 @@ impl Outcome {
             .closed
             .push((invitation.id.clone(), invitation.target.clone()));
         self.disarm.push(Timer::Expiry(invitation.id.clone()));
+        if invitation.escalates() {
+            self.disarm.push(Timer::Escalate(invitation.id.clone()));
+        }
         self.closed.push(invitation);
     }
 }
@@ -314,6 +320,7 @@ impl Session {
             Command::Decline(c) => c.apply(self, rules, &mut outcome)?,
             Command::Cancel(c) => c.apply(self, rules, &mut outcome)?,
             Command::Expire(c) => c.apply(self, rules, &mut outcome)?,
+            Command::Escalate(c) => c.apply(self, rules, &mut outcome)?,
             Command::RecipientGone(c) => c.apply(self, rules, &mut outcome)?,
             Command::Post(c) => c.apply(self, rules, &mut outcome)?,
             Command::Leave(c) => c.apply(self, rules, &mut outcome)?,
