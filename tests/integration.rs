@@ -26,6 +26,8 @@ mod bad_input;
 mod beyond_seed;
 #[path = "e2e/customer.rs"]
 mod customer;
+#[path = "e2e/escalation.rs"]
+mod escalation;
 #[path = "e2e/idempotency.rs"]
 mod idempotency;
 #[path = "e2e/invitations.rs"]

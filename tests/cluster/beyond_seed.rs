@@ -70,3 +70,68 @@ async fn a_transfer_accepted_on_another_node_than_the_leads_hands_the_session_ov
         .await;
     assert_problem(&busy, 409, "agent_busy");
 }
+
+#[actix_rt::test]
+async fn an_escalation_fires_once_after_the_node_that_sent_the_invitation_was_killed() {
+    let redis = RedisServer::start();
+    let (_, mut nodes) = cluster(&redis, 3);
+    let apps = apps(&nodes);
+    apps[0].acme(json!({})).await;
+    // The lead works through node 0; everyone else through nodes 1 and 2.
+    let lead = apps[0].online(ACME, "lead", "Lead", "billing").await;
+    let ann = apps[1].online(ACME, "ann", "Ann", "billing").await;
+    let bob = apps[1].online(ACME, "bob", "Bob", "support").await;
+    let cid = apps[2].online(ACME, "cid", "Cid", "support").await;
+    let hal = apps[2].online(ACME, "hal", "Hal", "billing").await;
+    let session = lead.create_session("web", "Carl").await.id;
+    lead.bring_in(&session, &hal, false).await;
+    let (mut anns, _) = ann.events().await;
+    let (mut bobs, _) = bob.events().await;
+    let (mut cids, _) = cid.events().await;
+    let (mut hals, _) = hal.events().await;
+
+    let sent = lead
+        .invite(
+            &session,
+            json!({"target": {"agent": "ann"},
+                   "escalate": {"after_secs": 5, "portal": "support"}}),
+        )
+        .await
+        .expect_status(201);
+    let inv = id_of(&sent);
+    anns.wait_for("invitation_offered", EVENT_WAIT).await;
+    // The node that armed the escalation dies before it is due.
+    nodes[0].kill9();
+
+    let due = std::time::Duration::from_secs(20);
+    let withdrawn = anns.wait_for("invitation_withdrawn", due).await;
+    assert_eq!(withdrawn["reason"], "escalated");
+    for stream in [&mut bobs, &mut cids] {
+        let offer = stream.wait_for("invitation_offered", due).await;
+        assert_eq!(offer["id"], inv.as_str());
+    }
+    let escalated = hals.wait_for("invitation_escalated", due).await;
+    assert_eq!(escalated["invitation"]["escalation"]["from"], "ann");
+    // Once across the cluster: no second escalation, no second offer.
+    hals.assert_silent(QUIET).await;
+    bobs.assert_silent(QUIET).await;
+    let accepted = cid.accept(&inv).await.expect_status(200);
+    assert_eq!(accepted["invitation"]["accepted_by"], "cid");
+    assert_problem(&bob.accept(&inv).await, 409, "invitation_taken");
+    let trail = hal.on(&apps[1]).view(&session).await.expect_status(200);
+    assert_eq!(participant_ids(&trail), ["lead", "hal", "cid"]);
+    let audit = apps[1]
+        .get(
+            &format!("/v1/accounts/{ACME}/audit?session={session}"),
+            crate::common::ADMIN,
+        )
+        .await
+        .expect_status(200);
+    let escalations = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "invitation_escalated")
+        .count();
+    assert_eq!(escalations, 1, "{audit}");
+}
