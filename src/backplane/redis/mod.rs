@@ -552,7 +552,10 @@ impl RedisBackplane {
         let sid = &commit.session.id;
         let outcome = commit.outcome;
         let mut call = self.scripts.commit.prepare_invoke();
-        call.key(k.session(sid)).key(k.active()).key(k.timers());
+        call.key(k.session(sid))
+            .key(k.active())
+            .key(k.timers())
+            .key(k.audit());
         call.arg(commit.expected_version)
             .arg(codec::encode(commit.session));
         match commit.guard {
@@ -580,8 +583,7 @@ impl RedisBackplane {
             let bound = MAX_ACCOUNT_ENTRIES.to_string().into_bytes();
             for entry in &outcome.audit {
                 let json = audit_json(entry).into_bytes();
-                op(k.session_audit(sid), "rpush", json.clone(), Vec::new());
-                op(stream.clone(), "xadd", json, bound.clone());
+                op(k.session_audit(sid), "audit", json, bound.clone());
             }
             op(
                 stream,

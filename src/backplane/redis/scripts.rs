@@ -9,7 +9,8 @@
 /// KEYS[1]   session hash (fields v = version, s = hot state)
 /// KEYS[2]   the account's `active` hash (agent → sessions it is active in)
 /// KEYS[3]   the account's timer set
-/// KEYS[4..] one key per operation, in the order of the operations
+/// KEYS[4]   the account's audit trail (stream)
+/// KEYS[5..] one key per operation, in the order of the operations
 /// ARGV[1]   expected version (0: the session must not exist)
 /// ARGV[2]   the new hot state
 /// ARGV[3]   guard: an agent that must be active in fewer than ARGV[4]
@@ -32,8 +33,9 @@
 ///             zprune key a        ZREMRANGEBYSCORE below score a
 ///             keepfor key a       EXPIRE key a seconds unless it already
 ///                                 lives longer (an index of several sessions)
-///             xadd   key a b      XADD entry a (field `e`) to stream key,
-///                                 MAXLEN ~ b (the account's audit trail)
+///             audit  key a b      RPUSH audit entry a to key (the session's
+///                                 trail) and XADD it (field `e`) to KEYS[4],
+///                                 MAXLEN ~ b: one copy of the entry crosses
 ///             xprune key a b      XTRIM key MINID ~ a (entries past the
 ///                                 retention), then EXPIRE key b seconds
 /// then      number of payloads; per payload: the payload, the number of
@@ -57,7 +59,7 @@ redis.call('HSET', KEYS[1], 'v', v, 's', ARGV[2])
 local i = 6
 local armed = false
 for k = 1, tonumber(ARGV[5]) do
-  local kind, a, b, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], KEYS[3 + k]
+  local kind, a, b, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], KEYS[4 + k]
   i = i + 3
   if kind == 'rpush' then redis.call('RPUSH', key, a)
   elseif kind == 'hset' then redis.call('HSET', key, a, b)
@@ -77,7 +79,9 @@ for k = 1, tonumber(ARGV[5]) do
   elseif kind == 'zprune' then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. a)
   elseif kind == 'keepfor' then
     if redis.call('TTL', key) < tonumber(a) then redis.call('EXPIRE', key, a) end
-  elseif kind == 'xadd' then redis.call('XADD', key, 'MAXLEN', '~', b, '*', 'e', a)
+  elseif kind == 'audit' then
+    redis.call('RPUSH', key, a)
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', b, '*', 'e', a)
   elseif kind == 'xprune' then
     redis.call('XTRIM', key, 'MINID', '~', a)
     redis.call('EXPIRE', key, b)
