@@ -102,12 +102,17 @@ pub async fn account(
     query: AccountQuery,
 ) -> Result<Page<AccountEntry>, Failure> {
     let limit = checked_limit(query.limit)?;
-    super::provisioning::existing_account(node, account).await?;
+    let stored = super::provisioning::existing_account(node, account).await?;
+    // Entries past the retention are trimmed when the trail is written
+    // next; until then they are not shown either.
+    let kept_since =
+        Utc::now() - chrono::Duration::seconds(i64::from(stored.policy.retention_secs));
     let matches = |e: &AuditEntry| {
-        query
-            .session
-            .as_ref()
-            .is_none_or(|s| e.session.as_ref() == Some(s))
+        e.at >= kept_since
+            && query
+                .session
+                .as_ref()
+                .is_none_or(|s| e.session.as_ref() == Some(s))
             && query.agent.as_ref().is_none_or(|a| e.mentions(a))
             && query.since.is_none_or(|t| e.at >= t)
     };

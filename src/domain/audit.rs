@@ -298,3 +298,72 @@ pub fn session_entries(
     }
     entries
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::session::{AdminEnd, CheckIdle, CustomerReconnected, End, Leave, SetMasked};
+
+    fn id(s: &str) -> AgentId {
+        AgentId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn an_entry_mentions_its_actor_and_the_agents_its_details_name() {
+        let at = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+        let mut entry = AuditEntry::admin(
+            at,
+            AuditAction::AgentLoggedOut,
+            json!({"agent": "ann", "reason": "admin"}),
+        );
+        assert!(entry.mentions(&id("ann")));
+        assert!(!entry.mentions(&id("bob")));
+        entry.details = json!({"from": "bob", "to": "cid"});
+        entry.actor = Actor::agent(&id("dan"));
+        for who in ["bob", "cid", "dan"] {
+            assert!(entry.mentions(&id(who)), "{who}");
+        }
+        // A name that happens to equal an id is not a mention.
+        entry.details = json!({"name": "eve"});
+        assert!(!entry.mentions(&id("eve")));
+    }
+
+    #[test]
+    fn the_actor_of_a_command_is_who_asked_or_collabd_for_timers() {
+        let leave: Command = Leave { agent: id("ann") }.into();
+        assert_eq!(actor_of(&leave), Actor::agent(&id("ann")));
+        let mask: Command = SetMasked {
+            agent: id("ann"),
+            by: id("lead"),
+            masked: true,
+        }
+        .into();
+        assert_eq!(actor_of(&mask), Actor::agent(&id("lead")));
+        let end: Command = End { by: id("lead") }.into();
+        assert_eq!(actor_of(&end).kind, ActorKind::Agent);
+        assert_eq!(actor_of(&CheckIdle.into()), Actor::system());
+        assert_eq!(actor_of(&AdminEnd.into()), Actor::admin());
+    }
+
+    #[test]
+    fn the_customers_client_makes_no_entries() {
+        let session = SessionId::random();
+        let at = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+        let events = [
+            Event::CustomerReconnectRequired { generation: 2 },
+            Event::CustomerReconnected {
+                generation: 2,
+                screen_shared: true,
+            },
+        ];
+        let command: Command = CustomerReconnected {
+            generation: 2,
+            screen_shared: true,
+        }
+        .into();
+        assert_eq!(actor_of(&command), Actor::customer());
+        assert!(session_entries(&command, &session, &events, at).is_empty());
+    }
+}
