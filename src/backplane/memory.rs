@@ -910,7 +910,8 @@ impl Sessions for MemoryBackplane {
                     data.open.remove(target);
                 }
             }
-            // Decided: nobody needs the claim any more.
+            // Decided, or moved to another target (an escalation): nobody
+            // needs the claim taken for it any more.
             data.claims.remove(inv);
         }
         s.record(

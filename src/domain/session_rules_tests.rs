@@ -2578,7 +2578,10 @@ fn escalation_due_re_targets_the_same_invitation_to_the_portal_without_the_agent
     assert_eq!(outcome.delta.opened, vec![(i.clone(), portal())]);
     // Once: firing again changes nothing; the agent can no longer take it.
     assert!(spec.run(escalate(&i, &["dan"])).is_noop());
-    spec.refuse_accept(&i, "ann", 0, DomainError::NotARecipient);
+    // Ann lost it like a late accept (409), not as a stranger (403).
+    spec.refuse_accept(&i, "ann", 0, DomainError::InvitationClosed);
+    spec.refuse(decline(&i, "ann"), DomainError::InvitationClosed);
+    spec.refuse_accept(&i, "dan", 0, DomainError::NotARecipient);
     // First accept wins among the portal's agents, as for any portal invitation.
     let won = spec.accept(&i, "cid");
     assert_eq!(kinds(&won.events)[..2], ["accepted", "withdrawn"]);
@@ -2600,17 +2603,16 @@ fn a_decline_or_a_logout_escalates_at_once() {
     let outcome = spec.run(escalate(&declined, &["bob"]));
     assert_eq!(
         kinds(&outcome.events),
-        ["escalated", "offered"],
-        "ann's alert is gone already"
+        ["escalated", "withdrawn", "offered"]
     );
 
     let left = spec.send(invite(LEAD, direct("cid"), &["cid"]).escalate(60, &[]));
     let outcome = spec.run(gone("cid"));
-    assert_eq!(kinds(&outcome.events), ["withdrawn"]);
+    assert!(outcome.events.is_empty(), "the escalation withdraws it");
     assert_eq!(outcome.arm, vec![(Timer::Escalate(left.clone()), spec.now)]);
     // Nobody in the portal: the invitation has nobody left and is cancelled.
     let outcome = spec.run(escalate(&left, &[]));
-    assert_eq!(kinds(&outcome.events), ["cancelled"]);
+    assert_eq!(kinds(&outcome.events), ["cancelled", "withdrawn"]);
     assert_eq!(spec.status(&left), InvitationStatus::Cancelled);
 }
 
@@ -2676,4 +2678,24 @@ fn an_escalation_that_closed_first_disarms_its_timer() {
     let outcome = spec.accept(&i, "ann");
     assert!(outcome.disarm.contains(&Timer::Escalate(i.clone())));
     assert!(spec.run(escalate(&i, &["bob"])).is_noop());
+}
+
+#[test]
+fn an_escalation_past_expiry_or_with_portal_invitations_off_does_not_move() {
+    let mut spec = Spec::new();
+    let i = spec.send(invite(LEAD, direct("ann"), &["ann"]).escalate(120, &[]));
+    spec.advance(120);
+    // Due with its expiry: the expiry closes it, the escalation does nothing.
+    assert!(spec.run(escalate(&i, &["bob"])).is_noop());
+    spec.run(expire(&i));
+    assert_eq!(spec.status(&i), InvitationStatus::Expired);
+
+    let j = spec.send(invite(LEAD, direct("ann"), &["ann"]).escalate(30, &[]));
+    spec.policy.portal_invitations = false;
+    spec.advance(30);
+    assert!(
+        spec.run(escalate(&j, &["bob"])).is_noop(),
+        "it stays with Ann"
+    );
+    assert_eq!(spec.pending(&j).target, direct("ann"));
 }

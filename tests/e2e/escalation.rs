@@ -83,7 +83,7 @@ async fn an_invitation_not_taken_in_time_goes_to_the_portal_and_two_racing_agent
     assert_eq!(escalated["invitation"]["escalation"]["from"], "ann");
 
     // Ann can no longer take it; Bob and Cid race: one wins.
-    assert_problem(&ann.accept(&inv).await, 403, "not_a_recipient");
+    assert_problem(&ann.accept(&inv).await, 409, "invitation_closed");
     let replies = join_all([bob.accept(&inv), cid.accept(&inv)]).await;
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     assert_eq!(

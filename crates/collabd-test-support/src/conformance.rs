@@ -46,8 +46,9 @@ use collabd::backplane::{
 };
 use collabd::domain::id::random_id;
 use collabd::domain::session::{
-    Accept, Audience, Cancel, Command, End, EndReason, IndexDelta, InvitationKind,
-    InvitationStatus, Invite, Leave, Post, Poster, SessionStatus, Target, Timer,
+    Accept, Audience, Cancel, Command, Decline, End, EndReason, Escalate, EscalateAfter,
+    IndexDelta, InvitationKind, InvitationStatus, Invite, Leave, Post, Poster, SessionStatus,
+    Target, Timer,
 };
 use collabd::domain::{
     Account, AccountId, Agent, AgentId, AgentRef, AuditAction, AuditEntry, Event, InvitationId,
@@ -3182,6 +3183,7 @@ macro_rules! backplane_conformance_suite {
             idempotency_racing_reserves_have_one_holder,
             durability_confirm_without_replicas_asked_is_immediate,
             audit_a_commit_stores_its_entries_and_a_refused_one_none,
+            sessions_a_moved_invitation_drops_its_claim_and_changes_index,
             audit_directory_changes_store_their_entries,
         );
     };
@@ -3384,4 +3386,64 @@ pub async fn audit_directory_changes_store_their_entries(bp: &dyn Backplane) {
     assert_eq!(bp.account(&acc).await.unwrap(), None);
     expected.push(deleted[0].clone());
     assert_eq!(entries(&account_trail(bp, &acc, 100).await), expected);
+}
+
+/// An invitation that moves to another target (an escalation) stays open
+/// in the new target's index, and a claim taken for its old target is
+/// dropped with the move: the new recipients can win it.
+pub async fn sessions_a_moved_invitation_drops_its_claim_and_changes_index(bp: &dyn Backplane) {
+    let acc = account_id();
+    let (a, b, c) = (agent_id(), agent_id(), agent_id());
+    let portal = portal_id();
+    let mut live = Live::started(bp, &acc, &a).await;
+    let mut invite = live.invitation(&a, Target::Agent(b.clone()), std::slice::from_ref(&b));
+    invite.escalate = Some(EscalateAfter {
+        after_secs: 60,
+        portal: portal.clone(),
+    });
+    let inv = invite.id.clone();
+    live.run(bp, invite).await;
+    won(
+        bp.claim(&acc, &inv, &b, LONG_TTL).await.unwrap(),
+        "b claims",
+    );
+    live.run(
+        bp,
+        Decline {
+            invitation: inv.clone(),
+            agent: b.clone(),
+        },
+    )
+    .await;
+    let moved = live
+        .run(
+            bp,
+            Escalate {
+                invitation: inv.clone(),
+                online: vec![c.clone()],
+            },
+        )
+        .await;
+    assert_eq!(
+        moved.delta.opened,
+        vec![(inv.clone(), Target::Portal(portal.clone()))]
+    );
+    assert!(
+        bp.open_invitations(&acc, &Target::Agent(b.clone()))
+            .await
+            .unwrap()
+            .is_empty(),
+        "out of the agent's index"
+    );
+    assert_eq!(
+        bp.open_invitations(&acc, &Target::Portal(portal))
+            .await
+            .unwrap(),
+        vec![(inv.clone(), live.id().clone())],
+        "in the portal's"
+    );
+    won(
+        bp.claim(&acc, &inv, &c, LONG_TTL).await.unwrap(),
+        "the portal's agent claims it",
+    );
 }

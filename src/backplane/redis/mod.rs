@@ -617,6 +617,11 @@ impl RedisBackplane {
                 inv.as_str().as_bytes().to_vec(),
                 Vec::new(),
             );
+            // An invitation that moved to another target (an escalation)
+            // stays open, but a claim on it was taken for the old one.
+            if !outcome.closed.iter().any(|c| &c.id == inv) {
+                op(k.claim(inv), "del", Vec::new(), Vec::new());
+            }
         }
         for agent in &delta.joined {
             op(

@@ -171,11 +171,23 @@ impl Invitation {
         !self.declined_by.contains(agent) && !self.unavailable.contains(agent)
     }
 
+    /// Why `agent`, not among its recipients, may not take or refuse it:
+    /// the agent it escalated away from lost it like any late answer (409);
+    /// anyone else was never offered it (403).
+    fn not_offered_to(&self, agent: &AgentId) -> DomainError {
+        match &self.escalation {
+            Some(Escalation {
+                from: Some(from), ..
+            }) if from == agent => DomainError::InvitationClosed,
+            _ => DomainError::NotARecipient,
+        }
+    }
+
     /// What an accept of this *closed* invitation by `agent` answers: `Ok`
     /// for the winner asking again, the reason it cannot join otherwise.
     pub fn accept_again(&self, agent: &AgentId) -> Result<(), DomainError> {
         if !self.recipients.contains(agent) {
-            return Err(DomainError::NotARecipient);
+            return Err(self.not_offered_to(agent));
         }
         match (&self.status, &self.accepted_by) {
             (InvitationStatus::Accepted, Some(winner)) if winner == agent => Ok(()),
@@ -188,7 +200,7 @@ impl Invitation {
     /// declining twice changes nothing; otherwise it is over.
     pub fn decline_again(&self, agent: &AgentId) -> Result<(), DomainError> {
         if !self.recipients.contains(agent) {
-            return Err(DomainError::NotARecipient);
+            return Err(self.not_offered_to(agent));
         }
         if self.declined_by.contains(agent) {
             Ok(())
@@ -385,7 +397,7 @@ pub fn check_accept(
         .invitation(invitation)
         .ok_or(DomainError::InvitationNotFound)?;
     if !inv.recipients.contains(agent) {
-        return Err(DomainError::NotARecipient);
+        return Err(inv.not_offered_to(agent));
     }
     if !inv.is_live_recipient(agent) || now >= inv.expires_at {
         return Err(DomainError::InvitationClosed);
@@ -501,7 +513,7 @@ impl Decline {
             .ok_or(DomainError::InvitationNotFound)?;
         let inv = &mut s.invitations[index];
         if !inv.recipients.contains(&self.agent) {
-            return Err(DomainError::NotARecipient);
+            return Err(inv.not_offered_to(&self.agent));
         }
         if inv.declined_by.contains(&self.agent) {
             return Ok(()); // declining twice changes nothing
@@ -631,13 +643,9 @@ impl RecipientGone {
             };
             inv.unavailable.push(self.agent.clone());
             if inv.live_recipients().is_empty() && inv.escalates() {
-                // Its agent is gone: it goes to the portal now.
+                // Its agent is gone: it goes to the portal now, and the
+                // escalation withdraws the agent's alert.
                 out.arm.push((Timer::Escalate(id.clone()), rules.now));
-                out.events.push(Event::InvitationWithdrawn {
-                    invitation: id,
-                    recipients: vec![self.agent.clone()],
-                    reason: WithdrawReason::RecipientUnavailable,
-                });
             } else if inv.live_recipients().is_empty() {
                 // Nobody is left who could take it.
                 close(
@@ -702,12 +710,22 @@ impl Escalate {
         }
         let original = original.clone();
         let held = inv.is_live_recipient(&original);
+        // Past its time it expires (its own timer), it does not move.
+        if rules.now >= inv.expires_at {
+            return Ok(());
+        }
         if held && rules.now < plan.at {
             out.arm.push((Timer::Escalate(inv.id.clone()), plan.at));
             return Ok(());
         }
         let portal = plan.portal.clone();
-        let recipients = candidates(s, &inv.inviter.id, Some(&original), &self.online);
+        // Portal invitations switched off since it was sent: nobody there
+        // could accept it.
+        let recipients = if rules.policy.portal_invitations {
+            candidates(s, &inv.inviter.id, Some(&original), &self.online)
+        } else {
+            Vec::new()
+        };
         if recipients.is_empty() {
             if !held {
                 // Its agent is gone and nobody could take over.
@@ -716,7 +734,7 @@ impl Escalate {
                     &self.invitation,
                     InvitationStatus::Cancelled,
                     WithdrawReason::RecipientUnavailable,
-                    Some(Vec::new()),
+                    Some(vec![original]),
                     out,
                 );
             }
@@ -740,13 +758,13 @@ impl Escalate {
             invitation: InvitationSummary::from(&*inv),
             portal,
         });
-        if held {
-            out.events.push(Event::InvitationWithdrawn {
-                invitation: inv.id.clone(),
-                recipients: vec![original],
-                reason: WithdrawReason::Escalated,
-            });
-        }
+        // Its agent's alert goes, whether it still held it or lost it by
+        // declining or logging out.
+        out.events.push(Event::InvitationWithdrawn {
+            invitation: inv.id.clone(),
+            recipients: vec![original],
+            reason: WithdrawReason::Escalated,
+        });
         out.events.push(Event::InvitationOffered {
             invitation: inv.clone(),
             session: brief,
