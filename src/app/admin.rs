@@ -91,16 +91,23 @@ pub async fn patch_account(
     id: &AccountId,
     patch: AccountPatch,
 ) -> Result<Account, Failure> {
-    let before = existing_account(node, id).await?;
-    let mut account = before.clone();
-    if let Some(name) = patch.name {
-        account.name = name;
-    }
-    if let Some(fields) = patch.policy {
-        account.policy = merge_policy(&account.policy, fields)?;
-    }
-    store_account(node, Some(&before), &account).await?;
-    Ok(account)
+    super::provisioning::audited_write(|| async {
+        let before = node
+            .backplane
+            .account_record(id)
+            .await?
+            .ok_or(Failure::NotFound("account"))?;
+        let mut account = before.value.clone();
+        if let Some(name) = &patch.name {
+            account.name = name.clone();
+        }
+        if let Some(fields) = &patch.policy {
+            account.policy = merge_policy(&account.policy, fields.clone())?;
+        }
+        store_account(node, Some(&before), &account).await?;
+        Ok(account)
+    })
+    .await
 }
 
 /// The policy with `fields` replaced (a `null` field returns to its default).
@@ -238,11 +245,21 @@ pub async fn delete_portal(
             .await?;
         let Some(last) = agents.last() else { break };
         after = Some(last.id.clone());
-        for agent in agents {
-            if agent.is_member_of(portal_id) {
-                let mut without = agent.clone();
-                without.portals.retain(|p| p != portal_id);
-                store_agent(node, &account, Some(&agent), &without).await?;
+        for listed in agents {
+            if listed.is_member_of(portal_id) {
+                super::provisioning::audited_write(|| async {
+                    let Some(stored) = node.backplane.agent_record(account_id, &listed.id).await?
+                    else {
+                        return Ok(()); // deleted meanwhile
+                    };
+                    let mut without = stored.value.clone();
+                    without.portals.retain(|p| p != portal_id);
+                    if without != stored.value {
+                        store_agent(node, &account, Some(&stored), &without).await?;
+                    }
+                    Ok(())
+                })
+                .await?;
             }
         }
     }
@@ -438,6 +455,7 @@ async fn leave_every_session(
     for session in sessions {
         let leave = Leave {
             agent: agent.clone(),
+            by_admin: true,
         };
         // Left or ended meanwhile: nothing left to do.
         run_step(node, account, &session, leave.into(), |e| {

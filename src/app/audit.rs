@@ -96,26 +96,38 @@ pub struct AccountQuery {
 /// `GET /v1/accounts/{a}/audit`: the account's trail, oldest first,
 /// filtered. A page may hold fewer entries than `limit` (even none) and
 /// still have a `next_cursor`: the request looked at [`SCAN_MAX`] entries.
+/// The trail of a deleted account is read until it expires (404 once it
+/// has, as for an account that never was).
 pub async fn account(
     node: &Arc<Node>,
     account: &AccountId,
     query: AccountQuery,
 ) -> Result<Page<AccountEntry>, Failure> {
     let limit = checked_limit(query.limit)?;
-    let stored = super::provisioning::existing_account(node, account).await?;
-    // Entries past the retention are trimmed when the trail is written
-    // next; until then they are not shown either.
+    let stored = node.backplane.account(account).await?;
+    if stored.is_none()
+        && node
+            .backplane
+            .account_audit(account, None, 1)
+            .await?
+            .is_empty()
+    {
+        return Err(Failure::NotFound("account"));
+    }
+    // Entries of the account's trail past its retention are trimmed when
+    // it is written next; until then they are not shown either. (A deleted
+    // account's trail expires whole.)
     let kept_since =
-        Utc::now() - chrono::Duration::seconds(i64::from(stored.policy.retention_secs));
+        stored.map(|a| Utc::now() - chrono::Duration::seconds(i64::from(a.policy.retention_secs)));
     let matches = |e: &AuditEntry| {
-        e.at >= kept_since
-            && query
-                .session
-                .as_ref()
-                .is_none_or(|s| e.session.as_ref() == Some(s))
+        query
+            .session
+            .as_ref()
+            .is_none_or(|s| e.session.as_ref() == Some(s))
             && query.agent.as_ref().is_none_or(|a| e.mentions(a))
             && query.since.is_none_or(|t| e.at >= t)
     };
+    let kept = |e: &AuditEntry| kept_since.is_none_or(|t| e.at >= t) && matches(e);
     if let Some(session) = &query.session {
         // The session's own trail: no scan of the account's.
         let from = query
@@ -158,7 +170,7 @@ pub async fn account(
         let done = batch.len() < want;
         after = batch.last().map(|(id, _)| *id).or(after);
         scanned.extend(batch);
-        if done || scanned.iter().filter(|(_, e)| matches(e)).count() >= limit {
+        if done || scanned.iter().filter(|(_, e)| kept(e)).count() >= limit {
             break;
         }
     }
@@ -166,7 +178,7 @@ pub async fn account(
         scanned.into_iter().map(|(id, e)| (id.to_string(), e)),
         limit,
         SCAN_MAX,
-        matches,
+        kept,
     ))
 }
 

@@ -28,6 +28,7 @@ pub(crate) fn audited<'a>(
     crate::backplane::Audited {
         entries,
         retention: std::time::Duration::from_secs(u64::from(account.policy.retention_secs)),
+        replaces: crate::backplane::Replaces::Anything,
     }
 }
 

@@ -6,26 +6,56 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::actors::{Failure, Node};
+use crate::backplane::{BackplaneError, Replaces, Stored};
 use crate::domain::{
     Account, AccountId, Agent, AgentId, AuditAction, AuditEntry, DomainError, LogoutReason, Portal,
 };
 
+/// How often an audited write is tried when its record changed between
+/// the read its entries were made from and the write.
+const AUDITED_TRIES: usize = 4;
+
+/// Runs `attempt` (read a record, write over it with the entries made from
+/// what was read) again while the record changed meanwhile: the entries
+/// always describe what the write replaced.
+pub(crate) async fn audited_write<T, Fut>(mut attempt: impl FnMut() -> Fut) -> Result<T, Failure>
+where
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    for _ in 0..AUDITED_TRIES {
+        match attempt().await {
+            Err(Failure::Backplane(BackplaneError::Changed)) => continue,
+            done => return done,
+        }
+    }
+    Err(Failure::Contended)
+}
+
+/// What an audited write over `before` replaces.
+fn replacing<T>(before: Option<&Stored<T>>) -> Replaces<'_> {
+    before.map_or(Replaces::Nothing, |b| Replaces::Bytes(&b.bytes))
+}
+
 /// Stores an account; `true` if it is new. Replacing one records what
 /// changed: its name (`account_updated`), its policy (`policy_changed`).
 pub async fn put_account(node: &Arc<Node>, account: &Account) -> Result<bool, Failure> {
-    let before = node.backplane.account(&account.id).await?;
-    store_account(node, before.as_ref(), account).await
+    audited_write(|| async {
+        let before = node.backplane.account_record(&account.id).await?;
+        store_account(node, before.as_ref(), account).await
+    })
+    .await
 }
 
-/// Stores `account` over `before`, with the audit entries of the change.
+/// Stores `account` over `before` (as read), with the audit entries of
+/// the change; `Changed` if it is no longer `before`.
 pub(crate) async fn store_account(
     node: &Arc<Node>,
-    before: Option<&Account>,
+    stored: Option<&Stored<Account>>,
     account: &Account,
 ) -> Result<bool, Failure> {
     let now = Utc::now();
     let mut entries = Vec::new();
-    if let Some(before) = before {
+    if let Some(before) = stored.map(|s| &s.value) {
         if before.name != account.name {
             entries.push(AuditEntry::admin(
                 now,
@@ -41,10 +71,11 @@ pub(crate) async fn store_account(
             ));
         }
     }
-    Ok(node
-        .backplane
-        .put_account(account, super::audited(account, &entries))
-        .await?)
+    let audit = crate::backplane::Audited {
+        replaces: replacing(stored),
+        ..super::audited(account, &entries)
+    };
+    Ok(node.backplane.put_account(account, audit).await?)
 }
 
 /// The names of the policy fields that differ.
@@ -60,15 +91,16 @@ fn changed_fields(before: &crate::domain::Policy, after: &crate::domain::Policy)
         .collect()
 }
 
-/// Stores `agent` over `before` with its audit entry: `agent_created`, or
-/// `agent_updated` when it changed; `true` if it is new.
+/// Stores `agent` over `before` (as read) with its audit entry:
+/// `agent_created`, or `agent_updated` when it changed; `true` if it is
+/// new; `Changed` if it is no longer `before`.
 pub(crate) async fn store_agent(
     node: &Arc<Node>,
     account: &Account,
-    before: Option<&Agent>,
+    stored: Option<&Stored<Agent>>,
     agent: &Agent,
 ) -> Result<bool, Failure> {
-    let action = match before {
+    let action = match stored.map(|s| &s.value) {
         None => Some(AuditAction::AgentCreated),
         Some(b) if b != agent => Some(AuditAction::AgentUpdated),
         Some(_) => None,
@@ -83,10 +115,11 @@ pub(crate) async fn store_agent(
         })
         .into_iter()
         .collect();
-    Ok(node
-        .backplane
-        .put_agent(&account.id, agent, super::audited(account, &entries))
-        .await?)
+    let audit = crate::backplane::Audited {
+        replaces: replacing(stored),
+        ..super::audited(account, &entries)
+    };
+    Ok(node.backplane.put_agent(&account.id, agent, audit).await?)
 }
 
 /// An account that must exist (404 otherwise).
@@ -128,8 +161,12 @@ pub async fn put_agent(
         ))
         .into());
     }
-    let before = node.backplane.agent(account, &agent.id).await?;
-    let created = store_agent(node, &stored_account, before.as_ref(), agent).await?;
+    let (before, created) = audited_write(|| async {
+        let before = node.backplane.agent_record(account, &agent.id).await?;
+        let created = store_agent(node, &stored_account, before.as_ref(), agent).await?;
+        Ok((before.map(|b| b.value), created))
+    })
+    .await?;
     if let Some(before) = before
         && let Some(portal) = node.backplane.presence(account, &agent.id).await?
         && !agent.is_member_of(&portal)

@@ -168,7 +168,17 @@ pub async fn invite(
                 .await?
                 .first()
                 .is_some_and(|n| *n >= policy.max_active_sessions_per_agent);
-            let portal = escalation_candidates(node, account, &escalate.portal, policy).await?;
+            // The portal's agents only when it escalates at once; otherwise
+            // only that the portal exists (one small read, not the portal).
+            let portal = if busy || online.is_empty() {
+                escalation_candidates(node, account, &escalate.portal, policy).await?
+            } else {
+                backplane
+                    .portal(account, &escalate.portal)
+                    .await?
+                    .ok_or(Failure::NotFound("portal"))?;
+                Vec::new()
+            };
             (busy, portal)
         }
         _ => (false, Vec::new()),
@@ -344,6 +354,7 @@ pub async fn leave(
 ) -> Result<AgentSessionView, Failure> {
     let command = Leave {
         agent: caller.agent.id.clone(),
+        by_admin: false,
     };
     participant_command(node, caller, session, command.into()).await
 }

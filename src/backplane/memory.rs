@@ -18,10 +18,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use super::{
-    AcceptContext, Audit, AuditCursor, Audited, Bus, BusMessage, Claim, Claims, Commit, Committed,
-    Deadline, Directory, Durability, Fresh, Health, Idempotency, Presence, Rate, RateLimits,
-    RateVerdict, Result, SessionCursor, Sessions, Timers, TokenHolder, Topic, Transcript,
-    Versioned, Window, WindowAgent, codec,
+    AcceptContext, Audit, AuditCursor, Audited, BackplaneError, Bus, BusMessage, Claim, Claims,
+    Commit, Committed, Deadline, Directory, Durability, Fresh, Health, Idempotency, Presence, Rate,
+    RateLimits, RateVerdict, Replaces, Result, SessionCursor, Sessions, Stored, Timers,
+    TokenHolder, Topic, Transcript, Versioned, Window, WindowAgent, codec,
 };
 use crate::domain::audit::MAX_ACCOUNT_ENTRIES;
 use crate::domain::session::{SessionStatus, Target, Timer};
@@ -409,11 +409,32 @@ async fn drive_timers(
     }
 }
 
+/// A record with the bytes it is stored as (here: its encoding).
+fn stored<T: serde::Serialize>(value: T) -> Stored<T> {
+    let bytes = codec::encode(&value);
+    Stored { value, bytes }
+}
+
+/// Whether `current` is what an audited `put` expects to replace.
+fn replaces<T: serde::Serialize>(current: Option<&T>, expected: Replaces<'_>) -> Result<()> {
+    let holds = match expected {
+        Replaces::Anything => true,
+        Replaces::Nothing => current.is_none(),
+        Replaces::Bytes(bytes) => current.is_some_and(|c| codec::encode(c) == bytes),
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(BackplaneError::Changed)
+    }
+}
+
 #[async_trait]
 impl Directory for MemoryBackplane {
     async fn put_account(&self, account: &Account, audit: Audited<'_>) -> Result<bool> {
         let mut s = self.store();
         let data = s.data_mut(&account.id);
+        replaces(data.account.as_ref(), audit.replaces)?;
         let new = data.account.replace(account.clone()).is_none();
         s.record(&account.id, audit, Instant::now());
         Ok(new)
@@ -421,6 +442,10 @@ impl Directory for MemoryBackplane {
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>> {
         Ok(self.store().data(id).and_then(|d| d.account.clone()))
+    }
+
+    async fn account_record(&self, id: &AccountId) -> Result<Option<Stored<Account>>> {
+        Ok(self.account(id).await?.map(stored))
     }
 
     async fn put_portal(&self, account: &AccountId, portal: &Portal) -> Result<bool> {
@@ -455,6 +480,7 @@ impl Directory for MemoryBackplane {
     ) -> Result<bool> {
         let mut s = self.store();
         let data = s.data_mut(account);
+        replaces(data.agents.get(&agent.id), audit.replaces)?;
         let new = data
             .agents
             .insert(agent.id.clone(), agent.clone())
@@ -468,6 +494,14 @@ impl Directory for MemoryBackplane {
             .store()
             .data(account)
             .and_then(|d| d.agents.get(id).cloned()))
+    }
+
+    async fn agent_record(
+        &self,
+        account: &AccountId,
+        id: &AgentId,
+    ) -> Result<Option<Stored<Agent>>> {
+        Ok(self.agent(account, id).await?.map(stored))
     }
 
     async fn account_and_agent(
@@ -714,7 +748,9 @@ impl Presence for MemoryBackplane {
         {
             set.remove(&agent.id);
         }
-        s.record(account, audit, Instant::now());
+        if previous.is_some() {
+            s.record(account, audit, Instant::now());
+        }
         Ok(previous)
     }
 
@@ -919,6 +955,7 @@ impl Sessions for MemoryBackplane {
             Audited {
                 entries: &outcome.audit,
                 retention: commit.retention,
+                replaces: Replaces::Anything,
             },
             now,
         );

@@ -260,6 +260,10 @@ pub enum BackplaneError {
     /// through a failover.
     #[error("change not confirmed by replicas: {0}")]
     Unconfirmed(String),
+    /// An audited `put` found the record changed since it was read:
+    /// nothing was written (read again and retry).
+    #[error("the record changed since it was read")]
+    Changed,
 }
 
 /// Shorthand for backplane results.
@@ -273,6 +277,21 @@ pub struct Audited<'a> {
     pub entries: &'a [AuditEntry],
     /// The account's `retention_secs`.
     pub retention: Duration,
+    /// What the record must still be for a `put` to apply: the entries
+    /// were made from it (a `put` that finds another answers
+    /// [`BackplaneError::Changed`] and changes nothing).
+    pub replaces: Replaces<'a>,
+}
+
+/// What a record must be for an audited `put` to replace it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaces<'a> {
+    /// Whatever is there (nothing is recorded from it).
+    Anything,
+    /// Nothing: the record must be new.
+    Nothing,
+    /// The record as it was read ([`Stored::bytes`]).
+    Bytes(&'a [u8]),
 }
 
 impl Audited<'static> {
@@ -280,7 +299,18 @@ impl Audited<'static> {
     pub const NONE: Self = Self {
         entries: &[],
         retention: Duration::ZERO,
+        replaces: Replaces::Anything,
     };
+}
+
+/// A record as stored: its value and the bytes it was read from, which a
+/// `put` can name as what it replaces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored<T> {
+    /// The value.
+    pub value: T,
+    /// Its stored bytes.
+    pub bytes: Vec<u8>,
 }
 
 /// A place in an account's audit trail: the entry's id, `ms-seq` (a Redis
@@ -352,6 +382,8 @@ pub trait Directory: Send + Sync {
     async fn put_account(&self, account: &Account, audit: Audited<'_>) -> Result<bool>;
     /// An account by id.
     async fn account(&self, id: &AccountId) -> Result<Option<Account>>;
+    /// An account with its stored bytes (what an audited `put` replaces).
+    async fn account_record(&self, id: &AccountId) -> Result<Option<Stored<Account>>>;
     /// Stores a portal; `true` if it is new.
     async fn put_portal(&self, account: &AccountId, portal: &Portal) -> Result<bool>;
     /// A portal by id.
@@ -367,6 +399,12 @@ pub trait Directory: Send + Sync {
     ) -> Result<bool>;
     /// An agent by id.
     async fn agent(&self, account: &AccountId, id: &AgentId) -> Result<Option<Agent>>;
+    /// An agent with its stored bytes (what an audited `put` replaces).
+    async fn agent_record(
+        &self,
+        account: &AccountId,
+        id: &AgentId,
+    ) -> Result<Option<Stored<Agent>>>;
     /// An account, one of its agents and when its tokens were last
     /// revoked, and a request taken from the calling token's bucket — in
     /// one round trip (every agent request starts with it).
@@ -483,8 +521,8 @@ pub trait Presence: Send + Sync {
         agent: &Agent,
         portal: &PortalId,
     ) -> Result<Option<PortalId>>;
-    /// Logs `agent` out, with `audit` (an administrator's logout); returns
-    /// the portal it was in.
+    /// Logs `agent` out, with `audit` (an administrator's logout: stored
+    /// only if the agent was logged in); returns the portal it was in.
     async fn logout(
         &self,
         account: &AccountId,

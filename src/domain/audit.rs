@@ -140,9 +140,11 @@ impl AuditEntry {
         if self.actor.id.as_ref() == Some(agent) {
             return true;
         }
+        let named = |v: Option<&Value>| v.and_then(Value::as_str) == Some(agent.as_str());
         ["agent", "by", "lead", "from", "to"]
             .iter()
-            .any(|k| self.details.get(k).and_then(Value::as_str) == Some(agent.as_str()))
+            .any(|k| named(self.details.get(k)))
+            || named(self.details.get("target").and_then(|t| t.get("agent")))
     }
 }
 
@@ -153,6 +155,7 @@ pub fn actor_of(command: &Command) -> Actor {
         Command::Accept(c) => Actor::agent(&c.agent.id),
         Command::Decline(c) => Actor::agent(&c.agent),
         Command::Cancel(c) => Actor::agent(&c.by),
+        Command::Leave(c) if c.by_admin => Actor::admin(),
         Command::Leave(c) => Actor::agent(&c.agent),
         Command::SetMasked(c) => Actor::agent(&c.by),
         Command::End(c) => Actor::agent(&c.by),
@@ -325,6 +328,9 @@ mod tests {
         for who in ["bob", "cid", "dan"] {
             assert!(entry.mentions(&id(who)), "{who}");
         }
+        // An invitation sent to the agent names it as its target.
+        entry.details = json!({"target": {"agent": "fay"}});
+        assert!(entry.mentions(&id("fay")));
         // A name that happens to equal an id is not a mention.
         entry.details = json!({"name": "eve"});
         assert!(!entry.mentions(&id("eve")));
@@ -332,8 +338,18 @@ mod tests {
 
     #[test]
     fn the_actor_of_a_command_is_who_asked_or_collabd_for_timers() {
-        let leave: Command = Leave { agent: id("ann") }.into();
+        let leave: Command = Leave {
+            agent: id("ann"),
+            by_admin: false,
+        }
+        .into();
         assert_eq!(actor_of(&leave), Actor::agent(&id("ann")));
+        let removed: Command = Leave {
+            agent: id("ann"),
+            by_admin: true,
+        }
+        .into();
+        assert_eq!(actor_of(&removed), Actor::admin());
         let mask: Command = SetMasked {
             agent: id("ann"),
             by: id("lead"),

@@ -209,7 +209,11 @@ fn customer_post(text: &str) -> Command {
 }
 
 fn leave(who: &str) -> Command {
-    Leave { agent: id(who) }.into()
+    Leave {
+        agent: id(who),
+        by_admin: false,
+    }
+    .into()
 }
 
 fn end(by: &str) -> Command {

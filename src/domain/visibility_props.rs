@@ -475,6 +475,7 @@ impl Run {
             .into(),
             Op::Leave { by } => Leave {
                 agent: by.from(&self.participant_ids()),
+                by_admin: false,
             }
             .into(),
             Op::End { by } => End {

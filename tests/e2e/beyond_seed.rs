@@ -481,7 +481,8 @@ async fn the_audit_trail_matches_a_scenario_entry_for_entry_and_has_nothing_for_
     assert_eq!(entries[3]["details"]["portals"], json!(["support"]));
     assert_eq!(entries[4]["details"]["portal"], "billing");
 
-    // By agent: what Ann did and what named her, provisioning included.
+    // By agent: what Ann did and what named her (an invitation to her
+    // too), provisioning included.
     let anns = app
         .get(&format!("/v1/accounts/{ACME}/audit?agent=ann"), admin)
         .await
@@ -490,6 +491,7 @@ async fn the_audit_trail_matches_a_scenario_entry_for_entry_and_has_nothing_for_
         trail(&anns["entries"]),
         [
             row("-", "agent_created", "ann"),
+            row("lead", "invitation_sent", "-"),
             row("ann", "invitation_accepted", "-"),
             row("ann", "participant_joined", "ann"),
             row("lead", "participant_unmasked", "ann"),

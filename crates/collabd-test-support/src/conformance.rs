@@ -40,9 +40,9 @@ use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 
 use collabd::backplane::{
-    AuditCursor, Audited, Backplane, BusMessage, Claim, Commit, Committed, Deadline, Fresh, Guard,
-    Rate, RateVerdict, Route, Routed, SessionCursor, TokenHolder, Topic, Transcript, Versioned,
-    Window, WindowAgent,
+    AuditCursor, Audited, Backplane, BackplaneError, BusMessage, Claim, Commit, Committed,
+    Deadline, Fresh, Guard, Rate, RateVerdict, Replaces, Route, Routed, SessionCursor, TokenHolder,
+    Topic, Transcript, Versioned, Window, WindowAgent,
 };
 use collabd::domain::id::random_id;
 use collabd::domain::session::{
@@ -1424,6 +1424,7 @@ pub async fn presence_window_lists_online_agents_with_portal_and_active_sessions
             bp,
             Leave {
                 agent: a.id.clone(),
+                by_admin: false,
             },
         )
         .await;
@@ -1923,7 +1924,14 @@ pub async fn sessions_the_delta_updates_agent_sessions_open_invitations_and_acti
         vec![(inv_p2.clone(), s2.id().clone())]
     );
 
-    s1.run(bp, Leave { agent: b.clone() }).await;
+    s1.run(
+        bp,
+        Leave {
+            agent: b.clone(),
+            by_admin: false,
+        },
+    )
+    .await;
     assert_eq!(
         bp.agent_sessions(&acc, &b).await.unwrap(),
         vec![s2.id().clone()]
@@ -3184,6 +3192,7 @@ macro_rules! backplane_conformance_suite {
             durability_confirm_without_replicas_asked_is_immediate,
             audit_a_commit_stores_its_entries_and_a_refused_one_none,
             sessions_a_moved_invitation_drops_its_claim_and_changes_index,
+            audit_a_put_replaces_only_what_its_entries_were_made_from,
             audit_directory_changes_store_their_entries,
         );
     };
@@ -3228,6 +3237,7 @@ fn audited(entries: &[AuditEntry]) -> Audited<'_> {
     Audited {
         entries,
         retention: KEEP,
+        replaces: Replaces::Anything,
     }
 }
 
@@ -3280,7 +3290,10 @@ pub async fn audit_a_commit_stores_its_entries_and_a_refused_one_none(bp: &dyn B
 
     // A conflicting commit and a refused guard store no entry.
     let mut other = live.clone();
-    let left = other.apply(Leave { agent: b.clone() });
+    let left = other.apply(Leave {
+        agent: b.clone(),
+        by_admin: false,
+    });
     assert!(!left.audit.is_empty());
     let stale = Commit {
         ..other.commit(live.version - 1, &left)
@@ -3446,4 +3459,91 @@ pub async fn sessions_a_moved_invitation_drops_its_claim_and_changes_index(bp: &
         bp.claim(&acc, &inv, &c, LONG_TTL).await.unwrap(),
         "the portal's agent claims it",
     );
+}
+
+/// An audited `put` applies only over the record its entries were made
+/// from: a record changed meanwhile is `Changed`, and nothing (no record,
+/// no entry) is written.
+pub async fn audit_a_put_replaces_only_what_its_entries_were_made_from(bp: &dyn Backplane) {
+    let acc = account_id();
+    let a = agent_id();
+    let entry = |what: &str| {
+        [AuditEntry::admin(
+            Utc::now(),
+            AuditAction::AgentUpdated,
+            serde_json::json!({"agent": a, "what": what}),
+        )]
+    };
+    let with = |entries, replaces| Audited {
+        replaces,
+        ..audited(entries)
+    };
+    let (created, theirs_entry, mine_entry) = (entry("created"), entry("theirs"), entry("mine"));
+    let (renamed, stale_entry) = (entry("renamed"), entry("stale"));
+    assert!(
+        bp.put_account(&account(&acc, "Acme"), with(&created, Replaces::Nothing))
+            .await
+            .unwrap()
+    );
+    let first = profile(&a, &[]);
+    assert!(
+        bp.put_agent(&acc, &first, with(&created, Replaces::Nothing))
+            .await
+            .unwrap()
+    );
+    let read = bp.agent_record(&acc, &a).await.unwrap().expect("stored");
+    assert_eq!(read.value, first);
+    // Someone else's write lands first…
+    let theirs = Agent {
+        name: "Theirs".into(),
+        ..first.clone()
+    };
+    assert!(
+        !bp.put_agent(
+            &acc,
+            &theirs,
+            with(&theirs_entry, Replaces::Bytes(&read.bytes))
+        )
+        .await
+        .unwrap()
+    );
+    // …so a write made from the first read is refused, and so is a creation.
+    let mine = Agent {
+        name: "Mine".into(),
+        ..first.clone()
+    };
+    for stale in [Replaces::Bytes(&read.bytes), Replaces::Nothing] {
+        assert!(matches!(
+            bp.put_agent(&acc, &mine, with(&mine_entry, stale)).await,
+            Err(BackplaneError::Changed)
+        ));
+    }
+    assert_eq!(bp.agent(&acc, &a).await.unwrap(), Some(theirs));
+    // The account the same way.
+    let stored = bp.account_record(&acc).await.unwrap().expect("stored");
+    assert!(
+        !bp.put_account(
+            &account(&acc, "Acme 2"),
+            with(&renamed, Replaces::Bytes(&stored.bytes))
+        )
+        .await
+        .unwrap()
+    );
+    assert!(matches!(
+        bp.put_account(
+            &account(&acc, "Acme 3"),
+            with(&stale_entry, Replaces::Bytes(&stored.bytes))
+        )
+        .await,
+        Err(BackplaneError::Changed)
+    ));
+    assert_eq!(
+        bp.account(&acc).await.unwrap().map(|a| a.name),
+        Some("Acme 2".into())
+    );
+    let whats: Vec<String> = entries(&account_trail(bp, &acc, 100).await)
+        .iter()
+        .map(|e| e.details["what"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(whats, ["created", "created", "theirs", "renamed"]);
 }

@@ -44,8 +44,8 @@ use super::keys::{AccountKeys, Keyspace, timer_member};
 use super::{
     AcceptContext, Audit, AuditCursor, Audited, BackplaneError, Bus, BusMessage, Claim, Claims,
     Commit, Committed, Deadline, Directory, Durability, Fresh, Health, Idempotency, Presence, Rate,
-    RateLimits, RateVerdict, Result, SessionCursor, Sessions, Timers, TokenHolder, Topic,
-    Transcript, Versioned, Window, WindowAgent, codec,
+    RateLimits, RateVerdict, Replaces, Result, SessionCursor, Sessions, Stored, Timers,
+    TokenHolder, Topic, Transcript, Versioned, Window, WindowAgent, codec,
 };
 use crate::domain::audit::MAX_ACCOUNT_ENTRIES;
 use crate::domain::session::{SessionStatus, Target, Timer};
@@ -189,6 +189,16 @@ fn corrupt(e: codec::CodecError) -> BackplaneError {
 }
 
 /// Stored bytes, decoded (absent stays absent).
+/// Decoded, with the bytes it was read from.
+fn stored<T: codec::Wire>(bytes: Option<Vec<u8>>) -> Result<Option<Stored<T>>> {
+    bytes
+        .map(|bytes| {
+            let value = codec::decode(&bytes).map_err(corrupt)?;
+            Ok(Stored { value, bytes })
+        })
+        .transpose()
+}
+
 fn decoded<T: codec::Wire>(bytes: Option<Vec<u8>>) -> Result<Option<T>> {
     bytes
         .map(|b| codec::decode(&b))
@@ -208,6 +218,24 @@ fn audit_json(entry: &AuditEntry) -> String {
 /// The oldest trail id an account keeps: `retention` ago.
 fn audit_floor(retention: Duration) -> i64 {
     now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Appends what an audited `put` replaces, as `scripts::AUDITED_SET`
+/// reads it.
+fn replaces_args(call: &mut redis::ScriptInvocation<'_>, replaces: Replaces<'_>) {
+    match replaces {
+        Replaces::Anything => call.arg("any").arg(""),
+        Replaces::Nothing => call.arg("absent").arg(""),
+        Replaces::Bytes(bytes) => call.arg("bytes").arg(bytes),
+    };
+}
+
+/// What `scripts::AUDITED_SET` answered: new, replaced, or changed meanwhile.
+fn set_outcome(answer: i64) -> Result<bool> {
+    match answer {
+        -1 => Err(BackplaneError::Changed),
+        n => Ok(n == 1),
+    }
 }
 
 /// Appends `audit` as the arguments `scripts::AUDIT_FN` reads.
@@ -830,6 +858,7 @@ impl Directory for RedisBackplane {
             .arg("set")
             .arg("")
             .arg(codec::encode(account));
+        replaces_args(&mut record, audit.replaces);
         audit_args(&mut record, audit);
         let mut listed = redis::cmd("ZADD");
         listed
@@ -840,16 +869,20 @@ impl Directory for RedisBackplane {
         let (new, _): (i64, i64) =
             tokio::try_join!(record.invoke_async(&mut a), listed.query_async(&mut b))
                 .map_err(unavailable)?;
-        Ok(new == 1)
+        set_outcome(new)
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>> {
+        Ok(self.account_record(id).await?.map(|s| s.value))
+    }
+
+    async fn account_record(&self, id: &AccountId) -> Result<Option<Stored<Account>>> {
         let bytes: Option<Vec<u8>> = self
             .conn()
             .get(self.account_keys(id).account())
             .await
             .map_err(unavailable)?;
-        decoded(bytes)
+        stored(bytes)
     }
 
     async fn put_portal(&self, account: &AccountId, portal: &Portal) -> Result<bool> {
@@ -891,17 +924,32 @@ impl Directory for RedisBackplane {
             .arg("hset")
             .arg(agent.id.as_str())
             .arg(codec::encode(agent));
+        replaces_args(&mut call, audit.replaces);
         audit_args(&mut call, audit);
         let new: i64 = call
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(new == 1)
+        set_outcome(new)
     }
 
     async fn agent(&self, account: &AccountId, id: &AgentId) -> Result<Option<Agent>> {
         let key = self.account_keys(account).agents();
         self.hget_decoded(key, id.as_str()).await
+    }
+
+    async fn agent_record(
+        &self,
+        account: &AccountId,
+        id: &AgentId,
+    ) -> Result<Option<Stored<Agent>>> {
+        let key = self.account_keys(account).agents();
+        let bytes: Option<Vec<u8>> = self
+            .conn()
+            .hget(key, id.as_str())
+            .await
+            .map_err(unavailable)?;
+        stored(bytes)
     }
 
     async fn account_and_agent(

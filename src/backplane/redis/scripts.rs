@@ -244,24 +244,30 @@ local function audit(stream, i)
 end
 "#;
 
-/// Sets a hash field or a string, with its audit entries.
+/// Sets a hash field or a string, with its audit entries, if it is still
+/// what the entries were made from.
 ///
 /// ```text
 /// KEYS[1] the hash (or string)   KEYS[2] the account's audit trail
 /// ARGV[1] 'hset' | 'set'   ARGV[2] field ('' for a string)   ARGV[3] value
-/// ARGV[4..] the audit entries (see AUDIT_FN)
+/// ARGV[4] what it replaces: 'any', 'absent', or 'bytes' (ARGV[5])
+/// ARGV[6..] the audit entries (see AUDIT_FN)
 /// ```
 ///
-/// Returns 1 if the field (or string) is new, else 0.
+/// Returns 1 if the field (or string) is new, 0 if it was replaced, -1
+/// (nothing written) if it is not what ARGV[4] says.
 pub const AUDITED_SET: &str = r#"
-local new
-if ARGV[1] == 'hset' then
-  new = redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-else
-  new = redis.call('SET', KEYS[1], ARGV[3], 'GET') and 0 or 1
+local cur
+if ARGV[1] == 'hset' then cur = redis.call('HGET', KEYS[1], ARGV[2])
+else cur = redis.call('GET', KEYS[1]) end
+if (ARGV[4] == 'absent' and cur) or (ARGV[4] == 'bytes' and cur ~= ARGV[5]) then
+  return -1
 end
-audit(KEYS[2], 4)
-return new
+if ARGV[1] == 'hset' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+else redis.call('SET', KEYS[1], ARGV[3]) end
+audit(KEYS[2], 6)
+if cur then return 0 end
+return 1
 "#;
 
 /// Deletes a hash field, and with it more keys; its audit entries are
@@ -406,7 +412,8 @@ return previous
 /// ```text
 /// KEYS[1] presence hash   KEYS[2] online set   KEYS[3] the audit trail
 /// KEYS[4..] its portals' sets
-/// ARGV[1] agent   ARGV[2] now (ms)   ARGV[3..] audit entries (AUDIT_FN)
+/// ARGV[1] agent   ARGV[2] now (ms)   ARGV[3..] audit entries (AUDIT_FN),
+/// stored only if the agent was logged in
 /// ```
 ///
 /// Returns the portal it was logged into, if that login was live.
@@ -417,7 +424,8 @@ if not expires or tonumber(expires) <= tonumber(ARGV[2]) then previous = false e
 for k = 4, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-audit(KEYS[3], 3)
+-- Recorded only if it was logged in: a logout of nobody changes nothing.
+if previous then audit(KEYS[3], 3) end
 return previous
 "#;
 

@@ -142,6 +142,9 @@ pub struct Post {
 pub struct Leave {
     /// Who.
     pub agent: AgentId,
+    /// An administrator takes the agent out (its deletion), not the agent
+    /// itself: the audit trail names the administrator.
+    pub by_admin: bool,
 }
 
 /// The lead, or the agent itself, masks or unmasks an agent in the session.
