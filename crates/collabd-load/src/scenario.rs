@@ -1167,6 +1167,10 @@ async fn invite(run: Rc<Run>, k: u64) {
     }
     let Some(created) = answer.json::<CreatedHead<'_>>() else {
         run.error("invite", "201 without id or recipients");
+        if plan.transfer {
+            // Never followed, so it must not keep the session from others.
+            run.ledger.borrow_mut().transfer_not_created(session);
+        }
         return;
     };
     let recipients = created
