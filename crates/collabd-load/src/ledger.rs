@@ -17,6 +17,17 @@
 //! agent's own `participant_joined`, or after the drain from
 //! `GET /v1/sessions/{id}/invitations/{inv}`. Such outcomes are reported as
 //! `learned`, or `unknown` when nothing told, apart from invariant breaks.
+//!
+//! A transfer's winner becomes its session's lead as soon as the ledger
+//! knows it won (however it learned it): the ledger keeps each session's
+//! lead, its earlier leads and whether a transfer is open, so the scenario
+//! sends from the right agent and checks the sessions after the drain.
+//!
+//! An escalating invitation starts with its one invitee, who is asked to
+//! decline at once; when it goes to the portal (the first offer naming the
+//! portal, or `invitation_escalated`), its recipients are learned from the
+//! offers with its id, counted against the `recipient_count` they carry, and
+//! race like any portal invitation's.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -120,7 +131,7 @@ pub enum Source {
     Lookup,
 }
 
-/// An accept the scenario is to send.
+/// An accept (or a decline) the scenario is to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AcceptPlan {
     /// Who accepts.
@@ -134,6 +145,11 @@ pub struct AcceptPlan {
     /// When to send it: the alert's arrival plus the sampled delay, but
     /// never before the POST answer arrived.
     pub at: Instant,
+    /// A transfer: its winner stays in the session, as its lead.
+    pub transfer: bool,
+    /// Not an accept: the invitee of an escalating invitation declines it
+    /// (at once), so it goes to the portal.
+    pub decline: bool,
 }
 
 /// A leave the scenario is to send: `agent` learned it won into `session`.
@@ -154,6 +170,40 @@ pub struct Lookup {
     pub id: Rc<str>,
     /// Its session.
     pub session: u32,
+}
+
+/// What kind of invitation was created, as far as the ledger cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kind {
+    /// `kind: transfer`: its winner becomes the session's lead and stays.
+    pub transfer: bool,
+    /// It carries `escalate`.
+    pub escalation: Escalation,
+}
+
+/// Where an invitation carrying `escalate` stood when it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Escalation {
+    /// It carries none.
+    #[default]
+    None,
+    /// With its invitee (the POST answer's one recipient) for now.
+    Armed,
+    /// It went to the portal at once (its invitee was offline or busy): the
+    /// POST answer's recipients are the portal's.
+    AtSend,
+}
+
+/// A session the run transferred: what the check after the drain compares
+/// the session's agent view with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transferred {
+    /// The session.
+    pub session: u32,
+    /// Its lead as the run knows it.
+    pub lead: u32,
+    /// Every agent that led it before, the lead excepted.
+    pub previous: Vec<u32>,
 }
 
 /// What a run is judged by.
@@ -181,11 +231,43 @@ struct Attempt {
     learned: Option<Source>,
 }
 
+/// The one invitee of an escalating invitation, apart from the recipients
+/// it has after it escalated.
+#[derive(Debug, Clone, Copy)]
+struct Invitee {
+    agent: u32,
+    alerted: bool,
+    withdrawn: bool,
+    /// Its decline was sent.
+    declined: bool,
+    /// When the decline was planned (its alert, or the POST answer).
+    declined_at: Option<Instant>,
+}
+
+/// An escalating invitation's state.
+#[derive(Debug, Clone, Copy)]
+struct Esc {
+    /// `None` when it went to the portal at once.
+    invitee: Option<Invitee>,
+    /// It went to the portal.
+    escalated: bool,
+    /// How many agents it was offered to there, once known.
+    count: Option<u32>,
+}
+
 /// An invitation in play.
 struct Inv {
     id: Rc<str>,
     session: u32,
     masked: bool,
+    /// A transfer.
+    transfer: bool,
+    /// A transfer whose winner was made the session's lead.
+    promoted: bool,
+    /// A transfer cancelled (another transfer of its session won).
+    superseded: bool,
+    /// It carries `escalate`.
+    esc: Option<Esc>,
     /// The POST was sent.
     sent_at: Instant,
     /// Judged by then at the latest (once no accept is in flight).
@@ -220,6 +302,62 @@ impl Inv {
         self.recipients.binary_search(&agent).ok()
     }
 
+    /// How many recipients it has: for an escalated invitation, as many as
+    /// it was offered to in the portal, whether or not their offers came.
+    fn recipient_count(&self) -> usize {
+        match self.esc {
+            Some(Esc {
+                escalated: true,
+                count: Some(n),
+                ..
+            }) => self.recipients.len().max(n as usize),
+            _ => self.recipients.len(),
+        }
+    }
+
+    /// Still with its invitee, waiting to escalate.
+    fn armed(&self) -> bool {
+        self.esc
+            .is_some_and(|e| !e.escalated && e.invitee.is_some())
+    }
+
+    /// The invitee of an escalating invitation, when `agent` is it.
+    fn invitee(&mut self, agent: u32) -> Option<&mut Invitee> {
+        self.esc
+            .as_mut()
+            .and_then(|e| e.invitee.as_mut())
+            .filter(|i| i.agent == agent)
+    }
+
+    /// Registers `agent` as a recipient (an escalated invitation learns
+    /// them from their offers) and returns its position.
+    fn add_recipient(&mut self, agent: u32) -> usize {
+        let p = match self.recipients.binary_search(&agent) {
+            Ok(p) => return p,
+            Err(p) => p,
+        };
+        let flagged = |bits: &[u64], list: &[u32]| -> Vec<u32> {
+            (0..list.len())
+                .filter(|i| bit(bits, *i))
+                .map(|i| list[i])
+                .collect()
+        };
+        let alerted = flagged(&self.alerted, &self.recipients);
+        let withdrawn = flagged(&self.withdrawn_bits, &self.recipients);
+        self.recipients.insert(p, agent);
+        let words = self.recipients.len().div_ceil(64);
+        let (mut a, mut w) = (vec![0; words], vec![0; words]);
+        for (flags, bits) in [(alerted, &mut a), (withdrawn, &mut w)] {
+            for agent in flags {
+                if let Ok(i) = self.recipients.binary_search(&agent) {
+                    set_bit(bits, i);
+                }
+            }
+        }
+        (self.alerted, self.withdrawn_bits) = (a, w);
+        p
+    }
+
     /// The winner if anything told (`Some(None)`: nobody won), and how.
     fn decided(&self) -> Option<(Option<u32>, Source)> {
         if let Some(a) = self.attempts.iter().find(|a| a.reply == Reply::Won) {
@@ -239,7 +377,14 @@ impl Inv {
 
     /// Nothing more is to be learned before the grace ends.
     fn complete(&self) -> bool {
-        if self.inflight > 0 || self.alerts as usize != self.recipients.len() {
+        // Armed: it escalates (or not) within the grace; escalated: how
+        // many it went to is not known before an offer or the event says.
+        let unknown_count = self.esc.is_some_and(|e| e.escalated && e.count.is_none());
+        if self.inflight > 0
+            || self.armed()
+            || unknown_count
+            || self.alerts as usize != self.recipient_count()
+        {
             return false;
         }
         match self.decided() {
@@ -252,7 +397,7 @@ impl Inv {
                     self.position(w)
                         .is_some_and(|p| bit(&self.withdrawn_bits, p)),
                 );
-                let owed = self.recipients.len() - usize::from(self.position(w).is_some());
+                let owed = self.recipient_count() - usize::from(self.position(w).is_some());
                 !self.announced.is_empty() && self.withdrawn.len() - exempt == owed
             }
         }
@@ -309,6 +454,19 @@ struct AgentNamed<'a> {
     agent: NameOnly<'a>,
 }
 
+/// One session's leads.
+#[derive(Debug, Clone, Default)]
+struct Leads {
+    current: u32,
+    /// Agents that led it before, in order (the current one may be among
+    /// them, if it led before).
+    previous: Vec<u32>,
+    /// A transfer of it is being sent or in play.
+    transfer_open: bool,
+    /// Transfers of it that were won.
+    completed: u32,
+}
+
 /// The run's bookkeeping.
 pub struct Ledger {
     cfg: Config,
@@ -324,8 +482,15 @@ pub struct Ledger {
     tracks: Vec<Track>,
     /// (session, agent) → agent_joined and agent_left shown to the customer.
     shown: HashMap<(u32, u32), [u32; 2]>,
-    /// (session, agent) → unmasked joins (and possible ones: unknown outcomes).
-    allowed: HashMap<(u32, u32), u32>,
+    /// (session, agent) → agent_joined and agent_left the customer may see:
+    /// one of each per unmasked join (and possible one: unknown outcomes),
+    /// one agent_left per transfer it handed the session over by.
+    allowed: HashMap<(u32, u32), [u32; 2]>,
+    /// Per session: its lead, earlier leads, open transfer.
+    leads: Vec<Leads>,
+    /// Transfers judged without a winner: still open on the server until
+    /// another transfer of their session wins and cancels them.
+    unwon_transfers: KeySet,
     leaks: LeakCounts,
     plans: Vec<AcceptPlan>,
     leaves: Vec<Leave>,
@@ -350,6 +515,8 @@ impl Ledger {
             tracks: (0..cfg.agents).map(|_| Track::default()).collect(),
             shown: HashMap::new(),
             allowed: HashMap::new(),
+            leads: Vec::new(),
+            unwon_transfers: KeySet::default(),
             leaks: LeakCounts::default(),
             plans: Vec::new(),
             leaves: Vec::new(),
@@ -389,8 +556,94 @@ impl Ledger {
         self.tracks.iter().map(|t| t.inflight.len()).sum()
     }
 
+    /// Session `session` was opened, led by `lead` (sessions are numbered
+    /// from 0 in the order they are opened).
+    pub fn opened(&mut self, session: u32, lead: u32) {
+        let s = session as usize;
+        if self.leads.len() <= s {
+            self.leads.resize(s + 1, Leads::default());
+        }
+        self.leads[s] = Leads {
+            current: lead,
+            ..Leads::default()
+        };
+    }
+
+    /// Session `session`'s lead, as far as the run knows.
+    pub fn lead(&self, session: u32) -> Option<u32> {
+        self.leads.get(session as usize).map(|l| l.current)
+    }
+
+    /// True while a transfer of `session` is being sent or in play.
+    pub fn transfer_open(&self, session: u32) -> bool {
+        self.leads
+            .get(session as usize)
+            .is_some_and(|l| l.transfer_open)
+    }
+
+    /// Reserves `session` for a transfer about to be sent: false (and
+    /// nothing reserved) when one is open already.
+    pub fn begin_transfer(&mut self, session: u32) -> bool {
+        match self.leads.get_mut(session as usize) {
+            Some(l) if !l.transfer_open => {
+                l.transfer_open = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The transfer reserved for `session` was not created.
+    pub fn transfer_not_created(&mut self, session: u32) {
+        if let Some(l) = self.leads.get_mut(session as usize) {
+            l.transfer_open = false;
+        }
+    }
+
+    /// The sessions that were transferred, with their lead and earlier leads.
+    pub fn transferred(&self) -> Vec<Transferred> {
+        self.leads
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.completed > 0)
+            .map(|(s, l)| {
+                let mut previous: Vec<u32> = l
+                    .previous
+                    .iter()
+                    .copied()
+                    .filter(|a| *a != l.current)
+                    .collect();
+                previous.sort_unstable();
+                previous.dedup();
+                Transferred {
+                    session: s as u32,
+                    lead: l.current,
+                    previous,
+                }
+            })
+            .collect()
+    }
+
+    /// Transfer winner `winner` now leads `session`; the lead it took over
+    /// from left, which the customer sees (`agent_left`).
+    fn promote(&mut self, session: u32, winner: u32) {
+        let Some(l) = self.leads.get_mut(session as usize) else {
+            return;
+        };
+        l.transfer_open = false;
+        l.completed += 1;
+        self.tally.transfers.completed += 1;
+        if l.current != winner {
+            let old = std::mem::replace(&mut l.current, winner);
+            l.previous.push(old);
+            self.allowed.entry((session, old)).or_default()[1] += 1;
+        }
+    }
+
     /// The invitation POST was answered 201 at `answered_at` with this id
-    /// and these recipients (agent indices, in the answer's order).
+    /// and these recipients (agent indices, in the answer's order); `kind`
+    /// says whether it is a transfer and whether it escalates.
+    #[allow(clippy::too_many_arguments)]
     pub fn invited(
         &mut self,
         id: &str,
@@ -399,6 +652,7 @@ impl Ledger {
         sent_at: Instant,
         answered_at: Instant,
         recipients: Vec<u32>,
+        kind: Kind,
     ) {
         let k = key(id);
         self.tally.invitations += 1;
@@ -406,6 +660,34 @@ impl Ledger {
             .invite
             .record(answered_at.saturating_duration_since(sent_at));
         self.known.insert(k);
+        let esc = match kind.escalation {
+            Escalation::None => None,
+            // Its one recipient is the invitee: it declines, it does not race.
+            Escalation::Armed => Some(Esc {
+                invitee: recipients.first().map(|agent| Invitee {
+                    agent: *agent,
+                    alerted: false,
+                    withdrawn: false,
+                    declined: false,
+                    declined_at: None,
+                }),
+                escalated: false,
+                count: None,
+            }),
+            Escalation::AtSend => {
+                self.tally.escalations.escalated += 1;
+                Some(Esc {
+                    invitee: None,
+                    escalated: true,
+                    count: Some(recipients.len() as u32),
+                })
+            }
+        };
+        let recipients = if kind.escalation == Escalation::Armed {
+            Vec::new()
+        } else {
+            recipients
+        };
         let racers = racers_of(id, &recipients, self.cfg.racers);
         let mut sorted = recipients;
         sorted.sort_unstable();
@@ -415,6 +697,10 @@ impl Ledger {
             id: Rc::from(id),
             session,
             masked,
+            transfer: kind.transfer,
+            promoted: false,
+            superseded: false,
+            esc,
             sent_at,
             settle_by: answered_at + self.cfg.grace,
             racers,
@@ -431,7 +717,7 @@ impl Ledger {
         self.live.insert(k, inv);
         if let Some(pending) = self.pending.remove(&k) {
             for (agent, at) in pending.alerts {
-                self.alert_known(k, agent, at, answered_at);
+                self.alert_known(k, agent, at, answered_at, None);
             }
         }
         self.maybe_settle(k);
@@ -439,9 +725,16 @@ impl Ledger {
 
     /// `invitation_offered` for `id` reached `agent` at `at`.
     pub fn alert(&mut self, id: &str, agent: u32, at: Instant) {
+        self.offered(id, agent, at, None);
+    }
+
+    /// [`Ledger::alert`], with what the offer says of its target:
+    /// `to_portal` is `Some(recipient_count)` when it names a portal (an
+    /// escalating invitation's first such offer tells it escalated).
+    pub fn offered(&mut self, id: &str, agent: u32, at: Instant, to_portal: Option<u32>) {
         let k = key(id);
         if self.live.contains_key(&k) {
-            self.alert_known(k, agent, at, at);
+            self.alert_known(k, agent, at, at, to_portal);
             self.maybe_settle(k);
         } else if let Some(pending) = self.pending.get_mut(&k) {
             pending.alerts.push((agent, at));
@@ -459,10 +752,92 @@ impl Ledger {
         }
     }
 
-    fn alert_known(&mut self, k: Key, agent: u32, at: Instant, now: Instant) {
+    /// `invitation_escalated` for `id`, which now goes to `recipient_count`
+    /// agents of the portal.
+    pub fn escalated(&mut self, id: &str, recipient_count: u32) {
+        let k = key(id);
         let Some(inv) = self.live.get_mut(&k) else {
             return;
         };
+        let Some(e) = inv.esc.as_mut() else {
+            return;
+        };
+        if !e.escalated {
+            e.escalated = true;
+            self.tally.escalations.escalated += 1;
+        }
+        e.count.get_or_insert(recipient_count);
+        self.maybe_settle(k);
+    }
+
+    fn alert_known(
+        &mut self,
+        k: Key,
+        agent: u32,
+        at: Instant,
+        now: Instant,
+        to_portal: Option<u32>,
+    ) {
+        let Some(inv) = self.live.get_mut(&k) else {
+            return;
+        };
+        let in_time = self.accept_cutoff.is_none_or(|cutoff| at < cutoff);
+        let sent_at = inv.sent_at;
+        // The invitee's own offer: it declines at once, so it escalates.
+        if to_portal.is_none()
+            && let Some(invitee) = inv.invitee(agent)
+        {
+            if invitee.alerted {
+                return;
+            }
+            invitee.alerted = true;
+            self.tally
+                .invite_to_alert
+                .record(at.saturating_duration_since(sent_at));
+            if in_time && !invitee.declined {
+                invitee.declined = true;
+                invitee.declined_at = Some(at.max(now));
+                self.plans.push(AcceptPlan {
+                    agent,
+                    key: k,
+                    id: Rc::clone(&inv.id),
+                    session: inv.session,
+                    at: at.max(now),
+                    transfer: inv.transfer,
+                    decline: true,
+                });
+            }
+            return;
+        }
+        // Escalated from its invitee: its recipients are whoever the
+        // portal's offers reach, the first `racers` of them race.
+        let mut since_decline = None;
+        if let Some(e) = inv.esc.as_mut()
+            && let Some(invitee) = e.invitee
+        {
+            if invitee.agent == agent {
+                return;
+            }
+            match to_portal {
+                Some(count) if !e.escalated => {
+                    e.escalated = true;
+                    e.count = Some(count);
+                    self.tally.escalations.escalated += 1;
+                }
+                Some(count) => {
+                    e.count.get_or_insert(count);
+                }
+                None => {}
+            }
+            if !e.escalated {
+                return;
+            }
+            since_decline = invitee.declined_at;
+            inv.add_recipient(agent);
+            if inv.racers.len() < self.cfg.racers && !inv.racers.contains(&agent) {
+                inv.racers.push(agent);
+            }
+        }
         let Some(p) = inv.position(agent) else {
             return;
         };
@@ -471,10 +846,29 @@ impl Ledger {
         }
         set_bit(&mut inv.alerted, p);
         inv.alerts += 1;
-        self.tally
-            .invite_to_alert
-            .record(at.saturating_duration_since(inv.sent_at));
-        let in_time = self.accept_cutoff.is_none_or(|cutoff| at < cutoff);
+        match (inv.esc, since_decline) {
+            // Measured from the invitee's decline: the time it took to
+            // escalate, not the invitee's own delay.
+            (
+                Some(Esc {
+                    invitee: Some(_), ..
+                }),
+                Some(declined),
+            ) => self
+                .tally
+                .decline_to_offer
+                .record(at.saturating_duration_since(declined)),
+            (
+                Some(Esc {
+                    invitee: Some(_), ..
+                }),
+                None,
+            ) => {}
+            _ => self
+                .tally
+                .invite_to_alert
+                .record(at.saturating_duration_since(sent_at)),
+        }
         if in_time && inv.racers.contains(&agent) {
             let delay = self.cfg.accept_delay.sample(&mut rand::rng());
             inv.inflight += 1;
@@ -487,13 +881,27 @@ impl Ledger {
                 id: Rc::clone(&inv.id),
                 session: inv.session,
                 at: (at + delay).max(now),
+                transfer: inv.transfer,
+                decline: false,
             });
         }
     }
 
     /// `invitation_withdrawn` for `id` reached `agent` at `at`.
     pub fn withdrawn(&mut self, id: &str, agent: u32, at: Instant) {
+        self.withdrawn_for(id, agent, at, false);
+    }
+
+    /// [`Ledger::withdrawn`], with its reason: `cancelled` for reason
+    /// `cancelled` (a transfer cancelled so is one another transfer of its
+    /// session superseded).
+    pub fn withdrawn_for(&mut self, id: &str, agent: u32, at: Instant, cancelled: bool) {
         let k = key(id);
+        if cancelled && self.unwon_transfers.remove(&k) {
+            // Judged already, without a winner; cancelled now.
+            self.tally.transfers.superseded += 1;
+            return;
+        }
         let inv = match self.live.get_mut(&k) {
             Some(inv) => inv,
             None => match self.doubtful.get_mut(&k) {
@@ -506,6 +914,18 @@ impl Ledger {
                 }
             },
         };
+        if cancelled && inv.transfer && !inv.superseded {
+            inv.superseded = true;
+            self.tally.transfers.superseded += 1;
+        }
+        if let Some(invitee) = inv.invitee(agent) {
+            invitee.withdrawn = true;
+            self.maybe_settle(k);
+            return;
+        }
+        if inv.esc.is_some_and(|e| e.escalated && e.invitee.is_some()) {
+            inv.add_recipient(agent);
+        }
         if let Some(p) = inv.position(agent)
             && !bit(&inv.withdrawn_bits, p)
         {
@@ -526,7 +946,8 @@ impl Ledger {
         if !inv.announced.contains(&by) {
             inv.announced.push(by);
         }
-        resolve(k, inv, &mut self.tracks, &mut self.leaves);
+        let promoted = resolve(k, inv, &mut self.tracks, &mut self.leaves);
+        self.promote_winner(promoted);
         self.maybe_settle(k);
     }
 
@@ -583,7 +1004,8 @@ impl Ledger {
                 reply,
                 learned: None,
             });
-            resolve(k, inv, &mut self.tracks, &mut self.leaves);
+            let promoted = resolve(k, inv, &mut self.tracks, &mut self.leaves);
+            self.promote_winner(promoted);
         }
         if reply == Reply::Lost {
             self.attribute(agent);
@@ -666,9 +1088,16 @@ impl Ledger {
         }
         if let Some(inv) = find(&mut self.live, &mut self.doubtful, k) {
             inv.learned = Some((Some(agent), Source::OwnJoin));
-            resolve(k, inv, &mut self.tracks, &mut self.leaves);
+            let promoted = resolve(k, inv, &mut self.tracks, &mut self.leaves);
+            self.promote_winner(promoted);
         }
         self.maybe_settle(k);
+    }
+
+    fn promote_winner(&mut self, promoted: Option<(u32, u32)>) {
+        if let Some((session, winner)) = promoted {
+            self.promote(session, winner);
+        }
     }
 
     fn maybe_settle(&mut self, k: Key) {
@@ -741,16 +1170,35 @@ impl Ledger {
             && inv.decided().is_none()
         {
             inv.learned = Some((winner, Source::Lookup));
-            resolve(k, &mut inv, &mut self.tracks, &mut self.leaves);
+            let promoted = resolve(k, &mut inv, &mut self.tracks, &mut self.leaves);
+            self.promote_winner(promoted);
         }
         self.judge(inv);
     }
 
     /// Judges one settled invitation into the figures and drops it.
     fn judge(&mut self, inv: Inv) {
+        if inv.transfer && !inv.promoted {
+            // Nobody took it: the session may be transferred again, and this
+            // one stays open on the server until another transfer wins.
+            self.transfer_not_created(inv.session);
+            if !inv.superseded {
+                self.unwon_transfers.insert(key(&inv.id));
+            }
+        }
         let o = &mut self.tally;
         o.alerts += u64::from(inv.alerts);
-        o.missing_alerts += (inv.recipients.len() - inv.alerts as usize) as u64;
+        o.missing_alerts += (inv.recipient_count() - inv.alerts as usize) as u64;
+        let escalated = inv.esc.is_some_and(|e| e.escalated);
+        if let Some(invitee) = inv.esc.and_then(|e| e.invitee) {
+            o.alerts += u64::from(invitee.alerted);
+            o.missing_alerts += u64::from(!invitee.alerted);
+            // Escalated while it still held it: its alert is withdrawn
+            // (reason `escalated`); a decline leaves nothing to withdraw.
+            if escalated && invitee.alerted && !invitee.declined && !invitee.withdrawn {
+                o.missing_withdrawals += 1;
+            }
+        }
         let mut winners: Vec<u32> = Vec::new();
         for w in inv
             .attempts
@@ -784,7 +1232,9 @@ impl Ledger {
                     o.unknown += 1;
                     // It may have joined: its name may reach the customer.
                     if !inv.masked {
-                        *self.allowed.entry((inv.session, a.agent)).or_default() += 1;
+                        let allowed = self.allowed.entry((inv.session, a.agent)).or_default();
+                        allowed[0] += 1;
+                        allowed[1] += 1;
                     }
                 }
             }
@@ -800,6 +1250,7 @@ impl Ledger {
             }
             [w] => {
                 o.winners += 1;
+                o.escalations.won += u64::from(escalated);
                 let closed_at = inv
                     .attempts
                     .iter()
@@ -811,7 +1262,7 @@ impl Ledger {
                         o.withdraw.record(at.saturating_duration_since(closed));
                     }
                 }
-                let owed = inv.recipients.len() - usize::from(inv.position(*w).is_some());
+                let owed = inv.recipient_count() - usize::from(inv.position(*w).is_some());
                 let got = inv.withdrawn.iter().filter(|(a, _)| a != w).count();
                 o.missing_withdrawals += owed.saturating_sub(got) as u64;
             }
@@ -819,7 +1270,9 @@ impl Ledger {
         }
         if !inv.masked {
             for w in winners {
-                *self.allowed.entry((inv.session, w)).or_default() += 1;
+                let allowed = self.allowed.entry((inv.session, w)).or_default();
+                allowed[0] += 1;
+                allowed[1] += 1;
             }
         }
     }
@@ -862,7 +1315,8 @@ impl Ledger {
 
     /// The figures: judges what is left and counts the masked agents shown
     /// to customers (an agent shown joining or leaving a session more often
-    /// than it joined it unmasked).
+    /// than it joined it unmasked — or, for leaving, than it joined it
+    /// unmasked plus handed it over by a transfer).
     pub fn finish(&mut self) -> Observed {
         let keys: Vec<Key> = self.live.keys().copied().collect();
         for k in keys {
@@ -873,9 +1327,9 @@ impl Ledger {
             self.judge(inv);
         }
         for (at, [joined, left]) in &self.shown {
-            let allowed = self.allowed.get(at).copied().unwrap_or(0);
-            self.leaks.masked_agent +=
-                u64::from(joined.saturating_sub(allowed)) + u64::from(left.saturating_sub(allowed));
+            let [may_join, may_leave] = self.allowed.get(at).copied().unwrap_or_default();
+            self.leaks.masked_agent += u64::from(joined.saturating_sub(may_join))
+                + u64::from(left.saturating_sub(may_leave));
         }
         self.shown.clear();
         self.tally.customer_leaks = self.leaks.total();
@@ -901,11 +1355,16 @@ fn find<'a>(
 }
 
 /// Once an invitation's outcome is known, every lost answer of it is
-/// learned; a lost answer that won is told to leave, as answered winners do.
-fn resolve(k: Key, inv: &mut Inv, tracks: &mut [Track], leaves: &mut Vec<Leave>) {
-    let Some((winner, source)) = inv.decided() else {
-        return;
-    };
+/// learned; a lost answer that won is told to leave, as answered winners do
+/// — unless it won a transfer: then it stays, and the (session, winner) to
+/// make lead is returned, once.
+fn resolve(
+    k: Key,
+    inv: &mut Inv,
+    tracks: &mut [Track],
+    leaves: &mut Vec<Leave>,
+) -> Option<(u32, u32)> {
+    let (winner, source) = inv.decided()?;
     for a in inv
         .attempts
         .iter_mut()
@@ -918,13 +1377,16 @@ fn resolve(k: Key, inv: &mut Inv, tracks: &mut [Track], leaves: &mut Vec<Leave>)
             }
             track.tidy();
         }
-        if winner == Some(a.agent) {
+        if winner == Some(a.agent) && !inv.transfer {
             leaves.push(Leave {
                 agent: a.agent,
                 session: inv.session,
             });
         }
     }
+    let winner = winner.filter(|_| inv.transfer && !inv.promoted)?;
+    inv.promoted = true;
+    Some((inv.session, winner))
 }
 
 #[cfg(test)]
@@ -964,7 +1426,15 @@ mod tests {
     /// Sends invitation `id` from session 0 to agents 1..=5 at `t0` and
     /// delivers every alert; returns the accepts it asks for.
     fn offered(l: &mut Ledger, id: &str, masked: bool, t0: Instant) -> Vec<AcceptPlan> {
-        l.invited(id, 0, masked, t0, t0 + ms(2), vec![1, 2, 3, 4, 5]);
+        l.invited(
+            id,
+            0,
+            masked,
+            t0,
+            t0 + ms(2),
+            vec![1, 2, 3, 4, 5],
+            Kind::default(),
+        );
         for a in 1..=5 {
             l.alert(id, a, t0 + ms(3));
         }
@@ -995,13 +1465,29 @@ mod tests {
         }
         assert!(plans(&mut l).is_empty());
         assert_eq!(l.in_play(), (0, 1));
-        l.invited("inv-a", 0, false, t0, t0 + ms(50), vec![1, 2, 3, 4, 5]);
+        l.invited(
+            "inv-a",
+            0,
+            false,
+            t0,
+            t0 + ms(50),
+            vec![1, 2, 3, 4, 5],
+            Kind::default(),
+        );
         let accepts = plans(&mut l);
         assert_eq!(accepts.len(), 3);
         assert!(accepts.iter().all(|p| p.at == t0 + ms(50)), "{accepts:?}");
         // A late alert: its own arrival plus the delay.
         let mut l = ledger();
-        l.invited("inv-a", 0, false, t0, t0 + ms(2), vec![1, 2, 3, 4, 5]);
+        l.invited(
+            "inv-a",
+            0,
+            false,
+            t0,
+            t0 + ms(2),
+            vec![1, 2, 3, 4, 5],
+            Kind::default(),
+        );
         l.alert("inv-a", racers[0], t0 + ms(20));
         assert_eq!(plans(&mut l)[0].at, t0 + ms(30));
         // Alerts nobody answers for become orphans, and are dropped.
@@ -1044,7 +1530,15 @@ mod tests {
     fn what_does_not_arrive_within_the_grace_is_missing() {
         let mut l = ledger();
         let t0 = Instant::now();
-        l.invited("inv-c", 0, true, t0, t0 + ms(2), vec![1, 2, 3, 4, 5]);
+        l.invited(
+            "inv-c",
+            0,
+            true,
+            t0,
+            t0 + ms(2),
+            vec![1, 2, 3, 4, 5],
+            Kind::default(),
+        );
         for a in 1..=4 {
             l.alert("inv-c", a, t0 + ms(3));
         }
@@ -1164,7 +1658,15 @@ mod tests {
         let agent = first[0].agent;
         l.replied(first[0].key, agent, 0, t0 + ms(13), t0 + ms(15), Reply::Won);
         // …and raced for a second one of the same session, answer lost.
-        l.invited("inv-i2", 0, false, t0, t0 + ms(20), vec![agent]);
+        l.invited(
+            "inv-i2",
+            0,
+            false,
+            t0,
+            t0 + ms(20),
+            vec![agent],
+            Kind::default(),
+        );
         l.alert("inv-i2", agent, t0 + ms(21));
         let second = plans(&mut l).pop().unwrap();
         l.replied(
@@ -1219,7 +1721,15 @@ mod tests {
         let t0 = Instant::now();
         // Agent 9 won an unmasked invitation of session 1; a masked one of
         // session 0 was won by someone whose answer was lost, then learned.
-        l.invited("inv-open", 1, false, t0, t0 + ms(2), vec![9]);
+        l.invited(
+            "inv-open",
+            1,
+            false,
+            t0,
+            t0 + ms(2),
+            vec![9],
+            Kind::default(),
+        );
         l.alert("inv-open", 9, t0 + ms(3));
         let p = plans(&mut l).pop().unwrap();
         l.replied(p.key, 9, 1, t0 + ms(13), t0 + ms(15), Reply::Won);
@@ -1297,5 +1807,223 @@ mod tests {
         );
         let o = l.finish();
         assert_eq!((o.winners, o.missing_withdrawals), (200, 0));
+    }
+
+    fn transfer() -> Kind {
+        Kind {
+            transfer: true,
+            ..Kind::default()
+        }
+    }
+
+    fn escalating(escalation: Escalation) -> Kind {
+        Kind {
+            escalation,
+            ..Kind::default()
+        }
+    }
+
+    #[test]
+    fn an_escalated_invitation_learns_its_recipients_from_the_offers_and_has_one_winner() {
+        let mut l = ledger();
+        let t0 = Instant::now();
+        let kind = escalating(Escalation::Armed);
+        l.invited("inv-x", 0, false, t0, t0 + ms(2), vec![3], kind);
+        // The invitee's own offer: it declines at once, it does not race.
+        l.offered("inv-x", 3, t0 + ms(3), None);
+        let declines = plans(&mut l);
+        assert_eq!(declines.len(), 1);
+        assert!(
+            declines[0].decline && declines[0].agent == 3,
+            "{declines:?}"
+        );
+        assert_eq!(declines[0].at, t0 + ms(3));
+        assert_eq!(l.accepts_in_flight(), 0, "a decline is no accept");
+        // Escalated to four portal agents: three offers come, the first
+        // three race; the event says four, whenever it comes.
+        for a in [7, 8, 9] {
+            l.offered("inv-x", a, t0 + ms(20), Some(4));
+        }
+        l.escalated("inv-x", 4);
+        let accepts = plans(&mut l);
+        let racing: Vec<u32> = accepts.iter().map(|p| p.agent).collect();
+        assert_eq!(racing, vec![7, 8, 9]);
+        assert!(accepts.iter().all(|p| !p.decline && !p.transfer));
+        let w = accepts[0].agent;
+        l.replied(accepts[0].key, w, 0, t0 + ms(30), t0 + ms(32), Reply::Won);
+        for p in &accepts[1..] {
+            l.replied(p.key, p.agent, 0, t0 + ms(30), t0 + ms(33), Reply::Taken);
+        }
+        l.announced("inv-x", Some(w));
+        for a in [8, 9] {
+            l.withdrawn("inv-x", a, t0 + ms(35));
+        }
+        assert_eq!(l.in_play().0, 1, "the fourth recipient is still owed");
+        // Its withdrawal comes without its offer: a recipient all the same.
+        l.withdrawn("inv-x", 10, t0 + ms(36));
+        l.sweep(t0 + ms(2) + GRACE);
+        let o = l.finish();
+        assert_eq!(
+            (o.escalations.escalated, o.escalations.won, o.winners),
+            (1, 1, 1)
+        );
+        assert_eq!((o.double_winners, o.no_winners), (0, 0));
+        // The invitee's alert and three of four in the portal.
+        assert_eq!(
+            (o.alerts, o.missing_alerts, o.missing_withdrawals),
+            (4, 1, 0)
+        );
+        assert_eq!(o.invite_to_alert.count(), 1);
+        assert_eq!(o.decline_to_offer.count(), 3);
+    }
+
+    #[test]
+    fn an_escalated_invitation_taken_twice_or_by_nobody_is_a_break() {
+        let mut l = ledger();
+        let t0 = Instant::now();
+        for id in ["inv-y", "inv-z"] {
+            let kind = escalating(Escalation::Armed);
+            l.invited(id, 0, false, t0, t0 + ms(2), vec![3], kind);
+            l.offered(id, 3, t0 + ms(3), None);
+            l.escalated(id, 2);
+            l.offered(id, 7, t0 + ms(20), Some(2));
+            l.offered(id, 8, t0 + ms(20), Some(2));
+        }
+        for p in plans(&mut l).into_iter().filter(|p| !p.decline) {
+            let reply = if &*p.id == "inv-y" {
+                Reply::Won
+            } else {
+                Reply::Taken
+            };
+            l.replied(p.key, p.agent, 0, t0 + ms(30), t0 + ms(32), reply);
+        }
+        let o = l.finish();
+        assert_eq!((o.double_winners, o.no_winners), (1, 1));
+        assert_eq!((o.escalations.escalated, o.escalations.won), (2, 0));
+    }
+
+    #[test]
+    fn an_invitation_escalated_when_sent_races_like_a_portal_one() {
+        let mut l = ledger();
+        let t0 = Instant::now();
+        let kind = escalating(Escalation::AtSend);
+        l.invited("inv-s", 0, false, t0, t0 + ms(2), vec![7, 8], kind);
+        for a in [7, 8] {
+            l.offered("inv-s", a, t0 + ms(3), Some(2));
+        }
+        let accepts = plans(&mut l);
+        assert_eq!(accepts.len(), 2);
+        l.replied(
+            accepts[0].key,
+            accepts[0].agent,
+            0,
+            t0,
+            t0 + ms(5),
+            Reply::Won,
+        );
+        l.replied(
+            accepts[1].key,
+            accepts[1].agent,
+            0,
+            t0,
+            t0 + ms(5),
+            Reply::Taken,
+        );
+        l.withdrawn("inv-s", accepts[1].agent, t0 + ms(6));
+        l.announced("inv-s", Some(accepts[0].agent));
+        assert_eq!(l.in_play().0, 0);
+        let o = l.finish();
+        assert_eq!((o.escalations.escalated, o.escalations.won), (1, 1));
+        assert_eq!((o.missing_alerts, o.missing_withdrawals), (0, 0));
+    }
+
+    #[test]
+    fn a_won_transfer_makes_its_winner_lead_and_only_the_old_lead_may_be_shown_leaving() {
+        let mut l = ledger();
+        let t0 = Instant::now();
+        l.opened(0, 0);
+        l.opened(1, 10);
+        assert_eq!((l.lead(0), l.lead(1), l.lead(2)), (Some(0), Some(10), None));
+        assert!(l.begin_transfer(0));
+        assert!(!l.begin_transfer(0), "one transfer per session at a time");
+        assert!(l.transfer_open(0) && !l.transfer_open(1));
+        l.invited(
+            "inv-t",
+            0,
+            false,
+            t0,
+            t0 + ms(2),
+            vec![1, 2, 3, 4, 5],
+            transfer(),
+        );
+        for a in 1..=5 {
+            l.alert("inv-t", a, t0 + ms(3));
+        }
+        let accepts = plans(&mut l);
+        assert!(accepts.iter().all(|p| p.transfer));
+        let w = accepts[0].agent;
+        l.replied(accepts[0].key, w, 0, t0 + ms(13), t0 + ms(15), Reply::Won);
+        // Known as soon as it is answered: later invitations go out from it.
+        assert_eq!(l.lead(0), Some(w));
+        assert!(!l.transfer_open(0));
+        assert!(leaves(&mut l).is_empty(), "a transfer's winner stays");
+        assert_eq!(
+            l.transferred(),
+            vec![Transferred {
+                session: 0,
+                lead: w,
+                previous: vec![0]
+            }]
+        );
+        // The winner hands it back to agent 0 through a lost answer,
+        // learned from the announcement: no leave either.
+        assert!(l.begin_transfer(0));
+        l.invited("inv-u", 0, false, t0, t0 + ms(40), vec![0], transfer());
+        l.alert("inv-u", 0, t0 + ms(41));
+        let back = plans(&mut l).pop().unwrap();
+        l.replied(back.key, 0, 0, t0 + ms(51), t0 + ms(10_051), Reply::Lost);
+        l.announced("inv-u", Some(0));
+        assert!(leaves(&mut l).is_empty());
+        assert_eq!(l.lead(0), Some(0));
+        assert_eq!(
+            l.transferred()[0].previous,
+            vec![w],
+            "the lead is not an earlier lead"
+        );
+        // The customer saw the winner come and go and agent 0 go and come
+        // back: no leak. A loser of the race shown leaving, or agent 0 shown
+        // joining once more, is one each.
+        let named = |i: u32| format!(r#"{{"agent":{{"name":"Agent {i}"}}}}"#);
+        l.customer_frame(0, "agent_joined", &named(w));
+        l.customer_frame(0, "agent_left", &named(0));
+        l.customer_frame(0, "agent_joined", &named(0));
+        l.customer_frame(0, "agent_left", &named(w));
+        l.customer_frame(0, "agent_left", &named(accepts[1].agent));
+        l.customer_frame(0, "agent_joined", &named(0));
+        let o = l.finish();
+        assert_eq!(o.transfers.completed, 2);
+        assert_eq!((o.leaks.masked_agent, o.customer_leaks), (2, 2));
+    }
+
+    #[test]
+    fn a_transfer_nobody_took_frees_its_session_and_counts_once_if_superseded() {
+        let mut l = ledger();
+        let t0 = Instant::now();
+        l.opened(0, 0);
+        assert!(l.begin_transfer(0));
+        l.transfer_not_created(0);
+        assert!(l.begin_transfer(0), "a refused transfer frees its session");
+        l.invited("inv-v", 0, false, t0, t0 + ms(2), vec![4], transfer());
+        l.sweep(t0 + ms(2) + GRACE);
+        assert!(!l.transfer_open(0), "judged without a winner");
+        assert_eq!(l.lead(0), Some(0));
+        // Another transfer wins later: this one is cancelled, which is
+        // counted, once, and is no late event.
+        l.withdrawn_for("inv-v", 4, t0 + GRACE * 2, true);
+        l.withdrawn_for("inv-v", 4, t0 + GRACE * 2, true);
+        let o = l.finish();
+        assert_eq!(o.transfers.superseded, 1);
+        assert_eq!(o.late_events, 1, "only the repeat is late");
+        assert!(l.transferred().is_empty());
     }
 }

@@ -42,9 +42,14 @@ pub use report::Report;
                   is no refusal: its outcome is learned from the streams or, after the drain, from \
                   GET /v1/sessions/{id}/invitations/{inv}, and reported as `learned`, or \
                   `unknown` when nothing told; neither is an invariant break.\n\n\
+                  With --mix transfer=F, that share of invitations hands the session over \
+                  (`kind: transfer`, from its current lead): the winner stays as the lead and later \
+                  invitations of the session go out from it. With --mix escalate=F, that share of \
+                  direct invitations escalates to another portal after 5 s; the invitee declines at \
+                  once, so the portal's agents race for the same invitation.\n\n\
                   Exit status: 0 when no invariant broke, 3 when any did (two winners, no winner \
                   although someone accepted in time, a missing alert or withdrawal, a customer \
-                  leak), 1 when the run could not be carried out, 2 for bad arguments."
+                  leak, a session whose lead after a transfer is not the one the run tracked), 1 when the run could not be carried out, 2 for bad arguments."
 )]
 pub struct LoadArgs {
     /// Base URLs of the nodes to drive, comma-separated
@@ -87,8 +92,14 @@ pub struct LoadArgs {
     /// alert and its withdrawal.
     #[arg(long, default_value_t = 3)]
     pub racers: usize,
-    /// Shares of invitations: `portal` (vs direct to one agent), `masked`,
-    /// `comment` (carries a comment), each in [0, 1].
+    /// Shares of invitations, each in [0, 1]: `portal` (vs direct to one
+    /// agent), `masked`, `comment` (carries a comment), `transfer` (sent as
+    /// `kind: transfer` by the session's current lead, never masked; at most
+    /// one open per session, else a collaborate invitation goes instead; the
+    /// winner stays as the new lead), `escalate` (of direct invitations:
+    /// carries `escalate` to another portal after 5 s, and the invitee
+    /// declines at once so the portal's agents race for it). Keys not named
+    /// keep their defaults: portal=0.8,masked=0.3,comment=0.5,transfer=0,escalate=0.
     #[arg(long, default_value = "portal=0.8,masked=0.3,comment=0.5")]
     pub mix: Mix,
     /// Write the JSON report here.
@@ -279,17 +290,29 @@ pub struct Mix {
     pub masked: f64,
     /// Share of invitations with a comment.
     pub comment: f64,
+    /// Share of invitations sent as transfers (by the session's lead).
+    pub transfer: f64,
+    /// Share of direct invitations that escalate to another portal.
+    pub escalate: f64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self {
+            portal: 0.8,
+            masked: 0.3,
+            comment: 0.5,
+            transfer: 0.0,
+            escalate: 0.0,
+        }
+    }
 }
 
 impl FromStr for Mix {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let mut mix = Mix {
-            portal: 0.8,
-            masked: 0.3,
-            comment: 0.5,
-        };
+        let mut mix = Mix::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = part
                 .split_once('=')
@@ -305,9 +328,11 @@ impl FromStr for Mix {
                 "portal" => mix.portal = share,
                 "masked" => mix.masked = share,
                 "comment" => mix.comment = share,
+                "transfer" => mix.transfer = share,
+                "escalate" => mix.escalate = share,
                 other => {
                     return Err(format!(
-                        "unknown mix key {other:?} (portal, masked, comment)"
+                        "unknown mix key {other:?} (portal, masked, comment, transfer, escalate)"
                     ));
                 }
             }
@@ -320,8 +345,8 @@ impl fmt::Display for Mix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "portal={},masked={},comment={}",
-            self.portal, self.masked, self.comment
+            "portal={},masked={},comment={},transfer={},escalate={}",
+            self.portal, self.masked, self.comment, self.transfer, self.escalate
         )
     }
 }
@@ -366,12 +391,33 @@ mod tests {
             mix,
             Mix {
                 portal: 1.0,
-                masked: 0.3,
-                comment: 0.0
+                comment: 0.0,
+                ..Mix::default()
             }
         );
         assert!("portal=1.5".parse::<Mix>().is_err());
         assert!("colour=0.5".parse::<Mix>().is_err());
+    }
+
+    #[test]
+    fn transfer_and_escalate_shares_default_to_none_and_parse_like_the_others() {
+        let plain: Mix = "portal=0.8".parse().unwrap();
+        assert_eq!((plain.transfer, plain.escalate), (0.0, 0.0));
+        let mix: Mix = "transfer=0.2, escalate=1".parse().unwrap();
+        assert_eq!(
+            mix,
+            Mix {
+                transfer: 0.2,
+                escalate: 1.0,
+                ..Mix::default()
+            }
+        );
+        assert_eq!(mix.to_string().parse::<Mix>(), Ok(mix));
+        assert!(mix.to_string().contains("transfer=0.2,escalate=1"), "{mix}");
+        assert!("transfer=-0.1".parse::<Mix>().is_err());
+        assert!("escalate=2".parse::<Mix>().is_err());
+        assert!("escalate=often".parse::<Mix>().is_err());
+        assert!("transfers=0.1".parse::<Mix>().is_err());
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! - `accept`: round trip of `POST /v1/invitations/{id}/accept`, won or lost;
 //! - `withdraw`: the winning accept was sent → `invitation_withdrawn`
 //!   arrived on another recipient's stream (one sample per other recipient);
+//! - `decline_to_offer`: an escalating invitation's invitee sent its decline
+//!   → the escalated `invitation_offered` arrived on a portal agent's stream
+//!   (one sample per portal recipient);
 //! - `invite`: round trip of the invitation's POST;
 //! - `schedule_lag`: how late the generator sent each invitation against its
 //!   open-loop schedule (the generator's own health, not the server's).
@@ -133,6 +136,16 @@ pub struct Observed {
     pub customer_leaks: u64,
     /// The same, by kind.
     pub leaks: LeakCounts,
+    /// Transferred sessions whose agent view after the drain disagreed with
+    /// the lead the run tracked (or could not be read).
+    pub lead_breaks: u64,
+    /// Transferred sessions checked after the drain.
+    pub lead_checks: u64,
+    /// Transfers sent, won, cancelled by another, and invitations refused
+    /// because their inviter had stopped leading meanwhile.
+    pub transfers: TransferCounts,
+    /// Escalating invitations sent, escalated and won.
+    pub escalations: EscalationCounts,
     /// Customer stream events checked.
     pub customer_events: u64,
     /// Accepts whose answer was lost and whose outcome was learned.
@@ -157,6 +170,9 @@ pub struct Observed {
     pub accept: Latency,
     /// Winning accept sent → withdrawal on each other recipient's stream.
     pub withdraw: Latency,
+    /// The invitee's decline sent → the escalated offer on each portal
+    /// recipient's stream.
+    pub decline_to_offer: Latency,
     /// Invitation POST round trips.
     pub invite: Latency,
     /// How late each invitation left against its schedule.
@@ -182,6 +198,10 @@ impl Observed {
             missing_withdrawals: 0,
             customer_leaks: 0,
             leaks: LeakCounts::default(),
+            lead_breaks: 0,
+            lead_checks: 0,
+            transfers: TransferCounts::default(),
+            escalations: EscalationCounts::default(),
             customer_events: 0,
             learned: 0,
             learned_from: LearnedFrom::default(),
@@ -194,10 +214,38 @@ impl Observed {
             invite_to_alert: Latency::new()?,
             accept: Latency::new()?,
             withdraw: Latency::new()?,
+            decline_to_offer: Latency::new()?,
             invite: Latency::new()?,
             schedule_lag: Latency::new()?,
         })
     }
+}
+
+/// Transfers (`--mix transfer=`).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct TransferCounts {
+    /// Transfer POSTs sent.
+    pub sent: u64,
+    /// Transfers won: the winner became the session's lead.
+    pub completed: u64,
+    /// Transfers cancelled because another transfer of their session won
+    /// first (a right outcome, not an error).
+    pub superseded: u64,
+    /// Invitations (of any kind) refused 403 `forbidden` because their
+    /// inviter had stopped leading the session meanwhile (a right
+    /// outcome, not an error).
+    pub stale_lead: u64,
+}
+
+/// Escalating invitations (`--mix escalate=`).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct EscalationCounts {
+    /// Direct invitations sent with `escalate`.
+    pub sent: u64,
+    /// Of them, those that went to the portal.
+    pub escalated: u64,
+    /// Of those, the ones a portal agent won.
+    pub won: u64,
 }
 
 /// Customer events that showed what a customer must never see, by kind.
@@ -328,6 +376,16 @@ pub struct Report {
     pub customer_leaks: u64,
     /// The customer leaks by kind.
     pub customer_leaks_by_kind: LeakCounts,
+    /// Invariant break: a transferred session whose agent view after the
+    /// drain does not have the tracked lead as its one lead, or still has
+    /// an earlier lead among its participants.
+    pub lead_breaks: u64,
+    /// Transferred sessions checked after the drain.
+    pub lead_checks: u64,
+    /// Transfers sent, completed, superseded; stale-lead refusals.
+    pub transfers: TransferCounts,
+    /// Escalating invitations sent, escalated, won.
+    pub escalations: EscalationCounts,
     /// Customer events checked.
     pub customer_events: u64,
     /// Accepts whose answer was lost (timeout, transport failure) and whose
@@ -377,6 +435,8 @@ pub struct Latencies {
     pub accept: Quantiles,
     /// Winning accept sent → withdrawal.
     pub withdraw: Quantiles,
+    /// Invitee's decline sent → escalated offer.
+    pub decline_to_offer: Quantiles,
     /// Invitation POST round trip.
     pub invite: Quantiles,
     /// How late the generator sent each invitation against its schedule.
@@ -436,6 +496,7 @@ impl Report {
             invite_to_alert: observed.invite_to_alert.quantiles(),
             accept: observed.accept.quantiles(),
             withdraw: observed.withdraw.quantiles(),
+            decline_to_offer: observed.decline_to_offer.quantiles(),
             invite: observed.invite.quantiles(),
             schedule_lag: observed.schedule_lag.quantiles(),
         };
@@ -504,6 +565,10 @@ impl Report {
             missing_withdrawals: observed.missing_withdrawals,
             customer_leaks: observed.customer_leaks,
             customer_leaks_by_kind: observed.leaks,
+            lead_breaks: observed.lead_breaks,
+            lead_checks: observed.lead_checks,
+            transfers: observed.transfers,
+            escalations: observed.escalations,
             customer_events: observed.customer_events,
             learned: observed.learned,
             learned_from: observed.learned_from,
@@ -529,6 +594,7 @@ impl Report {
             + self.missing_alerts
             + self.missing_withdrawals
             + self.customer_leaks
+            + self.lead_breaks
     }
 
     /// The report as pretty JSON.
@@ -568,6 +634,14 @@ impl Report {
             self.winners,
             self.lost_races
         );
+        let (t, e) = (&self.transfers, &self.escalations);
+        if t.sent + e.sent > 0 {
+            let _ = writeln!(
+                out,
+                "transfers {} sent, {} completed, {} superseded, {} refused to a stale lead; escalations {} sent, {} escalated, {} won",
+                t.sent, t.completed, t.superseded, t.stale_lead, e.sent, e.escalated, e.won
+            );
+        }
         let _ = writeln!(
             out,
             "\n{:<22}{:>9}{:>10}{:>10}{:>10}{:>10}{:>10}",
@@ -583,6 +657,9 @@ impl Report {
         row("invite → alert", &self.latency_ms.invite_to_alert);
         row("accept round trip", &self.latency_ms.accept);
         row("accept → withdrawal", &self.latency_ms.withdraw);
+        if self.latency_ms.decline_to_offer.count > 0 {
+            row("decline → escalated", &self.latency_ms.decline_to_offer);
+        }
         row("invite round trip", &self.latency_ms.invite);
         row("generator lag", &self.latency_ms.schedule_lag);
         if let Some(floor) = &self.floor_ms {
@@ -638,13 +715,15 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\ninvariant breaks: {} (double winners {}, no winner {}, missing alerts {}, missing withdrawals {}, customer leaks {}); stream drops {}",
+            "\ninvariant breaks: {} (double winners {}, no winner {}, missing alerts {}, missing withdrawals {}, customer leaks {}, lead breaks {} of {} transferred sessions); stream drops {}",
             self.invariant_breaks(),
             self.double_winners,
             self.no_winners,
             self.missing_alerts,
             self.missing_withdrawals,
             self.customer_leaks,
+            self.lead_breaks,
+            self.lead_checks,
             self.stream_drops
         );
         if self.customer_leaks > 0 {

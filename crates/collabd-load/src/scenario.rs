@@ -70,10 +70,11 @@ struct Agent {
     stream_node: usize,
 }
 
-/// One live session.
+/// One live session. Its lead is the ledger's to know: a transfer moves it.
 struct Live {
     id: String,
-    lead: usize,
+    /// The agent who opened it, its first lead.
+    opened_by: usize,
 }
 
 /// Live figures for the progress bar and the CPU window.
@@ -87,6 +88,12 @@ struct Counters {
     /// `invitation_withdrawn` frames received, matched or not.
     withdrawals: Cell<u64>,
     drops: Cell<u64>,
+    /// Transfer POSTs sent.
+    transfers: Cell<u64>,
+    /// POSTs of escalating invitations sent.
+    escalations: Cell<u64>,
+    /// Invitations refused because their inviter stopped leading meanwhile.
+    stale_lead: Cell<u64>,
 }
 
 impl Counters {
@@ -156,6 +163,19 @@ impl Run {
             .filter(|i| (*i as usize) < self.agents.len())
     }
 
+    /// Session `session`'s lead as the run knows it (the ledger follows
+    /// transfers).
+    fn lead(&self, session: u32) -> usize {
+        self.ledger.borrow().lead(session).unwrap_or(0) as usize
+    }
+
+    /// `agent` is known to be in `session`, or on its way in or out: its
+    /// lead, or with an accept in flight or a join not yet left.
+    fn inside(&self, agent: u32, session: u32) -> bool {
+        self.in_session.borrow().contains_key(&(agent, session))
+            || self.ledger.borrow().lead(session) == Some(agent)
+    }
+
     fn session_index(&self, id: &str) -> Option<u32> {
         self.session_keys.borrow().get(&ledger::key(id)).copied()
     }
@@ -166,6 +186,31 @@ impl Run {
             .borrow_mut()
             .entry(format!("{call} {what}"))
             .or_default() += 1;
+    }
+
+    /// `agent` POSTs to `path` (no body); a failure or a refusal is counted
+    /// under `label`. True when it was answered 2xx.
+    async fn post_as(&self, label: &str, agent: &Agent, path: &str) -> bool {
+        match self.call_as(label, agent, Method::POST, path).await {
+            Some(a) if a.ok() => true,
+            Some(a) => {
+                self.error(label, &a.error_key());
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// A call without a body by `agent`, from its login node (as [`Run::call`]).
+    async fn call_as(
+        &self,
+        label: &str,
+        agent: &Agent,
+        method: Method,
+        path: &str,
+    ) -> Option<Answer> {
+        self.call(label, agent.login_node, method, path, &agent.token, None)
+            .await
     }
 
     /// A call bounded by the run's end; every failure is counted under `call`.
@@ -301,10 +346,17 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     let lookups = run.ledger.borrow_mut().finish_run();
     look_up(&run, &lookups).await;
     leave_learned(&run).await;
+    progress.set_message("checking the transferred sessions' leads");
+    let (lead_checks, lead_breaks) = check_leads(&run).await;
     progress.finish_and_clear();
 
     let mut observed = run.ledger.borrow_mut().finish();
     observed.sent = run.counters.sent.get();
+    observed.lead_checks = lead_checks;
+    observed.lead_breaks = lead_breaks;
+    observed.transfers.sent = run.counters.transfers.get();
+    observed.transfers.stale_lead = run.counters.stale_lead.get();
+    observed.escalations.sent = run.counters.escalations.get();
     observed.setup = setup;
     observed.sending = sending;
     observed.stream_drops = run.counters.drops.get();
@@ -360,24 +412,10 @@ async fn look_up(run: &Rc<Run>, lookups: &[Lookup]) {
     for_each(lookups.len(), |i| {
         let lookup = &lookups[i];
         async move {
-            let (session, lead) = {
-                let sessions = run.sessions.borrow();
-                let live = &sessions[lookup.session as usize];
-                (live.id.clone(), live.lead)
-            };
-            let agent = &run.agents[lead];
+            let session = run.sessions.borrow()[lookup.session as usize].id.clone();
+            let agent = &run.agents[run.lead(lookup.session)];
             let path = format!("/v1/sessions/{session}/invitations/{}", lookup.id);
-            let outcome = match run
-                .call(
-                    "lookup",
-                    agent.login_node,
-                    Method::GET,
-                    &path,
-                    &agent.token,
-                    None,
-                )
-                .await
-            {
+            let outcome = match run.call_as("lookup", agent, Method::GET, &path).await {
                 Some(a) if a.ok() => a
                     .json::<LookedUp<'_>>()
                     .map(|found| found.accepted_by.and_then(|by| run.agent_index(&by))),
@@ -403,6 +441,84 @@ async fn leave_learned(run: &Rc<Run>) {
     .await;
 }
 
+#[derive(Deserialize)]
+struct SessionView<'a> {
+    #[serde(borrow)]
+    lead: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    participants: Vec<SeatHead<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SeatHead<'a> {
+    #[serde(borrow)]
+    agent: IdHead<'a>,
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+}
+
+/// What is wrong with a transferred session's agent view, if anything: its
+/// lead must be the one the run tracked, the only participant with role
+/// `lead`, and none of its earlier leads may still be in it.
+fn lead_fault(run: &Run, check: &ledger::Transferred, view: &SessionView<'_>) -> Option<String> {
+    let lead = run.agent_id(check.lead as usize);
+    if view.lead.as_deref() != Some(lead.as_str()) {
+        return Some(format!("lead {:?}, tracked {lead}", view.lead));
+    }
+    let leads = view
+        .participants
+        .iter()
+        .filter(|p| p.role == "lead")
+        .count();
+    if leads != 1 {
+        return Some(format!("{leads} participants with role lead"));
+    }
+    view.participants
+        .iter()
+        .filter_map(|p| run.agent_index(&p.agent.id))
+        .find(|a| check.previous.contains(a))
+        .map(|a| format!("earlier lead {} still in", run.agent_id(a as usize)))
+}
+
+/// After the drain: every session the run transferred is read as its
+/// tracked lead, and checked ([`lead_fault`]). Returns (sessions checked,
+/// breaks); each break's reason is counted among the errors too.
+async fn check_leads(run: &Rc<Run>) -> (u64, u64) {
+    // Collaborators who won lately leave first: wait for their leaves.
+    let limit = Instant::now() + ACCEPTS_SETTLE_LIMIT;
+    while !run.in_session.borrow().is_empty() && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let checks = run.ledger.borrow().transferred();
+    let broken = for_each(checks.len(), |i| {
+        let check = &checks[i];
+        async move {
+            let id = run.sessions.borrow()[check.session as usize].id.clone();
+            let agent = &run.agents[check.lead as usize];
+            let path = format!("/v1/sessions/{id}");
+            let fault = match run.call_as("lead check", agent, Method::GET, &path).await {
+                None => Some("unanswered".to_owned()),
+                Some(a) if a.status != 200 => {
+                    Some(format!("as the tracked lead: {}", a.error_key()))
+                }
+                Some(a) => match a.json::<SessionView<'_>>() {
+                    Some(view) => lead_fault(run, check, &view),
+                    None => Some("unreadable session view".to_owned()),
+                },
+            };
+            if let Some(fault) = &fault {
+                run.error("lead check", fault);
+            }
+            fault.is_some()
+        }
+    })
+    .await;
+    (
+        checks.len() as u64,
+        broken.into_iter().filter(|b| *b).count() as u64,
+    )
+}
+
 /// Ends the run's sessions and logs its agents out. Without it every run
 /// leaves its agents online (a logged-in agent keeps its actor and its
 /// presence heartbeat on the node), and the next run on the same nodes
@@ -414,47 +530,22 @@ async fn clean_up(run: &Rc<Run>) {
         .sessions
         .borrow()
         .iter()
-        .map(|s| (s.id.clone(), s.lead))
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), run.lead(i as u32)))
         .collect();
     for_each(sessions.len(), |s| {
         let (id, lead) = &sessions[s];
         let agent = &run.agents[*lead];
         let path = format!("/v1/sessions/{id}/end");
         async move {
-            if let Some(a) = run
-                .call(
-                    "cleanup end",
-                    agent.login_node,
-                    Method::POST,
-                    &path,
-                    &agent.token,
-                    None,
-                )
-                .await
-                && !a.ok()
-            {
-                run.error("cleanup end", &a.error_key());
-            }
+            run.post_as("cleanup end", agent, &path).await;
         }
     })
     .await;
     for_each(run.agents.len(), |i| {
         let agent = &run.agents[i];
         async move {
-            if let Some(a) = run
-                .call(
-                    "cleanup logout",
-                    agent.login_node,
-                    Method::POST,
-                    "/v1/me/logout",
-                    &agent.token,
-                    None,
-                )
-                .await
-                && !a.ok()
-            {
-                run.error("cleanup logout", &a.error_key());
-            }
+            run.post_as("cleanup logout", agent, "/v1/me/logout").await;
         }
     })
     .await;
@@ -658,7 +749,14 @@ async fn open_sessions(run: &Rc<Run>) -> Result<(), LoadError> {
                 },
                 _ => return Err(setup_failed("creating a session", created)),
             };
-            Ok((s, Live { id, lead }, customer_token))
+            Ok((
+                s,
+                Live {
+                    id,
+                    opened_by: lead,
+                },
+                customer_token,
+            ))
         }
     })
     .await;
@@ -671,9 +769,11 @@ async fn open_sessions(run: &Rc<Run>) -> Result<(), LoadError> {
     {
         let mut sessions = run.sessions.borrow_mut();
         let mut keys = run.session_keys.borrow_mut();
+        let mut ledger = run.ledger.borrow_mut();
         for (s, live, token) in opened {
-            customers.push((s, run.agents[live.lead].login_node + 1, token));
+            customers.push((s, run.agents[live.opened_by].login_node + 1, token));
             keys.insert(ledger::key(&live.id), s as u32);
+            ledger.opened(s as u32, live.opened_by as u32);
             sessions.push(live);
         }
     }
@@ -719,6 +819,49 @@ struct IdHead<'a> {
 struct WithdrawnHead<'a> {
     #[serde(borrow)]
     invitation: Cow<'a, str>,
+    #[serde(borrow, default)]
+    reason: Option<Cow<'a, str>>,
+}
+
+/// An offer's target: only whether it names a portal matters.
+#[derive(Deserialize)]
+struct TargetHead<'a> {
+    #[serde(borrow, default)]
+    portal: Option<Cow<'a, str>>,
+}
+
+/// What the generator needs of an `invitation_offered`.
+#[derive(Deserialize)]
+struct OfferHead<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    target: Option<TargetHead<'a>>,
+    #[serde(default)]
+    recipient_count: u32,
+}
+
+impl OfferHead<'_> {
+    /// `Some(recipient_count)` when the offer names a portal.
+    fn to_portal(&self) -> Option<u32> {
+        self.target
+            .as_ref()
+            .and_then(|t| t.portal.as_ref())
+            .map(|_| self.recipient_count)
+    }
+}
+
+#[derive(Deserialize)]
+struct SummaryHead<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    recipient_count: u32,
+}
+
+#[derive(Deserialize)]
+struct EscalatedHead<'a> {
+    #[serde(borrow)]
+    invitation: SummaryHead<'a>,
 }
 
 #[derive(Deserialize)]
@@ -751,6 +894,15 @@ struct CreatedHead<'a> {
     id: Cow<'a, str>,
     #[serde(borrow)]
     recipients: Vec<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    escalation: Option<EscalationHead<'a>>,
+}
+
+/// An invitation's escalation: `from` is set once it went to the portal.
+#[derive(Deserialize)]
+struct EscalationHead<'a> {
+    #[serde(borrow, default)]
+    from: Option<Cow<'a, str>>,
 }
 
 /// Reads agent `i`'s stream until the stop flag, reopening it when the
@@ -799,9 +951,11 @@ fn on_agent_event(run: &Rc<Run>, me: u32, frame: &Frame<'_>, at: Instant, first:
         }
         "invitation_offered" => {
             bump(&run.counters.alerts);
-            match serde_json::from_str::<IdHead<'_>>(&frame.data) {
+            match serde_json::from_str::<OfferHead<'_>>(&frame.data) {
                 Ok(offer) => {
-                    run.ledger.borrow_mut().alert(&offer.id, me, at);
+                    run.ledger
+                        .borrow_mut()
+                        .offered(&offer.id, me, at, offer.to_portal());
                     dispatch(run);
                 }
                 Err(_) => run.error("stream", "unreadable invitation_offered"),
@@ -810,10 +964,25 @@ fn on_agent_event(run: &Rc<Run>, me: u32, frame: &Frame<'_>, at: Instant, first:
         "invitation_withdrawn" => {
             bump(&run.counters.withdrawals);
             match serde_json::from_str::<WithdrawnHead<'_>>(&frame.data) {
-                Ok(w) => run.ledger.borrow_mut().withdrawn(&w.invitation, me, at),
+                Ok(w) => {
+                    let cancelled = w.reason.as_deref() == Some("cancelled");
+                    run.ledger
+                        .borrow_mut()
+                        .withdrawn_for(&w.invitation, me, at, cancelled);
+                }
                 Err(_) => run.error("stream", "unreadable invitation_withdrawn"),
             }
         }
+        // To the session's agents: the same invitation now goes to a portal.
+        "invitation_escalated" => match serde_json::from_str::<EscalatedHead<'_>>(&frame.data) {
+            Ok(e) => {
+                run.ledger
+                    .borrow_mut()
+                    .escalated(&e.invitation.id, e.invitation.recipient_count);
+                dispatch(run);
+            }
+            Err(_) => run.error("stream", "unreadable invitation_escalated"),
+        },
         "invitation_accepted" => match serde_json::from_str::<AcceptedHead<'_>>(&frame.data) {
             Ok(a) => {
                 let by = a.by.as_deref().and_then(|by| run.agent_index(by));
@@ -860,76 +1029,148 @@ async fn customer_stream(run: Rc<Run>, s: usize, body: super::client::Body) {
     }
 }
 
-/// Sends invitation `k`: from a random session's lead to a portal or to one agent.
-async fn invite(run: Rc<Run>, k: u64) {
-    let (session, lead, session_id, masked, body, direct) = {
-        let mut rng = rand::rng();
-        let sessions = run.sessions.borrow();
-        let s = rng.random_range(0..sessions.len());
-        let live = &sessions[s];
-        let mix = run.args.mix;
-        let mut direct = None;
-        let target = if rng.random_bool(mix.portal) {
-            json!({"portal": run.portals[rng.random_range(0..run.portals.len())]})
-        } else {
-            // Anyone but the lead, and not an agent the run knows to be in
-            // (or joining) the session: that one would rightly be refused.
-            let in_session = run.in_session.borrow();
-            let mut agent = rng.random_range(0..run.agents.len() - 1);
-            for _ in 0..run.agents.len() {
-                if agent >= live.lead {
-                    agent += 1;
-                }
-                if !in_session.contains_key(&(agent as u32, s as u32)) {
-                    break;
-                }
-                agent = rng.random_range(0..run.agents.len() - 1);
+/// How long an escalating invitation waits for its invitee: the least the
+/// API allows (the invitee declines at once anyway).
+const ESCALATE_AFTER_SECS: u64 = 5;
+
+/// What [`invite`] decided to send.
+struct Plan {
+    session: u32,
+    lead: usize,
+    session_id: String,
+    masked: bool,
+    body: Value,
+    direct: Option<u32>,
+    transfer: bool,
+    escalate: bool,
+}
+
+/// Draws invitation `k`: a random session, from its current lead; a
+/// transfer if the mix says so and none of that session is open; to a
+/// portal or one agent; a direct one may escalate to another portal.
+fn plan_invitation(run: &Run, k: u64) -> Plan {
+    let mut rng = rand::rng();
+    let sessions = run.sessions.borrow();
+    let s = rng.random_range(0..sessions.len());
+    let session = s as u32;
+    let mix = run.args.mix;
+    let lead = run.lead(session);
+    let transfer = rng.random_bool(mix.transfer) && run.ledger.borrow_mut().begin_transfer(session);
+    let mut direct = None;
+    let mut escalate = None;
+    let target = if rng.random_bool(mix.portal) {
+        json!({"portal": run.portals[rng.random_range(0..run.portals.len())]})
+    } else {
+        // Anyone but the lead, and not an agent the run knows to be in
+        // (or joining) the session: that one would rightly be refused.
+        let mut agent = rng.random_range(0..run.agents.len() - 1);
+        for _ in 0..run.agents.len() {
+            if agent >= lead {
+                agent += 1;
             }
-            direct = Some(agent as u32);
-            json!({"agent": run.agent_id(agent)})
-        };
-        let masked = rng.random_bool(mix.masked);
-        let mut body = json!({"target": target, "masked": masked});
-        if rng.random_bool(mix.comment) {
-            // The marker is what the customer leak check looks for.
-            body["comment"] = json!(format!("note {} #{k}", run.prefix));
+            if !run.inside(agent as u32, session) {
+                break;
+            }
+            agent = rng.random_range(0..run.agents.len() - 1);
         }
-        (s, live.lead, live.id.clone(), masked, body, direct)
+        direct = Some(agent as u32);
+        if rng.random_bool(mix.escalate) {
+            // Another portal than the invitee's, when there is one, so
+            // other agents take it over.
+            let own = run.agents[agent].portal;
+            let n = run.portals.len();
+            let portal = if n > 1 {
+                (own + 1 + rng.random_range(0..n - 1)) % n
+            } else {
+                own
+            };
+            escalate =
+                Some(json!({"after_secs": ESCALATE_AFTER_SECS, "portal": run.portals[portal]}));
+        }
+        json!({"agent": run.agent_id(agent)})
     };
+    // A transfer is never masked: its winner is the customer's agent.
+    let masked = !transfer && rng.random_bool(mix.masked);
+    let mut body = json!({"target": target, "masked": masked});
+    if rng.random_bool(mix.comment) {
+        // The marker is what the customer leak check looks for.
+        body["comment"] = json!(format!("note {} #{k}", run.prefix));
+    }
+    if transfer {
+        body["kind"] = json!("transfer");
+    }
+    let escalates = escalate.is_some();
+    if let Some(escalate) = escalate {
+        body["escalate"] = escalate;
+    }
+    Plan {
+        session,
+        lead,
+        session_id: sessions[s].id.clone(),
+        masked,
+        body,
+        direct,
+        transfer,
+        escalate: escalates,
+    }
+}
+
+/// Sends invitation `k` as [`plan_invitation`] drew it.
+async fn invite(run: Rc<Run>, k: u64) {
+    let plan = plan_invitation(&run, k);
+    let Plan { session, lead, .. } = plan;
     let agent = &run.agents[lead];
     bump(&run.counters.sent);
+    if plan.transfer {
+        bump(&run.counters.transfers);
+    }
+    if plan.escalate {
+        bump(&run.counters.escalations);
+    }
     let sent_at = Instant::now();
-    let Some(answer) = run
+    let answer = run
         .call(
             "invite",
             agent.login_node,
             Method::POST,
-            &format!("/v1/sessions/{session_id}/invitations"),
+            &format!("/v1/sessions/{}/invitations", plan.session_id),
             &agent.token,
-            Some(&body),
+            Some(&plan.body),
         )
-        .await
-    else {
+        .await;
+    let answered_at = Instant::now();
+    let created = answer.as_ref().filter(|a| a.status == 201);
+    if plan.transfer && created.is_none() {
+        run.ledger.borrow_mut().transfer_not_created(session);
+    }
+    let Some(answer) = answer else {
         return;
     };
-    let answered_at = Instant::now();
-    // The invitee joined this session meanwhile (it won another
-    // invitation): a right refusal, not an error.
-    let joined_meanwhile = direct.is_some_and(|agent| {
-        answer.code().as_deref() == Some("already_participant")
-            && run
-                .in_session
-                .borrow()
-                .contains_key(&(agent, session as u32))
-    });
     if answer.status != 201 {
-        if !joined_meanwhile {
+        let code = answer.code();
+        // The invitee joined this session meanwhile (it won another
+        // invitation, or a transfer): a right refusal, not an error.
+        let joined_meanwhile = code.as_deref() == Some("already_participant")
+            && plan.direct.is_some_and(|agent| run.inside(agent, session));
+        // The lead handed the session over meanwhile (or is doing so): it
+        // may no longer invite. Right too, and counted.
+        let stale_lead = answer.status == 403
+            && code.as_deref() == Some("forbidden")
+            && (run.lead(session) != lead
+                || (!plan.transfer && run.ledger.borrow().transfer_open(session)));
+        if stale_lead {
+            bump(&run.counters.stale_lead);
+        } else if !joined_meanwhile {
             run.error("invite", &answer.error_key());
         }
         return;
     }
     let Some(created) = answer.json::<CreatedHead<'_>>() else {
         run.error("invite", "201 without id or recipients");
+        if plan.transfer {
+            // Never followed, so it must not keep the session from others.
+            run.ledger.borrow_mut().transfer_not_created(session);
+        }
         return;
     };
     let recipients = created
@@ -937,21 +1178,44 @@ async fn invite(run: Rc<Run>, k: u64) {
         .iter()
         .filter_map(|r| run.agent_index(r))
         .collect();
+    let escalation = match &created.escalation {
+        Some(e) if plan.escalate && e.from.is_some() => ledger::Escalation::AtSend,
+        _ if plan.escalate => ledger::Escalation::Armed,
+        _ => ledger::Escalation::None,
+    };
+    let kind = ledger::Kind {
+        transfer: plan.transfer,
+        escalation,
+    };
     bump(&run.counters.created);
     run.ledger.borrow_mut().invited(
         &created.id,
-        session as u32,
-        masked,
+        session,
+        plan.masked,
         sent_at,
         answered_at,
         recipients,
+        kind,
     );
     dispatch(&run);
 }
 
+/// The invitee of an escalating invitation declines it, so it goes to the
+/// portal at once.
+async fn decline(run: Rc<Run>, plan: AcceptPlan) {
+    tokio::time::sleep_until(plan.at).await;
+    let agent = &run.agents[plan.agent as usize];
+    let path = format!("/v1/invitations/{}/decline", plan.id);
+    run.post_as("decline", agent, &path).await;
+}
+
 /// An accept as the ledger planned it; a winner leaves again at once so
-/// sessions never fill up and it stays free for the next race.
+/// sessions never fill up and it stays free for the next race — unless it
+/// won a transfer. A planned decline is sent instead when the plan says so.
 async fn accept(run: Rc<Run>, plan: AcceptPlan) {
+    if plan.decline {
+        return decline(run, plan).await;
+    }
     // Too close to the end to be answered: not sent, so no outcome is left
     // in doubt by the run's own deadline.
     if plan.at + run.args.grace / 4 > run.end.get() {
@@ -965,24 +1229,17 @@ async fn accept(run: Rc<Run>, plan: AcceptPlan) {
     let path = format!("/v1/invitations/{}/accept", plan.id);
     run.enter(plan.agent, plan.session);
     let sent_at = Instant::now();
-    let answer = run
-        .call(
-            "accept",
-            agent.login_node,
-            Method::POST,
-            &path,
-            &agent.token,
-            None,
-        )
-        .await;
+    let answer = run.call_as("accept", agent, Method::POST, &path).await;
     let answered_at = Instant::now();
     // Another accept of this agent into this session is in flight, or it
-    // joined and is still leaving.
+    // joined and is still leaving, or it leads the session now (it won a
+    // transfer of it).
     let busy_elsewhere = run
         .in_session
         .borrow()
         .get(&(plan.agent, plan.session))
-        .is_some_and(|n| *n > 1);
+        .is_some_and(|n| *n > 1)
+        || run.lead(plan.session) == plan.agent as usize;
     let reply = match &answer {
         // Unanswered: it may have won. Not a refusal; the ledger learns
         // the outcome from the streams or a lookup.
@@ -1014,7 +1271,9 @@ async fn accept(run: Rc<Run>, plan: AcceptPlan) {
         reply,
     );
     dispatch(&run);
-    if reply == Reply::Won {
+    // A transfer's winner stays: it leads the session now (the ledger made
+    // it lead as it judged the reply).
+    if reply == Reply::Won && !plan.transfer {
         leave_now(&run, plan.agent, plan.session).await;
     }
     run.exit(plan.agent, plan.session);
@@ -1038,20 +1297,8 @@ async fn leave_now(run: &Run, agent: u32, session: u32) {
         return;
     };
     let agent = &run.agents[agent as usize];
-    if let Some(left) = run
-        .call(
-            "leave",
-            agent.login_node,
-            Method::POST,
-            &format!("/v1/sessions/{id}/leave"),
-            &agent.token,
-            None,
-        )
-        .await
-        && !left.ok()
-    {
-        run.error("leave", &left.error_key());
-    }
+    run.post_as("leave", agent, &format!("/v1/sessions/{id}/leave"))
+        .await;
 }
 
 #[cfg(test)]
@@ -1083,5 +1330,40 @@ mod tests {
             r#"{"invitation":"inv-1-2","session":"ses-1","reason":"accepted_by_other"}"#;
         let head: WithdrawnHead<'_> = serde_json::from_str(withdrawn).unwrap();
         assert!(matches!(head.invitation, Cow::Borrowed("inv-1-2")));
+        assert_eq!(head.reason.as_deref(), Some("accepted_by_other"));
+    }
+
+    #[test]
+    fn escalation_and_transfer_heads_read_targets_counts_and_leads() {
+        let direct =
+            r#"{"id":"inv-1-3","target":{"agent":"ld-ag3"},"recipient_count":1,"kind":"transfer"}"#;
+        let head: OfferHead<'_> = serde_json::from_str(direct).unwrap();
+        assert_eq!(head.to_portal(), None);
+        let escalated = r#"{"id":"inv-1-3","target":{"portal":"ld-p2"},"recipient_count":4}"#;
+        let head: OfferHead<'_> = serde_json::from_str(escalated).unwrap();
+        assert_eq!((&*head.id, head.to_portal()), ("inv-1-3", Some(4)));
+        let event = r#"{"session":"ses-1","portal":"ld-p2","invitation":{"id":"inv-1-3",
+            "target":{"portal":"ld-p2"},"recipient_count":4,
+            "escalation":{"portal":"ld-p2","at":"2024-01-01T00:00:05Z","from":"ld-ag3"}}}"#;
+        let head: EscalatedHead<'_> = serde_json::from_str(event).unwrap();
+        assert_eq!(
+            (&*head.invitation.id, head.invitation.recipient_count),
+            ("inv-1-3", 4)
+        );
+        let created = r#"{"id":"inv-1-3","recipients":["ld-ag7"],
+            "escalation":{"portal":"ld-p2","at":"2024-01-01T00:00:00Z","from":"ld-ag3"}}"#;
+        let head: CreatedHead<'_> = serde_json::from_str(created).unwrap();
+        assert_eq!(
+            head.escalation.and_then(|e| e.from).as_deref(),
+            Some("ld-ag3")
+        );
+        let plain: CreatedHead<'_> =
+            serde_json::from_str(r#"{"id":"inv-1-4","recipients":[],"escalation":null}"#).unwrap();
+        assert!(plain.escalation.is_none());
+        let view = r#"{"id":"ses-1","lead":"ld-ag7","participants":[
+            {"agent":{"id":"ld-ag7","name":"Agent 7"},"role":"lead","masked":false}]}"#;
+        let view: SessionView<'_> = serde_json::from_str(view).unwrap();
+        assert_eq!(view.lead.as_deref(), Some("ld-ag7"));
+        assert_eq!(&*view.participants[0].role, "lead");
     }
 }
