@@ -2703,3 +2703,19 @@ fn an_escalation_past_expiry_or_with_portal_invitations_off_does_not_move() {
     );
     assert_eq!(spec.pending(&j).target, direct("ann"));
 }
+
+#[test]
+fn a_leaving_lead_hands_the_lead_to_the_longest_joined_agent_the_customer_sees() {
+    let mut spec = Spec::new();
+    spec.join_masked("ann");
+    spec.join("bob");
+    let outcome = spec.run(leave(LEAD));
+    assert_eq!(outcome.events[1], Event::LeadChanged { lead: agent("bob") });
+    assert_eq!(spec.session.lead, Some(id("bob")));
+    // With only masked agents left, the longest-joined of them leads.
+    let mut spec = Spec::new();
+    spec.join_masked("ann");
+    spec.join_masked("cid");
+    spec.run(leave(LEAD));
+    assert_eq!(spec.session.lead, Some(id("ann")));
+}

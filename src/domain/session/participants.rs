@@ -114,8 +114,11 @@ impl Leave {
             return Ok(());
         }
         if was_lead {
-            // The longest-joined agent left takes over: participants are in join order.
-            let next = &mut s.participants[0];
+            // The longest-joined agent the customer sees takes over (the lead
+            // is the customer's agent), else the longest-joined of the masked
+            // ones: participants are in join order.
+            let index = s.participants.iter().position(|p| !p.masked).unwrap_or(0);
+            let next = &mut s.participants[index];
             next.role = Role::Lead;
             s.lead = Some(next.agent.id.clone());
             out.events.push(Event::LeadChanged {
