@@ -18,7 +18,7 @@ use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::RedisBackplane;
 use crate::backplane::{Backplane, Deadline};
 use crate::domain::Command;
-use crate::domain::session::{CheckIdle, Escalate, Expire, Timer};
+use crate::domain::session::{CheckIdle, Expire, Timer};
 use crate::http::error::problem_for_plain_errors;
 use crate::http::token::Tokens;
 use crate::http::{AppState, configure};
@@ -216,35 +216,8 @@ async fn fire(node: &Arc<Node>, deadline: &Deadline) -> Result<(), Failure> {
         }),
         Timer::Idle => Command::from(CheckIdle),
         Timer::Escalate(invitation) => {
-            // Where it goes, and who is there now: read when it is due.
-            let portal = node
-                .backplane
-                .load(&deadline.account, &deadline.session)
+            crate::app::sessions::escalation_command(node, &account, &deadline.session, invitation)
                 .await?
-                .and_then(|v| v.session.invitation(invitation).cloned())
-                .and_then(|i| i.escalation)
-                .map(|e| e.portal);
-            let online = match portal {
-                Some(portal) => {
-                    crate::app::sessions::escalation_candidates(
-                        node,
-                        &deadline.account,
-                        &portal,
-                        &account.policy,
-                    )
-                    .await
-                    .or_else(|e| match e {
-                        // The portal was deleted: nobody to go to.
-                        Failure::NotFound(_) => Ok(Vec::new()),
-                        e => Err(e),
-                    })?
-                }
-                None => Vec::new(),
-            };
-            Command::from(Escalate {
-                invitation: invitation.clone(),
-                online,
-            })
         }
     };
     let execute = Execute {

@@ -125,8 +125,11 @@ pub(crate) async fn log_out_by(
             Want::default(),
         )
         .await;
-        if let Err(e) = gone {
-            failed.get_or_insert(e);
+        match gone {
+            Ok(done) => super::sessions::escalate_due(node, account, &session, &done).await,
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
         }
     }
     let message = match reason {

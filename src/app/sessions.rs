@@ -12,8 +12,8 @@ use crate::actors::session::{Accept, Create, Executed, Read, Want};
 use crate::actors::{Failure, Node};
 use crate::backplane::{Guard, Transcript};
 use crate::domain::session::{
-    Audience, Cancel, Decline, End, EscalateAfter, InvitationKind, InvitationSummary, Invite,
-    Leave, Post, Poster, SetMasked, Target,
+    Audience, Cancel, Decline, End, Escalate, EscalateAfter, InvitationKind, InvitationSummary,
+    Invite, Leave, Post, Poster, SetMasked, Target,
 };
 use crate::domain::visibility::{AgentSessionView, InvitationView, Viewer, message_view};
 use crate::domain::{
@@ -208,6 +208,69 @@ pub async fn invite(
         .await?
         .invitation
         .ok_or(Failure::NotFound("invitation"))
+}
+
+/// The command an escalation timer of `invitation` runs: where it goes,
+/// and who is there now, read when it is due.
+pub(crate) async fn escalation_command(
+    node: &Node,
+    account: &crate::domain::Account,
+    session: &SessionId,
+    invitation: &InvitationId,
+) -> Result<crate::domain::Command, Failure> {
+    let portal = node
+        .backplane
+        .load(&account.id, session)
+        .await?
+        .and_then(|v| v.session.invitation(invitation).cloned())
+        .and_then(|i| i.escalation)
+        .map(|e| e.portal);
+    let online = match portal {
+        Some(portal) => escalation_candidates(node, &account.id, &portal, &account.policy)
+            .await
+            .or_else(|e| match e {
+                // The portal was deleted: nobody to go to.
+                Failure::NotFound(_) => Ok(Vec::new()),
+                e => Err(e),
+            })?,
+        None => Vec::new(),
+    };
+    Ok(Escalate {
+        invitation: invitation.clone(),
+        online,
+    }
+    .into())
+}
+
+/// Runs at once the escalations `done` made due (its agent declined or
+/// logged out), rather than leaving them to the timer poll: the portal's
+/// agents get the invitation in milliseconds. The durable timer stays
+/// armed as the backstop and finds nothing left to do; a failure here is
+/// only logged, for the same reason.
+pub(crate) async fn escalate_due(
+    node: &Arc<Node>,
+    account: &crate::domain::Account,
+    session: &SessionId,
+    done: &Executed,
+) {
+    let now = Utc::now();
+    for (timer, at) in &done.outcome.arm {
+        let crate::domain::session::Timer::Escalate(invitation) = timer else {
+            continue;
+        };
+        if *at > now {
+            continue;
+        }
+        let escalated = match escalation_command(node, account, session, invitation).await {
+            Ok(command) => run(node, account, session, command, None, Want::default())
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = escalated {
+            tracing::warn!(error = %e, %invitation, "escalation left to its timer");
+        }
+    }
 }
 
 /// The agents an invitation escalated to `portal` may go to: logged into
@@ -477,9 +540,11 @@ pub async fn decline(
         ..Want::default()
     };
     match run(node, &caller.account, &session, command.into(), None, want).await {
-        Ok(done) => done
-            .invitation_summary
-            .ok_or(Failure::NotFound("invitation")),
+        Ok(done) => {
+            escalate_due(node, &caller.account, &session, &done).await;
+            done.invitation_summary
+                .ok_or(Failure::NotFound("invitation"))
+        }
         Err(Failure::Domain(DomainError::InvitationNotFound))
         | Err(Failure::NotFound("session")) => {
             let closed = node
