@@ -78,13 +78,16 @@ impl Drop for Replica {
 async fn with_wait_replicas_a_change_is_acknowledged_only_once_its_replica_has_it() {
     let master = RedisServer::start();
     let replica = Replica::of(&master);
+    // Long enough for a replica on a machine busy with every other test to
+    // confirm each set-up change (300 ms was not, once in CI); a stopped
+    // replica never confirms, however long the wait.
     let node = Node::start_with(
         &master.url(),
         "durable",
         "node-0",
         &[
             ("COLLABD__BACKPLANE__WAIT_REPLICAS", "1"),
-            ("COLLABD__BACKPLANE__WAIT_TIMEOUT_MS", "300"),
+            ("COLLABD__BACKPLANE__WAIT_TIMEOUT_MS", "2000"),
         ],
     );
     let app = TestApp::remote(node.port);
