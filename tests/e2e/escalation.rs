@@ -77,6 +77,10 @@ async fn an_invitation_not_taken_in_time_goes_to_the_portal_and_two_racing_agent
         assert_eq!(offer["comment"], "printer driver");
         assert_eq!(offer["recipient_count"], 2);
     }
+    // The alert lists agree: Bob holds it now, Ann no longer does.
+    let ids = |offers: Vec<Value>| -> Vec<String> { offers.iter().map(|o| id_of(o)).collect() };
+    assert_eq!(ids(bob.my_invitations().await), std::slice::from_ref(&inv));
+    assert!(ids(ann.my_invitations().await).is_empty());
     let escalated = hals.wait_for("invitation_escalated", ESCALATION_WAIT).await;
     assert_eq!(escalated["portal"], "support");
     assert_eq!(escalated["invitation"]["id"], inv.as_str());
