@@ -45,7 +45,8 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-fn checked_limit(limit: Option<usize>) -> Result<usize, Failure> {
+/// A page size as asked: the default when none, 400 outside 1 to [`PAGE_MAX`].
+pub(crate) fn checked_limit(limit: Option<usize>) -> Result<usize, Failure> {
     match limit {
         None => Ok(PAGE),
         Some(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
@@ -53,7 +54,8 @@ fn checked_limit(limit: Option<usize>) -> Result<usize, Failure> {
     }
 }
 
-fn bad_cursor() -> Failure {
+/// A cursor this list cannot have given: 400.
+pub(crate) fn bad_cursor() -> Failure {
     DomainError::Invalid("cursor is not one this list gave".into()).into()
 }
 

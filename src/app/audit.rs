@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::AgentCaller;
-use super::admin::{PAGE, PAGE_MAX, Page};
+use super::admin::{PAGE_MAX, Page, bad_cursor, checked_limit};
 use crate::actors::session::{Read, Want};
 use crate::actors::{Failure, Node};
 use crate::backplane::AuditCursor;
@@ -27,18 +27,6 @@ pub struct AccountEntry {
     /// The entry.
     #[serde(flatten)]
     pub entry: AuditEntry,
-}
-
-fn checked_limit(limit: Option<usize>) -> Result<usize, Failure> {
-    match limit {
-        None => Ok(PAGE),
-        Some(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
-        Some(_) => Err(DomainError::Invalid(format!("limit must be 1 to {PAGE_MAX}")).into()),
-    }
-}
-
-fn bad_cursor() -> Failure {
-    DomainError::Invalid("cursor is not one this list gave".into()).into()
 }
 
 /// `GET /v1/sessions/{id}/audit?cursor=&limit=`: the session's trail,
