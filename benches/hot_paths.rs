@@ -186,7 +186,10 @@ impl Fixture {
                             .map(|agent| {
                                 Decline {
                                     invitation: id.clone(),
-                                    agent,
+                                    agent: AgentRef {
+                                        name: agent.to_string(),
+                                        id: agent,
+                                    },
                                 }
                                 .into()
                             })

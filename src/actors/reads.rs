@@ -42,6 +42,9 @@ pub struct MeView {
     pub portal: Option<PortalRef>,
     /// Portals it may log into.
     pub portals: Vec<PortalId>,
+    /// The same portals with their names (what a login picker shows), in
+    /// the order of `portals`; a portal deleted meanwhile is left out.
+    pub memberships: Vec<PortalRef>,
     /// Sessions it is active in.
     pub active_sessions: usize,
 }
@@ -83,17 +86,30 @@ pub struct CollaboratorsView {
 
 /// `GET /v1/me`.
 pub async fn me(node: &Node, account: &AccountId, agent: &Agent) -> Result<MeView, Failure> {
-    let portal = match node.backplane.presence(account, &agent.id).await? {
-        Some(p) => {
-            let name = node
-                .backplane
-                .portal(account, &p)
-                .await?
-                .map_or_else(|| p.to_string(), |portal| portal.name);
-            Some(PortalRef { id: p, name })
-        }
-        None => None,
-    };
+    let presence = node.backplane.presence(account, &agent.id).await?;
+    // One read of the account's portals names both the one it is in and
+    // the ones it may log into.
+    let names: HashMap<PortalId, String> = node
+        .backplane
+        .portals(account)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+    let portal = presence.map(|p| PortalRef {
+        name: names.get(&p).cloned().unwrap_or_else(|| p.to_string()),
+        id: p,
+    });
+    let memberships = agent
+        .portals
+        .iter()
+        .filter_map(|p| {
+            names.get(p).map(|name| PortalRef {
+                id: p.clone(),
+                name: name.clone(),
+            })
+        })
+        .collect();
     let active_sessions = node
         .backplane
         .agent_sessions(account, &agent.id)
@@ -104,6 +120,7 @@ pub async fn me(node: &Node, account: &AccountId, agent: &Agent) -> Result<MeVie
         name: agent.name.clone(),
         portal,
         portals: agent.portals.clone(),
+        memberships,
         active_sessions,
     })
 }

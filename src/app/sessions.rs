@@ -533,7 +533,7 @@ pub async fn decline(
         .ok_or(Failure::NotFound("invitation"))?;
     let command = Decline {
         invitation: invitation.clone(),
-        agent: caller.agent.id.clone(),
+        agent: caller.agent.as_ref(),
     };
     let want = Want {
         invitation: Some(invitation.clone()),

@@ -1,5 +1,5 @@
-//! What earlier releases stored (wire formats 1 and 2), and how it reads
-//! today. Only the shapes that changed are here; the codec decodes older
+//! What earlier releases stored (wire formats 1 and 2) or sent on the bus
+//! (the previous release's session events), and how it reads today. Only the shapes that changed are here; the codec decodes older
 //! bodies into them and converts.
 
 use chrono::{DateTime, Utc};
@@ -8,12 +8,12 @@ use serde::Deserialize;
 use crate::domain::AgentRef;
 use crate::domain::id::InvitationId;
 use crate::domain::session::{
-    Audience, Author, Counters, Customer, EndReason, Ending, Invitation, InvitationKind,
-    InvitationStatus, Participant, Target, WithdrawReason,
+    Audience, Author, Counters, Customer, EndReason, Ending, Event, Invitation, InvitationKind,
+    InvitationStatus, InvitationSummary, Participant, SessionBrief, Target, WithdrawReason,
 };
 use crate::domain::{
-    Account, AccountId, AgentId, Message, MessageId, Policy, Session, SessionId, SessionMode,
-    visibility,
+    Account, AccountId, AgentId, Message, MessageId, Policy, PortalId, Session, SessionId,
+    SessionMode, visibility,
 };
 
 /// A v1 policy: the seed's switches and limits, without the v2 bounds.
@@ -237,6 +237,130 @@ impl From<SessionV2> for Session {
                 mask_changes: 0,
             },
             last_activity: s.last_activity,
+        }
+    }
+}
+
+/// A session event as the previous release sent it on the bus (format 3
+/// before this release): withdrawals did not name the winner, declines
+/// named the decliner by id only. Every other variant is today's.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum EventV3 {
+    InvitationOffered {
+        invitation: Invitation,
+        session: SessionBrief,
+    },
+    InvitationSent {
+        invitation: InvitationSummary,
+    },
+    InvitationWithdrawn {
+        invitation: InvitationId,
+        recipients: Vec<AgentId>,
+        reason: WithdrawReason,
+    },
+    InvitationEscalated {
+        invitation: InvitationSummary,
+        portal: PortalId,
+    },
+    InvitationAccepted {
+        invitation: InvitationSummary,
+    },
+    InvitationDeclined {
+        invitation: InvitationSummary,
+        by: AgentId,
+    },
+    InvitationExpired {
+        invitation: InvitationSummary,
+    },
+    InvitationCancelled {
+        invitation: InvitationSummary,
+        reason: WithdrawReason,
+    },
+    ParticipantJoined {
+        participant: Participant,
+    },
+    ParticipantLeft {
+        participant: Participant,
+    },
+    ParticipantUpdated {
+        participant: Participant,
+    },
+    LeadChanged {
+        lead: AgentRef,
+    },
+    MessagePosted {
+        message: Message,
+    },
+    CustomerReconnectRequired {
+        generation: u32,
+    },
+    CustomerReconnected {
+        generation: u32,
+        screen_shared: bool,
+    },
+    SessionEnded {
+        at: DateTime<Utc>,
+        reason: EndReason,
+    },
+}
+
+impl From<EventV3> for Event {
+    fn from(e: EventV3) -> Self {
+        match e {
+            EventV3::InvitationOffered {
+                invitation,
+                session,
+            } => Event::InvitationOffered {
+                invitation,
+                session,
+            },
+            EventV3::InvitationSent { invitation } => Event::InvitationSent { invitation },
+            // The winner's name is unknown: the loser's alert still goes.
+            EventV3::InvitationWithdrawn {
+                invitation,
+                recipients,
+                reason,
+            } => Event::InvitationWithdrawn {
+                invitation,
+                recipients,
+                reason,
+                accepted_by: None,
+            },
+            EventV3::InvitationEscalated { invitation, portal } => {
+                Event::InvitationEscalated { invitation, portal }
+            }
+            EventV3::InvitationAccepted { invitation } => Event::InvitationAccepted { invitation },
+            // The decliner's name is unknown: its id stands in.
+            EventV3::InvitationDeclined { invitation, by } => Event::InvitationDeclined {
+                invitation,
+                by: AgentRef {
+                    name: by.to_string(),
+                    id: by,
+                },
+            },
+            EventV3::InvitationExpired { invitation } => Event::InvitationExpired { invitation },
+            EventV3::InvitationCancelled { invitation, reason } => {
+                Event::InvitationCancelled { invitation, reason }
+            }
+            EventV3::ParticipantJoined { participant } => Event::ParticipantJoined { participant },
+            EventV3::ParticipantLeft { participant } => Event::ParticipantLeft { participant },
+            EventV3::ParticipantUpdated { participant } => {
+                Event::ParticipantUpdated { participant }
+            }
+            EventV3::LeadChanged { lead } => Event::LeadChanged { lead },
+            EventV3::MessagePosted { message } => Event::MessagePosted { message },
+            EventV3::CustomerReconnectRequired { generation } => {
+                Event::CustomerReconnectRequired { generation }
+            }
+            EventV3::CustomerReconnected {
+                generation,
+                screen_shared,
+            } => Event::CustomerReconnected {
+                generation,
+                screen_shared,
+            },
+            EventV3::SessionEnded { at, reason } => Event::SessionEnded { at, reason },
         }
     }
 }

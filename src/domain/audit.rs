@@ -153,7 +153,7 @@ pub fn actor_of(command: &Command) -> Actor {
     match command {
         Command::Invite(c) => Actor::agent(&c.inviter),
         Command::Accept(c) => Actor::agent(&c.agent.id),
-        Command::Decline(c) => Actor::agent(&c.agent),
+        Command::Decline(c) => Actor::agent(&c.agent.id),
         Command::Cancel(c) => Actor::agent(&c.by),
         Command::Leave(c) if c.by_admin => Actor::admin(),
         Command::Leave(c) => Actor::agent(&c.agent),
@@ -245,7 +245,7 @@ pub fn session_entries(
             Event::InvitationDeclined { invitation, by } => entry(
                 AuditAction::InvitationDeclined,
                 Some(invitation),
-                json!({"by": by, "status": invitation.status}),
+                json!({"by": by.id, "status": invitation.status}),
             ),
             Event::InvitationExpired { invitation } => {
                 entry(AuditAction::InvitationExpired, Some(invitation), json!({}))

@@ -164,7 +164,7 @@ impl Draft {
 fn decline(invitation: &InvitationId, who: &str) -> Command {
     Decline {
         invitation: invitation.clone(),
-        agent: id(who),
+        agent: agent(who),
     }
     .into()
 }
@@ -1266,7 +1266,7 @@ fn a_direct_invitation_is_declined_at_once() {
     let [Event::InvitationDeclined { invitation, by }] = outcome.events.as_slice() else {
         panic!("{:?}", outcome.events);
     };
-    assert_eq!(by, &id("ann"));
+    assert_eq!(by, &agent("ann"));
     assert_eq!(invitation.status, InvitationStatus::Declined);
     assert_eq!(invitation, &InvitationSummary::from(spec.closed(&i)));
 }
@@ -2576,6 +2576,7 @@ fn escalation_due_re_targets_the_same_invitation_to_the_portal_without_the_agent
             invitation: i.clone(),
             recipients: ids(&["ann"]),
             reason: WithdrawReason::Escalated,
+            accepted_by: None,
         }
     );
     assert_eq!(outcome.delta.closed, vec![(i.clone(), direct("ann"))]);

@@ -393,10 +393,16 @@ fn recipient_view(agent: &AgentId, session: &SessionId, event: &Event) -> Option
             invitation,
             recipients,
             reason,
-        } if recipients.contains(agent) => ev(
-            "invitation_withdrawn",
-            json!({"invitation": invitation, "session": session, "reason": reason}),
-        ),
+            accepted_by,
+        } if recipients.contains(agent) => {
+            let mut data = json!({"invitation": invitation, "session": session, "reason": reason});
+            // A loser is told who won (an agent like itself: no customer
+            // ever sees this).
+            if let (Some(winner), Some(map)) = (accepted_by, data.as_object_mut()) {
+                map.insert("accepted_by".into(), json!(winner));
+            }
+            ev("invitation_withdrawn", data)
+        }
         _ => None,
     }
 }
@@ -424,7 +430,7 @@ fn participant_view(
         ),
         Event::InvitationDeclined { invitation, by } => (
             "invitation_declined",
-            json!({"session": session, "invitation": invitation, "by": by}),
+            json!({"session": session, "invitation": invitation, "by": by.id, "agent": by}),
         ),
         Event::InvitationExpired { invitation } => (
             "invitation_expired",
@@ -540,6 +546,7 @@ mod tests {
             invitation: invitation.id.clone(),
             recipients: vec![id("ann"), id("bob"), id("cid")],
             reason: WithdrawReason::AcceptedByOther,
+            accepted_by: Some(agent("dan")),
         };
         for event in [offered, &withdrawn] {
             let views: Vec<_> = ["ann", "bob", "cid"]
@@ -553,6 +560,52 @@ mod tests {
                 None
             );
         }
+    }
+
+    /// A recipient who lost the race is told who won, by id and name; a
+    /// withdrawal for another reason names nobody; the customer sees neither.
+    #[test]
+    fn a_loser_is_told_who_won() {
+        let session = SessionId::parse("ses-1").unwrap();
+        let lost = Event::InvitationWithdrawn {
+            invitation: InvitationId::parse("inv-1").unwrap(),
+            recipients: vec![id("bob")],
+            reason: WithdrawReason::AcceptedByOther,
+            accepted_by: Some(agent("ann")),
+        };
+        let seen = view(&Viewer::Recipient(&id("bob")), &session, &lost).unwrap();
+        assert_eq!(
+            seen.data["accepted_by"],
+            json!({"id": "ann", "name": "Agent ann"})
+        );
+        assert_eq!(seen.data["reason"], "accepted_by_other");
+        assert_eq!(view(&Viewer::Customer, &session, &lost), None);
+        let cancelled = Event::InvitationWithdrawn {
+            invitation: InvitationId::parse("inv-1").unwrap(),
+            recipients: vec![id("bob")],
+            reason: WithdrawReason::Cancelled,
+            accepted_by: None,
+        };
+        let seen = view(&Viewer::Recipient(&id("bob")), &session, &cancelled).unwrap();
+        assert!(seen.data.get("accepted_by").is_none(), "{}", seen.data);
+    }
+
+    /// The session's agents see who declined by id (`by`, as before) and
+    /// by name (`agent`).
+    #[test]
+    fn a_decline_names_its_agent() {
+        let session = SessionId::parse("ses-1").unwrap();
+        let declined = Event::InvitationDeclined {
+            invitation: InvitationSummary::from(&invitation(InvitationStatus::Pending)),
+            by: agent("bob"),
+        };
+        let seen = view(&Viewer::Participant(&id("lead")), &session, &declined).unwrap();
+        assert_eq!(seen.data["by"], "bob");
+        assert_eq!(
+            seen.data["agent"],
+            json!({"id": "bob", "name": "Agent bob"})
+        );
+        assert_eq!(view(&Viewer::Customer, &session, &declined), None);
     }
 
     /// An invitation of session `ses-1` from `lead` to `ann` and `bob`.
@@ -628,6 +681,7 @@ mod tests {
                 invitation: InvitationId::parse("inv-1").unwrap(),
                 recipients: vec![id("ann")],
                 reason: WithdrawReason::Cancelled,
+                accepted_by: None,
             },
             Event::InvitationAccepted {
                 invitation: summary(InvitationStatus::Accepted),
@@ -638,7 +692,7 @@ mod tests {
             },
             Event::InvitationDeclined {
                 invitation: summary(InvitationStatus::Declined),
-                by: id("bob"),
+                by: agent("bob"),
             },
             Event::InvitationExpired {
                 invitation: summary(InvitationStatus::Expired),

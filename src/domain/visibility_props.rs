@@ -423,7 +423,7 @@ impl Run {
                 let (invitation, recipients) = self.invitation(*invitation)?;
                 Decline {
                     invitation,
-                    agent: by.from(&recipients),
+                    agent: agent_ref(index_of(&by.from(&recipients))),
                 }
                 .into()
             }

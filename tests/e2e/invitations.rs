@@ -248,7 +248,8 @@ async fn the_first_accept_wins_and_a_repeat_by_the_winner_is_200_again() {
     let withdrawn = cids.expect("invitation_withdrawn", EVENT_WAIT).await;
     assert_eq!(
         withdrawn,
-        json!({"invitation": inv, "session": session, "reason": "accepted_by_other"})
+        json!({"invitation": inv, "session": session, "reason": "accepted_by_other",
+               "accepted_by": {"id": "bob", "name": "Bob"}})
     );
     assert!(cid.my_invitations().await.is_empty());
 
@@ -350,6 +351,7 @@ async fn a_portal_invitation_is_declined_once_every_recipient_declined() {
     assert_eq!(pending["invitations"][0]["declined_by"], json!(["bob"]));
     let event = anns.expect("invitation_declined", EVENT_WAIT).await;
     assert_eq!(event["by"], "bob");
+    assert_eq!(event["agent"], json!({"id": "bob", "name": "Bob"}));
     assert_eq!(event["invitation"]["status"], "pending");
     assert!(bob.my_invitations().await.is_empty());
     assert_eq!(

@@ -159,6 +159,41 @@ async fn get_me_shows_the_agent_its_portal_and_its_active_sessions() {
 }
 
 #[actix_rt::test]
+async fn get_me_names_the_portals_the_agent_may_log_into_for_a_login_picker() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let ann = app
+        .agent(ACME, "ann", "Ann Lee", &["support", "billing"])
+        .await;
+    let me = app.me(&ann.token).await.expect_status(200);
+    let memberships: Vec<(String, String)> = me["memberships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().into(),
+                p["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    // In the order of `portals`, each with its name.
+    let order = strings(&me["portals"]);
+    assert_eq!(
+        memberships
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect::<Vec<_>>(),
+        order
+    );
+    assert!(memberships.contains(&("billing".into(), "Billing".into())));
+    assert!(memberships.contains(&("support".into(), "Support Desk".into())));
+    // The stream's snapshot carries the same agent view.
+    let (_, snapshot) = ann.events().await;
+    assert_eq!(snapshot["agent"]["memberships"], me["memberships"]);
+}
+
+#[actix_rt::test]
 async fn an_agent_stream_begins_with_a_snapshot_of_the_agent_its_offers_and_its_sessions() {
     let app = TestApp::spawn().await;
     app.acme(json!({})).await;

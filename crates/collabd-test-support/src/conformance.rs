@@ -3424,7 +3424,7 @@ pub async fn sessions_a_moved_invitation_drops_its_claim_and_changes_index(bp: &
         bp,
         Decline {
             invitation: inv.clone(),
-            agent: b.clone(),
+            agent: agent_ref(&b),
         },
     )
     .await;

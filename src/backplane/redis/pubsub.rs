@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::{REDIS_TIMEOUT, lock};
+use crate::backplane::legacy::EventV3;
 use crate::backplane::{BusMessage, Route, Routed, codec};
 use crate::domain::{AgentId, Event, LogoutReason, PortalId, SessionId};
 
@@ -25,10 +26,13 @@ const HOUSEKEEPING: Duration = Duration::from_secs(2);
 /// A bus message as it crosses between nodes (decoded side).
 #[derive(Deserialize)]
 enum WireMessage {
-    Session {
+    /// A session's events as the previous release sends them (no winner in
+    /// withdrawals, no decliner's name): read, so that during a rolling
+    /// upgrade this node still delivers what older nodes commit.
+    SessionV3 {
         session: SessionId,
         version: u64,
-        events: Vec<(u32, Route, Event)>,
+        events: Vec<(u32, Route, EventV3)>,
     },
     Presence {
         agent: AgentId,
@@ -40,16 +44,23 @@ enum WireMessage {
         agent: AgentId,
         reason: LogoutReason,
     },
+    /// A session's events, today's shape. A new variant rather than a
+    /// changed one: a node of the previous release refuses it cleanly (an
+    /// unknown variant, logged and dropped) instead of misreading it.
+    Session {
+        session: SessionId,
+        version: u64,
+        events: Vec<(u32, Route, Event)>,
+    },
 }
 
 /// The same shape, borrowed, for encoding without cloning the events.
 #[derive(Serialize)]
 enum WireRef<'a> {
-    Session {
-        session: &'a SessionId,
-        version: u64,
-        events: Vec<(u32, Route, &'a Event)>,
-    },
+    /// Holds [`WireMessage::SessionV3`]'s place (variants are numbered in
+    /// order); this release never sends it.
+    #[allow(dead_code)]
+    SessionV3,
     Presence {
         agent: &'a AgentId,
         portal: &'a Option<PortalId>,
@@ -57,6 +68,11 @@ enum WireRef<'a> {
     LoggedOut {
         agent: &'a AgentId,
         reason: LogoutReason,
+    },
+    Session {
+        session: &'a SessionId,
+        version: u64,
+        events: Vec<(u32, Route, &'a Event)>,
     },
 }
 
@@ -90,21 +106,41 @@ fn decode(payload: &[u8]) -> Result<BusMessage, codec::CodecError> {
             session,
             version,
             events,
-        } => BusMessage::Session {
+        } => session_message(session, version, events),
+        WireMessage::SessionV3 {
             session,
             version,
-            events: events
+            events,
+        } => session_message(
+            session,
+            version,
+            events
                 .into_iter()
-                .map(|(index, route, event)| Routed {
-                    index,
-                    route,
-                    event: Arc::new(event),
-                })
+                .map(|(index, route, event)| (index, route, Event::from(event)))
                 .collect(),
-        },
+        ),
         WireMessage::Presence { agent, portal } => BusMessage::Presence { agent, portal },
         WireMessage::LoggedOut { agent, reason } => BusMessage::LoggedOut { agent, reason },
     })
+}
+
+fn session_message(
+    session: SessionId,
+    version: u64,
+    events: Vec<(u32, Route, Event)>,
+) -> BusMessage {
+    BusMessage::Session {
+        session,
+        version,
+        events: events
+            .into_iter()
+            .map(|(index, route, event)| Routed {
+                index,
+                route,
+                event: Arc::new(event),
+            })
+            .collect(),
+    }
 }
 
 /// A request to the subscriber connection.
@@ -245,5 +281,121 @@ mod tests {
             portal: None,
         };
         assert_eq!(decode(&encode(&presence)).unwrap(), presence);
+    }
+
+    /// Today's session messages are variant 3, so a node of the previous
+    /// release (which knows 0 to 2) refuses them instead of misreading
+    /// withdrawals and declines of another shape.
+    #[test]
+    fn session_messages_take_a_variant_the_previous_release_does_not_know() {
+        let message = BusMessage::Session {
+            session: SessionId::random(),
+            version: 1,
+            events: Vec::new(),
+        };
+        let bytes = encode(&message);
+        assert_eq!(&bytes[..2], &[codec::FORMAT_VERSION, 3]);
+    }
+
+    /// What a node of the previous release publishes still reaches this
+    /// node's clients: a withdrawal without its winner, a decline named by id.
+    #[test]
+    fn the_previous_releases_session_messages_are_read() {
+        use crate::domain::session::{InvitationSummary, WithdrawReason};
+        use crate::domain::{AgentRef, InvitationId};
+
+        // The previous release's `Event`, up to the variants this test sends.
+        #[derive(Serialize)]
+        #[allow(dead_code, clippy::large_enum_variant, clippy::enum_variant_names)]
+        enum OldEvent {
+            InvitationOffered,
+            InvitationSent,
+            InvitationWithdrawn {
+                invitation: InvitationId,
+                recipients: Vec<AgentId>,
+                reason: WithdrawReason,
+            },
+            InvitationEscalated,
+            InvitationAccepted,
+            InvitationDeclined {
+                invitation: InvitationSummary,
+                by: AgentId,
+            },
+        }
+        #[derive(Serialize)]
+        enum OldWire {
+            Session {
+                session: SessionId,
+                version: u64,
+                events: Vec<(u32, Route, OldEvent)>,
+            },
+        }
+        let session = SessionId::random();
+        let invitation = InvitationId::within(&session);
+        let bob = AgentId::parse("bob").unwrap();
+        let summary = InvitationSummary {
+            id: invitation.clone(),
+            session: session.clone(),
+            inviter: AgentRef {
+                id: AgentId::parse("ann").unwrap(),
+                name: "Ann".into(),
+            },
+            target: crate::domain::session::Target::Agent(bob.clone()),
+            kind: crate::domain::session::InvitationKind::Collaborate,
+            masked: false,
+            comment: None,
+            recipient_count: 1,
+            status: crate::domain::session::InvitationStatus::Declined,
+            accepted_by: None,
+            closed_reason: None,
+            escalation: None,
+            created_at: chrono::Utc::now(),
+            expires_at: chrono::Utc::now(),
+        };
+        let old = OldWire::Session {
+            session: session.clone(),
+            version: 4,
+            events: vec![
+                (
+                    0,
+                    Route::Recipient,
+                    OldEvent::InvitationWithdrawn {
+                        invitation: invitation.clone(),
+                        recipients: vec![bob.clone()],
+                        reason: WithdrawReason::AcceptedByOther,
+                    },
+                ),
+                (
+                    1,
+                    Route::Participant,
+                    OldEvent::InvitationDeclined {
+                        invitation: summary.clone(),
+                        by: bob.clone(),
+                    },
+                ),
+            ],
+        };
+        let BusMessage::Session { events, .. } = decode(&codec::encode(&old)).unwrap() else {
+            panic!("a session message");
+        };
+        assert_eq!(
+            *events[0].event,
+            Event::InvitationWithdrawn {
+                invitation,
+                recipients: vec![bob.clone()],
+                reason: WithdrawReason::AcceptedByOther,
+                accepted_by: None,
+            }
+        );
+        assert_eq!(
+            *events[1].event,
+            Event::InvitationDeclined {
+                invitation: summary,
+                by: AgentRef {
+                    id: bob,
+                    name: "bob".into(),
+                },
+            }
+        );
     }
 }

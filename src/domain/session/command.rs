@@ -98,7 +98,7 @@ pub struct Decline {
     /// Which invitation.
     pub invitation: InvitationId,
     /// Who declines.
-    pub agent: AgentId,
+    pub agent: AgentRef,
 }
 
 /// A session agent takes an invitation back.

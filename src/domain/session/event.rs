@@ -109,6 +109,9 @@ pub enum Event {
         recipients: Vec<AgentId>,
         /// Why.
         reason: WithdrawReason,
+        /// Who won it, when another recipient accepted: the losers' alerts
+        /// say so instead of just vanishing.
+        accepted_by: Option<AgentRef>,
     },
     /// A direct invitation went to a portal.
     InvitationEscalated {
@@ -126,8 +129,9 @@ pub enum Event {
     InvitationDeclined {
         /// The invitation as it is now (declined if everyone has).
         invitation: InvitationSummary,
-        /// Who declined.
-        by: AgentId,
+        /// Who declined (with the name: the session's agents' race view
+        /// says who said no).
+        by: AgentRef,
     },
     /// Nobody accepted in time.
     InvitationExpired {

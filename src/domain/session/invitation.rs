@@ -463,6 +463,7 @@ impl Accept {
                 invitation: inv.id.clone(),
                 recipients: losers,
                 reason: WithdrawReason::AcceptedByOther,
+                accepted_by: Some(self.agent.clone()),
             });
         }
         let transfer = inv.kind == InvitationKind::Transfer;
@@ -512,16 +513,17 @@ impl Decline {
             .position(|i| i.id == self.invitation)
             .ok_or(DomainError::InvitationNotFound)?;
         let inv = &mut s.invitations[index];
-        if !inv.recipients.contains(&self.agent) {
-            return Err(inv.not_offered_to(&self.agent));
+        let agent = &self.agent.id;
+        if !inv.recipients.contains(agent) {
+            return Err(inv.not_offered_to(agent));
         }
-        if inv.declined_by.contains(&self.agent) {
+        if inv.declined_by.contains(agent) {
             return Ok(()); // declining twice changes nothing
         }
-        if inv.unavailable.contains(&self.agent) {
+        if inv.unavailable.contains(agent) {
             return Err(DomainError::InvitationClosed);
         }
-        inv.declined_by.push(self.agent.clone());
+        inv.declined_by.push(agent.clone());
         if inv.live_recipients().is_empty() && inv.escalates() {
             // Its agent said no: it goes to the portal now.
             out.events.push(Event::InvitationDeclined {
@@ -661,6 +663,7 @@ impl RecipientGone {
                     invitation: id,
                     recipients: vec![self.agent.clone()],
                     reason: WithdrawReason::RecipientUnavailable,
+                    accepted_by: None,
                 });
             }
         }
@@ -764,6 +767,7 @@ impl Escalate {
             invitation: inv.id.clone(),
             recipients: vec![original],
             reason: WithdrawReason::Escalated,
+            accepted_by: None,
         });
         out.events.push(Event::InvitationOffered {
             invitation: inv.clone(),
@@ -838,6 +842,7 @@ pub(super) fn close(
             invitation: inv.id.clone(),
             recipients,
             reason,
+            accepted_by: None,
         });
     }
     out.close(inv);
