@@ -30,6 +30,8 @@ pub struct Settings {
     pub sse: SseSettings,
     /// Bounds on what one client may hold.
     pub limits: LimitSettings,
+    /// The web console.
+    pub console: ConsoleSettings,
     /// The configuration files read, in order (not a key).
     #[serde(skip)]
     pub sources: Vec<String>,
@@ -181,6 +183,53 @@ impl LimitSettings {
             per_sec: self.admin_rate,
             burst: self.admin_burst,
         }
+    }
+}
+
+/// The web console (`/`, `/customer`, `/admin`), served from the binary.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsoleSettings {
+    /// Serve it; off, those paths are 404 and only the API is served.
+    pub enabled: bool,
+    /// The CSP `frame-ancestors` sources: who may show the console in a
+    /// frame (`'none'`: nobody; e.g. `https://support.example.com` to embed
+    /// it in a host product).
+    pub frame_ancestors: String,
+}
+
+impl ConsoleSettings {
+    /// Refuses a `frame_ancestors` that is not a plain CSP source list:
+    /// it goes into a header, so nothing may end the directive or the
+    /// header (`;`, `,`, control characters).
+    fn check(&self) -> Result<(), String> {
+        // Spaces between sources, nothing else that is not part of one.
+        let printable = self
+            .frame_ancestors
+            .bytes()
+            .all(|b| b == b' ' || b.is_ascii_graphic());
+        let sources: Vec<&str> = self
+            .frame_ancestors
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let plain = |s: &str| {
+            matches!(s, "'none'" | "'self'")
+                || (!s.starts_with('\'')
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~:/*[]%".contains(&b)))
+        };
+        if !printable
+            || sources.is_empty()
+            || !sources.iter().all(|s| plain(s))
+            || (sources.contains(&"'none'") && sources.len() > 1)
+        {
+            return Err(format!(
+                "console.frame_ancestors {:?} is not a CSP source list: use 'none', 'self' \
+                 or origins such as https://support.example.com, separated by spaces",
+                self.frame_ancestors
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -373,6 +422,10 @@ rate_per_token = 20
 rate_burst = 40
 admin_rate = 200
 admin_burst = 400
+
+[console]
+enabled = true
+frame_ancestors = "'none'"
 "#;
 
 impl Settings {
@@ -539,7 +592,7 @@ impl Settings {
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err((*why).to_owned()),
-            None => self.check_redis_urls(),
+            None => self.console.check().and_then(|()| self.check_redis_urls()),
         }
     }
 
@@ -668,6 +721,34 @@ mod tests {
         let mut s = test_settings();
         s.auth.customer_token_ttl_secs = u64::MAX;
         assert!(s.validate().unwrap_err().contains("customer_token_ttl"));
+    }
+
+    #[test]
+    fn console_frame_ancestors_must_be_a_plain_csp_source_list() {
+        let mut s = test_settings();
+        assert_eq!(s.console.frame_ancestors, "'none'");
+        for good in [
+            "'self'",
+            "https://support.example.com",
+            "'self' https://*.example.com:8443",
+        ] {
+            s.console.frame_ancestors = good.into();
+            assert!(s.validate().is_ok(), "{good}");
+        }
+        // Anything that would end the directive or the header, or 'none'
+        // with others, or a keyword CSP does not mean here.
+        for bad in [
+            "",
+            "'none' 'self'",
+            "https://a.example; script-src *",
+            "https://a.example, https://b.example",
+            "'unsafe-inline'",
+            "https://a.example\r\nX-Evil: 1",
+        ] {
+            s.console.frame_ancestors = bad.into();
+            let err = s.validate().unwrap_err();
+            assert!(err.contains("console.frame_ancestors"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ mod admin;
 mod bad_input;
 #[path = "e2e/beyond_seed.rs"]
 mod beyond_seed;
+#[path = "e2e/console.rs"]
+mod console;
 #[path = "e2e/customer.rs"]
 mod customer;
 #[path = "e2e/escalation.rs"]

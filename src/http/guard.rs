@@ -103,7 +103,17 @@ pub fn allowed_methods(path: &str) -> Option<&'static str> {
 
 /// The default service: 405 for a known path, 404 otherwise.
 pub async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    match allowed_methods(req.path()) {
+    let console = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.node.settings.console.enabled)
+        && super::console::is_console_path(req.path());
+    let allow = match allowed_methods(req.path()) {
+        Some(allow) => Some(allow),
+        // The console's pages and assets are read-only.
+        None if console => Some("GET, HEAD"),
+        None => None,
+    };
+    match allow {
         Some(allow) => Err(ApiError::method_not_allowed(
             req.method().as_str(),
             allow.to_owned(),

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod agents;
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod customer;
 pub mod durable;
 pub mod error;
@@ -91,6 +92,7 @@ pub fn configure(max_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .error_handler(|err, _| ApiError::not_found(&format!("path ({err})")).into()),
         )
         .configure(ops::routes)
+        .configure(console::routes)
         .service(
             web::scope("/v1")
                 .configure(provisioning::routes)

@@ -34,6 +34,15 @@ pub struct Reply {
     pub text: String,
     /// The body parsed as JSON.
     pub json: Value,
+    /// Every header of the answer.
+    pub headers: awc::http::header::HeaderMap,
+}
+
+impl Reply {
+    /// A header's value as text, or empty.
+    pub fn header(&self, name: &str) -> String {
+        header_text(self.headers.get(name))
+    }
 }
 
 impl Reply {
@@ -215,6 +224,7 @@ where
     let allow = header_text(response.headers().get("allow"));
     let request_id = header_text(response.headers().get("x-request-id"));
     let replayed = header_text(response.headers().get("idempotent-replayed"));
+    let headers = response.headers().clone();
     let bytes = response
         .body()
         .limit(MAX_REPLY_BYTES)
@@ -231,5 +241,6 @@ where
         replayed,
         text,
         json,
+        headers,
     }
 }
