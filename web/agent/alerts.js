@@ -115,7 +115,7 @@ function Alert({ item: { offer, gone }, api, dispatch, onDismiss }) {
     </dl>
     ${offer.masked && html`<p class="masked-note"><${MaskIcon} /> ${t('alert_masked')}</p>`}
     ${gone
-      ? html`<p class="gone-why" role="status">${goneText(offer, gone)}</p>
+      ? html`<p class="gone-why">${goneText(offer, gone)}</p>
           <${ProblemNote} problem=${problem} />
           <div class="actions"><button type="button" onClick=${onDismiss}>${t('ok')}</button></div>`
       : html`<p><${TimeLeft} at=${offer.expires_at} label=${t('time_left')} /></p>

@@ -25,7 +25,7 @@ export function NewSession({ api, dispatch, onClose }) {
   return html`<${Dialog} title=${t('new_session')} onClose=${onClose}>
     <form onSubmit=${(e) => { e.preventDefault(); create(); }}>
       <label for="customer-name">${t('customer_name')}</label>
-      <input id="customer-name" required maxlength="200" value=${name}
+      <input id="customer-name" autofocus required maxlength="200" value=${name}
         onInput=${edited((e) => setName(e.target.value))} />
       <fieldset>
         <legend>${t('mode')}</legend>

@@ -55,7 +55,7 @@ export function CollaborationWindow({ session, isLead, api, onClose }) {
   return html`<${Dialog} title=${t('window_title')} onClose=${onClose} wide>
     <div class="window">
       <label for="window-q">${t('search')}</label>
-      <input id="window-q" type="search" value=${q} autocomplete="off"
+      <input id="window-q" type="search" autofocus value=${q} autocomplete="off"
         placeholder=${t('search_hint')} onInput=${(e) => setQ(e.target.value)} />
       <${ProblemNote} problem=${problem} />
       <h3 id="portals-h">${t('portals')}</h3>
@@ -100,6 +100,9 @@ function InviteForm({ session, isLead, target, portals, api, onBack, onSent }) {
   const [after, setAfter] = useState(30);
   const [portal, setPortal] = useState('');
   const key = useRef(idempotencyKey());
+  const form = useRef(null);
+  // The picked target's button is gone: the focus starts on the form.
+  useEffect(() => { form.current?.querySelector('input')?.focus(); }, []);
   const transfer = kind === 'transfer';
   const others = portals.filter((p) => p.id !== target.agent?.portal.id);
   const escalationPortal = portal || others[0]?.id || portals[0]?.id || '';
@@ -118,7 +121,7 @@ function InviteForm({ session, isLead, target, portals, api, onBack, onSent }) {
   });
   const edited = (f) => (e) => { key.current = idempotencyKey(); f(e); };
 
-  return html`<form class="invite" onSubmit=${(e) => { e.preventDefault(); send(); }}>
+  return html`<form class="invite" ref=${form} onSubmit=${(e) => { e.preventDefault(); send(); }}>
     <p class="target">${target.agent
       ? t('invite_agent', { name: target.agent.name, portal: target.agent.portal.name })
       : t('invite_portal', { portal: target.portal.name, n: target.portal.agents_online })}</p>

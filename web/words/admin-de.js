@@ -42,7 +42,7 @@ export default {
   mint_token: 'Token ausstellen',
   force_logout: 'Abmelden erzwingen',
   revoke_tokens: 'Tokens widerrufen',
-  revoke_name: 'Tokens von {name} widerrufen',
+  revoke_name: 'Tokens widerrufen: {name}',
   token_for: 'Token für {name}:',
   token_shown_once: 'Es wird nur dieses eine Mal angezeigt.',
   expires_at: 'gültig bis {time}',

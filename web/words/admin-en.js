@@ -42,7 +42,7 @@ export default {
   mint_token: 'Mint token',
   force_logout: 'Force logout',
   revoke_tokens: 'Revoke tokens',
-  revoke_name: "Revoke {name}'s tokens",
+  revoke_name: 'Revoke tokens: {name}',
   token_for: 'Token for {name}:',
   token_shown_once: 'It is shown this once only.',
   expires_at: 'valid until {time}',
