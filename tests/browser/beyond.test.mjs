@@ -64,13 +64,13 @@ test('mask and unmask, escalation and transfer, as the consoles and the customer
   // Escalation: Cat is asked directly, to go to Tier 2 if not taken; she declines.
   await invite(ann.page, 'Cat einladen', { escalateTo: 'tier2' });
   const race = ann.page.locator('.race.pending');
-  await race.getByText(/eskaliert an tier2 in (\d+ s|\d:\d\d)/).waitFor({ timeout: WAIT });
+  await race.getByText(/eskaliert an Tier 2 in (\d+ s|\d:\d\d)/).waitFor({ timeout: WAIT });
   await shoot(ann.page, 'race-escalating');
   await cat.page.getByRole('button', { name: 'Nein, ablehnen' }).click();
   // It goes on to Tier 2 at once: Dan (the one there not in the session) is alerted.
   await dan.page.getByRole('heading', { name: 'Einladung von Ann' }).waitFor({ timeout: WAIT });
   await ann.page.locator('.race').getByText('abgelehnt von Cat').waitFor({ timeout: WAIT });
-  await ann.page.locator('.race').getByText(/eskaliert an tier2 ·/).waitFor({ timeout: WAIT });
+  await ann.page.locator('.race').getByText(/eskaliert an Tier 2 ·/).waitFor({ timeout: WAIT });
   await dan.page.getByRole('button', { name: 'Ja, beitreten' }).click();
   await ann.page.locator('.race').getByText(/angenommen von Dan nach/).waitFor({ timeout: WAIT });
 

@@ -55,7 +55,7 @@ export function Alerts({ state, dispatch, api }) {
       ${t('alerts_heading', { n: open })}
     </h2>
     <p class="sr-only" aria-live="assertive" aria-atomic="true">${said}</p>
-    ${state.offers.map((o) => html`<${Alert} key=${o.offer.id} item=${o} api=${api}
+    ${state.offers.map((o) => html`<${Alert} key=${o.offer.id} item=${o} api=${api} portals=${state.me?.memberships}
       dispatch=${dispatch} onDismiss=${() => dismiss(o.offer.id)} />`)}
   </section>`;
 }
@@ -65,7 +65,7 @@ function goneText(offer, gone) {
   return t(`gone_${gone.reason}`);
 }
 
-function Alert({ item: { offer, gone }, api, dispatch, onDismiss }) {
+function Alert({ item: { offer, gone }, api, dispatch, onDismiss, portals }) {
   const ref = useRef(null);
   const id = offer.id;
   const headingId = `alert-${id}`;
@@ -110,7 +110,7 @@ function Alert({ item: { offer, gone }, api, dispatch, onDismiss }) {
     </h3>
     <dl class="facts">
       <dt>${t('customer')}</dt><dd>${offer.customer.name} · ${t(`mode_${offer.mode}`)}</dd>
-      <dt>${t('sent_to')}</dt><dd>${targetText(offer.target, offer.recipient_count)}</dd>
+      <dt>${t('sent_to')}</dt><dd>${targetText(offer.target, offer.recipient_count, portals)}</dd>
       ${offer.comment && html`<dt>${t('comment')}</dt><dd class="comment">${offer.comment}</dd>`}
     </dl>
     ${offer.masked && html`<p class="masked-note"><${MaskIcon} /> ${t('alert_masked')}</p>`}

@@ -70,7 +70,7 @@ export function Workspace({ state, session, dispatch, api }) {
       <aside class="ws-side">
         <${CustomerState} customer=${view.customer} />
         <${Participants} id=${id} view=${view} me=${state.me} isLead=${isLead} active=${active} api=${api} dispatch=${dispatch} />
-        <${Races} id=${id} session=${session} active=${active} api=${api} />
+        <${Races} id=${id} session=${session} active=${active} api=${api} portals=${state.me?.memberships} />
         ${isLead && html`<${Audit} id=${id} api=${api} />`}
       </aside>
     </div>
@@ -143,7 +143,7 @@ function Participants({ id, view, me, isLead, active, api, dispatch }) {
 }
 
 /** Open invitations with cancel, and the live view of each race. */
-function Races({ id, session, active, api }) {
+function Races({ id, session, active, api, portals }) {
   const now = useNow();
   const races = Object.values(session.races).sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt));
   const [cancel, busy, problem] = useAction(async (inv) => {
@@ -154,12 +154,12 @@ function Races({ id, session, active, api }) {
     ${races.length === 0 && html`<p class="muted">${t('no_invitations')}</p>`}
     <ul class="races">
       ${races.map((r) => html`<li key=${r.id} class=${`race ${r.status}`}>
-        <p class="race-head">${t(r.kind === 'transfer' ? 'race_transfer' : 'race_invite', { target: targetText(r.target) })}
+        <p class="race-head">${t(r.kind === 'transfer' ? 'race_transfer' : 'race_invite', { target: targetText(r.target, undefined, portals) })}
           ${r.masked && html` <span class="badge masked"><${MaskIcon} /> ${t('masked')}</span>`}</p>
         <p>${t('offered_to', { n: r.recipientCount })}
           ${r.declined.length > 0 && html` · ${t('declined_by', { names: r.declined.map((a) => a.name).join(', ') })}`}</p>
         ${r.comment && html`<p class="comment">${t('comment')}: ${r.comment}</p>`}
-        <p>${raceOutcome(r, now)}</p>
+        <p>${raceOutcome(r, now, portals)}</p>
         ${r.status === 'pending' && active && html`<button type="button" class="small" disabled=${busy}
           onClick=${() => cancel(r.id)}>${t('cancel_invitation')}</button>`}
       </li>`)}
@@ -168,7 +168,8 @@ function Races({ id, session, active, api }) {
   </section>`;
 }
 
-function raceOutcome(r, now) {
+function raceOutcome(r, now, portals = []) {
+  const portalName = (id) => portals.find((p) => p.id === id)?.name || id;
   if (r.status === 'accepted') {
     const who = r.winner?.name || '?';
     return r.wonAfterMs === null
@@ -178,9 +179,9 @@ function raceOutcome(r, now) {
   if (r.status === 'pending') {
     const esc = r.escalation;
     if (esc && !esc.from && Date.parse(esc.at) > now) {
-      return t('escalates_in', { portal: esc.portal, time: formatDuration(Date.parse(esc.at) - now) });
+      return t('escalates_in', { portal: portalName(esc.portal), time: formatDuration(Date.parse(esc.at) - now) });
     }
-    return html`${esc?.from ? `${t('escalated_to', { portal: esc.portal })} · ` : ''}<${TimeLeft} at=${r.expiresAt} label=${t('expires_in')} />`;
+    return html`${esc?.from ? `${t('escalated_to', { portal: portalName(esc.portal) })} · ` : ''}<${TimeLeft} at=${r.expiresAt} label=${t('expires_in')} />`;
   }
   if (r.status === 'closed') return t('race_closed');
   return t(`race_${r.status}`, { reason: r.closedReason ? t(`gone_${r.closedReason}`) : '' });

@@ -62,9 +62,12 @@ export function problemText(p) {
   return text;
 }
 
-/** `target` of an invitation in words. */
-export function targetText(target, n) {
-  if (target.portal) return n ? t('target_portal_n', { portal: target.portal, n }) : t('target_portal', { portal: target.portal });
+/** `target` of an invitation in words; `portals` names portals by id where known. */
+export function targetText(target, n, portals = []) {
+  if (target.portal) {
+    const portal = portals.find((p) => p.id === target.portal)?.name || target.portal;
+    return n ? t('target_portal_n', { portal, n }) : t('target_portal', { portal });
+  }
   return n === undefined ? t('target_agent_named', { id: target.agent }) : t('target_agent');
 }
 
