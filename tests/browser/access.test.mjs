@@ -100,6 +100,8 @@ test('keyboard only: invite, accept, and the focus when an alert goes; alerts ar
   await tabTo(bob.page, 'Yes, join');
   await bob.page.keyboard.press('Enter');
   await bob.page.getByRole('heading', { name: 'Session with Ida' }).waitFor({ timeout: WAIT });
+  await page.locator('.race').getByText(/accepted by Bob after/).waitFor({ timeout: WAIT });
+  await shoot(page, 'session-workspace-en');
   // Cat had the focus on "Yes" when Bob won: it stays in her alert, on its OK…
   await cat.page.locator('.alert').getByText('Bob accepted the invitation.').waitFor({ timeout: WAIT });
   assert.equal(await focusedText(cat.page), 'OK');
