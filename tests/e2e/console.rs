@@ -106,6 +106,15 @@ async fn every_page_and_everything_it_loads_is_served_with_its_media_type() {
             "{file}"
         );
         assert_eq!(reply.header("x-content-type-options"), "nosniff", "{file}");
+        if file.ends_with(".svg") {
+            // Opened on its own an SVG is a document: it keeps the policy.
+            assert!(
+                reply
+                    .header("content-security-policy")
+                    .starts_with("default-src 'none'"),
+                "{file}"
+            );
+        }
         if is_script(&file) {
             for spec in imports(&reply.text) {
                 assert!(
