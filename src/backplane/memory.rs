@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
+use super::plan::{self, Effect};
 use super::{
     AcceptContext, Audit, AuditCursor, Audited, BackplaneError, Bus, BusMessage, Claim, Claims,
     Commit, Committed, Deadline, Directory, Durability, Fresh, Health, Idempotency, Presence, Rate,
@@ -37,6 +38,7 @@ const TIMER_LEASE: Duration = Duration::from_secs(15);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A session as stored: encoded hot state, transcripts, history.
+#[derive(Default)]
 struct StoredSession {
     version: u64,
     state: Vec<u8>,
@@ -209,26 +211,30 @@ struct AuditLog {
 }
 
 impl AuditLog {
-    /// Appends `audit`'s entries with ids after the last one (as a Redis
-    /// stream numbers them), and drops what is past retention or bound.
+    /// Appends `audit`'s entries and drops what is past retention or bound.
     fn append(&mut self, audit: Audited<'_>, now: Instant) {
         for entry in audit.entries {
-            let ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
-            let id = match self.last {
-                Some(last) if last.ms >= ms => AuditCursor {
-                    ms: last.ms,
-                    seq: last.seq + 1,
-                },
-                _ => AuditCursor { ms, seq: 0 },
-            };
-            self.last = Some(id);
-            self.entries
-                .push_back((id, now + audit.retention, entry.clone()));
+            self.push(entry, now + audit.retention);
         }
+        self.prune(now);
+    }
+
+    /// Appends one entry, kept until `until`, with an id after the last one
+    /// (as a Redis stream numbers them); the oldest go past the bound.
+    fn push(&mut self, entry: &AuditEntry, until: Instant) {
+        let ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+        let id = match self.last {
+            Some(last) if last.ms >= ms => AuditCursor {
+                ms: last.ms,
+                seq: last.seq + 1,
+            },
+            _ => AuditCursor { ms, seq: 0 },
+        };
+        self.last = Some(id);
+        self.entries.push_back((id, until, entry.clone()));
         while self.entries.len() > MAX_ACCOUNT_ENTRIES {
             self.entries.pop_front();
         }
-        self.prune(now);
     }
 
     fn prune(&mut self, now: Instant) {
@@ -274,6 +280,114 @@ impl Store {
 }
 
 impl Store {
+    /// Carries out one effect of `commit` (its hot state is stored
+    /// already); `true` if it armed a timer earlier than any before.
+    fn apply(
+        &mut self,
+        account: &AccountId,
+        commit: &Commit<'_>,
+        effect: Effect<'_>,
+        now: Instant,
+    ) -> bool {
+        let session = commit.session;
+        let id = &session.id;
+        let Store {
+            accounts,
+            timers,
+            audit,
+            ..
+        } = self;
+        let data = accounts.entry(account.clone()).or_default();
+        let Some(stored) = data.sessions.get_mut(id) else {
+            return false;
+        };
+        let timer_key = |timer: &Timer| TimerKey {
+            account: account.clone(),
+            session: id.clone(),
+            timer: TimerName::from(timer),
+        };
+        match effect {
+            Effect::Listed => {
+                // A session deleted after its retention may not come back
+                // with its old transcript.
+                *stored = StoredSession {
+                    version: stored.version,
+                    state: std::mem::take(&mut stored.state),
+                    ..StoredSession::default()
+                };
+                data.active_index.insert(SessionCursor::of(session));
+            }
+            Effect::Posted {
+                message,
+                to_customer,
+            } => {
+                if to_customer {
+                    stored.customer_chat.push(stored.chat.len() as u32);
+                }
+                stored.chat.push(message.clone());
+            }
+            Effect::Audited(entry) => {
+                stored.audit.push(entry.clone());
+                audit
+                    .entry(account.clone())
+                    .or_default()
+                    .push(entry, now + commit.retention);
+            }
+            Effect::AuditTrimmed => {
+                if let Some(log) = audit.get_mut(account) {
+                    log.prune(now);
+                }
+            }
+            Effect::Archived(invitation) => {
+                stored
+                    .history
+                    .insert(invitation.id.clone(), invitation.clone());
+            }
+            Effect::ClaimDropped(invitation) => {
+                data.claims.remove(invitation);
+            }
+            Effect::Opened { invitation, target } => {
+                data.open
+                    .entry(target.clone())
+                    .or_default()
+                    .insert(invitation.clone(), id.clone());
+            }
+            Effect::Unlisted { invitation, target } => {
+                if let Some(open) = data.open.get_mut(target) {
+                    open.remove(invitation);
+                    if open.is_empty() {
+                        data.open.remove(target);
+                    }
+                }
+            }
+            Effect::Joined(agent) => {
+                data.agent_sessions
+                    .entry(agent.clone())
+                    .or_default()
+                    .insert(id.clone());
+            }
+            Effect::Left(agent) => {
+                if let Some(set) = data.agent_sessions.get_mut(agent) {
+                    set.remove(id);
+                    if set.is_empty() {
+                        data.agent_sessions.remove(agent);
+                    }
+                }
+            }
+            Effect::Disarmed(timer) => timers.disarm(&timer_key(timer)),
+            Effect::Armed(timer, at) => return timers.arm(timer_key(timer), at.timestamp_millis()),
+            Effect::Ended { retention } => {
+                stored.delete_at = Some(now + retention);
+                data.active_index.remove(&SessionCursor {
+                    at_ms: session.created_at.timestamp_millis(),
+                    session: id.clone(),
+                });
+                data.ended_index.insert(SessionCursor::of(session));
+            }
+        }
+        false
+    }
+
     fn data(&self, account: &AccountId) -> Option<&AccountData> {
         self.accounts.get(account)
     }
@@ -854,7 +968,6 @@ impl Sessions for MemoryBackplane {
     async fn commit(&self, account: &AccountId, commit: Commit<'_>) -> Result<Committed> {
         let state = codec::encode(commit.session);
         let now = Instant::now();
-        let outcome = commit.outcome;
         let session_id = &commit.session.id;
         let mut s = self.store();
         let data = s.data_mut(account);
@@ -872,108 +985,12 @@ impl Sessions for MemoryBackplane {
             }
         }
         let version = current + 1;
-        let stored = data
-            .sessions
-            .entry(session_id.clone())
-            .or_insert_with(|| StoredSession {
-                version: 0,
-                state: Vec::new(),
-                chat: Vec::new(),
-                customer_chat: Vec::new(),
-                history: HashMap::new(),
-                audit: Vec::new(),
-                delete_at: None,
-            });
-        if commit.expected_version == 0 {
-            // A session deleted after its retention may not come back with
-            // its old transcript.
-            stored.chat.clear();
-            stored.customer_chat.clear();
-            stored.history.clear();
-            stored.audit.clear();
-            stored.delete_at = None;
-        }
+        let stored = data.sessions.entry(session_id.clone()).or_default();
         stored.version = version;
         stored.state = state;
-        if let Some(m) = &outcome.message {
-            if m.customer_seq.is_some() {
-                stored.customer_chat.push(stored.chat.len() as u32);
-            }
-            stored.chat.push(m.clone());
-        }
-        for inv in &outcome.closed {
-            stored.history.insert(inv.id.clone(), inv.clone());
-        }
-        stored.audit.extend(outcome.audit.iter().cloned());
-        if outcome.ended {
-            stored.delete_at = Some(now + commit.retention);
-        }
-        if commit.expected_version == 0 {
-            data.active_index.insert(SessionCursor::of(commit.session));
-        }
-        if outcome.ended {
-            data.active_index.remove(&SessionCursor {
-                at_ms: commit.session.created_at.timestamp_millis(),
-                session: session_id.clone(),
-            });
-            data.ended_index.insert(SessionCursor::of(commit.session));
-        }
-        let delta = &outcome.delta;
-        for agent in &delta.joined {
-            data.agent_sessions
-                .entry(agent.clone())
-                .or_default()
-                .insert(session_id.clone());
-        }
-        for agent in &delta.left {
-            if let Some(set) = data.agent_sessions.get_mut(agent) {
-                set.remove(session_id);
-                if set.is_empty() {
-                    data.agent_sessions.remove(agent);
-                }
-            }
-        }
-        for (inv, target) in &delta.opened {
-            data.open
-                .entry(target.clone())
-                .or_default()
-                .insert(inv.clone(), session_id.clone());
-        }
-        for (inv, target) in &delta.closed {
-            if let Some(open) = data.open.get_mut(target) {
-                open.remove(inv);
-                if open.is_empty() {
-                    data.open.remove(target);
-                }
-            }
-            // Decided, or moved to another target (an escalation): nobody
-            // needs the claim taken for it any more.
-            data.claims.remove(inv);
-        }
-        s.record(
-            account,
-            Audited {
-                entries: &outcome.audit,
-                retention: commit.retention,
-                replaces: Replaces::Anything,
-            },
-            now,
-        );
         let mut woke = false;
-        for timer in &outcome.disarm {
-            s.timers.disarm(&TimerKey {
-                account: account.clone(),
-                session: session_id.clone(),
-                timer: TimerName::from(timer),
-            });
-        }
-        for (timer, at) in &outcome.arm {
-            let key = TimerKey {
-                account: account.clone(),
-                session: session_id.clone(),
-                timer: TimerName::from(timer),
-            };
-            woke |= s.timers.arm(key, at.timestamp_millis());
+        for effect in plan::effects(&commit) {
+            woke |= s.apply(account, &commit, effect, now);
         }
         for (topic, message) in commit.publish {
             s.publish(topic, message.clone());

@@ -14,6 +14,7 @@ pub mod codec;
 pub mod keys;
 mod legacy;
 pub mod memory;
+pub mod plan;
 pub mod redis;
 
 use std::sync::Arc;
