@@ -71,6 +71,7 @@ mod directory;
 mod fanout;
 mod health;
 mod invitations;
+mod plan;
 mod presence;
 mod sessions;
 mod timers;
@@ -110,6 +111,7 @@ pub use invitations::{
     sessions_closed_invitations_go_to_history_and_their_claims_go,
     sessions_the_delta_updates_agent_sessions_open_invitations_and_active_counts,
 };
+pub use plan::plan_every_effect_of_a_commit_reads_back;
 pub use presence::{
     presence_a_portal_with_thousands_online_is_read_whole, presence_is_scoped_by_account,
     presence_login_returns_previous_and_logout_clears,

@@ -91,6 +91,7 @@ macro_rules! backplane_conformance_suite {
             sessions_a_moved_invitation_drops_its_claim_and_changes_index,
             audit_a_put_replaces_only_what_its_entries_were_made_from,
             audit_directory_changes_store_their_entries,
+            plan_every_effect_of_a_commit_reads_back,
         );
     };
     ($make:expr) => {
