@@ -3,6 +3,82 @@
 //! in `KEYS`, so each runs on one Redis Cluster slot. Their layouts are
 //! documented at the top of each; `keys.rs` builds the keys.
 
+use redis::Script;
+
+/// The scripts, each loaded once per Redis (EVALSHA after the first call).
+pub(super) struct Scripts {
+    pub(super) commit: Script,
+    pub(super) refresh: Script,
+    pub(super) account_and_agent: Script,
+    pub(super) account_for_token: Script,
+    pub(super) token_holder: Script,
+    pub(super) rate: Script,
+    pub(super) revoke: Script,
+    pub(super) audited_set: Script,
+    pub(super) audited_hdel: Script,
+    pub(super) audited_unlink: Script,
+    pub(super) audit_page: Script,
+    pub(super) sessions_page: Script,
+    pub(super) claim: Script,
+    pub(super) release: Script,
+    pub(super) accept_context: Script,
+    pub(super) login: Script,
+    pub(super) logout: Script,
+    pub(super) online_in: Script,
+    pub(super) window: Script,
+    pub(super) transcript_page: Script,
+    pub(super) index_touch: Script,
+    pub(super) index_take: Script,
+    pub(super) timers_take: Script,
+    pub(super) index_settle: Script,
+    pub(super) timer_complete: Script,
+    pub(super) timers_earliest: Script,
+    pub(super) idempotency_reserve: Script,
+}
+
+impl Scripts {
+    /// The scripts; on a cluster the commit publishes with `SPUBLISH`, to
+    /// the shard that owns the channel (which is the account's: channels
+    /// carry its hash tag), instead of `PUBLISH`, which a cluster copies
+    /// to every node.
+    pub(super) fn new(cluster: bool) -> Self {
+        let commit = if cluster {
+            COMMIT.replace("'PUBLISH'", "'SPUBLISH'")
+        } else {
+            COMMIT.to_owned()
+        };
+        Self {
+            commit: Script::new(&commit),
+            refresh: Script::new(REFRESH),
+            account_and_agent: Script::new(&with_bucket(ACCOUNT_AND_AGENT)),
+            account_for_token: Script::new(&with_bucket(ACCOUNT_FOR_TOKEN)),
+            rate: Script::new(&with_bucket(RATE)),
+            token_holder: Script::new(TOKEN_HOLDER),
+            revoke: Script::new(&with_audit(REVOKE)),
+            audited_set: Script::new(&with_audit(AUDITED_SET)),
+            audited_hdel: Script::new(&with_audit(AUDITED_HDEL)),
+            audited_unlink: Script::new(&with_audit(AUDITED_UNLINK)),
+            audit_page: Script::new(AUDIT_PAGE),
+            sessions_page: Script::new(SESSIONS_PAGE),
+            claim: Script::new(CLAIM),
+            release: Script::new(RELEASE),
+            accept_context: Script::new(ACCEPT_CONTEXT),
+            login: Script::new(LOGIN),
+            logout: Script::new(&with_audit(LOGOUT)),
+            online_in: Script::new(ONLINE_IN),
+            window: Script::new(WINDOW),
+            transcript_page: Script::new(TRANSCRIPT_PAGE),
+            index_touch: Script::new(TIMER_INDEX_TOUCH),
+            index_take: Script::new(TIMER_INDEX_TAKE),
+            timers_take: Script::new(TIMERS_TAKE),
+            index_settle: Script::new(TIMER_INDEX_SETTLE),
+            timer_complete: Script::new(TIMER_COMPLETE),
+            timers_earliest: Script::new(TIMERS_EARLIEST),
+            idempotency_reserve: Script::new(IDEMPOTENCY_RESERVE),
+        }
+    }
+}
+
 /// Commits one change of a session atomically.
 ///
 /// ```text

@@ -45,8 +45,9 @@ use redis::{
 };
 use tokio::sync::{mpsc, watch};
 
+use super::connect::client_for;
 use super::pubsub::{Senders, SubCommand, dispatch};
-use super::{REDIS_TIMEOUT, client_for, lock, unavailable};
+use super::{REDIS_TIMEOUT, lock, unavailable};
 use crate::backplane::Result;
 use crate::backplane::keys::slot;
 use crate::settings::BackplaneSettings;

@@ -19,10 +19,16 @@ use std::time::Duration;
 use chrono::DateTime;
 use tokio::sync::mpsc;
 
-use super::{RedisBackplane, lock, now_ms};
+use super::{RedisBackplane, lock, now_ms, unavailable};
 use crate::backplane::Deadline;
-use crate::backplane::keys::parse_timer_member;
+use crate::backplane::keys::{parse_timer_member, timer_member};
+use crate::backplane::{Result, Timers};
+use crate::domain::SessionId;
+use crate::domain::session::Timer;
 use crate::domain::{AccountId, AgentId};
+use async_trait::async_trait;
+use chrono::Utc;
+use redis::AsyncCommands;
 
 /// How often a node looks for timers that fell due.
 const TIMER_POLL: Duration = Duration::from_millis(200);
@@ -229,7 +235,7 @@ pub(super) async fn heartbeat(backplane: Weak<RedisBackplane>) {
         for failed in futures_util::future::join_all(pipes)
             .await
             .into_iter()
-            .filter_map(Result::err)
+            .filter_map(std::result::Result::err)
             .take(1)
         {
             tracing::warn!(error = %failed, "presence heartbeat failed");
@@ -237,5 +243,46 @@ pub(super) async fn heartbeat(backplane: Weak<RedisBackplane>) {
         if beats.is_multiple_of(REINDEX_EVERY) {
             reindex(&bp, by_account.keys()).await;
         }
+    }
+}
+
+#[async_trait]
+impl Timers for RedisBackplane {
+    async fn schedule(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        timer: &Timer,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let at_ms = at.timestamp_millis();
+        let _: i64 = self
+            .conn()
+            .zadd(
+                self.account_keys(account).timers(),
+                timer_member(session, timer),
+                at_ms,
+            )
+            .await
+            .map_err(unavailable)?;
+        self.touch_index(account, at_ms).await;
+        Ok(())
+    }
+
+    fn take_due(&self) -> Option<mpsc::Receiver<Deadline>> {
+        lock(&self.due_rx).take()
+    }
+
+    async fn complete(&self, deadline: &Deadline) -> Result<()> {
+        let _: i64 = self
+            .scripts
+            .timer_complete
+            .key(self.account_keys(&deadline.account).timers())
+            .arg(timer_member(&deadline.session, &deadline.timer))
+            .arg(deadline.lease)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }

@@ -1,0 +1,252 @@
+//! Connecting: the client of one Redis or a Redis Cluster (TLS when the
+//! URL says `rediss://`), the connection every command goes through, timed
+//! for `/metrics`, and the start of the backplane with its tasks.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, TlsCertificates};
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    CLUSTER_RETRIES, REDIS_TIMEOUT, RedisBackplane, Scripts, Subscriber, durable, pubsub, shards,
+    timers, unavailable,
+};
+use crate::backplane::keys::Keyspace;
+use crate::backplane::{BackplaneError, Result};
+use crate::settings::{BackplaneKind, BackplaneSettings};
+
+/// The certificates to trust for `rediss://`: `tls_ca_file` when set, else
+/// none (the platform's roots).
+pub(super) fn tls_certificates(settings: &BackplaneSettings) -> Result<Option<TlsCertificates>> {
+    // rustls needs a process-wide crypto provider; the redis crate picks
+    // none. Installing ours (ring) is a no-op when one already is, and
+    // keeps working if another crate ever enables a second provider
+    // (rustls would then refuse to guess).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if settings.tls_ca_file.is_empty() {
+        return Ok(None);
+    }
+    let root_cert = crate::settings::read_ca_file(&settings.tls_ca_file)
+        .map_err(BackplaneError::Unavailable)?;
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    }))
+}
+
+/// A client for one Redis server (`url` or `info`). A `rediss://` URL is
+/// TLS (rustls): the server's certificate is checked against
+/// `tls_ca_file` when set, else against the platform's roots.
+pub(super) fn client_for(
+    info: impl redis::IntoConnectionInfo,
+    certs: Option<&TlsCertificates>,
+) -> Result<Client> {
+    match certs {
+        None => Client::open(info).map_err(unavailable),
+        Some(certs) => Client::build_with_tls(info, certs.clone()).map_err(unavailable),
+    }
+}
+
+/// The client of a single Redis (`backplane.redis_url`).
+pub(super) fn client(settings: &BackplaneSettings) -> Result<Client> {
+    let certs = tls_certificates(settings)?;
+    client_for(settings.redis_url.as_str(), certs.as_ref())
+}
+
+/// The command connection to a Redis Cluster: one multiplexed connection
+/// per node, routed by each command's first key, following `MOVED`/`ASK`
+/// and refreshing the slot map after failovers. It carries commands only,
+/// never subscriptions (docs/redis-cluster-notes.md §2: the crate's own
+/// sharded subscriptions can mix up replies when a slot moves), and
+/// connects in the background so that a node starts, not ready, while the
+/// cluster is down.
+pub(super) fn cluster_connection(
+    settings: &BackplaneSettings,
+    response_timeout: Duration,
+) -> Result<ClusterConnection> {
+    let certs = tls_certificates(settings)?;
+    let mut builder = ClusterClientBuilder::new(settings.redis_urls.iter().map(String::as_str))
+        .connection_timeout(REDIS_TIMEOUT)
+        .response_timeout(response_timeout)
+        // A failover takes a few seconds (cluster-node-timeout plus an
+        // election); a request retries through it only briefly and then
+        // answers 503, which a client retries (with its Idempotency-Key).
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(50)
+        .max_retry_wait(500);
+    if let Some(certs) = certs {
+        builder = builder.certs(certs);
+    }
+    let client = builder.build().map_err(unavailable)?;
+    Ok(client.get_pending_async_connection_with_config(
+        redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(REDIS_TIMEOUT)
+            .set_response_timeout(response_timeout),
+    ))
+}
+
+/// A connection to either kind of Redis, so every command below is written
+/// once. On a cluster each command goes to the shard of its first key;
+/// pipelines and scripts therefore name keys of one hash tag only.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(_) => 0,
+        }
+    }
+}
+
+/// The shared connection, each round trip timed for `/metrics`
+/// (`collabd_redis_command_duration_seconds`).
+#[derive(Clone)]
+pub(super) struct Timed(pub(super) Conn);
+
+impl redis::aio::ConnectionLike for Timed {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let answer = self.0.req_packed_command(cmd).await;
+            crate::metrics::redis_round_trip(started.elapsed());
+            answer
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let answer = self.0.req_packed_commands(pipeline, offset, count).await;
+            crate::metrics::redis_round_trip(started.elapsed());
+            answer
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+impl RedisBackplane {
+    /// Connects lazily (a node starts, not ready, while Redis is down) and
+    /// starts the pub/sub, timer and heartbeat tasks on the current runtime.
+    /// `settings.kind` says which Redis: one (`redis_url`) or a cluster
+    /// (`redis_urls`, the seed nodes).
+    pub fn start(settings: &BackplaneSettings) -> Result<Arc<Self>> {
+        let cluster = settings.kind == BackplaneKind::RedisCluster;
+        let (subscribe_tx, subscribe_rx) = mpsc::unbounded_channel();
+        let (resync_tx, resync_rx) = watch::channel(0);
+        let (due_tx, due_rx) = mpsc::channel(crate::backplane::DUE_BACKLOG);
+        // A `WAIT` may block its connection for the whole wait.
+        let wait_timeout = settings.wait_timeout() + REDIS_TIMEOUT;
+        let (conn, subscriber, durable) = if cluster {
+            let durable =
+                durable::Durable::new(settings.wait_replicas, settings.wait_timeout(), || {
+                    cluster_connection(settings, wait_timeout).map(Conn::Cluster)
+                })?;
+            let conn = cluster_connection(settings, REDIS_TIMEOUT)?;
+            let shards = shards::ShardClients::new(settings, tls_certificates(settings)?)?;
+            (
+                Conn::Cluster(conn.clone()),
+                Subscriber::Shards(conn, shards),
+                durable,
+            )
+        } else {
+            let client = client(settings)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT))
+                .set_number_of_retries(1)
+                .set_max_delay(REDIS_TIMEOUT);
+            let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                .map_err(unavailable)?;
+            let durable =
+                durable::Durable::new(settings.wait_replicas, settings.wait_timeout(), || {
+                    ConnectionManager::new_lazy_with_config(
+                        client.clone(),
+                        config.clone().set_response_timeout(Some(wait_timeout)),
+                    )
+                    .map(Conn::Single)
+                    .map_err(unavailable)
+                })?;
+            (Conn::Single(conn), Subscriber::Single(client), durable)
+        };
+        let backplane = Arc::new(Self {
+            keys: if cluster {
+                Keyspace::clustered(&settings.namespace)
+            } else {
+                Keyspace::new(&settings.namespace)
+            },
+            conn,
+            scripts: Scripts::new(cluster),
+            durable,
+            senders: Arc::default(),
+            subscribe_tx,
+            pubsub_up: Arc::new(AtomicBool::new(false)),
+            resync_rx,
+            due_rx: Mutex::new(Some(due_rx)),
+            served: Mutex::default(),
+            index_retries: Mutex::default(),
+        });
+        let senders = backplane.senders.clone();
+        let up = backplane.pubsub_up.clone();
+        match subscriber {
+            Subscriber::Single(client) => {
+                tokio::spawn(pubsub::run(client, senders, subscribe_rx, up, resync_tx));
+            }
+            Subscriber::Shards(conn, clients) => {
+                tokio::spawn(shards::run(
+                    conn,
+                    clients,
+                    senders,
+                    subscribe_rx,
+                    up,
+                    resync_tx,
+                ));
+            }
+        }
+        tokio::spawn(timers::poll(Arc::downgrade(&backplane), due_tx));
+        tokio::spawn(timers::heartbeat(Arc::downgrade(&backplane)));
+        Ok(backplane)
+    }
+}
