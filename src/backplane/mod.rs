@@ -265,6 +265,11 @@ pub enum BackplaneError {
     /// nothing was written (read again and retry).
     #[error("the record changed since it was read")]
     Changed,
+    /// Stored data could not be read (a bug, or a writer of another
+    /// version): retrying does not help, so it is answered 500 and logged,
+    /// not 503 "retry shortly".
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
 }
 
 /// Shorthand for backplane results.

@@ -61,12 +61,12 @@ pub async fn acknowledge(
                          Idempotency-Key"
                     )
                 }
-                BackplaneError::Unavailable(_) | BackplaneError::Changed => {
-                    "the change was made but the shared store \
+                BackplaneError::Unavailable(_)
+                | BackplaneError::Changed
+                | BackplaneError::Corrupt(_) => "the change was made but the shared store \
                     could not confirm it; it may or may not persist: read it back, or retry \
                     with the same Idempotency-Key"
-                        .to_owned()
-                }
+                    .to_owned(),
             };
             tracing::warn!(error = %e, %account, "change not confirmed");
             let (req, _) = res.into_parts();

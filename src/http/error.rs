@@ -164,6 +164,14 @@ impl From<Failure> for ApiError {
                      or may not persist: read it back, or retry with the same Idempotency-Key"
                 ))
             },
+            Failure::Backplane(BackplaneError::Corrupt(why)) => {
+                tracing::error!(%why, "stored data is unreadable");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "stored data could not be read; the error is logged",
+                )
+            }
             Failure::Backplane(b) => {
                 tracing::warn!(error = %b, "shared store failure");
                 ApiError::unavailable("the shared store is unreachable; retry shortly")
@@ -274,5 +282,18 @@ mod tests {
         );
         assert_eq!(ApiError::from(DomainError::NotLead).status, 403);
         assert_eq!(ApiError::from(DomainError::Invalid("x".into())).status, 400);
+    }
+
+    #[test]
+    fn unreadable_stored_data_is_a_500_not_a_retry() {
+        let corrupt = ApiError::from(Failure::Backplane(BackplaneError::Corrupt(
+            "undecodable data in Redis".into(),
+        )));
+        assert_eq!((corrupt.status, corrupt.code), (500, "internal"));
+        assert_eq!(corrupt.retry_after, None);
+        let down = ApiError::from(Failure::Backplane(BackplaneError::Unavailable(
+            "connection refused".into(),
+        )));
+        assert_eq!((down.status, down.code), (503, "unavailable"));
     }
 }

@@ -371,3 +371,37 @@ async fn a_node_whose_copy_of_a_session_is_old_still_withdraws_an_invitation_it_
     let view = ann.on(&apps[1]).view(&sid).await.expect_status(200);
     assert_eq!(view["invitations"], json!([]));
 }
+
+/// Stored data no node can read (a bug, or a writer of another version) is
+/// a 500 `internal` that is logged, not a 503 "retry shortly" a client
+/// would retry for ever; the rest of the account keeps working.
+#[actix_rt::test]
+async fn an_unreadable_stored_session_is_a_logged_500_not_a_retry() {
+    let redis = RedisServer::start();
+    let (namespace, nodes) = cluster(&redis, 2);
+    let apps = apps(&nodes);
+    apps[0].acme(json!({})).await;
+    let ann = apps[0].online(ACME, "ann", "Ann", "support").await;
+    let (session, _) = apps[0].create_session(&ann.token, "web", "Carl").await;
+    let sid = id_of(&session);
+    let key = format!("collabd:{{{namespace}:{ACME}}}:session:{sid}");
+    assert_eq!(redis.cli(&["HSET", &key, "s", "not a session"]).trim(), "0");
+
+    // The other node has never loaded the session: it reads the bytes.
+    let reply = apps[1].session(&ann.token, &sid).await;
+    let problem = reply.expect_status(500);
+    assert_eq!(problem["code"], "internal");
+    assert_eq!(reply.header("retry-after"), "");
+    assert!(
+        nodes[1]
+            .logs()
+            .iter()
+            .any(|l| l.contains("stored data is unreadable")),
+        "the node logs it"
+    );
+    let (other, _) = apps[1].create_session(&ann.token, "web", "Dora").await;
+    apps[1]
+        .session(&ann.token, &id_of(&other))
+        .await
+        .expect_status(200);
+}

@@ -215,6 +215,7 @@ export default {
   problem_too_many_streams: 'Zu viele offene Verbindungen mit diesem Token.',
   problem_rate_limited: 'Zu viele Anfragen – bitte kurz warten.',
   problem_unavailable: 'Der Dienst ist gerade nicht verfügbar. Bitte gleich noch einmal versuchen.',
+  problem_internal: 'Der Server hat einen Fehler gemacht; er ist protokolliert. Bitte der Administration melden.',
   problem_method_not_allowed: 'Nicht möglich.',
   problem_request_timeout: 'Die Anfrage kam nicht rechtzeitig an.',
   problem_idempotency_key_reused: 'Diese Anfrage wurde schon mit anderem Inhalt gesendet.',

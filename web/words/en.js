@@ -215,6 +215,7 @@ export default {
   problem_too_many_streams: 'Too many open connections with this token.',
   problem_rate_limited: 'Too many requests – please wait a moment.',
   problem_unavailable: 'The service is unavailable right now. Please try again shortly.',
+  problem_internal: 'The server failed; the error is logged. Please tell your administrator.',
   problem_method_not_allowed: 'Not possible.',
   problem_request_timeout: 'The request did not arrive in time.',
   problem_idempotency_key_reused: 'This request was already sent with other content.',

@@ -28,7 +28,7 @@ impl Sessions for MemoryBackplane {
             return Ok(None);
         };
         let session = codec::decode(&bytes).map_err(|e| {
-            super::BackplaneError::Unavailable(format!("undecodable session state: {e}"))
+            super::BackplaneError::Corrupt(format!("undecodable session state: {e}"))
         })?;
         Ok(Some(Versioned { version, session }))
     }
@@ -124,7 +124,7 @@ impl Sessions for MemoryBackplane {
         let mut context = context;
         if let Some((version, bytes)) = state {
             let session = codec::decode(&bytes).map_err(|e| {
-                super::BackplaneError::Unavailable(format!("undecodable session state: {e}"))
+                super::BackplaneError::Corrupt(format!("undecodable session state: {e}"))
             })?;
             context.current = Some(Versioned { version, session });
         }
@@ -232,7 +232,7 @@ impl Sessions for MemoryBackplane {
             .into_iter()
             .map(|(cursor, version, bytes)| {
                 let session = codec::decode(&bytes).map_err(|e| {
-                    super::BackplaneError::Unavailable(format!("undecodable session state: {e}"))
+                    super::BackplaneError::Corrupt(format!("undecodable session state: {e}"))
                 })?;
                 Ok((cursor, Versioned { version, session }))
             })

@@ -10,7 +10,7 @@ use crate::domain::{AccountId, AuditEntry, SessionId};
 /// An audit entry read back from the trail.
 fn parse_audit(json: &str) -> Result<AuditEntry> {
     serde_json::from_str(json)
-        .map_err(|e| BackplaneError::Unavailable(format!("unreadable audit entry: {e}")))
+        .map_err(|e| BackplaneError::Corrupt(format!("unreadable audit entry: {e}")))
 }
 
 #[async_trait]
@@ -59,7 +59,7 @@ impl Audit for RedisBackplane {
             .map(|pair| {
                 let id = pair[0]
                     .parse::<AuditCursor>()
-                    .map_err(|()| BackplaneError::Unavailable("bad audit id".into()))?;
+                    .map_err(|()| BackplaneError::Corrupt("bad audit id".into()))?;
                 Ok((id, parse_audit(&pair[1])?))
             })
             .collect()

@@ -82,7 +82,7 @@ fn unavailable(e: redis::RedisError) -> BackplaneError {
 }
 
 fn corrupt(e: codec::CodecError) -> BackplaneError {
-    BackplaneError::Unavailable(format!("undecodable data in Redis: {e}"))
+    BackplaneError::Corrupt(format!("undecodable data in Redis: {e}"))
 }
 
 /// Stored bytes, decoded (absent stays absent).

@@ -46,7 +46,7 @@ impl Sessions for RedisBackplane {
                 let version = std::str::from_utf8(version)
                     .ok()
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| BackplaneError::Unavailable("bad session version".into()))?;
+                    .ok_or_else(|| BackplaneError::Corrupt("bad session version".into()))?;
                 Fresh::Changed(Box::new(Self::decode_session(version, state)?))
             }
         })
