@@ -168,24 +168,6 @@ pub struct LimitSettings {
     pub admin_burst: u32,
 }
 
-impl LimitSettings {
-    /// The bucket of each agent and customer token.
-    pub fn token_rate(&self) -> crate::backplane::Rate {
-        crate::backplane::Rate {
-            per_sec: self.rate_per_token,
-            burst: self.rate_burst,
-        }
-    }
-
-    /// The admin token's bucket.
-    pub fn admin_rate(&self) -> crate::backplane::Rate {
-        crate::backplane::Rate {
-            per_sec: self.admin_rate,
-            burst: self.admin_burst,
-        }
-    }
-}
-
 /// The web console (`/`, `/customer`, `/admin`), served from the binary.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConsoleSettings {
@@ -378,55 +360,10 @@ fn refuse_unknown_keys(merged: &Config) -> Result<(), config::ConfigError> {
     )))
 }
 
-/// The defaults every layer starts from (the same as `config/default.toml`).
-const DEFAULTS: &str = r#"
-[http]
-listen = "127.0.0.1:8080"
-workers = 0
-max_body_bytes = 65536
-shutdown_timeout_secs = 5
-request_timeout_secs = 10
-
-[node]
-id = ""
-
-[auth]
-admin_token = "dev-admin-token"
-secret = "dev-secret-change-me"
-agent_token_ttl_secs = 86400
-customer_token_ttl_secs = 86400
-metrics_token = ""
-
-[backplane]
-kind = "memory"
-redis_url = "redis://127.0.0.1:6379"
-redis_urls = []
-wait_replicas = 0
-wait_timeout_ms = 100
-tls_ca_file = ""
-namespace = "collabd"
-
-[log]
-format = "pretty"
-level = "info"
-
-[sse]
-keep_alive_secs = 15
-outbox = 256
-outbox_bytes = 1048576
-
-[limits]
-streams_per_token = 4
-max_in_flight = 1024
-rate_per_token = 20
-rate_burst = 40
-admin_rate = 200
-admin_burst = 400
-
-[console]
-enabled = true
-frame_ancestors = "'none'"
-"#;
+/// The defaults every layer starts from: `config/default.toml` as it was
+/// built in, so a binary run anywhere starts from the documented file (a
+/// `config/default.toml` in the working directory is read over it).
+const DEFAULTS: &str = include_str!("../config/default.toml");
 
 impl Settings {
     /// Loads the layers; `file` is the `--config` argument. Unknown keys
@@ -757,6 +694,24 @@ mod tests {
         assert_eq!(s.http.listen, "127.0.0.1:0");
         assert_eq!(s.backplane.kind, BackplaneKind::Memory);
         assert_eq!(s.sse.keep_alive_secs, 15);
+    }
+
+    #[test]
+    fn the_shipped_file_alone_names_every_setting() {
+        // DEFAULTS is config/default.toml built in; the known keys are its
+        // keys. Alone, with no other layer, it must make whole settings: a
+        // field added to the structs but not to the file fails here (and
+        // could never be set, since unknown keys are refused).
+        let merged = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .unwrap();
+        let s: Settings = merged.try_deserialize().unwrap();
+        assert!(s.validate().is_ok());
+        assert_eq!(
+            (s.limits.rate_per_token, s.limits.rate_burst, s.sse.outbox),
+            (20, 40, 256)
+        );
     }
 
     fn load_file(toml: &str) -> Result<Settings, String> {

@@ -12,15 +12,16 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::actors::Node;
 use crate::actors::session::{Execute, Want};
-use crate::actors::{Failure, Node};
+use crate::app::Error as AppError;
+use crate::app::tokens::Tokens;
 use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::RedisBackplane;
 use crate::backplane::{Backplane, Deadline};
 use crate::domain::Command;
 use crate::domain::session::{CheckIdle, Expire, Timer};
 use crate::http::error::problem_for_plain_errors;
-use crate::http::token::Tokens;
 use crate::http::{AppState, configure};
 use crate::settings::{BackplaneKind, Settings};
 
@@ -185,7 +186,7 @@ async fn handle_due(node: &Arc<Node>, deadline: &Deadline) {
         let handled = match fire(node, deadline).await {
             Ok(()) => true,
             // Nothing to do (no such session any more): done.
-            Err(e @ (Failure::Domain(_) | Failure::NotFound(_))) => {
+            Err(e @ (AppError::Domain(_) | AppError::NotFound(_))) => {
                 tracing::debug!(error = %e, session = %deadline.session, "timer refused");
                 true
             }
@@ -206,7 +207,7 @@ async fn handle_due(node: &Arc<Node>, deadline: &Deadline) {
     }
 }
 
-async fn fire(node: &Arc<Node>, deadline: &Deadline) -> Result<(), Failure> {
+async fn fire(node: &Arc<Node>, deadline: &Deadline) -> Result<(), AppError> {
     let Some(account) = node.backplane.account(&deadline.account).await? else {
         return Ok(());
     };

@@ -83,7 +83,7 @@ impl AgentActor {
 
     /// Membership of a portal actor: this agent's streams, and this actor.
     fn join(&self, me: Addr<Self>) -> Join {
-        Join(self.agent.clone(), self.streams.clone(), me)
+        Join(self.agent.clone(), self.streams.clone(), me.recipient())
     }
 
     /// Leaves the portal's fan-out a moment after a logout: the withdrawals

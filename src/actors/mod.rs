@@ -1,67 +1,36 @@
 //! One actix actor per live entity on this node — [`SessionActor`],
 //! [`AgentActor`], [`PortalActor`] — and the [`Node`] that finds or starts
 //! them. Actors talk to other nodes only through the backplane.
+//!
+//! Beside them: what they fail with (`failure`), the places a node gives
+//! out to requests and streams (`admission`), and the participant views
+//! its agent actors share (`views`).
 
+pub mod admission;
 pub mod agent;
+mod failure;
 pub mod outbox;
 pub mod portal;
 pub mod reads;
 pub mod session;
+mod views;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::{Actor, Addr, ArbiterHandle};
 
+pub use admission::{Admission, Admitted, StreamPermit, StreamPermits, StreamsFull};
 pub use agent::AgentActor;
+pub use failure::Failure;
 pub use portal::PortalActor;
 pub use session::SessionActor;
+pub use views::ViewCache;
 
-use crate::backplane::{Backplane, BackplaneError, Route};
-use crate::domain::{AccountId, AgentId, DomainError, PortalId, SessionId};
+use crate::backplane::Backplane;
+use crate::domain::{AccountId, AgentId, PortalId, SessionId};
 use crate::settings::Settings;
-use outbox::Prepared;
-
-/// Why a request could not be served.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Failure {
-    /// A domain rule refused it.
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    /// Something named does not exist (in the caller's account).
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    /// The backplane cannot be reached.
-    #[error(transparent)]
-    Backplane(#[from] BackplaneError),
-    /// Too many concurrent changes to one session; the client may retry.
-    #[error("the session is changing too fast; retry")]
-    Contended,
-    /// This node is shutting down or an actor is gone.
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
-    /// The caller may not do this.
-    #[error("{0}")]
-    Forbidden(&'static str),
-    /// This node is handling as many requests as it may at once.
-    #[error("this node is at capacity; retry shortly")]
-    Overloaded,
-    /// A token already has as many event streams open as it may.
-    #[error("this token already has {0} event streams open")]
-    TooManyStreams(usize),
-    /// The caller's token made more requests than its rate allows; the
-    /// next one fits after this long.
-    #[error("too many requests with this token; retry after the time given")]
-    RateLimited(std::time::Duration),
-}
-
-impl From<actix::MailboxError> for Failure {
-    fn from(e: actix::MailboxError) -> Self {
-        Failure::Unavailable(e.to_string())
-    }
-}
 
 pub use crate::metrics::Metrics;
 
@@ -254,167 +223,5 @@ impl Node {
             lock(&self.agents).len(),
             lock(&self.portals).len(),
         )
-    }
-}
-
-/// How many recently viewed participant events a node remembers.
-const VIEW_CACHE: usize = 256;
-
-/// The participant view of recent events, by (session, version, index): a
-/// session event reaches a node once per participant topic (each agent has
-/// its own), and the first agent actor to see it views and serializes it
-/// for all the others — what a participant sees does not depend on which
-/// participant looks (`visibility.rs` checks this).
-#[derive(Default)]
-pub struct ViewCache {
-    recent: Mutex<VecDeque<(ViewKey, Option<Arc<Prepared>>)>>,
-}
-
-type ViewKey = (AccountId, SessionId, u64, u32, Route);
-
-impl ViewCache {
-    /// The prepared view of an event, made by `make` the first time.
-    pub fn get_or_make(
-        &self,
-        key: (&AccountId, &SessionId, u64, u32, Route),
-        make: impl FnOnce() -> Option<Prepared>,
-    ) -> Option<Arc<Prepared>> {
-        let (account, session, version, index, route) = key;
-        let mut recent = lock(&self.recent);
-        if let Some((_, prepared)) = recent.iter().rev().find(|((a, s, v, i, r), _)| {
-            *v == version && *i == index && *r == route && s == session && a == account
-        }) {
-            return prepared.clone();
-        }
-        let prepared = make().map(Arc::new);
-        if recent.len() >= VIEW_CACHE {
-            recent.pop_front();
-        }
-        let key = (account.clone(), session.clone(), version, index, route);
-        recent.push_back((key, prepared.clone()));
-        prepared
-    }
-}
-
-/// Counts open event streams per token, so one token cannot hold more than
-/// `limits.streams_per_token` on this node.
-pub struct StreamPermits {
-    limit: usize,
-    open: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-/// One open stream's place; gives it back when dropped (the stream ended).
-pub struct StreamPermit {
-    key: String,
-    open: Arc<Mutex<HashMap<String, usize>>>,
-    /// The open streams of its role, on `/metrics`.
-    gauge: prometheus_client::metrics::gauge::Gauge,
-}
-
-impl StreamPermits {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            open: Arc::default(),
-        }
-    }
-
-    /// A place for one more stream of the token `key`, if it has one left;
-    /// `gauge` counts it while it is open.
-    pub fn acquire(
-        &self,
-        key: &str,
-        gauge: prometheus_client::metrics::gauge::Gauge,
-    ) -> Result<StreamPermit, Failure> {
-        let mut open = lock(&self.open);
-        let count = open.entry(key.to_owned()).or_default();
-        if *count >= self.limit {
-            return Err(Failure::TooManyStreams(self.limit));
-        }
-        *count += 1;
-        gauge.inc();
-        Ok(StreamPermit {
-            key: key.to_owned(),
-            open: self.open.clone(),
-            gauge,
-        })
-    }
-
-    /// Streams open on this node, all tokens together.
-    pub fn open_streams(&self) -> usize {
-        lock(&self.open).values().sum()
-    }
-}
-
-impl Drop for StreamPermit {
-    fn drop(&mut self) {
-        self.gauge.dec();
-        let mut open = lock(&self.open);
-        if let Some(count) = open.get_mut(&self.key) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// Bounds the requests a node handles at once. Under overload a node sheds
-/// what it cannot take (503 with `Retry-After`) instead of queueing it:
-/// queued requests hold memory and come back too late to be of use.
-pub struct Admission {
-    limit: usize,
-    in_flight: Arc<AtomicUsize>,
-}
-
-/// One admitted request's place; given back when the request is done.
-#[derive(Debug)]
-pub struct Admitted(Arc<AtomicUsize>);
-
-impl Admission {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            in_flight: Arc::default(),
-        }
-    }
-
-    /// A place for one more request, if the node has one.
-    pub fn try_admit(&self) -> Option<Admitted> {
-        let admitted = self
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.limit).then_some(n + 1)
-            })
-            .is_ok();
-        admitted.then(|| Admitted(self.in_flight.clone()))
-    }
-
-    /// Requests being handled now.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admission_gives_at_most_its_limit_of_places_and_takes_them_back() {
-        let admission = Admission::new(2);
-        let a = admission.try_admit();
-        let b = admission.try_admit();
-        assert!(a.is_some() && b.is_some());
-        assert!(admission.try_admit().is_none());
-        drop(a);
-        assert_eq!(admission.in_flight(), 1);
-        assert!(admission.try_admit().is_some());
     }
 }

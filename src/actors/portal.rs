@@ -11,7 +11,6 @@ use actix::prelude::*;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::agent::AgentActor;
 use super::outbox::{Prepared, Resync, SharedStreams, streams};
 use super::{Metrics, Node};
 use crate::backplane::{BusMessage, Route, Topic};
@@ -22,7 +21,7 @@ use crate::domain::{AccountId, AgentId, Event, PortalId, SessionId};
 /// actor (told to resync when offers were lost).
 struct Member {
     streams: SharedStreams,
-    actor: Addr<AgentActor>,
+    actor: Recipient<Resync>,
 }
 
 /// The portal actor.
@@ -73,7 +72,7 @@ impl Actor for PortalActor {
 /// A local agent logged into this portal.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Join(pub AgentId, pub SharedStreams, pub Addr<AgentActor>);
+pub struct Join(pub AgentId, pub SharedStreams, pub Recipient<Resync>);
 
 /// A local agent left this portal (or its streams closed).
 #[derive(Message)]

@@ -26,7 +26,7 @@ use crate::backplane::{
     BusMessage, Claim, Commit, Committed, Fresh, Guard, Route, Routed, Topic, Transcript, Versioned,
 };
 use crate::domain::session::{
-    Accept as AcceptCommand, InvitationSummary, Target, WithdrawReason, check_accept,
+    Accept as AcceptCommand, InvitationSummary, Target, WithdrawReason, check_accept, check_joiner,
 };
 use crate::domain::visibility::{
     AgentSessionView, CustomerSessionView, InvitationView, Viewer, agent_session_view, audiences,
@@ -402,30 +402,6 @@ async fn execute(
 /// First accept wins: read what an accept needs (one round trip), check
 /// what can be checked, claim through the backplane, then apply the join
 /// with the claim's fence — guarded so the agent's session limit holds.
-/// The accepting agent must still be a member of the portal it is logged
-/// into and, for a portal invitation, of the invitation's portal.
-fn check_membership(
-    session: &Session,
-    invitation: &InvitationId,
-    member_of: &[PortalId],
-    logged_into: &PortalId,
-) -> Result<(), Failure> {
-    if !member_of.contains(logged_into) {
-        return Err(Failure::Forbidden(
-            "the agent is no longer a member of the portal it is logged into",
-        ));
-    }
-    if let Some(inv) = session.invitation(invitation)
-        && let Target::Portal(portal) = &inv.target
-        && !member_of.contains(portal)
-    {
-        return Err(Failure::Forbidden(
-            "the agent is no longer a member of the invitation's portal",
-        ));
-    }
-    Ok(())
-}
-
 async fn accept(
     node: &Node,
     account: &AccountId,
@@ -481,19 +457,13 @@ async fn accept(
     ) {
         return (Err(e.into()), Some(current));
     }
-    // Only an agent logged in now may join (a logout may have raced the invite).
-    let Some(logged_into) = &context.portal else {
-        return (Err(DomainError::AgentUnavailable.into()), Some(current));
-    };
-    // Membership now, not at login: an agent removed from a portal takes
-    // nothing more from it, even if its removal raced this accept.
-    if let Err(e) = check_membership(
+    if let Err(e) = check_joiner(
         &current.session,
         &msg.invitation,
+        context.portal.as_ref(),
         &msg.member_of,
-        logged_into,
     ) {
-        return (Err(e), Some(current));
+        return (Err(e.into()), Some(current));
     }
     let fence = match node
         .backplane

@@ -16,13 +16,14 @@ use chrono::Utc;
 use serde::Serialize;
 use serde_json::json;
 
+use super::Error;
 use super::agents::{log_out, log_out_by};
 use super::provisioning::{
     existing_account, existing_account_and_agent, existing_agent, store_account, store_agent,
 };
 use super::{audited, run};
+use crate::actors::Node;
 use crate::actors::session::Want;
-use crate::actors::{Failure, Node};
 use crate::backplane::SessionCursor;
 use crate::domain::session::{AdminCancel, AdminEnd, Leave, SessionStatus, Target};
 use crate::domain::visibility::{AgentSessionView, agent_session_view};
@@ -46,7 +47,7 @@ pub struct Page<T> {
 }
 
 /// A page size as asked: the default when none, 400 outside 1 to [`PAGE_MAX`].
-pub(crate) fn checked_limit(limit: Option<usize>) -> Result<usize, Failure> {
+pub(crate) fn checked_limit(limit: Option<usize>) -> Result<usize, Error> {
     match limit {
         None => Ok(PAGE),
         Some(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
@@ -55,7 +56,7 @@ pub(crate) fn checked_limit(limit: Option<usize>) -> Result<usize, Failure> {
 }
 
 /// A cursor this list cannot have given: 400.
-pub(crate) fn bad_cursor() -> Failure {
+pub(crate) fn bad_cursor() -> Error {
     DomainError::Invalid("cursor is not one this list gave".into()).into()
 }
 
@@ -64,7 +65,7 @@ pub async fn accounts(
     node: &Arc<Node>,
     cursor: Option<&str>,
     limit: Option<usize>,
-) -> Result<Page<Account>, Failure> {
+) -> Result<Page<Account>, Error> {
     let limit = checked_limit(limit)?;
     let after = cursor
         .map(|c| AccountId::parse(c).map_err(|_| bad_cursor()))
@@ -92,13 +93,13 @@ pub async fn patch_account(
     node: &Arc<Node>,
     id: &AccountId,
     patch: AccountPatch,
-) -> Result<Account, Failure> {
+) -> Result<Account, Error> {
     super::provisioning::audited_write(|| async {
         let before = node
             .backplane
             .account_record(id)
             .await?
-            .ok_or(Failure::NotFound("account"))?;
+            .ok_or(Error::NotFound("account"))?;
         let mut account = before.value.clone();
         if let Some(name) = &patch.name {
             account.name = name.clone();
@@ -116,8 +117,8 @@ pub async fn patch_account(
 fn merge_policy(
     policy: &Policy,
     fields: serde_json::Map<String, serde_json::Value>,
-) -> Result<Policy, Failure> {
-    let invalid = |e: String| Failure::from(DomainError::Invalid(e));
+) -> Result<Policy, Error> {
+    let invalid = |e: String| Error::from(DomainError::Invalid(e));
     let mut current = match serde_json::to_value(policy) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => return Err(invalid("the stored policy cannot be patched".into())),
@@ -137,7 +138,7 @@ fn merge_policy(
 /// `DELETE /v1/accounts/{a}`: every token of the account is refused from
 /// now on, its sessions end (reason `admin`), its agents are logged out
 /// (`logged_out`, reason `account_deleted`), then everything of it is deleted.
-pub async fn delete_account(node: &Arc<Node>, id: &AccountId) -> Result<(), Failure> {
+pub async fn delete_account(node: &Arc<Node>, id: &AccountId) -> Result<(), Error> {
     let account = existing_account(node, id).await?;
     let keep_for = token_lifetime(node);
     let now = Utc::now();
@@ -188,7 +189,7 @@ pub async fn delete_account(node: &Arc<Node>, id: &AccountId) -> Result<(), Fail
 }
 
 /// `GET /v1/accounts/{a}/portals`.
-pub async fn portals(node: &Arc<Node>, account: &AccountId) -> Result<Vec<Portal>, Failure> {
+pub async fn portals(node: &Arc<Node>, account: &AccountId) -> Result<Vec<Portal>, Error> {
     existing_account(node, account).await?;
     Ok(node.backplane.portals(account).await?)
 }
@@ -198,12 +199,12 @@ pub async fn portal(
     node: &Arc<Node>,
     account: &AccountId,
     portal: &PortalId,
-) -> Result<Portal, Failure> {
+) -> Result<Portal, Error> {
     existing_account(node, account).await?;
     node.backplane
         .portal(account, portal)
         .await?
-        .ok_or(Failure::NotFound("portal"))
+        .ok_or(Error::NotFound("portal"))
 }
 
 /// `DELETE /v1/accounts/{a}/portals/{p}`: agents logged into it are logged
@@ -214,12 +215,12 @@ pub async fn delete_portal(
     node: &Arc<Node>,
     account_id: &AccountId,
     portal_id: &PortalId,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let account = existing_account(node, account_id).await?;
     node.backplane
         .portal(account_id, portal_id)
         .await?
-        .ok_or(Failure::NotFound("portal"))?;
+        .ok_or(Error::NotFound("portal"))?;
     for agent_id in node
         .backplane
         .online_in(account_id, portal_id)
@@ -302,7 +303,7 @@ async fn admin_view(
     node: &Arc<Node>,
     account: &AccountId,
     agent: Agent,
-) -> Result<AgentAdminView, Failure> {
+) -> Result<AgentAdminView, Error> {
     let presence = node.backplane.presence(account, &agent.id).await?;
     let active = node.backplane.agent_sessions(account, &agent.id).await?;
     Ok(AgentAdminView {
@@ -320,7 +321,7 @@ pub async fn agents(
     account: &AccountId,
     cursor: Option<&str>,
     limit: Option<usize>,
-) -> Result<Page<AgentAdminView>, Failure> {
+) -> Result<Page<AgentAdminView>, Error> {
     let limit = checked_limit(limit)?;
     existing_account(node, account).await?;
     let after = cursor
@@ -345,7 +346,7 @@ pub async fn agent(
     node: &Arc<Node>,
     account: &AccountId,
     agent: &AgentId,
-) -> Result<AgentAdminView, Failure> {
+) -> Result<AgentAdminView, Error> {
     let agent = existing_agent(node, account, agent).await?;
     admin_view(node, account, agent).await
 }
@@ -364,7 +365,7 @@ pub async fn revoke_tokens(
     account: &Account,
     agent: &Agent,
     by: Actor,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let now = Utc::now();
     let revoked = [AuditEntry {
         actor: by.clone(),
@@ -387,7 +388,7 @@ pub async fn revoke(
     node: &Arc<Node>,
     account_id: &AccountId,
     agent_id: &AgentId,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let (account, agent) = existing_account_and_agent(node, account_id, agent_id).await?;
     revoke_tokens(node, &account, &agent, Actor::admin()).await
 }
@@ -398,7 +399,7 @@ pub async fn force_logout(
     node: &Arc<Node>,
     account_id: &AccountId,
     agent_id: &AgentId,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let (account, agent) = existing_account_and_agent(node, account_id, agent_id).await?;
     log_out(node, &account, &agent, Some(LogoutReason::Admin)).await
 }
@@ -411,7 +412,7 @@ pub async fn delete_agent(
     node: &Arc<Node>,
     account_id: &AccountId,
     agent_id: &AgentId,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let (account, agent) = existing_account_and_agent(node, account_id, agent_id).await?;
     let now = Utc::now();
     let revoked = [AuditEntry::admin(
@@ -447,7 +448,7 @@ async fn leave_every_session(
     node: &Arc<Node>,
     account: &Account,
     agent: &AgentId,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let sessions: BTreeSet<SessionId> = node
         .backplane
         .agent_sessions(&account.id, agent)
@@ -477,12 +478,10 @@ async fn run_step(
     session: &SessionId,
     command: crate::domain::Command,
     settled: impl Fn(&DomainError) -> bool,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     match run(node, account, session, command, None, Want::default()).await {
-        Ok(_) | Err(Failure::Domain(DomainError::SessionEnded)) | Err(Failure::NotFound(_)) => {
-            Ok(())
-        }
-        Err(Failure::Domain(e)) if settled(&e) => Ok(()),
+        Ok(_) | Err(Error::Domain(DomainError::SessionEnded)) | Err(Error::NotFound(_)) => Ok(()),
+        Err(Error::Domain(e)) if settled(&e) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -494,7 +493,7 @@ pub async fn sessions(
     status: SessionStatus,
     cursor: Option<&str>,
     limit: Option<usize>,
-) -> Result<Page<AgentSessionView>, Failure> {
+) -> Result<Page<AgentSessionView>, Error> {
     let limit = checked_limit(limit)?;
     existing_account(node, account).await?;
     let after = cursor
@@ -521,13 +520,13 @@ pub async fn session(
     node: &Arc<Node>,
     account: &AccountId,
     session: &SessionId,
-) -> Result<AgentSessionView, Failure> {
+) -> Result<AgentSessionView, Error> {
     existing_account(node, account).await?;
     let stored = node
         .backplane
         .load(account, session)
         .await?
-        .ok_or(Failure::NotFound("session"))?;
+        .ok_or(Error::NotFound("session"))?;
     Ok(agent_session_view(&stored.session))
 }
 
@@ -538,7 +537,7 @@ pub async fn end_session(
     node: &Arc<Node>,
     account_id: &AccountId,
     session: &SessionId,
-) -> Result<AgentSessionView, Failure> {
+) -> Result<AgentSessionView, Error> {
     let account = existing_account(node, account_id).await?;
     end(node, &account, session).await
 }
@@ -547,7 +546,7 @@ async fn end(
     node: &Arc<Node>,
     account: &Account,
     session: &SessionId,
-) -> Result<AgentSessionView, Failure> {
+) -> Result<AgentSessionView, Error> {
     let want = Want {
         agent_view: true,
         ..Want::default()
@@ -555,5 +554,5 @@ async fn end(
     run(node, account, session, AdminEnd.into(), None, want)
         .await?
         .agent_view
-        .ok_or(Failure::NotFound("session"))
+        .ok_or(Error::NotFound("session"))
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::json;
 
+use super::Error;
 use super::{AgentCaller, run};
 use crate::actors::outbox::Inbox;
 use crate::actors::reads::{self, CollaboratorsView, MeView, PortalRef};
 use crate::actors::session::Want;
-use crate::actors::{Failure, Node, StreamPermit};
+use crate::actors::{Node, StreamPermit};
 use crate::backplane::{Audited, BusMessage, Topic};
 use crate::domain::session::RecipientGone;
 use crate::domain::visibility::OfferView;
@@ -24,17 +25,15 @@ pub async fn login(
     node: &Arc<Node>,
     caller: &AgentCaller,
     portal: &PortalId,
-) -> Result<PortalRef, Failure> {
+) -> Result<PortalRef, Error> {
     let (account, agent) = (&caller.account.id, &caller.agent);
     let portal = node
         .backplane
         .portal(account, portal)
         .await?
-        .ok_or(Failure::NotFound("portal"))?;
+        .ok_or(Error::NotFound("portal"))?;
     if !agent.is_member_of(&portal.id) {
-        return Err(Failure::Forbidden(
-            "this agent may not log into that portal",
-        ));
+        return Err(Error::Forbidden("this agent may not log into that portal"));
     }
     node.backplane.login(account, agent, &portal.id).await?;
     // A change of its portals (or the portal's deletion) that raced this
@@ -48,9 +47,7 @@ pub async fn login(
     let still_there = node.backplane.portal(account, &portal.id).await?.is_some();
     if !(still_member && still_there) {
         node.backplane.logout(account, agent, Audited::NONE).await?;
-        return Err(Failure::Forbidden(
-            "this agent may not log into that portal",
-        ));
+        return Err(Error::Forbidden("this agent may not log into that portal"));
     }
     let presence = BusMessage::Presence {
         agent: agent.id.clone(),
@@ -66,7 +63,7 @@ pub async fn login(
 }
 
 /// `POST /v1/me/logout`.
-pub async fn logout(node: &Arc<Node>, caller: &AgentCaller) -> Result<(), Failure> {
+pub async fn logout(node: &Arc<Node>, caller: &AgentCaller) -> Result<(), Error> {
     log_out(node, &caller.account, &caller.agent, None).await
 }
 
@@ -81,7 +78,7 @@ pub(crate) async fn log_out(
     account: &Account,
     agent: &Agent,
     reason: Option<LogoutReason>,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     log_out_by(node, account, agent, reason, Actor::admin()).await
 }
 
@@ -93,7 +90,7 @@ pub(crate) async fn log_out_by(
     agent: &Agent,
     reason: Option<LogoutReason>,
     by: Actor,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let entries: Vec<AuditEntry> = reason
         .map(|reason| AuditEntry {
             actor: by,
@@ -152,13 +149,13 @@ pub(crate) async fn log_out_by(
 }
 
 /// `GET /v1/me`.
-pub async fn me(node: &Arc<Node>, caller: &AgentCaller) -> Result<MeView, Failure> {
-    reads::me(node, &caller.account.id, &caller.agent).await
+pub async fn me(node: &Arc<Node>, caller: &AgentCaller) -> Result<MeView, Error> {
+    Ok(reads::me(node, &caller.account.id, &caller.agent).await?)
 }
 
 /// `GET /v1/me/invitations`: the open offers the agent may still accept.
-pub async fn offers(node: &Arc<Node>, caller: &AgentCaller) -> Result<Vec<OfferView>, Failure> {
-    reads::offers(node, &caller.account.id, &caller.agent).await
+pub async fn offers(node: &Arc<Node>, caller: &AgentCaller) -> Result<Vec<OfferView>, Error> {
+    Ok(reads::offers(node, &caller.account.id, &caller.agent).await?)
 }
 
 /// `GET /v1/collaborators?q=&limit=&cursor=`.
@@ -168,20 +165,20 @@ pub async fn collaborators(
     q: Option<&str>,
     limit: usize,
     cursor: Option<&str>,
-) -> Result<CollaboratorsView, Failure> {
+) -> Result<CollaboratorsView, Error> {
     if !(1..=reads::WINDOW_PAGE_MAX).contains(&limit) {
         return Err(
             DomainError::Invalid(format!("limit must be 1 to {}", reads::WINDOW_PAGE_MAX)).into(),
         );
     }
-    reads::collaborators(node, &caller.account.id, &caller.agent.id, q, limit, cursor).await
+    Ok(reads::collaborators(node, &caller.account.id, &caller.agent.id, q, limit, cursor).await?)
 }
 
 /// `GET /v1/me/events`: the agent's stream, once the token has a place left.
 pub async fn events(
     node: &Arc<Node>,
     caller: &AgentCaller,
-) -> Result<(Inbox, StreamPermit), Failure> {
+) -> Result<(Inbox, StreamPermit), Error> {
     let actor = node.agent(&caller.account.id, &caller.agent.id);
     super::open_stream(node, &caller.token, crate::metrics::Role::Agent, actor).await
 }

@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::AgentCaller;
+use super::Error;
 use super::admin::{PAGE_MAX, Page, bad_cursor, checked_limit};
+use crate::actors::Node;
 use crate::actors::session::{Read, Want};
-use crate::actors::{Failure, Node};
 use crate::backplane::AuditCursor;
 use crate::domain::{AccountId, AgentId, AuditEntry, DomainError, SessionId};
 
@@ -37,7 +38,7 @@ pub async fn session(
     session: &SessionId,
     cursor: Option<&str>,
     limit: Option<usize>,
-) -> Result<Page<AuditEntry>, Failure> {
+) -> Result<Page<AuditEntry>, Error> {
     let limit = checked_limit(limit)?;
     let from = cursor
         .map(|c| c.parse::<u64>().map_err(|_| bad_cursor()))
@@ -54,7 +55,7 @@ pub async fn session(
         .ask_session(&caller.account.id, session, read)
         .await??
         .agent_view
-        .ok_or(Failure::NotFound("session"))?;
+        .ok_or(Error::NotFound("session"))?;
     if view.lead.as_ref() != Some(&caller.agent.id) {
         return Err(DomainError::NotLead.into());
     }
@@ -90,7 +91,7 @@ pub async fn account(
     node: &Arc<Node>,
     account: &AccountId,
     query: AccountQuery,
-) -> Result<Page<AccountEntry>, Failure> {
+) -> Result<Page<AccountEntry>, Error> {
     let limit = checked_limit(query.limit)?;
     let stored = node.backplane.account(account).await?;
     if stored.is_none()
@@ -100,7 +101,7 @@ pub async fn account(
             .await?
             .is_empty()
     {
-        return Err(Failure::NotFound("account"));
+        return Err(Error::NotFound("account"));
     }
     // Entries of the account's trail past its retention are trimmed when
     // it is written next; until then they are not shown either. (A deleted

@@ -4,17 +4,18 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::Error;
 use super::sessions::{MessagePage, page};
 use super::{CustomerCaller, run};
 use crate::actors::outbox::Inbox;
 use crate::actors::session::{Read, Want};
-use crate::actors::{Failure, Node, StreamPermit};
+use crate::actors::{Node, StreamPermit};
 use crate::backplane::Transcript;
 use crate::domain::MessageId;
 use crate::domain::session::{Audience, CustomerReconnected, Post, Poster};
 use crate::domain::visibility::{CustomerSessionView, Viewer, message_view};
 
-async fn view(node: &Arc<Node>, caller: &CustomerCaller) -> Result<CustomerSessionView, Failure> {
+async fn view(node: &Arc<Node>, caller: &CustomerCaller) -> Result<CustomerSessionView, Error> {
     let read = Read {
         participant: None,
         want: Want {
@@ -25,14 +26,14 @@ async fn view(node: &Arc<Node>, caller: &CustomerCaller) -> Result<CustomerSessi
     node.ask_session(&caller.account.id, &caller.session, read)
         .await??
         .customer_view
-        .ok_or(Failure::NotFound("session"))
+        .ok_or(Error::NotFound("session"))
 }
 
 /// `GET /v1/customer/session`.
 pub async fn session(
     node: &Arc<Node>,
     caller: &CustomerCaller,
-) -> Result<CustomerSessionView, Failure> {
+) -> Result<CustomerSessionView, Error> {
     view(node, caller).await
 }
 
@@ -43,7 +44,7 @@ pub async fn messages(
     caller: &CustomerCaller,
     before: Option<u64>,
     limit: usize,
-) -> Result<MessagePage, Failure> {
+) -> Result<MessagePage, Error> {
     view(node, caller).await?;
     page(
         node,
@@ -58,11 +59,7 @@ pub async fn messages(
 }
 
 /// `POST /v1/customer/messages`: the message as the customer sees it.
-pub async fn post(
-    node: &Arc<Node>,
-    caller: &CustomerCaller,
-    text: String,
-) -> Result<Value, Failure> {
+pub async fn post(node: &Arc<Node>, caller: &CustomerCaller, text: String) -> Result<Value, Error> {
     let command = Post {
         id: MessageId::random(),
         author: Poster::Customer,
@@ -82,7 +79,7 @@ pub async fn post(
         .message
         .as_ref()
         .and_then(|m| message_view(&Viewer::Customer, m))
-        .ok_or(Failure::NotFound("message"))
+        .ok_or(Error::NotFound("message"))
 }
 
 /// `POST /v1/customer/reconnected`.
@@ -91,7 +88,7 @@ pub async fn reconnected(
     caller: &CustomerCaller,
     generation: u32,
     screen_shared: bool,
-) -> Result<CustomerSessionView, Failure> {
+) -> Result<CustomerSessionView, Error> {
     let command = CustomerReconnected {
         generation,
         screen_shared,
@@ -110,7 +107,7 @@ pub async fn reconnected(
     )
     .await?
     .customer_view
-    .ok_or(Failure::NotFound("session"))
+    .ok_or(Error::NotFound("session"))
 }
 
 /// `GET /v1/customer/events`: the customer's stream, once the session is
@@ -118,7 +115,7 @@ pub async fn reconnected(
 pub async fn events(
     node: &Arc<Node>,
     caller: &CustomerCaller,
-) -> Result<(Inbox, StreamPermit), Failure> {
+) -> Result<(Inbox, StreamPermit), Error> {
     view(node, caller).await?;
     let actor = node.session(&caller.account.id, &caller.session);
     super::open_stream(node, &caller.token, crate::metrics::Role::Customer, actor).await

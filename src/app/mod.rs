@@ -7,18 +7,22 @@ pub mod admin;
 pub mod agents;
 pub mod audit;
 pub mod customer;
+pub mod durable;
+mod error;
+pub mod idempotency;
 pub mod provisioning;
 pub mod sessions;
+pub mod tokens;
 
 use std::sync::Arc;
 
 use crate::actors::outbox::{Connect, Inbox, Outbox};
 use crate::actors::session::{Execute, Executed, Want};
-use crate::actors::{Admitted, Failure, Metrics, Node, StreamPermit};
-use crate::backplane::{Guard, RateVerdict};
+use crate::actors::{Admitted, Metrics, Node, StreamPermit};
+use crate::backplane::{Guard, Rate, RateVerdict};
 use crate::domain::{Account, Agent, AgentId, Command, SessionId};
 
-pub use crate::actors::Failure as Error;
+pub use error::Error;
 
 /// `entries` as stored with a change of `account`: kept for its retention.
 pub(crate) fn audited<'a>(
@@ -59,11 +63,29 @@ pub struct CustomerCaller {
 }
 
 /// A place among the requests this node handles now, or `Overloaded`.
-pub fn admit(node: &Node) -> Result<Admitted, Failure> {
+pub fn admit(node: &Node) -> Result<Admitted, Error> {
     node.admission.try_admit().ok_or_else(|| {
         Metrics::inc(&node.metrics.requests_shed);
-        Failure::Overloaded
+        Error::Overloaded
     })
+}
+
+/// The bucket of each agent and customer token.
+fn token_rate(node: &Node) -> Rate {
+    let limits = &node.settings.limits;
+    Rate {
+        per_sec: limits.rate_per_token,
+        burst: limits.rate_burst,
+    }
+}
+
+/// The admin token's bucket.
+fn admin_rate(node: &Node) -> Rate {
+    let limits = &node.settings.limits;
+    Rate {
+        per_sec: limits.admin_rate,
+        burst: limits.admin_burst,
+    }
 }
 
 /// What an agent token stands for now.
@@ -86,15 +108,15 @@ pub async fn agent_caller(
     agent: &AgentId,
     issued_at: chrono::DateTime<chrono::Utc>,
     token: &str,
-) -> Result<TokenCheck, Failure> {
-    let rate = node.settings.limits.token_rate();
+) -> Result<TokenCheck, Error> {
+    let rate = token_rate(node);
     let holder = node
         .backplane
         .account_and_agent(account, agent, token, rate)
         .await?;
     if let RateVerdict::Limited(wait) = holder.rate {
         Metrics::inc(&node.metrics.requests_rate_limited);
-        return Err(Failure::RateLimited(wait));
+        return Err(Error::RateLimited(wait));
     }
     if holder.not_before.is_some_and(|t| issued_at < t) {
         return Ok(TokenCheck::Revoked);
@@ -111,30 +133,26 @@ pub async fn customer_account(
     node: &Node,
     account: &crate::domain::AccountId,
     token: &str,
-) -> Result<Option<Account>, Failure> {
-    let rate = node.settings.limits.token_rate();
+) -> Result<Option<Account>, Error> {
+    let rate = token_rate(node);
     let (account, verdict) = node
         .backplane
         .account_for_token(account, token, rate)
         .await?;
     if let RateVerdict::Limited(wait) = verdict {
         Metrics::inc(&node.metrics.requests_rate_limited);
-        return Err(Failure::RateLimited(wait));
+        return Err(Error::RateLimited(wait));
     }
     Ok(account)
 }
 
 /// The admin token had a request left (one backplane round trip).
-pub async fn admin_rate(node: &Node) -> Result<(), Failure> {
-    match node
-        .backplane
-        .take_admin(node.settings.limits.admin_rate())
-        .await?
-    {
+pub async fn admin_allowed(node: &Node) -> Result<(), Error> {
+    match node.backplane.take_admin(admin_rate(node)).await? {
         RateVerdict::Allowed => Ok(()),
         RateVerdict::Limited(wait) => {
             Metrics::inc(&node.metrics.requests_rate_limited);
-            Err(Failure::RateLimited(wait))
+            Err(Error::RateLimited(wait))
         }
     }
 }
@@ -148,14 +166,14 @@ pub(crate) async fn run(
     command: Command,
     guard: Option<Guard>,
     want: Want,
-) -> Result<Executed, Failure> {
+) -> Result<Executed, Error> {
     let execute = Execute {
         policy: account.policy.clone(),
         command,
         guard,
         want,
     };
-    node.ask_session(&account.id, session, execute).await?
+    Ok(node.ask_session(&account.id, session, execute).await??)
 }
 
 /// Opens an event stream on `actor` (an agent's or a session's), once the
@@ -165,7 +183,7 @@ pub(crate) async fn open_stream<A>(
     token: &str,
     role: crate::metrics::Role,
     actor: actix::Addr<A>,
-) -> Result<(Inbox, StreamPermit), Failure>
+) -> Result<(Inbox, StreamPermit), Error>
 where
     A: actix::Actor<Context = actix::Context<A>> + actix::Handler<Connect>,
 {
@@ -181,6 +199,6 @@ where
 }
 
 /// Whether the backplane answers (readiness).
-pub async fn ready(node: &Node) -> Result<(), Failure> {
+pub async fn ready(node: &Node) -> Result<(), Error> {
     Ok(node.backplane.ping().await?)
 }

@@ -1,11 +1,13 @@
-//! Admin: accounts, portals, agents.
+//! Admin: accounts, portals, agents, agent tokens.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::json;
 
-use crate::actors::{Failure, Node};
+use super::Error;
+use super::tokens::{Subject, Tokens};
+use crate::actors::Node;
 use crate::backplane::{BackplaneError, Replaces, Stored};
 use crate::domain::{
     Account, AccountId, Agent, AgentId, AuditAction, AuditEntry, DomainError, LogoutReason, Portal,
@@ -18,17 +20,17 @@ const AUDITED_TRIES: usize = 4;
 /// Runs `attempt` (read a record, write over it with the entries made from
 /// what was read) again while the record changed meanwhile: the entries
 /// always describe what the write replaced.
-pub(crate) async fn audited_write<T, Fut>(mut attempt: impl FnMut() -> Fut) -> Result<T, Failure>
+pub(crate) async fn audited_write<T, Fut>(mut attempt: impl FnMut() -> Fut) -> Result<T, Error>
 where
-    Fut: std::future::Future<Output = Result<T, Failure>>,
+    Fut: std::future::Future<Output = Result<T, Error>>,
 {
     for _ in 0..AUDITED_TRIES {
         match attempt().await {
-            Err(Failure::Backplane(BackplaneError::Changed)) => continue,
+            Err(Error::Backplane(BackplaneError::Changed)) => continue,
             done => return done,
         }
     }
-    Err(Failure::Contended)
+    Err(Error::Contended)
 }
 
 /// What an audited write over `before` replaces.
@@ -38,7 +40,7 @@ fn replacing<T>(before: Option<&Stored<T>>) -> Replaces<'_> {
 
 /// Stores an account; `true` if it is new. Replacing one records what
 /// changed: its name (`account_updated`), its policy (`policy_changed`).
-pub async fn put_account(node: &Arc<Node>, account: &Account) -> Result<bool, Failure> {
+pub async fn put_account(node: &Arc<Node>, account: &Account) -> Result<bool, Error> {
     audited_write(|| async {
         let before = node.backplane.account_record(&account.id).await?;
         store_account(node, before.as_ref(), account).await
@@ -52,7 +54,7 @@ pub(crate) async fn store_account(
     node: &Arc<Node>,
     stored: Option<&Stored<Account>>,
     account: &Account,
-) -> Result<bool, Failure> {
+) -> Result<bool, Error> {
     let now = Utc::now();
     let mut entries = Vec::new();
     if let Some(before) = stored.map(|s| &s.value) {
@@ -99,7 +101,7 @@ pub(crate) async fn store_agent(
     account: &Account,
     stored: Option<&Stored<Agent>>,
     agent: &Agent,
-) -> Result<bool, Failure> {
+) -> Result<bool, Error> {
     let action = match stored.map(|s| &s.value) {
         None => Some(AuditAction::AgentCreated),
         Some(b) if b != agent => Some(AuditAction::AgentUpdated),
@@ -123,11 +125,11 @@ pub(crate) async fn store_agent(
 }
 
 /// An account that must exist (404 otherwise).
-pub async fn existing_account(node: &Arc<Node>, id: &AccountId) -> Result<Account, Failure> {
+pub async fn existing_account(node: &Arc<Node>, id: &AccountId) -> Result<Account, Error> {
     node.backplane
         .account(id)
         .await?
-        .ok_or(Failure::NotFound("account"))
+        .ok_or(Error::NotFound("account"))
 }
 
 /// Stores a portal of an existing account; `true` if it is new.
@@ -135,7 +137,7 @@ pub async fn put_portal(
     node: &Arc<Node>,
     account: &AccountId,
     portal: &Portal,
-) -> Result<bool, Failure> {
+) -> Result<bool, Error> {
     existing_account(node, account).await?;
     Ok(node.backplane.put_portal(account, portal).await?)
 }
@@ -148,7 +150,7 @@ pub async fn put_agent(
     node: &Arc<Node>,
     account: &AccountId,
     agent: &Agent,
-) -> Result<bool, Failure> {
+) -> Result<bool, Error> {
     let stored_account = existing_account(node, account).await?;
     let known = node.backplane.portals(account).await?;
     if let Some(missing) = agent
@@ -190,12 +192,53 @@ pub async fn existing_agent(
     node: &Arc<Node>,
     account: &AccountId,
     agent: &AgentId,
-) -> Result<Agent, Failure> {
+) -> Result<Agent, Error> {
     existing_account(node, account).await?;
     node.backplane
         .agent(account, agent)
         .await?
-        .ok_or(Failure::NotFound("agent"))
+        .ok_or(Error::NotFound("agent"))
+}
+
+/// A token minted for an existing agent.
+#[derive(Debug, serde::Serialize)]
+pub struct AgentToken {
+    /// The token.
+    pub token: String,
+    /// When it stops being valid.
+    pub expires_at: chrono::DateTime<Utc>,
+    /// Its account.
+    pub account: AccountId,
+    /// Its agent.
+    pub agent: AgentId,
+}
+
+/// A token for `agent`, valid `ttl_secs` (at most, and by default,
+/// `auth.agent_token_ttl_secs`).
+pub async fn agent_token(
+    node: &Arc<Node>,
+    tokens: &Tokens,
+    account: &AccountId,
+    agent: &AgentId,
+    ttl_secs: Option<u64>,
+) -> Result<AgentToken, Error> {
+    existing_agent(node, account, agent).await?;
+    let max = node.settings.auth.agent_token_ttl_secs;
+    let ttl = ttl_secs.unwrap_or(max);
+    if ttl == 0 || ttl > max {
+        return Err(DomainError::Invalid(format!("ttl_secs must be 1 to {max}")).into());
+    }
+    let expires_at = Utc::now() + chrono::Duration::seconds(ttl as i64);
+    let subject = Subject::Agent {
+        account: account.clone(),
+        agent: agent.clone(),
+    };
+    Ok(AgentToken {
+        token: tokens.mint(subject, expires_at),
+        expires_at,
+        account: account.clone(),
+        agent: agent.clone(),
+    })
 }
 
 /// An account and one of its agents, both of which must exist (404
@@ -204,12 +247,12 @@ pub async fn existing_account_and_agent(
     node: &Arc<Node>,
     account: &AccountId,
     agent: &AgentId,
-) -> Result<(Account, Agent), Failure> {
+) -> Result<(Account, Agent), Error> {
     let stored = existing_account(node, account).await?;
     let agent = node
         .backplane
         .agent(account, agent)
         .await?
-        .ok_or(Failure::NotFound("agent"))?;
+        .ok_or(Error::NotFound("agent"))?;
     Ok((stored, agent))
 }

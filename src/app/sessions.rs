@@ -7,9 +7,10 @@ use chrono::Utc;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{AgentCaller, run};
+use super::tokens::{Subject, Tokens};
+use super::{AgentCaller, Error, run};
+use crate::actors::Node;
 use crate::actors::session::{Accept, Create, Executed, Read, Want};
-use crate::actors::{Failure, Node};
 use crate::backplane::{Guard, Transcript};
 use crate::domain::session::{
     Audience, Cancel, Decline, End, Escalate, EscalateAfter, InvitationKind, InvitationSummary,
@@ -35,14 +36,24 @@ pub struct MessagePage {
     pub next_before: Option<u64>,
 }
 
+/// A session just created, and the token its customer joins with.
+#[derive(Debug, Serialize)]
+pub struct Created {
+    /// The session, as its lead sees it.
+    pub session: AgentSessionView,
+    /// The customer's token (`auth.customer_token_ttl_secs`).
+    pub customer_token: String,
+}
+
 /// `POST /v1/sessions`: the caller leads a new session (which counts toward
 /// its `max_active_sessions_per_agent`, checked atomically with creating it).
 pub async fn create(
     node: &Arc<Node>,
+    tokens: &Tokens,
     caller: &AgentCaller,
     mode: SessionMode,
     customer_name: String,
-) -> Result<AgentSessionView, Failure> {
+) -> Result<Created, Error> {
     let policy = &caller.account.policy;
     let (session, outcome) = Session::create(
         SessionId::random(),
@@ -64,9 +75,19 @@ pub async fn create(
         outcome,
         session: session.clone(),
     };
-    node.session(&caller.account.id, &session.id)
+    let session = node
+        .session(&caller.account.id, &session.id)
         .send(create)
-        .await?
+        .await??;
+    let ttl = chrono::Duration::seconds(node.settings.auth.customer_token_ttl_secs as i64);
+    let subject = Subject::Customer {
+        account: caller.account.id.clone(),
+        session: session.id.clone(),
+    };
+    Ok(Created {
+        customer_token: tokens.mint(subject, Utc::now() + ttl),
+        session,
+    })
 }
 
 async fn read(
@@ -74,12 +95,14 @@ async fn read(
     caller: &AgentCaller,
     session: &SessionId,
     want: Want,
-) -> Result<Executed, Failure> {
+) -> Result<Executed, Error> {
     let read = Read {
         participant: Some(caller.agent.id.clone()),
         want,
     };
-    node.ask_session(&caller.account.id, session, read).await?
+    Ok(node
+        .ask_session(&caller.account.id, session, read)
+        .await??)
 }
 
 /// `GET /v1/sessions/{id}`: only its agents may read it.
@@ -87,7 +110,7 @@ pub async fn get(
     node: &Arc<Node>,
     caller: &AgentCaller,
     session: &SessionId,
-) -> Result<AgentSessionView, Failure> {
+) -> Result<AgentSessionView, Error> {
     let want = Want {
         agent_view: true,
         ..Want::default()
@@ -95,7 +118,7 @@ pub async fn get(
     read(node, caller, session, want)
         .await?
         .agent_view
-        .ok_or(Failure::NotFound("session"))
+        .ok_or(Error::NotFound("session"))
 }
 
 /// `GET /v1/sessions/{id}/invitations/{inv}`: one invitation, open or
@@ -105,7 +128,7 @@ pub async fn invitation(
     caller: &AgentCaller,
     session: &SessionId,
     invitation: &InvitationId,
-) -> Result<InvitationView, Failure> {
+) -> Result<InvitationView, Error> {
     let want = Want {
         invitation: Some(invitation.clone()),
         ..Want::default()
@@ -113,7 +136,7 @@ pub async fn invitation(
     read(node, caller, session, want)
         .await?
         .invitation
-        .ok_or(Failure::NotFound("invitation"))
+        .ok_or(Error::NotFound("invitation"))
 }
 
 /// What an invitation asks for.
@@ -137,7 +160,7 @@ pub async fn invite(
     caller: &AgentCaller,
     session: &SessionId,
     request: InviteRequest,
-) -> Result<InvitationView, Failure> {
+) -> Result<InvitationView, Error> {
     let account = &caller.account.id;
     let backplane = &node.backplane;
     // Who could receive it, as of now: the direct target if logged in, or
@@ -148,7 +171,7 @@ pub async fn invite(
             let record = backplane
                 .agent(account, agent)
                 .await?
-                .ok_or(Failure::NotFound("agent"))?;
+                .ok_or(Error::NotFound("agent"))?;
             // Logged in, into a portal it is (still) a member of.
             match backplane.presence(account, agent).await? {
                 Some(portal) if record.is_member_of(&portal) => vec![agent.clone()],
@@ -158,7 +181,7 @@ pub async fn invite(
         Target::Portal(portal) => backplane
             .online_in(account, portal)
             .await?
-            .ok_or(Failure::NotFound("portal"))?,
+            .ok_or(Error::NotFound("portal"))?,
     };
     let (target_busy, escalation_online) = match (&request.escalate, &request.target) {
         (Some(escalate), Target::Agent(agent)) => {
@@ -176,7 +199,7 @@ pub async fn invite(
                 backplane
                     .portal(account, &escalate.portal)
                     .await?
-                    .ok_or(Failure::NotFound("portal"))?;
+                    .ok_or(Error::NotFound("portal"))?;
                 Vec::new()
             };
             (busy, portal)
@@ -207,7 +230,7 @@ pub async fn invite(
     run(node, &caller.account, session, command.into(), None, want)
         .await?
         .invitation
-        .ok_or(Failure::NotFound("invitation"))
+        .ok_or(Error::NotFound("invitation"))
 }
 
 /// The command an escalation timer of `invitation` runs: where it goes,
@@ -217,7 +240,7 @@ pub(crate) async fn escalation_command(
     account: &crate::domain::Account,
     session: &SessionId,
     invitation: &InvitationId,
-) -> Result<crate::domain::Command, Failure> {
+) -> Result<crate::domain::Command, Error> {
     let portal = node
         .backplane
         .load(&account.id, session)
@@ -230,7 +253,7 @@ pub(crate) async fn escalation_command(
             .await
             .or_else(|e| match e {
                 // The portal was deleted: nobody to go to.
-                Failure::NotFound(_) => Ok(Vec::new()),
+                Error::NotFound(_) => Ok(Vec::new()),
                 e => Err(e),
             })?,
         None => Vec::new(),
@@ -281,12 +304,12 @@ pub(crate) async fn escalation_candidates(
     account: &crate::domain::AccountId,
     portal: &crate::domain::PortalId,
     policy: &crate::domain::Policy,
-) -> Result<Vec<AgentId>, Failure> {
+) -> Result<Vec<AgentId>, Error> {
     let online = node
         .backplane
         .online_in(account, portal)
         .await?
-        .ok_or(Failure::NotFound("portal"))?;
+        .ok_or(Error::NotFound("portal"))?;
     let counts = node.backplane.active_counts(account, &online).await?;
     Ok(online
         .into_iter()
@@ -302,7 +325,7 @@ pub async fn cancel(
     caller: &AgentCaller,
     session: &SessionId,
     invitation: &InvitationId,
-) -> Result<InvitationView, Failure> {
+) -> Result<InvitationView, Error> {
     let command = Cancel {
         invitation: invitation.clone(),
         by: caller.agent.id.clone(),
@@ -312,8 +335,8 @@ pub async fn cancel(
         ..Want::default()
     };
     match run(node, &caller.account, session, command.into(), None, want).await {
-        Ok(done) => done.invitation.ok_or(Failure::NotFound("invitation")),
-        Err(Failure::Domain(DomainError::InvitationNotFound)) => {
+        Ok(done) => done.invitation.ok_or(Error::NotFound("invitation")),
+        Err(Error::Domain(DomainError::InvitationNotFound)) => {
             // Not open: closed already (409), or never sent here (404).
             let closed = node
                 .backplane
@@ -321,7 +344,7 @@ pub async fn cancel(
                 .await?;
             Err(match closed {
                 Some(_) => DomainError::InvitationClosed.into(),
-                None => Failure::NotFound("invitation"),
+                None => Error::NotFound("invitation"),
             })
         }
         Err(e) => Err(e),
@@ -335,7 +358,7 @@ pub async fn post(
     session: &SessionId,
     text: String,
     audience: Audience,
-) -> Result<Value, Failure> {
+) -> Result<Value, Error> {
     let command = Post {
         id: MessageId::random(),
         author: Poster::Agent(caller.agent.id.clone()),
@@ -355,7 +378,7 @@ pub async fn post(
         .message
         .as_ref()
         .and_then(|m| message_view(&Viewer::Participant(&caller.agent.id), m))
-        .ok_or(Failure::NotFound("message"))
+        .ok_or(Error::NotFound("message"))
 }
 
 /// A page of a transcript, newest first, as `viewer` sees it.
@@ -367,7 +390,7 @@ pub(crate) async fn page(
     viewer: Viewer<'_>,
     before: Option<u64>,
     limit: usize,
-) -> Result<MessagePage, Failure> {
+) -> Result<MessagePage, Error> {
     let limit = limit.clamp(1, MESSAGE_PAGE_MAX);
     let page = node
         .backplane
@@ -395,7 +418,7 @@ pub async fn messages(
     session: &SessionId,
     before: Option<u64>,
     limit: usize,
-) -> Result<MessagePage, Failure> {
+) -> Result<MessagePage, Error> {
     read(node, caller, session, Want::default()).await?;
     page(
         node,
@@ -414,7 +437,7 @@ pub async fn leave(
     node: &Arc<Node>,
     caller: &AgentCaller,
     session: &SessionId,
-) -> Result<AgentSessionView, Failure> {
+) -> Result<AgentSessionView, Error> {
     let command = Leave {
         agent: caller.agent.id.clone(),
         by_admin: false,
@@ -430,7 +453,7 @@ pub async fn set_masked(
     session: &SessionId,
     agent: AgentId,
     masked: bool,
-) -> Result<AgentSessionView, Failure> {
+) -> Result<AgentSessionView, Error> {
     let command = SetMasked {
         agent,
         by: caller.agent.id.clone(),
@@ -444,7 +467,7 @@ pub async fn end(
     node: &Arc<Node>,
     caller: &AgentCaller,
     session: &SessionId,
-) -> Result<AgentSessionView, Failure> {
+) -> Result<AgentSessionView, Error> {
     let command = End {
         by: caller.agent.id.clone(),
     };
@@ -456,7 +479,7 @@ async fn participant_command(
     caller: &AgentCaller,
     session: &SessionId,
     command: crate::domain::Command,
-) -> Result<AgentSessionView, Failure> {
+) -> Result<AgentSessionView, Error> {
     let want = Want {
         agent_view: true,
         ..Want::default()
@@ -464,7 +487,7 @@ async fn participant_command(
     run(node, &caller.account, session, command, None, want)
         .await?
         .agent_view
-        .ok_or(Failure::NotFound("session"))
+        .ok_or(Error::NotFound("session"))
 }
 
 /// What an accepting agent gets back.
@@ -481,10 +504,8 @@ pub async fn accept(
     node: &Arc<Node>,
     caller: &AgentCaller,
     invitation: &InvitationId,
-) -> Result<Accepted, Failure> {
-    let session = invitation
-        .session()
-        .ok_or(Failure::NotFound("invitation"))?;
+) -> Result<Accepted, Error> {
+    let session = invitation.session().ok_or(Error::NotFound("invitation"))?;
     let accept = Accept {
         policy: caller.account.policy.clone(),
         invitation: invitation.clone(),
@@ -493,7 +514,8 @@ pub async fn accept(
     };
     let done = node
         .ask_session(&caller.account.id, &session, accept)
-        .await?;
+        .await?
+        .map_err(Error::from);
     if let Some(outcome) = accept_outcome(&done) {
         node.metrics.accepted(outcome);
     }
@@ -503,18 +525,18 @@ pub async fn accept(
             invitation,
             session,
         }),
-        _ => Err(Failure::NotFound("invitation")),
+        _ => Err(Error::NotFound("invitation")),
     }
 }
 
 /// How an accept ended, for `/metrics` (`None`: it failed for reasons of
 /// the node or the backplane, counted with the requests).
-fn accept_outcome(result: &Result<Executed, Failure>) -> Option<AcceptOutcome> {
+fn accept_outcome(result: &Result<Executed, Error>) -> Option<AcceptOutcome> {
     match result {
         Ok(_) => Some(AcceptOutcome::Won),
-        Err(Failure::Domain(DomainError::InvitationTaken)) => Some(AcceptOutcome::Taken),
-        Err(Failure::Domain(DomainError::InvitationClosed)) => Some(AcceptOutcome::Expired),
-        Err(Failure::Domain(_) | Failure::Forbidden(_) | Failure::NotFound(_)) => {
+        Err(Error::Domain(DomainError::InvitationTaken)) => Some(AcceptOutcome::Taken),
+        Err(Error::Domain(DomainError::InvitationClosed)) => Some(AcceptOutcome::Expired),
+        Err(Error::Domain(_) | Error::Forbidden(_) | Error::NotFound(_)) => {
             Some(AcceptOutcome::Refused)
         }
         Err(_) => None,
@@ -527,10 +549,8 @@ pub async fn decline(
     node: &Arc<Node>,
     caller: &AgentCaller,
     invitation: &InvitationId,
-) -> Result<InvitationSummary, Failure> {
-    let session = invitation
-        .session()
-        .ok_or(Failure::NotFound("invitation"))?;
+) -> Result<InvitationSummary, Error> {
+    let session = invitation.session().ok_or(Error::NotFound("invitation"))?;
     let command = Decline {
         invitation: invitation.clone(),
         agent: caller.agent.as_ref(),
@@ -542,16 +562,14 @@ pub async fn decline(
     match run(node, &caller.account, &session, command.into(), None, want).await {
         Ok(done) => {
             escalate_due(node, &caller.account, &session, &done).await;
-            done.invitation_summary
-                .ok_or(Failure::NotFound("invitation"))
+            done.invitation_summary.ok_or(Error::NotFound("invitation"))
         }
-        Err(Failure::Domain(DomainError::InvitationNotFound))
-        | Err(Failure::NotFound("session")) => {
+        Err(Error::Domain(DomainError::InvitationNotFound)) | Err(Error::NotFound("session")) => {
             let closed = node
                 .backplane
                 .closed_invitation(&caller.account.id, &session, invitation)
                 .await?
-                .ok_or(Failure::NotFound("invitation"))?;
+                .ok_or(Error::NotFound("invitation"))?;
             closed.decline_again(&caller.agent.id)?;
             Ok(InvitationSummary::from(&closed))
         }

@@ -36,6 +36,9 @@ pub enum DomainError {
     /// Only the session's agents may do this.
     #[error("only the session's agents may do this")]
     NotParticipant,
+    /// The accepting agent is no longer a member of a portal it needs.
+    #[error("{0}")]
+    NotAMember(&'static str),
     /// Only the session's lead may do this.
     #[error("only the session's lead may do this")]
     NotLead,

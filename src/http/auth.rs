@@ -10,8 +10,8 @@ use chrono::Utc;
 
 use super::AppState;
 use super::error::ApiError;
-use super::token::{Subject, Verified};
 use crate::app::TokenCheck;
+use crate::app::tokens::{Subject, Verified};
 pub use crate::app::{AgentCaller, CustomerCaller};
 
 /// The provisioning administrator.
@@ -117,7 +117,7 @@ impl FromRequest for Admin {
                     return Err(ApiError::forbidden("this call needs the admin token"));
                 }
             }
-            crate::app::admin_rate(&state.node).await?;
+            crate::app::admin_allowed(&state.node).await?;
             Ok(Admin {
                 admitted: crate::app::admit(&state.node)?,
             })

@@ -12,7 +12,7 @@ use actix_web::{HttpMessage, ResponseError, web};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::backplane::BackplaneError;
+use crate::app;
 use crate::domain::AccountId;
 
 /// The account a request changed, set by the caller extractors (agents
@@ -29,7 +29,7 @@ pub async fn acknowledge(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let res = next.call(req).await?;
-    let Some(state) = state.filter(|s| s.node.settings.backplane.wait_replicas > 0) else {
+    let Some(state) = state.filter(|s| app::durable::wanted(&s.node)) else {
         return Ok(res.map_into_left_body());
     };
     if !changes || !res.status().is_success() {
@@ -49,32 +49,11 @@ pub async fn acknowledge(
     let Some(account) = account else {
         return Ok(res.map_into_left_body());
     };
-    match state.node.backplane.confirm(&account).await {
+    match app::durable::confirm(&state.node, &account).await {
         Ok(()) => Ok(res.map_into_left_body()),
         Err(e) => {
-            let detail = match &e {
-                BackplaneError::Unconfirmed(why) => {
-                    crate::metrics::Metrics::inc(&state.node.metrics.changes_unconfirmed);
-                    format!(
-                        "the change was made but not confirmed by replicas in time ({why}); \
-                         it may or may not persist: read it back, or retry with the same \
-                         Idempotency-Key"
-                    )
-                }
-                BackplaneError::Unavailable(_)
-                | BackplaneError::Changed
-                | BackplaneError::Corrupt(_) => "the change was made but the shared store \
-                    could not confirm it; it may or may not persist: read it back, or retry \
-                    with the same Idempotency-Key"
-                    .to_owned(),
-            };
-            tracing::warn!(error = %e, %account, "change not confirmed");
             let (req, _) = res.into_parts();
-            let answer = ApiError {
-                retry_after: Some(1),
-                ..ApiError::unavailable(detail)
-            }
-            .error_response();
+            let answer = ApiError::not_confirmed(&e).error_response();
             Ok(ServiceResponse::new(req, answer).map_into_right_body())
         }
     }

@@ -7,7 +7,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::actors::Failure;
+use crate::app::Error as AppError;
 use crate::backplane::BackplaneError;
 use crate::domain::DomainError;
 
@@ -96,6 +96,28 @@ impl ApiError {
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
     }
+
+    /// 503 `unavailable` for a change made but not confirmed durable
+    /// (`app::durable`): it may or may not persist, and the client retries.
+    pub fn not_confirmed(e: &BackplaneError) -> Self {
+        let detail = match e {
+            BackplaneError::Unconfirmed(why) => format!(
+                "the change was made but not confirmed by replicas in time ({why}); it may \
+                 or may not persist: read it back, or retry with the same Idempotency-Key"
+            ),
+            BackplaneError::Unavailable(_)
+            | BackplaneError::Changed
+            | BackplaneError::Corrupt(_) => {
+                "the change was made but the shared store could not confirm it; it may or may \
+                 not persist: read it back, or retry with the same Idempotency-Key"
+                    .to_owned()
+            }
+        };
+        Self {
+            retry_after: Some(1),
+            ..Self::unavailable(detail)
+        }
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -142,7 +164,9 @@ impl From<DomainError> for ApiError {
             D::InvitationTaken => (StatusCode::CONFLICT, "invitation_taken"),
             D::InvitationClosed => (StatusCode::CONFLICT, "invitation_closed"),
             D::AgentBusy => (StatusCode::CONFLICT, "agent_busy"),
-            D::NotParticipant | D::NotLead => (StatusCode::FORBIDDEN, "forbidden"),
+            D::NotParticipant | D::NotLead | D::NotAMember(_) => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
             D::InvitationNotFound | D::ParticipantNotFound => (StatusCode::NOT_FOUND, "not_found"),
             D::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             D::LimitReached(_) | D::TooManyMaskChanges => (StatusCode::CONFLICT, "limit_reached"),
@@ -152,19 +176,13 @@ impl From<DomainError> for ApiError {
     }
 }
 
-impl From<Failure> for ApiError {
-    fn from(e: Failure) -> Self {
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
         match e {
-            Failure::Domain(d) => d.into(),
-            Failure::NotFound(what) => ApiError::not_found(what),
-            Failure::Backplane(BackplaneError::Unconfirmed(why)) => ApiError {
-                retry_after: Some(1),
-                ..ApiError::unavailable(format!(
-                    "the change was made but not confirmed by replicas in time ({why}); it may \
-                     or may not persist: read it back, or retry with the same Idempotency-Key"
-                ))
-            },
-            Failure::Backplane(BackplaneError::Corrupt(why)) => {
+            AppError::Domain(d) => d.into(),
+            AppError::NotFound(what) => ApiError::not_found(what),
+            AppError::Backplane(b @ BackplaneError::Unconfirmed(_)) => ApiError::not_confirmed(&b),
+            AppError::Backplane(BackplaneError::Corrupt(why)) => {
                 tracing::error!(%why, "stored data is unreadable");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -172,31 +190,57 @@ impl From<Failure> for ApiError {
                     "stored data could not be read; the error is logged",
                 )
             }
-            Failure::Backplane(b) => {
+            AppError::Backplane(b) => {
                 tracing::warn!(error = %b, "shared store failure");
                 ApiError::unavailable("the shared store is unreachable; retry shortly")
             }
-            Failure::Contended => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
-            Failure::Forbidden(detail) => ApiError::forbidden(detail),
-            Failure::Overloaded => ApiError {
+            AppError::Contended => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            AppError::Forbidden(detail) => ApiError::forbidden(detail),
+            AppError::Overloaded => ApiError {
                 retry_after: Some(1),
                 ..ApiError::unavailable(e.to_string())
             },
-            Failure::RateLimited(wait) => ApiError {
+            AppError::RateLimited(wait) => ApiError {
                 retry_after: Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX)),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
             },
-            Failure::TooManyStreams(_) => ApiError::new(
+            AppError::KeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                e.to_string(),
+            ),
+            AppError::KeyInProgress => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_in_progress",
+                    e.to_string(),
+                )
+            },
+            AppError::TooManyStreams(_) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_streams",
                 e.to_string(),
             ),
-            Failure::Unavailable(detail) => {
+            AppError::Unavailable(detail) => {
                 tracing::warn!(%detail, "actor unavailable");
                 ApiError::unavailable("this node is shutting down; retry")
             }
         }
     }
+}
+
+/// The error a body stream ends with once its time is up (`guard.rs`).
+pub fn body_timed_out() -> actix_web::error::PayloadError {
+    actix_web::error::PayloadError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the request body did not arrive in time",
+    ))
+}
+
+/// Whether a body error is [`body_timed_out`].
+pub fn is_timeout(err: &actix_web::error::PayloadError) -> bool {
+    matches!(err, actix_web::error::PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
 }
 
 /// A JSON body that did not parse, or was too large.
@@ -214,7 +258,7 @@ pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
             "send the body as application/json",
         ),
         J::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
-        J::Payload(p) if super::guard::is_timeout(p) => ApiError::request_timeout(),
+        J::Payload(p) if is_timeout(p) => ApiError::request_timeout(),
         _ => ApiError::invalid(format!("unreadable body: {err}")),
     }
 }
@@ -261,7 +305,7 @@ pub fn problem_for_plain_errors<B>(
 
 impl From<actix::MailboxError> for ApiError {
     fn from(e: actix::MailboxError) -> Self {
-        Failure::from(e).into()
+        AppError::from(e).into()
     }
 }
 
@@ -286,12 +330,12 @@ mod tests {
 
     #[test]
     fn unreadable_stored_data_is_a_500_not_a_retry() {
-        let corrupt = ApiError::from(Failure::Backplane(BackplaneError::Corrupt(
+        let corrupt = ApiError::from(AppError::Backplane(BackplaneError::Corrupt(
             "undecodable data in Redis".into(),
         )));
         assert_eq!((corrupt.status, corrupt.code), (500, "internal"));
         assert_eq!(corrupt.retry_after, None);
-        let down = ApiError::from(Failure::Backplane(BackplaneError::Unavailable(
+        let down = ApiError::from(AppError::Backplane(BackplaneError::Unavailable(
             "connection refused".into(),
         )));
         assert_eq!((down.status, down.code), (503, "unavailable"));

@@ -3,7 +3,6 @@
 //! and a place among the node's requests forever, and a known path asked
 //! with a method it does not have is 405 with `Allow`, not 404.
 
-use std::io;
 use std::pin::Pin;
 use std::sync::LazyLock;
 use std::task::{Context, Poll};
@@ -59,18 +58,10 @@ impl Stream for Deadline {
         }
         if self.sleep.as_mut().poll(cx).is_ready() {
             self.done = true;
-            return Poll::Ready(Some(Err(PayloadError::Io(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the request body did not arrive in time",
-            )))));
+            return Poll::Ready(Some(Err(super::error::body_timed_out())));
         }
         Poll::Pending
     }
-}
-
-/// Whether a body error is [`Deadline`]'s.
-pub fn is_timeout(err: &PayloadError) -> bool {
-    matches!(err, PayloadError::Io(e) if e.kind() == io::ErrorKind::TimedOut)
 }
 
 /// Every path of the API with its methods, read from the OpenAPI document

@@ -16,7 +16,6 @@ pub mod ops;
 pub mod provisioning;
 pub mod sessions;
 pub mod sse;
-pub mod token;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -25,8 +24,8 @@ use actix_web::web;
 use serde::Deserialize;
 
 use crate::actors::Node;
+use crate::app::tokens::Tokens;
 use error::ApiError;
-use token::Tokens;
 
 /// What every handler shares.
 pub struct AppState {

@@ -2,14 +2,11 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use chrono::{Duration, Utc};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::auth::Admin;
 use super::body::Object;
 use super::error::ApiError;
-use super::token::Subject;
 use super::{AppState, lookup_id};
 use crate::app::provisioning as use_case;
 use crate::domain::directory::parse_name;
@@ -136,22 +133,8 @@ async fn mint_token(
 ) -> Result<HttpResponse, ApiError> {
     let account = account_id(&path.0)?;
     let agent: AgentId = lookup_id(&path.1, "agent")?;
-    use_case::existing_agent(&state.node, &account, &agent).await?;
     let body: TokenBody = super::optional_json(&body)?;
-    let max = state.node.settings.auth.agent_token_ttl_secs;
-    let ttl = body.ttl_secs.unwrap_or(max);
-    if ttl == 0 || ttl > max {
-        return Err(ApiError::invalid(format!("ttl_secs must be 1 to {max}")));
-    }
-    let expires_at = Utc::now() + Duration::seconds(ttl as i64);
-    let token = state.tokens.mint(
-        Subject::Agent {
-            account: account.clone(),
-            agent: agent.clone(),
-        },
-        expires_at,
-    );
-    Ok(HttpResponse::Created().json(json!({
-        "token": token, "expires_at": expires_at, "account": account, "agent": agent,
-    })))
+    let minted =
+        use_case::agent_token(&state.node, &state.tokens, &account, &agent, body.ttl_secs).await?;
+    Ok(HttpResponse::Created().json(minted))
 }

@@ -2,7 +2,6 @@
 //! and the invitees do.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -10,7 +9,6 @@ use super::auth::AgentCaller;
 use super::body::Object;
 use super::error::ApiError;
 use super::idempotency;
-use super::token::Subject;
 use super::{AppState, PageQuery, lookup_id};
 use crate::app::sessions::{self as use_case, InviteRequest};
 use crate::domain::directory::parse_name;
@@ -85,17 +83,15 @@ async fn create(
         &owner,
         &body,
         async {
-            let session = use_case::create(&state.node, &caller, body.mode, customer_name).await?;
-            let ttl = Duration::seconds(state.node.settings.auth.customer_token_ttl_secs as i64);
-            let subject = Subject::Customer {
-                account: caller.account.id.clone(),
-                session: session.id.clone(),
-            };
-            let customer_token = state.tokens.mint(subject, Utc::now() + ttl);
-            Ok(json!({
-                "session": session,
-                "customer_token": customer_token,
-            }))
+            let created = use_case::create(
+                &state.node,
+                &state.tokens,
+                &caller,
+                body.mode,
+                customer_name,
+            )
+            .await?;
+            idempotency::json(created)
         },
     )
     .await

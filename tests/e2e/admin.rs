@@ -588,8 +588,8 @@ async fn a_token_that_lives_longer_than_tokens_are_minted_for_now_is_refused() {
     .await;
     app.acme(json!({})).await;
     app.agent(ACME, "ann", "Ann", &["support"]).await;
-    let tokens = collabd::http::token::Tokens::new(SECRET);
-    let subject = collabd::http::token::Subject::Agent {
+    let tokens = collabd::app::tokens::Tokens::new(SECRET);
+    let subject = collabd::app::tokens::Subject::Agent {
         account: collabd::domain::AccountId::parse(ACME).unwrap(),
         agent: collabd::domain::AgentId::parse("ann").unwrap(),
     };

@@ -225,14 +225,32 @@ fn require_features(policy: &Policy, target: &Target, masked: bool) -> Result<()
     Ok(())
 }
 
+/// Whom an invitation goes to, once resolved: its recipients, its target
+/// (a direct invitation to an agent who cannot come goes straight to its
+/// escalation's portal), and its escalation plan.
+struct Resolved {
+    recipients: Vec<AgentId>,
+    target: Target,
+    escalation: Option<Escalation>,
+}
+
 impl Invite {
+    /// Validate what was asked, resolve whom it goes to, open it.
     pub(super) fn apply(
         &self,
         s: &mut Session,
         rules: Rules<'_>,
         out: &mut Outcome,
     ) -> Result<(), DomainError> {
-        let policy = rules.policy;
+        let inviter = self.validate(s, rules.policy)?;
+        let resolved = self.resolve(s, &inviter.id, rules.now)?;
+        self.open(s, inviter, resolved, rules, out);
+        Ok(())
+    }
+
+    /// Everything about the request itself and the session's bounds; the
+    /// inviter as the session knows it.
+    fn validate(&self, s: &Session, policy: &Policy) -> Result<AgentRef, DomainError> {
         s.require_active()?;
         let inviter = s.require_participant(&self.inviter)?.agent.clone();
         require_features(policy, &self.target, self.masked)?;
@@ -292,8 +310,19 @@ impl Invite {
         if s.counters.invitations >= u64::from(policy.max_invitations_per_session) {
             return Err(DomainError::LimitReached("max_invitations_per_session"));
         }
-        let mut recipients = candidates(s, &inviter.id, None, &self.online);
-        let now = rules.now;
+        Ok(inviter)
+    }
+
+    /// The agents it is offered to: the target agent if it can come (or,
+    /// with an escalation, the escalation portal's agents at once), or the
+    /// portal's agents who are logged in and not in the session.
+    fn resolve(
+        &self,
+        s: &Session,
+        inviter: &AgentId,
+        now: DateTime<Utc>,
+    ) -> Result<Resolved, DomainError> {
+        let mut recipients = candidates(s, inviter, None, &self.online);
         let mut target = self.target.clone();
         let mut escalation = self.escalate.as_ref().map(|e| Escalation {
             portal: e.portal.clone(),
@@ -302,7 +331,7 @@ impl Invite {
         });
         match &self.target {
             Target::Agent(agent) => {
-                if agent == &inviter.id || s.is_participant(agent) {
+                if agent == inviter || s.is_participant(agent) {
                     return Err(DomainError::AlreadyParticipant);
                 }
                 recipients.retain(|a| a == agent);
@@ -310,8 +339,7 @@ impl Invite {
                 match &mut escalation {
                     // Not logged in, or at its session limit: straight to the portal.
                     Some(plan) if unavailable => {
-                        recipients =
-                            candidates(s, &inviter.id, Some(agent), &self.escalation_online);
+                        recipients = candidates(s, inviter, Some(agent), &self.escalation_online);
                         if recipients.is_empty() {
                             return Err(DomainError::NoAgentsOnline);
                         }
@@ -329,6 +357,28 @@ impl Invite {
                 }
             }
         }
+        Ok(Resolved {
+            recipients,
+            target,
+            escalation,
+        })
+    }
+
+    /// Opens the invitation: stored in the session, its timers armed, and
+    /// the events that offer it.
+    fn open(
+        &self,
+        s: &mut Session,
+        inviter: AgentRef,
+        Resolved {
+            recipients,
+            target,
+            escalation,
+        }: Resolved,
+        rules: Rules<'_>,
+        out: &mut Outcome,
+    ) {
+        let (now, policy) = (rules.now, rules.policy);
         let invitation = Invitation {
             id: self.id.clone(),
             session: s.id.clone(),
@@ -378,7 +428,6 @@ impl Invite {
             session: s.brief(),
         });
         s.invitations.push(invitation);
-        Ok(())
     }
 }
 
@@ -425,6 +474,35 @@ pub fn check_accept(
     }
     if active_sessions >= policy.max_active_sessions_per_agent {
         return Err(DomainError::AgentBusy);
+    }
+    Ok(())
+}
+
+/// Checks who is accepting, as the backplane knows it now: only an agent
+/// logged in now may join (a logout may have raced the invite), and only
+/// while it is still a member of the portal it is logged into and, for a
+/// portal invitation, of the invitation's portal (membership now, not at
+/// login: an agent removed from a portal takes nothing more from it, even
+/// if its removal raced this accept).
+pub fn check_joiner(
+    s: &Session,
+    invitation: &InvitationId,
+    logged_into: Option<&PortalId>,
+    member_of: &[PortalId],
+) -> Result<(), DomainError> {
+    let logged_into = logged_into.ok_or(DomainError::AgentUnavailable)?;
+    if !member_of.contains(logged_into) {
+        return Err(DomainError::NotAMember(
+            "the agent is no longer a member of the portal it is logged into",
+        ));
+    }
+    if let Some(inv) = s.invitation(invitation)
+        && let Target::Portal(portal) = &inv.target
+        && !member_of.contains(portal)
+    {
+        return Err(DomainError::NotAMember(
+            "the agent is no longer a member of the invitation's portal",
+        ));
     }
     Ok(())
 }

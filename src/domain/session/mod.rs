@@ -15,6 +15,7 @@
 //! leaves the state exactly as it was (`session_rules_tests.rs` checks this
 //! for every refusal).
 
+mod audited;
 mod chat;
 mod command;
 mod event;
@@ -32,11 +33,11 @@ pub use command::{
 pub use event::{Event, InvitationSummary, SessionBrief};
 pub use invitation::{
     EscalateAfter, Escalation, Invitation, InvitationKind, InvitationStatus, MAX_COMMENT_CHARS,
-    MIN_ESCALATE_SECS, Target, WithdrawReason, check_accept,
+    MIN_ESCALATE_SECS, Target, WithdrawReason, check_accept, check_joiner,
 };
 pub use participants::{Customer, EndReason, Ending, Participant, Role};
 
-use super::audit::{self, AuditEntry};
+use super::audit::AuditEntry;
 use super::directory::AgentRef;
 use super::error::DomainError;
 use super::id::{AccountId, AgentId, InvitationId, SessionId};
@@ -245,7 +246,7 @@ impl Session {
         outcome
             .arm
             .push((Timer::Idle, session.idle_deadline(rules.policy)));
-        outcome.audit.push(audit::session_created(&session));
+        outcome.audit.push(audited::session_created(&session));
         Ok((session, outcome))
     }
 
@@ -336,7 +337,7 @@ impl Session {
                 outcome.audience.push(agent);
             }
         }
-        outcome.audit = audit::session_entries(command, &self.id, &outcome.events, rules.now);
+        outcome.audit = audited::session_entries(command, &self.id, &outcome.events, rules.now);
         Ok(outcome)
     }
 
