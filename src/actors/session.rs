@@ -23,7 +23,8 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use super::outbox::{CloseStreams, Connect, Prepared, Resync, StreamSet};
 use super::{Failure, Metrics, Node};
 use crate::backplane::{
-    BusMessage, Claim, Commit, Committed, Fresh, Guard, Route, Routed, Topic, Transcript, Versioned,
+    AcceptContext, BusMessage, Claim, Commit, Committed, Fresh, Guard, Route, Routed, Topic,
+    Transcript, Versioned,
 };
 use crate::domain::session::{
     Accept as AcceptCommand, InvitationSummary, Target, WithdrawReason, check_accept, check_joiner,
@@ -292,18 +293,36 @@ fn recipients_target(session: &Session, outcome: &Outcome, event: &Event) -> Opt
 
 /// Applies `command` to the session and commits it; on a version conflict
 /// reloads and tries again. A command that changes nothing is not committed.
-#[allow(clippy::too_many_arguments)]
+/// Where a command runs: this node, and the session's account and id.
+#[derive(Clone, Copy)]
+struct Here<'a> {
+    node: &'a Node,
+    account: &'a AccountId,
+    id: &'a SessionId,
+}
+
+/// A command to run, what it is checked against, and the views wanted.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    policy: &'a Policy,
+    command: &'a Command,
+    guard: Option<&'a Guard>,
+    want: &'a Want,
+}
+
 async fn execute(
-    node: &Node,
-    account: &AccountId,
-    id: &SessionId,
-    policy: &Policy,
-    command: &Command,
-    guard: Option<&Guard>,
-    want: &Want,
+    here: Here<'_>,
+    run: Run<'_>,
     cache: Cached,
     cache_is_fresh: bool,
 ) -> (Result<Executed, Failure>, Cached) {
+    let Here { node, account, id } = here;
+    let Run {
+        policy,
+        command,
+        guard,
+        want,
+    } = run;
     let mut cache = cache;
     let mut fresh_state = cache_is_fresh;
     for _ in 0..MAX_COMMIT_ATTEMPTS {
@@ -403,68 +422,44 @@ async fn execute(
 /// what can be checked, claim through the backplane, then apply the join
 /// with the claim's fence — guarded so the agent's session limit holds.
 async fn accept(
-    node: &Node,
-    account: &AccountId,
-    id: &SessionId,
+    here: Here<'_>,
     msg: &Accept,
     cache: Cached,
 ) -> (Result<Executed, Failure>, Cached) {
-    let known = cache.as_ref().map(|c| c.version);
-    let context = match node
-        .backplane
-        .accept_context(account, id, &msg.invitation, &msg.agent.id, known)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return (Err(e.into()), cache),
-    };
-    let current = match (context.version, context.current, cache) {
-        (None, _, _) => return (Err(Failure::NotFound("invitation")), None),
-        (_, Some(newer), _) => {
-            Metrics::inc(&node.metrics.session_loads);
-            newer
-        }
-        (Some(_), None, Some(cached)) => cached,
-        (Some(_), None, None) => match load(node, account, id).await {
-            Ok(c) => c,
-            Err(e) => return (Err(e), None),
-        },
+    let (context, current) = match accept_state(here, msg, cache).await {
+        Ok(read) => read,
+        Err((e, cache)) => return (Err(e), cache),
     };
     let want = Want {
         agent_view: true,
         invitation: Some(msg.invitation.clone()),
         ..Want::default()
     };
-    let policy = &msg.policy;
     if current.session.invitation(&msg.invitation).is_none() {
         // Closed (or never here): the history says how.
-        let answer = match &context.closed {
-            Some(closed) => closed
-                .accept_again(&msg.agent.id)
-                .map(|()| Executed::new(&current.session, Outcome::default(), &want, Some(closed)))
-                .map_err(Failure::from),
-            None => Err(Failure::NotFound("invitation")),
-        };
+        let answer = accepted_again(&current, context.closed.as_ref(), msg, &want);
         return (answer, Some(current));
     }
-    if let Err(e) = check_accept(
+    let checked = check_accept(
         &current.session,
         &msg.invitation,
         &msg.agent.id,
         context.active_sessions,
-        policy,
+        &msg.policy,
         Utc::now(),
-    ) {
+    )
+    .and_then(|()| {
+        check_joiner(
+            &current.session,
+            &msg.invitation,
+            context.portal.as_ref(),
+            &msg.member_of,
+        )
+    });
+    if let Err(e) = checked {
         return (Err(e.into()), Some(current));
     }
-    if let Err(e) = check_joiner(
-        &current.session,
-        &msg.invitation,
-        context.portal.as_ref(),
-        &msg.member_of,
-    ) {
-        return (Err(e.into()), Some(current));
-    }
+    let (node, account) = (here.node, here.account);
     let fence = match node
         .backplane
         .claim(account, &msg.invitation, &msg.agent.id, CLAIM_TTL)
@@ -484,62 +479,106 @@ async fn accept(
     });
     let guard = Guard {
         agent: msg.agent.id.clone(),
-        below: policy.max_active_sessions_per_agent,
+        below: msg.policy.max_active_sessions_per_agent,
     };
-    let (result, cache) = execute(
-        node,
-        account,
-        id,
-        policy,
-        &command,
-        Some(&guard),
-        &want,
-        Some(current),
-        true,
-    )
-    .await;
-    match result {
-        Ok(done) => (Ok(done), cache),
-        // Closed between the read and the commit: the claim was taken
-        // again after the winner's commit deleted it, and the commit's
-        // version check refused the second join. The history says how it closed.
-        Err(Failure::Domain(DomainError::InvitationNotFound)) => {
-            let _ = node
-                .backplane
-                .release(account, &msg.invitation, &msg.agent.id)
-                .await;
-            let closed = match node
-                .backplane
-                .closed_invitation(account, id, &msg.invitation)
-                .await
-            {
-                Ok(closed) => closed,
-                Err(e) => return (Err(e.into()), cache),
-            };
-            let answer = match (&closed, &cache) {
-                (Some(closed), Some(current)) => closed
-                    .accept_again(&msg.agent.id)
-                    .map(|()| {
-                        Executed::new(&current.session, Outcome::default(), &want, Some(closed))
-                    })
-                    .map_err(Failure::from),
-                _ => Err(Failure::NotFound("invitation")),
-            };
-            (answer, cache)
-        }
-        Err(e) => {
-            // Could not join after all (closed meanwhile, full, busy): let others try.
-            if let Err(release) = node
-                .backplane
-                .release(account, &msg.invitation, &msg.agent.id)
-                .await
-            {
-                // Best effort: the claim expires by itself after CLAIM_TTL.
-                tracing::warn!(error = %release, "could not release a claim");
-            }
-            (Err(e), cache)
-        }
+    let run = Run {
+        policy: &msg.policy,
+        command: &command,
+        guard: Some(&guard),
+        want: &want,
+    };
+    match execute(here, run, Some(current), true).await {
+        (Ok(done), cache) => (Ok(done), cache),
+        (Err(e), cache) => not_joined(here, msg, &want, e, cache).await,
     }
+}
+
+/// What an accept needs, in one round trip: the accepting agent's login
+/// and session count, and the session as stored (the cached copy when it
+/// is still the stored one). When it cannot be read, the cache is kept
+/// unless the session turned out to be gone.
+async fn accept_state(
+    here: Here<'_>,
+    msg: &Accept,
+    cache: Cached,
+) -> Result<(AcceptContext, Versioned), (Failure, Cached)> {
+    let Here { node, account, id } = here;
+    let known = cache.as_ref().map(|c| c.version);
+    let mut context = match node
+        .backplane
+        .accept_context(account, id, &msg.invitation, &msg.agent.id, known)
+        .await
+    {
+        Ok(context) => context,
+        Err(e) => return Err((e.into(), cache)),
+    };
+    let current = match (context.version, context.current.take(), cache) {
+        (None, _, _) => return Err((Failure::NotFound("invitation"), None)),
+        (_, Some(newer), _) => {
+            Metrics::inc(&node.metrics.session_loads);
+            newer
+        }
+        (Some(_), None, Some(cached)) => cached,
+        (Some(_), None, None) => load(node, account, id).await.map_err(|e| (e, None))?,
+    };
+    Ok((context, current))
+}
+
+/// The answer to accepting an invitation that is closed: success again
+/// for its winner, or how it closed.
+fn accepted_again(
+    current: &Versioned,
+    closed: Option<&Invitation>,
+    msg: &Accept,
+    want: &Want,
+) -> Result<Executed, Failure> {
+    let closed = closed.ok_or(Failure::NotFound("invitation"))?;
+    closed.accept_again(&msg.agent.id)?;
+    Ok(Executed::new(
+        &current.session,
+        Outcome::default(),
+        want,
+        Some(closed),
+    ))
+}
+
+/// After a claim was won but the join not stored: the claim goes back so
+/// others may try, and the answer says why.
+async fn not_joined(
+    here: Here<'_>,
+    msg: &Accept,
+    want: &Want,
+    failure: Failure,
+    cache: Cached,
+) -> (Result<Executed, Failure>, Cached) {
+    let Here { node, account, id } = here;
+    let released = node
+        .backplane
+        .release(account, &msg.invitation, &msg.agent.id)
+        .await;
+    if let Err(e) = released {
+        // Best effort: the claim expires by itself after CLAIM_TTL.
+        tracing::warn!(error = %e, "could not release a claim");
+    }
+    if !matches!(failure, Failure::Domain(DomainError::InvitationNotFound)) {
+        // Could not join after all (closed meanwhile, full, busy).
+        return (Err(failure), cache);
+    }
+    // Closed between the read and the commit: the claim was taken again
+    // after the winner's commit deleted it, and the commit's version check
+    // refused the second join. The history says how it closed.
+    let answer = match node
+        .backplane
+        .closed_invitation(account, id, &msg.invitation)
+        .await
+    {
+        Ok(closed) => match &cache {
+            Some(current) => accepted_again(current, closed.as_ref(), msg, want),
+            None => Err(Failure::NotFound("invitation")),
+        },
+        Err(e) => Err(e.into()),
+    };
+    (answer, cache)
 }
 
 /// Runs a command on this session.
@@ -565,18 +604,18 @@ impl Handler<Execute> for SessionActor {
         let cache = self.cache.take();
         AtomicResponse::new(Box::pin(
             async move {
-                execute(
-                    &node,
-                    &account,
-                    &id,
-                    &msg.policy,
-                    &msg.command,
-                    msg.guard.as_ref(),
-                    &msg.want,
-                    cache,
-                    false,
-                )
-                .await
+                let here = Here {
+                    node: &node,
+                    account: &account,
+                    id: &id,
+                };
+                let run = Run {
+                    policy: &msg.policy,
+                    command: &msg.command,
+                    guard: msg.guard.as_ref(),
+                    want: &msg.want,
+                };
+                execute(here, run, cache, false).await
             }
             .into_actor(self)
             .map(|(result, cache), act, ctx| {
@@ -665,12 +704,19 @@ impl Handler<Accept> for SessionActor {
         let (node, account, id) = (self.node.clone(), self.account.clone(), self.id.clone());
         let cache = self.cache.take();
         AtomicResponse::new(Box::pin(
-            async move { accept(&node, &account, &id, &msg, cache).await }
-                .into_actor(self)
-                .map(|(result, cache), act, ctx| {
-                    act.settle(cache, &result, ctx);
-                    result
-                }),
+            async move {
+                let here = Here {
+                    node: &node,
+                    account: &account,
+                    id: &id,
+                };
+                accept(here, &msg, cache).await
+            }
+            .into_actor(self)
+            .map(|(result, cache), act, ctx| {
+                act.settle(cache, &result, ctx);
+                result
+            }),
         ))
     }
 }
