@@ -11,6 +11,77 @@ use crate::app::Error as AppError;
 use crate::backplane::BackplaneError;
 use crate::domain::DomainError;
 
+/// Declares [`Code`], the name of each code, and [`Code::ALL`] together.
+macro_rules! codes {
+    ($($variant:ident => $name:literal,)*) => {
+        /// The stable, machine-readable `code` of a problem: the one table
+        /// of every code collabd answers with (OpenAPI's `ProblemCode`
+        /// lists the same, a test holds them together).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $(#[doc = $name] $variant,)*
+        }
+
+        impl Code {
+            /// Every code.
+            pub const ALL: &[Code] = &[$(Code::$variant,)*];
+
+            /// The code as it is on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    InvalidRequest => "invalid_request",
+    Unauthorized => "unauthorized",
+    Forbidden => "forbidden",
+    NotFound => "not_found",
+    MethodNotAllowed => "method_not_allowed",
+    RequestTimeout => "request_timeout",
+    Unavailable => "unavailable",
+    FeatureDisabled => "feature_disabled",
+    AgentUnavailable => "agent_unavailable",
+    AlreadyParticipant => "already_participant",
+    NoAgentsOnline => "no_agents_online",
+    SessionFull => "session_full",
+    SessionEnded => "session_ended",
+    NotARecipient => "not_a_recipient",
+    InvitationTaken => "invitation_taken",
+    InvitationClosed => "invitation_closed",
+    AgentBusy => "agent_busy",
+    Conflict => "conflict",
+    LimitReached => "limit_reached",
+    PayloadTooLarge => "payload_too_large",
+    TooManyStreams => "too_many_streams",
+    RateLimited => "rate_limited",
+    IdempotencyKeyReused => "idempotency_key_reused",
+    IdempotencyInProgress => "idempotency_in_progress",
+    Internal => "internal",
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A problem+json error.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiError {
@@ -24,7 +95,7 @@ pub struct ApiError {
     /// What went wrong this time.
     pub detail: String,
     /// Stable code, e.g. `invitation_taken`.
-    pub code: &'static str,
+    pub code: Code,
     /// Seconds after which a retry may succeed (`Retry-After`).
     #[serde(skip)]
     pub retry_after: Option<u32>,
@@ -35,9 +106,9 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with this status, code and detail.
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: Code, detail: impl Into<String>) -> Self {
         Self {
-            kind: format!("https://collabd.dev/problems/{code}"),
+            kind: format!("https://collabd.dev/problems/{}", code.as_str()),
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: detail.into(),
@@ -53,7 +124,7 @@ impl ApiError {
             allow: Some(allow.clone()),
             ..Self::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                Code::MethodNotAllowed,
                 format!("{method} is not allowed here; this path allows {allow}"),
             )
         }
@@ -63,38 +134,38 @@ impl ApiError {
     pub fn request_timeout() -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            Code::RequestTimeout,
             "the request body did not arrive in time (http.request_timeout_secs)",
         )
     }
 
     /// 400 `invalid_request`.
     pub fn invalid(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
+        Self::new(StatusCode::BAD_REQUEST, Code::InvalidRequest, detail)
     }
 
     /// 401 `unauthorized`.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+        Self::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, detail)
     }
 
     /// 403 `forbidden`.
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+        Self::new(StatusCode::FORBIDDEN, Code::Forbidden, detail)
     }
 
     /// 404 `not_found`.
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            Code::NotFound,
             format!("{what} not found"),
         )
     }
 
     /// 503 `unavailable`.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, detail)
     }
 
     /// 503 `unavailable` for a change made but not confirmed durable
@@ -154,23 +225,27 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         use DomainError as D;
         let (status, code) = match &e {
-            D::FeatureDisabled(_) => (StatusCode::FORBIDDEN, "feature_disabled"),
-            D::AgentUnavailable => (StatusCode::CONFLICT, "agent_unavailable"),
-            D::AlreadyParticipant => (StatusCode::CONFLICT, "already_participant"),
-            D::NoAgentsOnline => (StatusCode::CONFLICT, "no_agents_online"),
-            D::SessionFull => (StatusCode::CONFLICT, "session_full"),
-            D::SessionEnded => (StatusCode::CONFLICT, "session_ended"),
-            D::NotARecipient => (StatusCode::FORBIDDEN, "not_a_recipient"),
-            D::InvitationTaken => (StatusCode::CONFLICT, "invitation_taken"),
-            D::InvitationClosed => (StatusCode::CONFLICT, "invitation_closed"),
-            D::AgentBusy => (StatusCode::CONFLICT, "agent_busy"),
+            D::FeatureDisabled(_) => (StatusCode::FORBIDDEN, Code::FeatureDisabled),
+            D::AgentUnavailable => (StatusCode::CONFLICT, Code::AgentUnavailable),
+            D::AlreadyParticipant => (StatusCode::CONFLICT, Code::AlreadyParticipant),
+            D::NoAgentsOnline => (StatusCode::CONFLICT, Code::NoAgentsOnline),
+            D::SessionFull => (StatusCode::CONFLICT, Code::SessionFull),
+            D::SessionEnded => (StatusCode::CONFLICT, Code::SessionEnded),
+            D::NotARecipient => (StatusCode::FORBIDDEN, Code::NotARecipient),
+            D::InvitationTaken => (StatusCode::CONFLICT, Code::InvitationTaken),
+            D::InvitationClosed => (StatusCode::CONFLICT, Code::InvitationClosed),
+            D::AgentBusy => (StatusCode::CONFLICT, Code::AgentBusy),
             D::NotParticipant | D::NotLead | D::NotAMember(_) => {
-                (StatusCode::FORBIDDEN, "forbidden")
+                (StatusCode::FORBIDDEN, Code::Forbidden)
             }
-            D::InvitationNotFound | D::ParticipantNotFound => (StatusCode::NOT_FOUND, "not_found"),
-            D::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            D::LimitReached(_) | D::TooManyMaskChanges => (StatusCode::CONFLICT, "limit_reached"),
-            D::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            D::InvitationNotFound | D::ParticipantNotFound => {
+                (StatusCode::NOT_FOUND, Code::NotFound)
+            }
+            D::Conflict(_) => (StatusCode::CONFLICT, Code::Conflict),
+            D::LimitReached(_) | D::TooManyMaskChanges => {
+                (StatusCode::CONFLICT, Code::LimitReached)
+            }
+            D::Invalid(_) => (StatusCode::BAD_REQUEST, Code::InvalidRequest),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -186,7 +261,7 @@ impl From<AppError> for ApiError {
                 tracing::error!(%why, "stored data is unreadable");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    Code::Internal,
                     "stored data could not be read; the error is logged",
                 )
             }
@@ -194,7 +269,9 @@ impl From<AppError> for ApiError {
                 tracing::warn!(error = %b, "shared store failure");
                 ApiError::unavailable("the shared store is unreachable; retry shortly")
             }
-            AppError::Contended => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            AppError::Contended => {
+                ApiError::new(StatusCode::CONFLICT, Code::Conflict, e.to_string())
+            }
             AppError::Forbidden(detail) => ApiError::forbidden(detail),
             AppError::Overloaded => ApiError {
                 retry_after: Some(1),
@@ -202,24 +279,28 @@ impl From<AppError> for ApiError {
             },
             AppError::RateLimited(wait) => ApiError {
                 retry_after: Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX)),
-                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Code::RateLimited,
+                    e.to_string(),
+                )
             },
             AppError::KeyReused => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
+                Code::IdempotencyKeyReused,
                 e.to_string(),
             ),
             AppError::KeyInProgress => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(
                     StatusCode::CONFLICT,
-                    "idempotency_in_progress",
+                    Code::IdempotencyInProgress,
                     e.to_string(),
                 )
             },
             AppError::TooManyStreams(_) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_streams",
+                Code::TooManyStreams,
                 e.to_string(),
             ),
             AppError::Unavailable(detail) => {
@@ -249,12 +330,12 @@ pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
     match &err {
         J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            Code::PayloadTooLarge,
             "the request body is larger than this server accepts",
         ),
         J::ContentType => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "invalid_request",
+            Code::InvalidRequest,
             "send the body as application/json",
         ),
         J::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
@@ -280,20 +361,20 @@ pub fn problem_for_plain_errors<B>(
     }
     let status = res.status();
     let code = match status.as_u16() {
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        408 => "request_timeout",
-        409 => "conflict",
-        429 => "rate_limited",
-        413 => "payload_too_large",
-        503 => "unavailable",
-        400..=499 => "invalid_request",
-        _ => "internal",
+        401 => Code::Unauthorized,
+        403 => Code::Forbidden,
+        404 => Code::NotFound,
+        405 => Code::MethodNotAllowed,
+        408 => Code::RequestTimeout,
+        409 => Code::Conflict,
+        429 => Code::RateLimited,
+        413 => Code::PayloadTooLarge,
+        503 => Code::Unavailable,
+        400..=499 => Code::InvalidRequest,
+        _ => Code::Internal,
     };
     let detail = match code {
-        "internal" => "the server failed; the error is logged".to_owned(),
+        Code::Internal => "the server failed; the error is logged".to_owned(),
         _ => status.canonical_reason().unwrap_or("error").to_owned(),
     };
     let (req, _) = res.into_parts();
@@ -329,15 +410,51 @@ mod tests {
     }
 
     #[test]
+    fn the_codes_are_the_openapi_problem_codes_and_each_is_described() {
+        let doc: serde_json::Value = serde_json::from_str(super::super::ops::OPENAPI).unwrap();
+        let schema = &doc["components"]["schemas"]["ProblemCode"];
+        let listed: Vec<&str> = schema["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
+        let ours: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        for code in &ours {
+            assert!(
+                listed.contains(code),
+                "{code} is not in OpenAPI's ProblemCode"
+            );
+        }
+        for code in &listed {
+            assert!(
+                ours.contains(code),
+                "OpenAPI lists {code}, which Code does not have"
+            );
+        }
+        let described = schema["description"].as_str().unwrap();
+        for code in &ours {
+            assert!(
+                described.contains(&format!("- `{code}` — ")),
+                "ProblemCode's description does not say what {code} means"
+            );
+        }
+        assert_eq!(
+            serde_json::to_value(Code::InvitationTaken).unwrap(),
+            "invitation_taken"
+        );
+    }
+
+    #[test]
     fn unreadable_stored_data_is_a_500_not_a_retry() {
         let corrupt = ApiError::from(AppError::Backplane(BackplaneError::Corrupt(
             "undecodable data in Redis".into(),
         )));
-        assert_eq!((corrupt.status, corrupt.code), (500, "internal"));
+        assert_eq!((corrupt.status, corrupt.code.as_str()), (500, "internal"));
         assert_eq!(corrupt.retry_after, None);
         let down = ApiError::from(AppError::Backplane(BackplaneError::Unavailable(
             "connection refused".into(),
         )));
-        assert_eq!((down.status, down.code), (503, "unavailable"));
+        assert_eq!((down.status, down.code.as_str()), (503, "unavailable"));
     }
 }
