@@ -18,12 +18,13 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use collabd::actors::session::deliveries;
 use collabd::backplane::codec::{decode, decode_current, encode};
 use collabd::domain::session::{
-    Accept, Audience, Cancel, Decline, Expire, InvitationKind, Invite, Post, Poster, Target,
+    Accept, Audience, Cancel, Comment, Decline, Expire, InvitationKind, Invite, Post, Poster,
+    Target,
 };
 use collabd::domain::visibility::{Viewer, agent_session_view, customer_session_view, view};
 use collabd::domain::{
-    AccountId, AgentId, AgentRef, Command, Event, InvitationId, MessageId, Outcome, Policy,
-    PortalId, Rules, Session, SessionId, SessionMode,
+    AccountId, AgentId, AgentRef, Command, DisplayName, Event, InvitationId, MessageId, Outcome,
+    Policy, PortalId, Rules, Session, SessionId, SessionMode,
 };
 use criterion::{
     BatchSize, Bencher, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
@@ -47,10 +48,15 @@ const ONLINE_SIZES: [usize; 2] = [10, 100];
 /// The commit version the routed events are published under.
 const VERSION: u64 = 160;
 
+/// A display name, parsed as a request's would be.
+fn display(name: &str) -> DisplayName {
+    DisplayName::parse("name", name).expect("a valid display name")
+}
+
 fn agent(id: &str) -> AgentRef {
     AgentRef {
         id: AgentId::parse(id).unwrap(),
-        name: format!("Agent {id}"),
+        name: display(&format!("Agent {id}")),
     }
 }
 
@@ -113,7 +119,7 @@ impl Fixture {
             account.clone(),
             SessionMode::Web,
             lead.clone(),
-            "Jane Customer".into(),
+            display("Jane Customer"),
             Rules {
                 policy: &policy,
                 now: start,
@@ -142,7 +148,10 @@ impl Fixture {
                 target: Target::Portal(portal.clone()),
                 kind: InvitationKind::Collaborate,
                 masked: i % 4 == 0,
-                comment: Some("Customer on Windows 11; the printer driver fails to install".into()),
+                comment: Comment::parse(
+                    "Customer on Windows 11; the printer driver fails to install",
+                )
+                .unwrap(),
                 online,
                 escalate: None,
                 target_busy: false,
@@ -187,7 +196,7 @@ impl Fixture {
                                 Decline {
                                     invitation: id.clone(),
                                     agent: AgentRef {
-                                        name: agent.to_string(),
+                                        name: display(agent.as_str()),
                                         id: agent,
                                     },
                                 }
@@ -241,7 +250,8 @@ impl Fixture {
             target: Target::Portal(PortalId::parse("tier-2").unwrap()),
             kind: InvitationKind::Collaborate,
             masked: false,
-            comment: Some("Needs a network specialist: VPN drops every few minutes".into()),
+            comment: Comment::parse("Needs a network specialist: VPN drops every few minutes")
+                .unwrap(),
             online: (0..online).map(|k| Self::online_agent(k).id).collect(),
             escalate: None,
             target_busy: false,
@@ -301,7 +311,7 @@ fn apply(c: &mut Criterion) {
                 black_box(f.account.clone()),
                 SessionMode::Web,
                 black_box(agent("lead")),
-                black_box("Jane Customer".to_owned()),
+                black_box(display("Jane Customer")),
                 f.rules(),
             )
         })

@@ -1,7 +1,8 @@
 //! End-to-end tests of collabd over HTTP: each test starts its own node on
-//! a free port and speaks only the public contract (API.md). One binary for
-//! all of them (STYLE.md); the modules live in `tests/e2e/`, what they share
-//! in `tests/common/`.
+//! a free port and speaks only the public contract (docs/API.md). One
+//! binary for all of them (one link instead of one per file, which keeps
+//! builds fast); the modules live in `tests/e2e/`, what they share in
+//! `tests/common/`.
 
 /// What the tests share, by concern (`tests/common/`).
 mod common;

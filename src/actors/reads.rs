@@ -15,7 +15,7 @@ use crate::domain::session::Target;
 use crate::domain::visibility::{
     AgentSessionView, ClientEvent, OfferView, agent_session_view, offer_view,
 };
-use crate::domain::{AccountId, Agent, AgentId, PortalId, SessionId};
+use crate::domain::{AccountId, Agent, AgentId, DisplayName, PortalId, SessionId};
 
 /// The collaboration window's default page size.
 pub const WINDOW_PAGE: usize = 200;
@@ -28,7 +28,7 @@ pub struct PortalRef {
     /// The portal's id.
     pub id: PortalId,
     /// Its name.
-    pub name: String,
+    pub name: DisplayName,
 }
 
 /// The calling agent, as `GET /v1/me` shows it.
@@ -37,7 +37,7 @@ pub struct MeView {
     /// The agent's id.
     pub id: AgentId,
     /// Display name.
-    pub name: String,
+    pub name: DisplayName,
     /// The portal it is logged into, if any.
     pub portal: Option<PortalRef>,
     /// Portals it may log into.
@@ -55,7 +55,7 @@ pub struct CollaboratorView {
     /// The agent's id.
     pub id: AgentId,
     /// Display name.
-    pub name: String,
+    pub name: DisplayName,
     /// The portal it is logged into.
     pub portal: PortalRef,
     /// Sessions it is active in.
@@ -68,7 +68,7 @@ pub struct PortalOnlineView {
     /// The portal's id.
     pub id: PortalId,
     /// Its name.
-    pub name: String,
+    pub name: DisplayName,
     /// Agents logged into it now (the caller included).
     pub agents_online: usize,
 }
@@ -89,7 +89,7 @@ pub async fn me(node: &Node, account: &AccountId, agent: &Agent) -> Result<MeVie
     let presence = node.backplane.presence(account, &agent.id).await?;
     // One read of the account's portals names both the one it is in and
     // the ones it may log into.
-    let names: HashMap<PortalId, String> = node
+    let names: HashMap<PortalId, DisplayName> = node
         .backplane
         .portals(account)
         .await?
@@ -97,7 +97,10 @@ pub async fn me(node: &Node, account: &AccountId, agent: &Agent) -> Result<MeVie
         .map(|p| (p.id, p.name))
         .collect();
     let portal = presence.map(|p| PortalRef {
-        name: names.get(&p).cloned().unwrap_or_else(|| p.to_string()),
+        name: names
+            .get(&p)
+            .cloned()
+            .unwrap_or_else(|| DisplayName::of_id(p.as_str())),
         id: p,
     });
     let memberships = agent
@@ -230,11 +233,8 @@ pub async fn collaborators(
         None => None,
     };
     let window = node.backplane.window(account).await?;
-    let portal_names: HashMap<&PortalId, &str> = window
-        .portals
-        .iter()
-        .map(|p| (&p.id, p.name.as_str()))
-        .collect();
+    let portal_names: HashMap<&PortalId, &DisplayName> =
+        window.portals.iter().map(|p| (&p.id, &p.name)).collect();
     let needle = q
         .map(str::trim)
         .filter(|q| !q.is_empty())
@@ -255,7 +255,7 @@ pub async fn collaborators(
         .filter_map(|a| {
             let portal_name = portal_names
                 .get(&a.portal)
-                .map_or_else(|| a.portal.to_string(), |n| (*n).to_owned());
+                .map_or_else(|| DisplayName::of_id(a.portal.as_str()), |n| (*n).clone());
             let shown =
                 matches(&a.agent.name) || matches(a.agent.id.as_str()) || matches(&portal_name);
             shown.then(|| {

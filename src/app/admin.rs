@@ -28,8 +28,8 @@ use crate::backplane::SessionCursor;
 use crate::domain::session::{AdminCancel, AdminEnd, Leave, SessionStatus, Target};
 use crate::domain::visibility::{AgentSessionView, agent_session_view};
 use crate::domain::{
-    Account, AccountId, Actor, Agent, AgentId, AuditAction, AuditEntry, DomainError, LogoutReason,
-    Policy, PolicyInput, Portal, PortalId, SessionId,
+    Account, AccountId, Actor, Agent, AgentId, AuditAction, AuditEntry, DisplayName, DomainError,
+    LogoutReason, Policy, PolicyInput, Portal, PortalId, SessionId,
 };
 
 /// A page size when none is asked for.
@@ -80,8 +80,8 @@ pub async fn accounts(
 /// What `PATCH /v1/accounts/{a}` may change (a JSON merge patch).
 #[derive(Debug, Default)]
 pub struct AccountPatch {
-    /// A new display name (already checked).
-    pub name: Option<String>,
+    /// A new display name.
+    pub name: Option<DisplayName>,
     /// Policy fields to change; the others keep their values.
     pub policy: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -283,7 +283,7 @@ pub struct AgentAdminView {
     /// Its id.
     pub id: AgentId,
     /// Display name.
-    pub name: String,
+    pub name: DisplayName,
     /// Portals it may log into.
     pub portals: Vec<PortalId>,
     /// Where it is logged in now, if anywhere.

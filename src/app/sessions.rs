@@ -13,12 +13,13 @@ use crate::actors::Node;
 use crate::actors::session::{Accept, Create, Executed, Read, Want};
 use crate::backplane::{Guard, Transcript};
 use crate::domain::session::{
-    Audience, Cancel, Decline, End, Escalate, EscalateAfter, InvitationKind, InvitationSummary,
-    Invite, Leave, Post, Poster, SetMasked, Target,
+    Audience, Cancel, Comment, Decline, End, Escalate, EscalateAfter, InvitationKind,
+    InvitationSummary, Invite, Leave, Post, Poster, SetMasked, Target,
 };
 use crate::domain::visibility::{AgentSessionView, InvitationView, Viewer, message_view};
 use crate::domain::{
-    AgentId, DomainError, InvitationId, MessageId, Rules, Session, SessionId, SessionMode,
+    AgentId, DisplayName, DomainError, InvitationId, MessageId, Rules, Session, SessionId,
+    SessionMode,
 };
 use crate::metrics::AcceptOutcome;
 
@@ -52,7 +53,7 @@ pub async fn create(
     tokens: &Tokens,
     caller: &AgentCaller,
     mode: SessionMode,
-    customer_name: String,
+    customer_name: DisplayName,
 ) -> Result<Created, Error> {
     let policy = &caller.account.policy;
     let (session, outcome) = Session::create(
@@ -151,7 +152,7 @@ pub struct InviteRequest {
     /// Join masked.
     pub masked: bool,
     /// A note for the invitees.
-    pub comment: Option<String>,
+    pub comment: Option<Comment>,
 }
 
 /// `POST /v1/sessions/{id}/invitations`.
@@ -206,10 +207,6 @@ pub async fn invite(
         }
         _ => (false, Vec::new()),
     };
-    let comment = request
-        .comment
-        .map(|c| c.trim().to_owned())
-        .filter(|c| !c.is_empty());
     let id = InvitationId::within(session);
     let command = Invite {
         id: id.clone(),
@@ -217,7 +214,7 @@ pub async fn invite(
         target: request.target,
         kind: request.kind,
         masked: request.masked,
-        comment,
+        comment: request.comment,
         online,
         escalate: request.escalate,
         target_busy,

@@ -141,13 +141,14 @@ fn body_of<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::directory::display;
     use crate::domain::policy::{Policy, SessionMode};
     use crate::domain::{AccountId, PortalId, Session};
 
     fn account() -> Account {
         Account {
             id: AccountId::parse("acme").unwrap(),
-            name: "Acme".into(),
+            name: display("Acme"),
             policy: Policy {
                 session_modes: vec![SessionMode::Web],
                 ..Policy::default()
@@ -161,7 +162,7 @@ mod tests {
         assert_eq!(decode::<Account>(&encode(&a)).unwrap(), a);
         let p = Portal {
             id: PortalId::parse("p1").unwrap(),
-            name: "Tier 1".into(),
+            name: display("Tier 1"),
         };
         assert_eq!(decode::<Portal>(&encode(&p)).unwrap(), p);
     }
@@ -207,14 +208,14 @@ mod tests {
         };
         let lead = AgentRef {
             id: AgentId::parse("lead").unwrap(),
-            name: "Lead".into(),
+            name: display("Lead"),
         };
         let (mut session, _) = Session::create(
             SessionId::random(),
             AccountId::parse("acme").unwrap(),
             SessionMode::Web,
             lead.clone(),
-            "Carl".into(),
+            display("Carl"),
             rules,
         )
         .unwrap();

@@ -5,16 +5,17 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::domain::AgentRef;
 use crate::domain::id::InvitationId;
 use crate::domain::session::{
-    Audience, Author, Counters, Customer, EndReason, Ending, Event, Invitation, InvitationKind,
-    InvitationStatus, InvitationSummary, Participant, SessionBrief, Target, WithdrawReason,
+    Audience, Author, Comment, Counters, Customer, EndReason, Ending, Event, Invitation,
+    InvitationKind, InvitationStatus, InvitationSummary, Participant, SessionBrief, Target,
+    WithdrawReason,
 };
 use crate::domain::{
     Account, AccountId, AgentId, Message, MessageId, Policy, PortalId, Session, SessionId,
     SessionMode, visibility,
 };
+use crate::domain::{AgentRef, DisplayName};
 
 /// A v1 policy: the seed's switches and limits, without the v2 bounds.
 #[derive(Deserialize)]
@@ -33,7 +34,7 @@ pub(super) struct PolicyV1 {
 #[derive(Deserialize)]
 pub(super) struct AccountV1 {
     id: AccountId,
-    name: String,
+    name: DisplayName,
     policy: PolicyV1,
 }
 
@@ -155,7 +156,7 @@ pub(super) struct InvitationV2 {
     pub(super) inviter: AgentRef,
     pub(super) target: Target,
     pub(super) masked: bool,
-    pub(super) comment: Option<String>,
+    pub(super) comment: Option<Comment>,
     pub(super) recipients: Vec<AgentId>,
     pub(super) declined_by: Vec<AgentId>,
     pub(super) unavailable: Vec<AgentId>,
@@ -335,7 +336,7 @@ impl From<EventV3> for Event {
             EventV3::InvitationDeclined { invitation, by } => Event::InvitationDeclined {
                 invitation,
                 by: AgentRef {
-                    name: by.to_string(),
+                    name: DisplayName::of_id(by.as_str()),
                     id: by,
                 },
             },

@@ -162,6 +162,7 @@ pub fn effects<'a>(commit: &Commit<'a>) -> Vec<Effect<'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::directory::display;
     use crate::domain::session::{Command, InvitationKind, Invite, Rules};
     use crate::domain::{AccountId, AgentRef, Policy, PortalId, Session, SessionId, SessionMode};
 
@@ -186,7 +187,7 @@ mod tests {
         let sid = SessionId::parse("ses-0123456789abcdef01234567").unwrap();
         let lead = AgentRef {
             id: AgentId::parse("lead").unwrap(),
-            name: "Lead".into(),
+            name: display("Lead"),
         };
         let account = AccountId::parse("acme").unwrap();
         let (mut session, _) = Session::create(
@@ -194,7 +195,7 @@ mod tests {
             account,
             SessionMode::Web,
             lead,
-            "Carl".into(),
+            display("Carl"),
             rules,
         )
         .unwrap();

@@ -14,7 +14,7 @@ pub struct Account {
     /// The account's id.
     pub id: AccountId,
     /// Display name.
-    pub name: String,
+    pub name: DisplayName,
     /// What the account may use.
     pub policy: Policy,
 }
@@ -25,7 +25,7 @@ pub struct Portal {
     /// The portal's id, unique inside its account.
     pub id: PortalId,
     /// Display name.
-    pub name: String,
+    pub name: DisplayName,
 }
 
 /// A support agent and the portals it may log into.
@@ -34,7 +34,7 @@ pub struct Agent {
     /// The agent's id, unique inside its account.
     pub id: AgentId,
     /// Display name.
-    pub name: String,
+    pub name: DisplayName,
     /// Portals this agent may log into.
     pub portals: Vec<PortalId>,
 }
@@ -89,7 +89,7 @@ pub struct AgentRef {
     /// The agent's id.
     pub id: AgentId,
     /// Display name at the time it was recorded.
-    pub name: String,
+    pub name: DisplayName,
 }
 
 /// Unicode's format characters (general category Cf, Unicode 16): invisible
@@ -129,26 +129,84 @@ fn refused_in_names(c: char) -> bool {
         || FORMAT_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
 }
 
-/// Checks a display name: 1 to 200 characters after trimming; no control
-/// or format characters and no line or paragraph separators (they let a
-/// name look blank, reversed or like someone else's).
-pub fn parse_name(field: &str, raw: &str) -> Result<String, String> {
-    let name = raw.trim();
-    if name.is_empty() {
-        return Err(format!("{field} must not be empty"));
+/// A display name (of an account, a portal, an agent or a customer),
+/// parsed once where it enters: 1 to 200 characters after trimming; no
+/// control or format characters and no line or paragraph separators (they
+/// let a name look blank, reversed or like someone else's). What is stored
+/// was parsed when it was written, so it is read back as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    /// Parses `raw`, sent as `field`; the error says why it is refused.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, String> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(format!("{field} must not be empty"));
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(format!(
+                "{field} must be at most {MAX_NAME_CHARS} characters"
+            ));
+        }
+        if let Some(c) = name.chars().find(|&c| refused_in_names(c)) {
+            return Err(format!(
+                "{field} must not contain control or invisible formatting characters (found U+{:04X})",
+                u32::from(c)
+            ));
+        }
+        Ok(Self(name.to_owned()))
     }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!(
-            "{field} must be at most {MAX_NAME_CHARS} characters"
-        ));
+
+    /// An id standing in for a name that is not known (ids are short and
+    /// printable, always a valid name).
+    pub fn of_id(id: &str) -> Self {
+        Self(id.to_owned())
     }
-    if let Some(c) = name.chars().find(|&c| refused_in_names(c)) {
-        return Err(format!(
-            "{field} must not contain control or invisible formatting characters (found U+{:04X})",
-            u32::from(c)
-        ));
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
-    Ok(name.to_owned())
+}
+
+/// A display name for tests, parsed as a request's would be.
+#[cfg(test)]
+pub(crate) fn display(name: &str) -> DisplayName {
+    DisplayName::parse("name", name).expect("a valid display name")
+}
+
+impl std::ops::Deref for DisplayName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DisplayName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<DisplayName> for String {
+    fn from(name: DisplayName) -> Self {
+        name.0
+    }
+}
+
+impl PartialEq<str> for DisplayName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for DisplayName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
 }
 
 #[cfg(test)]
@@ -157,10 +215,10 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(parse_name("name", "  Ann ").unwrap(), "Ann");
-        assert!(parse_name("name", "   ").is_err());
-        assert!(parse_name("name", &"x".repeat(201)).is_err());
-        assert!(parse_name("name", "a\u{0007}b").is_err());
+        assert_eq!(DisplayName::parse("name", "  Ann ").unwrap(), "Ann");
+        assert!(DisplayName::parse("name", "   ").is_err());
+        assert!(DisplayName::parse("name", &"x".repeat(201)).is_err());
+        assert!(DisplayName::parse("name", "a\u{0007}b").is_err());
     }
 
     #[test]
@@ -176,12 +234,12 @@ mod tests {
             "Ann\u{e0041}",
             "Ann\u{00ad}",
         ] {
-            let err = parse_name("name", spoof).unwrap_err();
+            let err = DisplayName::parse("name", spoof).unwrap_err();
             assert!(err.contains("formatting"), "{spoof:?}: {err}");
         }
         // Letters of every script, emoji and their joiners' neighbours stay fine.
         for fine in ["Zoë", "Łukasz", "山田 太郎", "محمد", "Ann 🎧"] {
-            assert_eq!(parse_name("name", fine).unwrap(), fine);
+            assert_eq!(DisplayName::parse("name", fine).unwrap(), fine);
         }
     }
 }

@@ -9,7 +9,7 @@ pub mod session;
 pub mod visibility;
 
 pub use audit::{Actor, ActorKind, AuditAction, AuditEntry};
-pub use directory::{Account, Agent, AgentRef, LogoutReason, Portal};
+pub use directory::{Account, Agent, AgentRef, DisplayName, LogoutReason, Portal};
 pub use error::DomainError;
 pub use id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId};
 pub use policy::{Policy, PolicyInput, SessionMode};

@@ -14,6 +14,7 @@
 //! every refusal against the rule that a refused command changes nothing
 //! (`assert_refused`).
 
+use crate::domain::directory::display;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::directory::AgentRef;
@@ -21,8 +22,8 @@ use super::error::DomainError;
 use super::id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId};
 use super::policy::{Policy, SessionMode};
 use super::session::{
-    Accept, Audience, Author, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End,
-    EndReason, Ending, Escalate, EscalateAfter, Event, Expire, IndexDelta, Invitation,
+    Accept, Audience, Author, Cancel, CheckIdle, Command, Comment, CustomerReconnected, Decline,
+    End, EndReason, Ending, Escalate, EscalateAfter, Event, Expire, IndexDelta, Invitation,
     InvitationKind, InvitationStatus, InvitationSummary, Invite, Leave, MAX_COMMENT_CHARS,
     MAX_MASK_CHANGES, MAX_MESSAGE_CHARS, Message, Outcome, Post, Poster, RecipientGone, Role,
     Rules, Session, SessionStatus, SetMasked, Target, Timer, WithdrawReason, check_accept,
@@ -63,7 +64,7 @@ fn ids(names: &[&str]) -> Vec<AgentId> {
 fn agent(name: &str) -> AgentRef {
     AgentRef {
         id: id(name),
-        name: format!("Agent {name}"),
+        name: display(&format!("Agent {name}")),
     }
 }
 
@@ -151,7 +152,9 @@ impl Draft {
             target: self.target,
             kind: self.kind,
             masked: self.masked,
-            comment: self.comment,
+            comment: self
+                .comment
+                .and_then(|c| Comment::parse(&c).expect("a valid comment")),
             online: self.online,
             escalate: self.escalate,
             target_busy: self.target_busy,
@@ -243,7 +246,7 @@ fn create(
         AccountId::parse("acme").unwrap(),
         mode,
         agent(LEAD),
-        "Carol Customer".into(),
+        display("Carol Customer"),
         Rules { policy, now },
     )
 }
@@ -847,7 +850,7 @@ fn a_comment_when_comments_are_off_is_feature_disabled() {
 
 #[test]
 fn a_comment_of_more_than_500_characters_is_invalid() {
-    let mut spec = Spec::new();
+    let spec = Spec::new();
     // Characters, not bytes: 500 two-byte characters are fine.
     let longest = "é".repeat(MAX_COMMENT_CHARS);
     assert_eq!(MAX_COMMENT_CHARS, 500);
@@ -855,10 +858,11 @@ fn a_comment_of_more_than_500_characters_is_invalid() {
         spec.try_invite(invite(LEAD, direct("ann"), &["ann"]).comment(&longest))
             .is_ok()
     );
+    // Longer cannot even be made into a Comment, so no command carries one.
     let too_long = "x".repeat(MAX_COMMENT_CHARS + 1);
-    spec.refuse_invite(
-        invite(LEAD, direct("ann"), &["ann"]).comment(&too_long),
-        invalid("comment must be at most 500 characters"),
+    assert_eq!(
+        Comment::parse(&too_long),
+        Err(invalid("comment must be at most 500 characters"))
     );
 }
 
@@ -1734,7 +1738,7 @@ fn a_customer_message_is_for_everyone() {
     assert_eq!(
         message.author,
         Author::Customer {
-            name: "Carol Customer".into()
+            name: display("Carol Customer")
         }
     );
 }

@@ -8,12 +8,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::directory::AgentRef;
+use super::directory::{AgentRef, DisplayName};
 use super::id::{AgentId, InvitationId, SessionId};
 use super::policy::SessionMode;
 use super::session::{
-    Audience, Author, EndReason, Escalation, Event, Invitation, InvitationKind, InvitationStatus,
-    InvitationSummary, Message, Participant, Role, Session, SessionStatus, Target, WithdrawReason,
+    Audience, Author, Comment, EndReason, Escalation, Event, Invitation, InvitationKind,
+    InvitationStatus, InvitationSummary, Message, Participant, Role, Session, SessionStatus,
+    Target, WithdrawReason,
 };
 
 /// Who is looking.
@@ -55,7 +56,7 @@ pub struct InvitationView {
     /// The joining agent will be masked.
     pub masked: bool,
     /// The inviter's note for the invitees.
-    pub comment: Option<String>,
+    pub comment: Option<Comment>,
     /// Whom it was offered to.
     pub recipients: Vec<AgentId>,
     /// How many it was offered to.
@@ -116,7 +117,7 @@ pub struct OfferView {
 #[derive(Debug, Clone, Serialize)]
 pub struct NameView {
     /// The name.
-    pub name: String,
+    pub name: DisplayName,
 }
 
 /// The session as its agents see it.
@@ -174,7 +175,7 @@ impl From<&Participant> for ParticipantView {
 #[derive(Debug, Clone, Serialize)]
 pub struct CustomerStateView {
     /// Display name.
-    pub name: String,
+    pub name: DisplayName,
     /// Client generation.
     pub generation: u32,
     /// Must re-run the download.
@@ -481,6 +482,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::domain::directory::display;
     use crate::domain::id::MessageId;
     use crate::domain::policy::{Policy, SessionMode};
     use crate::domain::session::{Invite, Rules, Session, SessionBrief, Target, WithdrawReason};
@@ -493,7 +495,7 @@ mod tests {
     fn agent(s: &str) -> AgentRef {
         AgentRef {
             id: id(s),
-            name: format!("Agent {s}"),
+            name: display(&format!("Agent {s}")),
         }
     }
 
@@ -506,7 +508,7 @@ mod tests {
         let policy = Policy::default();
         let lead = AgentRef {
             id: id("lead"),
-            name: "Lead".into(),
+            name: display("Lead"),
         };
         let rules = Rules {
             policy: &policy,
@@ -517,7 +519,7 @@ mod tests {
             AccountId::parse("acme").unwrap(),
             SessionMode::Web,
             lead,
-            "Carl".into(),
+            display("Carl"),
             rules,
         )
         .unwrap();
@@ -527,7 +529,7 @@ mod tests {
             target: Target::Portal(PortalId::parse("support").unwrap()),
             kind: InvitationKind::Collaborate,
             masked: true,
-            comment: Some("note".into()),
+            comment: Comment::parse("note").unwrap(),
             online: vec![id("ann"), id("bob"), id("cid")],
             escalate: None,
             target_busy: false,
@@ -617,7 +619,7 @@ mod tests {
             inviter: agent("lead"),
             target: Target::Portal(PortalId::parse("support").unwrap()),
             masked: false,
-            comment: Some("note".into()),
+            comment: Comment::parse("note").unwrap(),
             recipients: vec![id("ann"), id("bob")],
             declined_by: Vec::new(),
             unavailable: Vec::new(),
@@ -671,7 +673,7 @@ mod tests {
                 session: SessionBrief {
                     id: SessionId::parse("ses-1").unwrap(),
                     mode: SessionMode::Web,
-                    customer_name: "Carl".into(),
+                    customer_name: display("Carl"),
                 },
             },
             Event::InvitationSent {
@@ -726,7 +728,7 @@ mod tests {
             (by_agent(true), Audience::Agents),
             (
                 Author::Customer {
-                    name: "Carl".into(),
+                    name: display("Carl"),
                 },
                 Audience::Everyone,
             ),

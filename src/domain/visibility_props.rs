@@ -21,6 +21,7 @@
 //! it to). A coverage test shows the random sessions really reach every
 //! kind of secret.
 
+use crate::domain::directory::display;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
@@ -33,9 +34,9 @@ use super::id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId
 use super::policy::{Policy, SessionMode};
 use super::session::EndReason;
 use super::session::{
-    Accept, Audience, Author, Cancel, CheckIdle, Command, CustomerReconnected, Decline, End,
-    Escalate, EscalateAfter, Event, Expire, InvitationKind, Invite, Leave, Message, Post, Poster,
-    RecipientGone, Role, Rules, Session, SetMasked, Target,
+    Accept, Audience, Author, Cancel, CheckIdle, Command, Comment, CustomerReconnected, Decline,
+    End, Escalate, EscalateAfter, Event, Expire, InvitationKind, Invite, Leave, Message, Post,
+    Poster, RecipientGone, Role, Rules, Session, SetMasked, Target,
 };
 use super::visibility::{
     ClientEvent, Viewer, audiences, customer_session_view, message_view, view,
@@ -60,7 +61,7 @@ fn agent_name(i: usize) -> String {
 fn agent_ref(i: usize) -> AgentRef {
     AgentRef {
         id: agent_id(i),
-        name: agent_name(i),
+        name: display(&agent_name(i)),
     }
 }
 
@@ -320,7 +321,7 @@ impl Run {
             AccountId::parse("acme").unwrap(),
             SessionMode::Web,
             agent_ref(0),
-            CUSTOMER_NAME.into(),
+            display(CUSTOMER_NAME),
             Rules {
                 policy: &policy,
                 now,
@@ -394,7 +395,8 @@ impl Run {
                         InvitationKind::Collaborate
                     },
                     masked: *masked,
-                    comment: comment.then(|| format!("COMMENT-{n}")),
+                    comment: comment
+                        .then(|| Comment::parse(&format!("COMMENT-{n}")).unwrap().unwrap()),
                     escalation_online: online.clone(),
                     online,
                     escalate: (*escalate && !*portal).then(|| EscalateAfter {
@@ -583,7 +585,7 @@ impl Run {
                 continue;
             }
             assert!(
-                !text.contains(&p.agent.name),
+                !text.contains(p.agent.name.as_str()),
                 "the customer heard of {}, masked now: {text}",
                 p.agent.name
             );
@@ -673,7 +675,7 @@ impl Run {
                     assert!(offer.contains(CUSTOMER_NAME), "{offer}");
                     if let Some(comment) = &invitation.comment {
                         assert!(
-                            offer.contains(comment),
+                            offer.contains(comment.as_str()),
                             "{agent} must read {comment}: {offer}"
                         );
                         self.coverage.comments_offered_to_recipients += 1;
@@ -788,9 +790,13 @@ impl Run {
             .participants
             .iter()
             .filter(|p| !p.masked)
-            .map(|p| p.agent.name.clone())
+            .map(|p| p.agent.name.to_string())
             .collect();
-        let listed: Vec<String> = session_view.agents.iter().map(|a| a.name.clone()).collect();
+        let listed: Vec<String> = session_view
+            .agents
+            .iter()
+            .map(|a| a.name.to_string())
+            .collect();
         assert_eq!(listed, unmasked);
         assert_eq!(session_view.generation, self.session.customer.generation);
         // One lead, and it is the session's.

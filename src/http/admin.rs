@@ -12,9 +12,8 @@ use super::error::ApiError;
 use super::{AppState, lookup_id};
 use crate::app::admin::{self as use_case, AccountPatch};
 use crate::app::provisioning::existing_account;
-use crate::domain::directory::parse_name;
 use crate::domain::session::SessionStatus;
-use crate::domain::{AccountId, AgentId, PortalId, SessionId};
+use crate::domain::{AccountId, AgentId, DisplayName, PortalId, SessionId};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/accounts", web::get().to(accounts))
@@ -145,7 +144,7 @@ async fn patch_account(
     let body = body.into_inner().0;
     let name = body
         .name
-        .map(|n| parse_name("name", &n))
+        .map(|n| DisplayName::parse("name", &n))
         .transpose()
         .map_err(ApiError::invalid)?;
     let patch = AccountPatch {

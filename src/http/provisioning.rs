@@ -9,8 +9,9 @@ use super::body::Object;
 use super::error::ApiError;
 use super::{AppState, lookup_id};
 use crate::app::provisioning as use_case;
-use crate::domain::directory::parse_name;
-use crate::domain::{Account, AccountId, Agent, AgentId, PolicyInput, Portal, PortalId};
+use crate::domain::{
+    Account, AccountId, Agent, AgentId, DisplayName, PolicyInput, Portal, PortalId,
+};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/accounts/{account}", web::put().to(put_account))
@@ -61,7 +62,7 @@ async fn put_account(
 ) -> Result<HttpResponse, ApiError> {
     let id: AccountId = new_id(&path, "account")?;
     let body = body.into_inner().0;
-    let name = parse_name("name", &body.name).map_err(ApiError::invalid)?;
+    let name = DisplayName::parse("name", &body.name).map_err(ApiError::invalid)?;
     let policy = body.policy.into_policy().map_err(ApiError::invalid)?;
     let account = Account { id, name, policy };
     let created = use_case::put_account(&state.node, &account).await?;
@@ -86,7 +87,7 @@ async fn put_portal(
 ) -> Result<HttpResponse, ApiError> {
     let account = account_id(&path.0)?;
     let id: PortalId = new_id(&path.1, "portal")?;
-    let name = parse_name("name", &body.name).map_err(ApiError::invalid)?;
+    let name = DisplayName::parse("name", &body.name).map_err(ApiError::invalid)?;
     let portal = Portal { id, name };
     let created = use_case::put_portal(&state.node, &account, &portal).await?;
     Ok(HttpResponse::build(created_or_ok(created)).json(portal))
@@ -109,7 +110,7 @@ async fn put_agent(
     let account = account_id(&path.0)?;
     let id: AgentId = new_id(&path.1, "agent")?;
     let body = body.into_inner().0;
-    let name = parse_name("name", &body.name).map_err(ApiError::invalid)?;
+    let name = DisplayName::parse("name", &body.name).map_err(ApiError::invalid)?;
     let mut portals = body.portals;
     portals.sort();
     portals.dedup();

@@ -11,9 +11,8 @@ use super::error::ApiError;
 use super::idempotency;
 use super::{AppState, PageQuery, lookup_id};
 use crate::app::sessions::{self as use_case, InviteRequest};
-use crate::domain::directory::parse_name;
-use crate::domain::session::{Audience, EscalateAfter, InvitationKind, Target};
-use crate::domain::{AgentId, InvitationId, SessionId, SessionMode};
+use crate::domain::session::{Audience, Comment, EscalateAfter, InvitationKind, Target};
+use crate::domain::{AgentId, DisplayName, InvitationId, SessionId, SessionMode};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/sessions", web::post().to(create))
@@ -74,7 +73,7 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner().0;
     let customer_name =
-        parse_name("customer.name", &body.customer.name).map_err(ApiError::invalid)?;
+        DisplayName::parse("customer.name", &body.customer.name).map_err(ApiError::invalid)?;
     let owner = agent_key_owner(&caller);
     idempotency::once(
         &req,
@@ -140,7 +139,12 @@ async fn invite(
                 kind: body.kind,
                 escalate: body.escalate.clone(),
                 masked: body.masked,
-                comment: body.comment.clone(),
+                comment: body
+                    .comment
+                    .as_deref()
+                    .map(Comment::parse)
+                    .transpose()?
+                    .flatten(),
             };
             let view = use_case::invite(&state.node, &caller, &session, request).await?;
             super::idempotency::json(view)

@@ -1,5 +1,5 @@
-//! Test-only support for collabd, kept out of the server library
-//! (STYLE.md, "Keep the library for the product"): the backplane
+//! Test-only support for collabd, kept out of the server library (the
+//! library holds only what the product runs): the backplane
 //! conformance suite that every backplane (memory, Redis, Redis Cluster)
 //! must pass, and the settings tests start nodes with.
 

@@ -259,6 +259,7 @@ pub(super) fn dispatch(senders: &Senders, channel: &str, payload: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::directory::display;
     use crate::domain::session::EndReason;
 
     #[test]
@@ -338,7 +339,7 @@ mod tests {
             session: session.clone(),
             inviter: AgentRef {
                 id: AgentId::parse("ann").unwrap(),
-                name: "Ann".into(),
+                name: display("Ann"),
             },
             target: crate::domain::session::Target::Agent(bob.clone()),
             kind: crate::domain::session::InvitationKind::Collaborate,
@@ -393,7 +394,7 @@ mod tests {
                 invitation: summary,
                 by: AgentRef {
                     id: bob,
-                    name: "bob".into(),
+                    name: display("bob"),
                 },
             }
         );

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::Event;
 use super::{Outcome, Post, Rules, Session};
-use crate::domain::directory::AgentRef;
+use crate::domain::directory::{AgentRef, DisplayName};
 use crate::domain::error::DomainError;
 use crate::domain::id::{AgentId, MessageId};
 use crate::domain::visibility;
@@ -42,7 +42,7 @@ pub enum Author {
     /// The customer.
     Customer {
         /// The customer's display name.
-        name: String,
+        name: DisplayName,
     },
 }
 

@@ -3,7 +3,7 @@
 //! concept it changes (`invitation.rs`, `chat.rs`, `participants.rs`).
 
 use super::chat::{Audience, Poster};
-use super::invitation::{EscalateAfter, InvitationKind, Target};
+use super::invitation::{Comment, EscalateAfter, InvitationKind, Target};
 use crate::domain::directory::AgentRef;
 use crate::domain::id::{AgentId, InvitationId, MessageId};
 
@@ -57,7 +57,7 @@ pub struct Invite {
     /// The joining agent will be invisible to the customer.
     pub masked: bool,
     /// A note for the invitees only.
-    pub comment: Option<String>,
+    pub comment: Option<Comment>,
     /// Agents logged in for the target now (the direct target, or the
     /// portal's agents). The rule removes the inviter and participants.
     pub online: Vec<AgentId>,

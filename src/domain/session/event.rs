@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::chat::Message;
 use super::invitation::{
-    Escalation, Invitation, InvitationKind, InvitationStatus, Target, WithdrawReason,
+    Comment, Escalation, Invitation, InvitationKind, InvitationStatus, Target, WithdrawReason,
 };
 use super::participants::{EndReason, Participant};
-use crate::domain::directory::AgentRef;
+use crate::domain::directory::{AgentRef, DisplayName};
 use crate::domain::id::{AgentId, InvitationId, PortalId, SessionId};
 use crate::domain::policy::SessionMode;
 
@@ -27,7 +27,7 @@ pub struct SessionBrief {
     /// Web or queue.
     pub mode: SessionMode,
     /// The customer's display name.
-    pub customer_name: String,
+    pub customer_name: DisplayName,
 }
 
 /// An invitation without its recipient lists: what the session's agents
@@ -47,7 +47,7 @@ pub struct InvitationSummary {
     /// The joining agent will be invisible to the customer.
     pub masked: bool,
     /// A note for the invitees only.
-    pub comment: Option<String>,
+    pub comment: Option<Comment>,
     /// How many agents it was offered to.
     pub recipient_count: u32,
     /// Its state.

@@ -22,6 +22,48 @@ use crate::domain::policy::Policy;
 /// Longest invitation comment, in characters.
 pub const MAX_COMMENT_CHARS: usize = 500;
 
+/// An invitation's comment (only its invitees see it), parsed once where
+/// it enters: trimmed, at most [`MAX_COMMENT_CHARS`] characters; a blank
+/// one is no comment. What is stored was parsed when it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Comment(String);
+
+impl Comment {
+    /// The comment in `raw`, if it says anything.
+    pub fn parse(raw: &str) -> Result<Option<Self>, DomainError> {
+        let text = raw.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if text.chars().count() > MAX_COMMENT_CHARS {
+            return Err(DomainError::Invalid(format!(
+                "comment must be at most {MAX_COMMENT_CHARS} characters"
+            )));
+        }
+        Ok(Some(Self(text.to_owned())))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Comment {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Comment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Whom an invitation is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,7 +159,7 @@ pub struct Invitation {
     /// The joining agent will be invisible to the customer.
     pub masked: bool,
     /// A note for the invitees only.
-    pub comment: Option<String>,
+    pub comment: Option<Comment>,
     /// The agents it was offered to.
     pub recipients: Vec<AgentId>,
     /// Recipients who said no.
@@ -283,13 +325,6 @@ impl Invite {
         }
         if self.comment.is_some() && !policy.comments {
             return Err(DomainError::FeatureDisabled("invitation comments"));
-        }
-        if let Some(c) = &self.comment
-            && c.chars().count() > MAX_COMMENT_CHARS
-        {
-            return Err(DomainError::Invalid(format!(
-                "comment must be at most {MAX_COMMENT_CHARS} characters"
-            )));
         }
         if s.invitation(&self.id).is_some() {
             return Err(DomainError::Conflict(

@@ -32,13 +32,13 @@ pub use command::{
 };
 pub use event::{Event, InvitationSummary, SessionBrief};
 pub use invitation::{
-    EscalateAfter, Escalation, Invitation, InvitationKind, InvitationStatus, MAX_COMMENT_CHARS,
-    MIN_ESCALATE_SECS, Target, WithdrawReason, check_accept, check_joiner,
+    Comment, EscalateAfter, Escalation, Invitation, InvitationKind, InvitationStatus,
+    MAX_COMMENT_CHARS, MIN_ESCALATE_SECS, Target, WithdrawReason, check_accept, check_joiner,
 };
 pub use participants::{Customer, EndReason, Ending, Participant, Role};
 
 use super::audit::AuditEntry;
-use super::directory::AgentRef;
+use super::directory::{AgentRef, DisplayName};
 use super::error::DomainError;
 use super::id::{AccountId, AgentId, InvitationId, SessionId};
 use super::policy::{Policy, SessionMode};
@@ -213,7 +213,7 @@ impl Session {
         account: AccountId,
         mode: SessionMode,
         lead: AgentRef,
-        customer_name: String,
+        customer_name: DisplayName,
         rules: Rules<'_>,
     ) -> Result<(Self, Outcome), DomainError> {
         if !rules.policy.session_modes.contains(&mode) {

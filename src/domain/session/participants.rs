@@ -11,7 +11,7 @@ use super::{
     AdminEnd, CheckIdle, CustomerReconnected, End, Leave, MAX_MASK_CHANGES, Outcome, Rules,
     Session, SetMasked, Timer,
 };
-use crate::domain::directory::AgentRef;
+use crate::domain::directory::{AgentRef, DisplayName};
 use crate::domain::error::DomainError;
 use crate::domain::id::InvitationId;
 
@@ -42,7 +42,7 @@ pub struct Participant {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     /// Display name given when the session was created.
-    pub name: String,
+    pub name: DisplayName,
     /// Bumped each time the customer's client must reconnect.
     pub generation: u32,
     /// The client must re-run the download (and may re-share the screen).
@@ -55,7 +55,7 @@ pub struct Customer {
 
 impl Customer {
     /// A customer at its first generation.
-    pub fn new(name: String) -> Self {
+    pub fn new(name: DisplayName) -> Self {
         Self {
             name,
             generation: 1,

@@ -10,7 +10,9 @@ use collabd::backplane::{
 use collabd::domain::session::{Leave, Target};
 use collabd::domain::{AccountId, Agent, AgentId, AuditAction, AuditEntry, Portal};
 
-use super::fixtures::{Live, accept, account, account_id, agent_id, portal_id, profile, won};
+use super::fixtures::{
+    Live, accept, account, account_id, agent_id, display, portal_id, profile, won,
+};
 use super::{KEEP, LONG_TTL};
 
 /// The account's whole trail, read in pages of `page`.
@@ -148,7 +150,7 @@ pub async fn audit_directory_changes_store_their_entries(bp: &dyn Backplane) {
         &acc,
         &Portal {
             id: p.clone(),
-            name: "Support".into(),
+            name: display("Support"),
         },
     )
     .await
@@ -243,7 +245,7 @@ pub async fn audit_a_put_replaces_only_what_its_entries_were_made_from(bp: &dyn 
     assert_eq!(read.value, first);
     // Someone else's write lands first…
     let theirs = Agent {
-        name: "Theirs".into(),
+        name: display("Theirs"),
         ..first.clone()
     };
     assert!(
@@ -257,7 +259,7 @@ pub async fn audit_a_put_replaces_only_what_its_entries_were_made_from(bp: &dyn 
     );
     // …so a write made from the first read is refused, and so is a creation.
     let mine = Agent {
-        name: "Mine".into(),
+        name: display("Mine"),
         ..first.clone()
     };
     for stale in [Replaces::Bytes(&read.bytes), Replaces::Nothing] {
@@ -287,7 +289,7 @@ pub async fn audit_a_put_replaces_only_what_its_entries_were_made_from(bp: &dyn 
     ));
     assert_eq!(
         bp.account(&acc).await.unwrap().map(|a| a.name),
-        Some("Acme 2".into())
+        Some(display("Acme 2"))
     );
     let whats: Vec<String> = entries(&account_trail(bp, &acc, 100).await)
         .iter()

@@ -19,8 +19,8 @@ use collabd::domain::session::{
     Accept, Audience, Command, EndReason, InvitationKind, Invite, Post, Poster, Target, Timer,
 };
 use collabd::domain::{
-    Account, AccountId, Agent, AgentId, AgentRef, Event, InvitationId, Message, MessageId, Outcome,
-    Policy, Portal, PortalId, Rules, Session, SessionId, SessionMode,
+    Account, AccountId, Agent, AgentId, AgentRef, DisplayName, Event, InvitationId, Message,
+    MessageId, Outcome, Policy, Portal, PortalId, Rules, Session, SessionId, SessionMode,
 };
 
 use super::{ARRIVAL_TIMEOUT, KEEP, LONG_TTL};
@@ -41,10 +41,15 @@ pub(super) fn invitation_id() -> InvitationId {
     InvitationId::within(&SessionId::random())
 }
 
+/// A display name, parsed as a request's would be.
+pub(super) fn display(name: &str) -> DisplayName {
+    DisplayName::parse("name", name).expect("a valid display name")
+}
+
 pub(super) fn account(id: &AccountId, name: &str) -> Account {
     Account {
         id: id.clone(),
-        name: name.to_owned(),
+        name: display(name),
         policy: Policy::default(),
     }
 }
@@ -52,14 +57,14 @@ pub(super) fn account(id: &AccountId, name: &str) -> Account {
 pub(super) fn portal(id: &PortalId, name: &str) -> Portal {
     Portal {
         id: id.clone(),
-        name: name.to_owned(),
+        name: display(name),
     }
 }
 
 pub(super) fn agent(id: &AgentId, name: &str, portals: &[PortalId]) -> Agent {
     Agent {
         id: id.clone(),
-        name: name.to_owned(),
+        name: display(name),
         portals: portals.to_vec(),
     }
 }
@@ -72,7 +77,7 @@ pub(super) fn profile(id: &AgentId, portals: &[PortalId]) -> Agent {
 pub(super) fn agent_ref(id: &AgentId) -> AgentRef {
     AgentRef {
         id: id.clone(),
-        name: format!("Agent {id}"),
+        name: display(&format!("Agent {id}")),
     }
 }
 
@@ -136,7 +141,7 @@ impl Live {
             account.clone(),
             SessionMode::Web,
             agent_ref(lead),
-            "Customer".to_owned(),
+            display("Customer"),
             Rules {
                 policy: &policy,
                 now: Utc::now(),
