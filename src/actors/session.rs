@@ -849,7 +849,11 @@ impl Handler<Connect> for SessionActor {
                         act.subscribed = true;
                     }
                     outbox.push(&Prepared::from(&snapshot));
-                    act.customers.add(outbox);
+                    // An ended session's stream is its snapshot, then its end.
+                    let live = act.cache.as_ref().is_none_or(|c| c.session.ended.is_none());
+                    if live {
+                        act.customers.add(outbox);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "customer stream setup failed; closing it")
@@ -904,11 +908,18 @@ impl StreamHandler<Result<Arc<BusMessage>, BroadcastStreamRecvError>> for Sessio
                 else {
                     return;
                 };
+                let mut ended = false;
                 for routed in events.iter().filter(|r| r.route == Route::Customer) {
                     if let Some(client_event) = view(&Viewer::Customer, session, &routed.event) {
                         Metrics::inc(&self.node.metrics.events_prepared);
                         self.deliver_to_customers(&Prepared::from(&client_event));
                     }
+                    ended |= matches!(*routed.event, Event::SessionEnded { .. });
+                }
+                if ended {
+                    // Nothing more will happen in it: each customer stream
+                    // ends once it has sent what is queued, session_ended last.
+                    self.customers.clear();
                 }
             }
             Err(BroadcastStreamRecvError::Lagged(n)) => {

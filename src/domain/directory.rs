@@ -120,12 +120,19 @@ const FORMAT_CHARS: &[(char, char)] = &[
     ('\u{E0020}', '\u{E007F}'),
 ];
 
+/// Letters that render as nothing: the Hangul fillers (U+115F, U+1160,
+/// U+3164, U+FFA0) and the blank Braille pattern (U+2800). They are not
+/// whitespace, so trimming keeps them, and a name of them looks blank.
+const BLANK_LETTERS: [char; 5] = ['\u{115F}', '\u{1160}', '\u{2800}', '\u{3164}', '\u{FFA0}'];
+
 /// Whether a name may not contain `c`: controls (Cc), format characters
-/// (Cf) and the line and paragraph separators (Zl, Zp).
+/// (Cf), the line and paragraph separators (Zl, Zp), and letters that
+/// render as nothing.
 fn refused_in_names(c: char) -> bool {
     c.is_control()
         || c == '\u{2028}'
         || c == '\u{2029}'
+        || BLANK_LETTERS.contains(&c)
         || FORMAT_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
 }
 

@@ -36,17 +36,17 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The credentials of `Authorization: Bearer <token>`. The scheme is
+/// case-insensitive (RFC 9110, 11.1): `bearer` and `BEARER` are Bearer.
+fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let header = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = header.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 fn bearer(req: &HttpRequest, state: &AppState) -> Result<Bearer, ApiError> {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <token>"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+    let token = bearer_token(req)
         .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <token>"))?;
     if same(
         token.as_bytes(),
@@ -87,12 +87,7 @@ pub fn metrics_caller(req: &HttpRequest, state: &AppState) -> Result<(), ApiErro
     if expected.is_empty() {
         return Ok(());
     }
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
+    let given = bearer_token(req)
         .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <auth.metrics_token>"))?;
     if same(given.as_bytes(), expected) {
         Ok(())

@@ -151,6 +151,25 @@ async fn a_customer_stream_begins_with_a_snapshot_of_its_session_and_visible_cha
 }
 
 #[actix_rt::test]
+async fn a_customer_stream_ends_after_session_ended_and_one_opened_later_after_its_snapshot() {
+    let app = TestApp::spawn().await;
+    let ([ann], carol) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let session = carol.id.clone();
+    let (mut carols, _) = carol.customer_events().await;
+    ann.end(&session).await.expect_status(200);
+    let rest = carols.expect_end(EVENT_WAIT).await;
+    assert_eq!(
+        rest.last().map(|e| e.name.as_str()),
+        Some("session_ended"),
+        "the stream ends with session_ended"
+    );
+    // A stream opened on the ended session gets its snapshot, then ends.
+    let (mut later, snapshot) = carol.customer_events().await;
+    assert_eq!(snapshot["session"]["status"], "ended", "{snapshot}");
+    assert!(later.expect_end(EVENT_WAIT).await.is_empty());
+}
+
+#[actix_rt::test]
 async fn reconnect_required_arrives_once_when_the_second_agent_joins_and_not_again_for_a_third() {
     let app = TestApp::spawn().await;
     let ([ann, bob, cid], carol) =

@@ -111,6 +111,27 @@ async fn a_call_without_a_valid_bearer_token_is_401() {
 }
 
 #[actix_rt::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    // RFC 9110, 11.1: an authentication scheme is a case-insensitive token.
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    app.put_agent(ACME, "ann", "Ann", &["support"])
+        .await
+        .expect_status(201);
+    let token = app.token(ACME, "ann").await;
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let reply = app
+            .call_with_authorization(Method::GET, "/v1/me", &format!("{scheme} {token}"))
+            .await;
+        assert_eq!(reply.expect_status(200)["id"], "ann", "{scheme}");
+    }
+    let glued = app
+        .call_with_authorization(Method::GET, "/v1/me", &format!("Bearer{token}"))
+        .await;
+    assert_problem(&glued, 401, "unauthorized");
+}
+
+#[actix_rt::test]
 async fn an_expired_token_or_one_signed_by_another_node_is_401() {
     let app = TestApp::spawn().await;
     app.acme(json!({})).await;

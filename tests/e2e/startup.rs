@@ -297,6 +297,12 @@ async fn display_names_refuse_invisible_and_bidi_characters() {
         "Ann\u{202e}nimda",
         "A\u{200d}nn",
         "Ann\u{2028}Admin",
+        // Letters that render as nothing: a name of them looks blank.
+        "\u{3164}",
+        "\u{115F}\u{1160}",
+        "\u{FFA0}",
+        "\u{2800}\u{2800}",
+        "Ann\u{3164}",
     ] {
         let reply = app.put_agent(ACME, "spoof", name, &["support"]).await;
         assert_problem(&reply, 400, "invalid_request");
