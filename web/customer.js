@@ -64,7 +64,14 @@ function Page() {
     const stream = openStream({
       url: '/v1/customer/events',
       token,
-      onEvent: (name, data) => dispatch({ name, data }),
+      onEvent: (name, data) => {
+        dispatch({ name, data });
+        // An ended session sends nothing more, and its stream ends: stay
+        // on the transcript instead of reconnecting.
+        if (name === 'session_ended' || (name === 'snapshot' && data.session?.status === 'ended')) {
+          stream.close();
+        }
+      },
       onStatus: (status) => {
         dispatch({ type: 'conn', status });
         if (status.state === 'closed') setClosed(status.reason);
@@ -75,7 +82,7 @@ function Page() {
 
   const head = html`<header class="top">
     <span class="brand">${t('support_chat')}</span><span class="grow"></span>
-    ${token && !closed && html`<${Connection} status=${state.conn} />`}
+    ${token && !closed && !state.ended && html`<${Connection} status=${state.conn} />`}
     <${LangSwitch} onChange=${() => relang((n) => n + 1)} />
   </header>`;
   if (!token || closed) {

@@ -108,8 +108,14 @@ test('the seed story end to end, with three invitees and a customer', async () =
   }
   assert.ok(bytes.includes('Hallo Carl'), 'the proxy did see the customer traffic');
 
-  // Ann ends the session; Carl is told.
+  // Ann ends the session; Carl is told, and his page stays on the
+  // transcript: the stream ended with the session and is not reopened.
+  let reopened = 0;
+  carl.page.on('request', (r) => { if (r.url().includes('/v1/customer/events')) reopened += 1; });
   await ann.page.getByRole('button', { name: 'Sitzung beenden' }).click();
   await carl.page.getByText('Die Sitzung ist beendet. Vielen Dank!').waitFor({ timeout: WAIT });
+  // Longer than the first reconnect delay (BACKOFF_MIN, web/lib/stream.js).
+  await carl.page.waitForTimeout(1500);
+  assert.equal(reopened, 0, 'the customer page reopened its stream after the session ended');
   for (const who of [ann, bob, cat, dan, carl]) assert.deepEqual(who.page.errors, []);
 });
