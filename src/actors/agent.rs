@@ -35,19 +35,15 @@ pub struct AgentActor {
     streams: SharedStreams,
     portal: Option<PortalId>,
     resync_failures: u32,
-    /// A moment before every open stream's token was checked: a revocation
-    /// later than this may concern one of them.
-    streams_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the oldest token among the open streams' was minted: a
+    /// revocation later than this concerns one of them.
+    oldest_token: Option<chrono::DateTime<chrono::Utc>>,
     /// A logout is being carried out (see `leave_portal_soon`).
     left_at_logout: bool,
 }
 
 /// How long a logged-out agent's streams stay in its portal's fan-out.
 const LEAVE_GRACE: Duration = Duration::from_millis(250);
-
-/// How long before a stream's `Connect` its token may have been checked
-/// (the request's extractor ran first).
-const CHECK_TO_CONNECT: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
 /// Re-reads the agent, its account and its revocation marks, and ends the
 /// streams if its tokens may no longer be good. The `logged_out` message
@@ -68,7 +64,7 @@ impl AgentActor {
             streams: SharedStreams::default(),
             portal: None,
             resync_failures: 0,
-            streams_since: None,
+            oldest_token: None,
             left_at_logout: false,
         }
     }
@@ -196,7 +192,7 @@ impl Actor for AgentActor {
 impl Handler<Connect> for AgentActor {
     type Result = ();
 
-    fn handle(&mut self, Connect(mut outbox): Connect, ctx: &mut Self::Context) {
+    fn handle(&mut self, Connect { mut outbox, minted }: Connect, ctx: &mut Self::Context) {
         Metrics::inc(&self.node.metrics.streams_opened);
         let (node, account, agent) = (self.node.clone(), self.account.clone(), self.agent.clone());
         // ctx.wait: no delivery overtakes the snapshot.
@@ -206,9 +202,15 @@ impl Handler<Connect> for AgentActor {
                 .map(move |snapshot, act, ctx| match snapshot {
                     Ok(snapshot) => {
                         outbox.push(&Prepared::from(&snapshot));
-                        streams(&act.streams).add(outbox);
-                        let since = chrono::Utc::now() - CHECK_TO_CONNECT;
-                        act.streams_since = Some(act.streams_since.map_or(since, |s| s.min(since)));
+                        let mut open = streams(&act.streams);
+                        open.prune();
+                        if open.is_empty() {
+                            // The streams of older tokens are all gone.
+                            act.oldest_token = None;
+                        }
+                        open.add(outbox);
+                        drop(open);
+                        act.oldest_token = Some(act.oldest_token.map_or(minted, |t| t.min(minted)));
                         ctx.notify(CheckTokens);
                     }
                     Err(e) => tracing::warn!(error = %e, "agent snapshot failed; closing stream"),
@@ -229,13 +231,13 @@ impl Handler<CheckTokens> for AgentActor {
             };
             let gone = holder.account.is_none() || holder.agent.is_none();
             let revoked = matches!(
-                (holder.not_before, act.streams_since),
+                (holder.not_before, act.oldest_token),
                 (Some(mark), Some(since)) if mark > since
             );
             if gone || revoked {
                 tracing::info!(agent = %act.agent, gone, revoked, "ending the streams of tokens no longer good");
                 streams(&act.streams).clear();
-                act.streams_since = None;
+                act.oldest_token = None;
             }
         }));
     }

@@ -304,7 +304,13 @@ pub struct Resync;
 /// Adds a client stream to an actor; it first receives a snapshot.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Connect(pub Outbox);
+pub struct Connect {
+    /// Where the stream's events go.
+    pub outbox: Outbox,
+    /// When the token the stream was opened with was minted (a revocation
+    /// after this ends the stream; one before it does not concern it).
+    pub minted: chrono::DateTime<chrono::Utc>,
+}
 
 #[cfg(test)]
 mod tests {

@@ -815,7 +815,7 @@ impl Handler<Connect> for SessionActor {
 
     /// A customer stream: subscribe first, then snapshot, so nothing
     /// committed after the snapshot is missed.
-    fn handle(&mut self, Connect(mut outbox): Connect, ctx: &mut Self::Context) {
+    fn handle(&mut self, Connect { mut outbox, .. }: Connect, ctx: &mut Self::Context) {
         self.idle_checks = 0;
         Metrics::inc(&self.node.metrics.streams_opened);
         let subscribe = !self.subscribed;

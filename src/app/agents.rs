@@ -180,5 +180,12 @@ pub async fn events(
     caller: &AgentCaller,
 ) -> Result<(Inbox, StreamPermit), Error> {
     let actor = node.agent(&caller.account.id, &caller.agent.id);
-    super::open_stream(node, &caller.token, crate::metrics::Role::Agent, actor).await
+    super::open_stream(
+        node,
+        &caller.token,
+        caller.minted,
+        crate::metrics::Role::Agent,
+        actor,
+    )
+    .await
 }

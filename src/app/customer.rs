@@ -118,5 +118,12 @@ pub async fn events(
 ) -> Result<(Inbox, StreamPermit), Error> {
     view(node, caller).await?;
     let actor = node.session(&caller.account.id, &caller.session);
-    super::open_stream(node, &caller.token, crate::metrics::Role::Customer, actor).await
+    super::open_stream(
+        node,
+        &caller.token,
+        caller.minted,
+        crate::metrics::Role::Customer,
+        actor,
+    )
+    .await
 }

@@ -45,8 +45,24 @@ pub struct AgentCaller {
     pub agent: Agent,
     /// Names the token it called with (its signature), for per-token limits.
     pub token: String,
+    /// When that token was minted.
+    pub minted: chrono::DateTime<chrono::Utc>,
+    /// The agent's last revocation mark, if any (deleting an agent revokes
+    /// its tokens too): what the agent did before it belongs to another
+    /// epoch (see [`AgentCaller::key_owner`]).
+    pub epoch: Option<chrono::DateTime<chrono::Utc>>,
     /// Its place among the requests the node handles now.
     pub admitted: Admitted,
+}
+
+impl AgentCaller {
+    /// Whose `Idempotency-Key`s the caller's are: the agent's, within its
+    /// epoch, so an agent deleted and created again under the same id never
+    /// gets its predecessor's answers (and their customer tokens) replayed.
+    pub fn key_owner(&self) -> String {
+        let epoch = self.epoch.map_or(0, |t| t.timestamp_millis());
+        format!("agent:{}:{epoch}", self.agent.id.as_str())
+    }
 }
 
 /// The customer of one session calling.
@@ -58,6 +74,8 @@ pub struct CustomerCaller {
     pub session: SessionId,
     /// Names the token it called with (its signature), for per-token limits.
     pub token: String,
+    /// When that token was minted.
+    pub minted: chrono::DateTime<chrono::Utc>,
     /// Its place among the requests the node handles now.
     pub admitted: Admitted,
 }
@@ -91,8 +109,9 @@ fn admin_rate(node: &Node) -> Rate {
 /// What an agent token stands for now.
 #[derive(Debug)]
 pub enum TokenCheck {
-    /// Its account and agent as stored now.
-    Valid(Account, Agent),
+    /// Its account and agent as stored now, and the agent's last
+    /// revocation mark.
+    Valid(Account, Agent, Option<chrono::DateTime<chrono::Utc>>),
     /// The account or the agent no longer exists.
     Gone,
     /// Minted before its agent's (or account's) tokens were revoked.
@@ -122,7 +141,7 @@ pub async fn agent_caller(
         return Ok(TokenCheck::Revoked);
     }
     Ok(match (holder.account, holder.agent) {
-        (Some(account), Some(agent)) => TokenCheck::Valid(account, agent),
+        (Some(account), Some(agent)) => TokenCheck::Valid(account, agent, holder.not_before),
         _ => TokenCheck::Gone,
     })
 }
@@ -177,10 +196,11 @@ pub(crate) async fn run(
 }
 
 /// Opens an event stream on `actor` (an agent's or a session's), once the
-/// token `token` has a place left among its streams.
+/// token `token`, minted at `minted`, has a place left among its streams.
 pub(crate) async fn open_stream<A>(
     node: &Node,
     token: &str,
+    minted: chrono::DateTime<chrono::Utc>,
     role: crate::metrics::Role,
     actor: actix::Addr<A>,
 ) -> Result<(Inbox, StreamPermit), Error>
@@ -193,7 +213,7 @@ where
         .inspect_err(|_| Metrics::inc(&node.metrics.streams_refused))?;
     let sse = &node.settings.sse;
     let (outbox, inbox) = Outbox::channel(sse.outbox, sse.outbox_bytes);
-    actor.send(Connect(outbox)).await?;
+    actor.send(Connect { outbox, minted }).await?;
     tracing::debug!(open = node.permits.open_streams(), "event stream opened");
     Ok((inbox, permit))
 }

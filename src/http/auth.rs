@@ -142,13 +142,15 @@ impl FromRequest for AgentCaller {
             let admitted = crate::app::admit(&state.node)?;
             match crate::app::agent_caller(&state.node, &account, &agent, issued_at, &token).await?
             {
-                TokenCheck::Valid(account, agent) => {
+                TokenCheck::Valid(account, agent, epoch) => {
                     req.extensions_mut()
                         .insert(super::durable::Changed(account.id.clone()));
                     Ok(AgentCaller {
                         account,
                         agent,
                         token,
+                        minted: issued_at,
+                        epoch,
                         admitted,
                     })
                 }
@@ -169,14 +171,15 @@ impl FromRequest for CustomerCaller {
         let req = req.clone();
         Box::pin(async move {
             let state = state(&req)?;
-            let (account, session, token) = match bearer(&req, &state)? {
+            let (account, session, minted, token) = match bearer(&req, &state)? {
                 Bearer::Subject(
                     Verified {
                         subject: Subject::Customer { account, session },
+                        issued_at,
                         ..
                     },
                     token,
-                ) => (account, session, token),
+                ) => (account, session, issued_at, token),
                 _ => return Err(ApiError::forbidden("this call needs a customer token")),
             };
             let admitted = crate::app::admit(&state.node)?;
@@ -191,6 +194,7 @@ impl FromRequest for CustomerCaller {
                 account,
                 session,
                 token,
+                minted,
                 admitted,
             })
         })

@@ -60,11 +60,6 @@ struct CreateBody {
     customer: CustomerBody,
 }
 
-/// Who a creating request's `Idempotency-Key` belongs to.
-fn agent_key_owner(caller: &AgentCaller) -> String {
-    format!("agent:{}", caller.agent.id.as_str())
-}
-
 async fn create(
     req: HttpRequest,
     caller: AgentCaller,
@@ -74,7 +69,7 @@ async fn create(
     let body = body.into_inner().0;
     let customer_name =
         DisplayName::parse("customer.name", &body.customer.name).map_err(ApiError::invalid)?;
-    let owner = agent_key_owner(&caller);
+    let owner = caller.key_owner();
     idempotency::once(
         &req,
         &state.node,
@@ -126,7 +121,7 @@ async fn invite(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner().0;
     let session = session_id(&path)?;
-    let owner = agent_key_owner(&caller);
+    let owner = caller.key_owner();
     idempotency::once(
         &req,
         &state.node,
@@ -194,7 +189,7 @@ async fn post_message(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner().0;
     let session = session_id(&path)?;
-    let owner = agent_key_owner(&caller);
+    let owner = caller.key_owner();
     idempotency::once(
         &req,
         &state.node,

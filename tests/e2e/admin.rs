@@ -262,10 +262,13 @@ async fn revoked_tokens_are_refused_and_their_streams_end_while_new_ones_work() 
         assert!(refused.text.contains("revoked"), "{}", refused.text);
         assert_eq!(app.stream_status("/v1/me/events", token).await, 401);
     }
-    // A token minted after the revocation works.
+    // A token minted after the revocation works, and so does its stream,
+    // at once (not only once the revocation is some seconds old).
     tokio::time::sleep(Duration::from_millis(5)).await;
     let fresh = app.token(ACME, "bob").await;
     app.me(&fresh).await.expect_status(200);
+    let (mut fresh_stream, _) = app.agent_events(&fresh).await;
+    fresh_stream.assert_silent(QUIET).await;
 }
 
 #[actix_rt::test]

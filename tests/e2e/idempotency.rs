@@ -139,3 +139,30 @@ async fn a_request_that_fails_gives_its_idempotency_key_back() {
     .await
     .expect_status(201);
 }
+
+#[actix_rt::test]
+async fn an_agent_deleted_and_created_again_never_gets_its_predecessors_answers() {
+    let app = TestApp::spawn().await;
+    app.acme(json!({})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    let create = json!({"mode": "web", "customer": {"name": "Carol"}});
+    let first = app
+        .post_once("/v1/sessions", &ann.token, "k", create.clone())
+        .await
+        .expect_status(201);
+
+    app.delete("/v1/accounts/acme/agents/ann", crate::common::ADMIN)
+        .await
+        .expect_status(204);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let again = app.online(ACME, "ann", "Ann", "support").await;
+    // The same key and request from the new Ann is a new request: a new
+    // session and a new customer token, not the old answer replayed.
+    let second = app
+        .post_once("/v1/sessions", &again.token, "k", create)
+        .await;
+    assert_eq!(second.replayed, "");
+    let second = second.expect_status(201);
+    assert_ne!(id_of(&second["session"]), id_of(&first["session"]));
+    assert_ne!(second["customer_token"], first["customer_token"]);
+}
