@@ -98,13 +98,25 @@ test('keyboard only: invite, accept, and the focus when an alert goes; alerts ar
   assert.match(await bob.page.locator('[aria-live=assertive]').textContent(), /New invitation from Ann, customer Ida/);
   await tabTo(cat.page, 'Yes, join');
   await tabTo(bob.page, 'Yes, join');
+  // Cat presses once her alert has turned into "Bob accepted": the OK that
+  // took the place of "Yes" ignores that press (checked in the frame the OK
+  // appears), so the reason stays to be read.
+  const pressedAtOnce = cat.page.waitForFunction(() => {
+    const ok = document.querySelector('.alert.gone .actions button');
+    if (!ok) return null;
+    const guarded = ok.getAttribute('aria-disabled') === 'true';
+    ok.click();
+    return { guarded };
+  }, null, { polling: 'raf', timeout: WAIT });
   await bob.page.keyboard.press('Enter');
   await bob.page.getByRole('heading', { name: 'Session with Ida' }).waitFor({ timeout: WAIT });
   await page.locator('.race').getByText(/accepted by Bob after/).waitFor({ timeout: WAIT });
   await shoot(page, 'session-workspace-en');
   // Cat had the focus on "Yes" when Bob won: it stays in her alert, on its OK…
+  assert.deepEqual(await (await pressedAtOnce).jsonValue(), { guarded: true });
   await cat.page.locator('.alert').getByText('Bob accepted the invitation.').waitFor({ timeout: WAIT });
   assert.equal(await focusedText(cat.page), 'OK');
+  await cat.page.locator('.alert.gone button:not([aria-disabled])').waitFor({ timeout: WAIT });
   assert.match(await cat.page.locator('[aria-live=assertive]').textContent(), /Bob accepted the invitation/);
   // …and when she dismisses it, goes back to the page.
   await cat.page.keyboard.press('Enter');

@@ -10,6 +10,12 @@ import { useAction, ProblemNote, TimeLeft, MaskIcon } from '../lib/ui.js';
 
 /** How long a withdrawn alert stays to say why (ms). */
 const GONE_STAYS_MS = 8000;
+/**
+ * How long a withdrawn alert's OK ignores presses (ms): it takes the place
+ * of "Yes", so a press meant for "Yes" that lands just after someone else
+ * won would otherwise dismiss the alert before its reason could be read.
+ */
+const OK_GUARD_MS = 1000;
 
 export function Alerts({ state, dispatch, api }) {
   const region = useRef(null);
@@ -101,6 +107,17 @@ function Alert({ item: { offer, gone }, api, dispatch, onDismiss, portals }) {
     }
   }, [gone]);
 
+  // The OK takes presses once the guard is over (see OK_GUARD_MS). Its
+  // buttons are new elements (the keys), never "Yes" relabelled: a press
+  // begun on "Yes" cannot end on "OK".
+  const [armed, setArmed] = useState(false);
+  useEffect(() => {
+    if (!gone) return undefined;
+    const timer = setTimeout(() => setArmed(true), Math.max(0, gone.at + OK_GUARD_MS - Date.now()));
+    return () => clearTimeout(timer);
+  }, [gone]);
+  const ok = () => { if (armed) onDismiss(); };
+
   const busy = accepting || declining;
   const problem = acceptProblem || declineProblem;
   return html`<article class=${`alert ${gone ? 'gone' : ''} ${offer.kind === 'transfer' ? 'transfer' : ''}`}
@@ -117,10 +134,12 @@ function Alert({ item: { offer, gone }, api, dispatch, onDismiss, portals }) {
     ${gone
       ? html`<p class="gone-why">${goneText(offer, gone)}</p>
           <${ProblemNote} problem=${problem} />
-          <div class="actions"><button type="button" onClick=${onDismiss}>${t('ok')}</button></div>`
+          <div class="actions" key="gone">
+            <button type="button" onClick=${ok} aria-disabled=${armed ? null : 'true'}>${t('ok')}</button>
+          </div>`
       : html`<p><${TimeLeft} at=${offer.expires_at} label=${t('time_left')} /></p>
           <${ProblemNote} problem=${problem} />
-          <div class="actions">
+          <div class="actions" key="open">
             <button type="button" class="primary" onClick=${accept} disabled=${busy}
               aria-describedby=${headingId}>${accepting ? t('accepting') : t('yes_join')}</button>
             <button type="button" onClick=${decline} disabled=${busy}
