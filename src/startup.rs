@@ -89,14 +89,14 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap(middleware::from_fn(crate::http::durable::acknowledge))
-                .wrap(middleware::from_fn(crate::http::guard::body_deadline))
+                .wrap(middleware::from_fn(crate::http::guard::read_body))
                 .wrap(middleware::ErrorHandlers::new().default_handler(problem_for_plain_errors))
                 .wrap(middleware::from_fn(crate::http::observe::observe))
                 .configure(configure(max_body))
         })
         .listen(listener)?
         // A client that does not finish its headers in time is dropped;
-        // its body has the same time again (`guard::body_deadline`).
+        // its body has the same time again (`guard::read_body`).
         .client_request_timeout(Duration::from_secs(settings.http.request_timeout_secs))
         // Event frames are small and must leave at once: Nagle's algorithm
         // with delayed ACKs would hold them back by up to ~40 ms.

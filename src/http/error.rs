@@ -130,6 +130,15 @@ impl ApiError {
         }
     }
 
+    /// 413 `payload_too_large`: the body is over `http.max_body_bytes`.
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::PayloadTooLarge,
+            "the request body is larger than this server accepts",
+        )
+    }
+
     /// 408 `request_timeout`: the request's body did not arrive in time.
     pub fn request_timeout() -> Self {
         Self::new(
@@ -311,35 +320,17 @@ impl From<AppError> for ApiError {
     }
 }
 
-/// The error a body stream ends with once its time is up (`guard.rs`).
-pub fn body_timed_out() -> actix_web::error::PayloadError {
-    actix_web::error::PayloadError::Io(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "the request body did not arrive in time",
-    ))
-}
-
-/// Whether a body error is [`body_timed_out`].
-pub fn is_timeout(err: &actix_web::error::PayloadError) -> bool {
-    matches!(err, actix_web::error::PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
-}
-
 /// A JSON body that did not parse, or was too large.
 pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
     use actix_web::error::JsonPayloadError as J;
     match &err {
-        J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Code::PayloadTooLarge,
-            "the request body is larger than this server accepts",
-        ),
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError::payload_too_large(),
         J::ContentType => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::InvalidRequest,
             "send the body as application/json",
         ),
         J::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
-        J::Payload(p) if is_timeout(p) => ApiError::request_timeout(),
         _ => ApiError::invalid(format!("unreadable body: {err}")),
     }
 }

@@ -1,67 +1,72 @@
-//! Request-level guards that sit in front of every handler: a body that
-//! does not arrive in time is refused (408) instead of holding a worker
-//! and a place among the node's requests forever, and a known path asked
+//! Request-level guards that sit in front of every handler: a body is read
+//! in full before any handler takes a place among the node's requests, and
+//! one that does not arrive in time is refused (408), and a known path asked
 //! with a method it does not have is 405 with `Allow`, not 404.
 
-use std::pin::Pin;
 use std::sync::LazyLock;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ResourceDef, ServiceRequest, ServiceResponse};
-use actix_web::error::PayloadError;
 use actix_web::middleware::Next;
-use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpRequest, web};
-use futures_util::Stream;
+use futures_util::StreamExt;
 
 use super::AppState;
 use super::error::ApiError;
 
-/// Middleware: the request's body must arrive within
-/// `http.request_timeout_secs` of the handler starting to read it.
-pub async fn body_deadline(
+/// Middleware: the request's body is read in full, within
+/// `http.request_timeout_secs` and `http.max_body_bytes`, before the
+/// handler's extractors run. So a caller's place among the node's requests
+/// (taken by the caller extractor) is held while its request is handled,
+/// never while a slow client trickles its body in: 64 such bodies used to
+/// fill `limits.max_in_flight` and shed everyone else's requests with 503.
+/// A body that does not arrive in time is 408, one too large 413.
+pub async fn read_body(
     mut req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let secs = req
+    let (secs, max) = req
         .app_data::<web::Data<AppState>>()
-        .map_or(10, |s| s.node.settings.http.request_timeout_secs);
-    let payload = req.take_payload();
-    let timed: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> = Box::pin(Deadline {
-        inner: payload,
-        sleep: Box::pin(tokio::time::sleep(Duration::from_secs(secs))),
-        done: false,
-    });
-    req.set_payload(Payload::from(timed));
-    next.call(req).await
-}
-
-/// A body stream that fails with `TimedOut` once its time is up.
-struct Deadline {
-    inner: Payload,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    done: bool,
-}
-
-impl Stream for Deadline {
-    type Item = Result<Bytes, PayloadError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if let Poll::Ready(item) = Pin::new(&mut self.inner).poll_next(cx) {
-            self.done = item.is_none();
-            return Poll::Ready(item);
-        }
-        if self.sleep.as_mut().poll(cx).is_ready() {
-            self.done = true;
-            return Poll::Ready(Some(Err(super::error::body_timed_out())));
-        }
-        Poll::Pending
+        .map_or((10, 64 * 1024), |s| {
+            let http = &s.node.settings.http;
+            (http.request_timeout_secs, http.max_body_bytes)
+        });
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Ok(req
+            .error_response(ApiError::payload_too_large())
+            .map_into_right_body());
     }
+    let mut payload = req.take_payload();
+    let read = async {
+        let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::invalid(format!("unreadable body: {e}")))?;
+            if body.len() + chunk.len() > max {
+                return Err(ApiError::payload_too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    let body = match tokio::time::timeout(Duration::from_secs(secs), read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(refused)) => return Ok(req.error_response(refused).map_into_right_body()),
+        Err(_) => {
+            return Ok(req
+                .error_response(ApiError::request_timeout())
+                .map_into_right_body());
+        }
+    };
+    if !body.is_empty() {
+        req.set_payload(Payload::from(body));
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// Every path of the API with its methods, read from the OpenAPI document

@@ -508,3 +508,70 @@ async fn the_admin_token_has_its_own_rate() {
         "{statuses:?}"
     );
 }
+
+/// Sends a request's head (`Expect: 100-continue`) and none of its body,
+/// and waits for the node's `100 Continue`: by then the node handles the
+/// request, waiting for its body.
+fn trickle(port: u16, path: &str, token: &str, body: &str) -> std::io::Result<std::net::TcpStream> {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes())?;
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        assert_eq!(socket.read(&mut byte)?, 1, "closed before 100 Continue");
+        seen.push(byte[0]);
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.starts_with("HTTP/1.1 100"), "{seen}");
+    Ok(socket)
+}
+
+#[actix_rt::test]
+async fn slow_bodies_hold_no_place_among_the_nodes_requests_and_are_served_once_they_arrive() {
+    let app = TestApp::spawn_with(|s| {
+        s.limits.max_in_flight = 2;
+        s.http.request_timeout_secs = 30;
+    })
+    .await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let (port, path) = (app.port, "/v1/customer/messages");
+    let body = r#"{"text":"at last"}"#;
+    // A customer trickles three bodies in, more than the node's places.
+    let customer = session.customer.clone();
+    let slow = actix_rt::task::spawn_blocking(move || {
+        (0..3)
+            .map(|_| trickle(port, path, &customer, body).unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    // Meanwhile other callers are served, not shed with 503.
+    app.get(&format!("/v1/accounts/{ACME}"), crate::common::ADMIN)
+        .await
+        .expect_status(200);
+    ann.view(&session.id).await.expect_status(200);
+    // A slow body that arrives after all is handled like any other.
+    let answers = actix_rt::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        slow.into_iter()
+            .map(|mut socket| {
+                socket.write_all(body.as_bytes()).unwrap();
+                let mut answer = [0u8; 12];
+                socket.read_exact(&mut answer).unwrap();
+                String::from_utf8_lossy(&answer).into_owned()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers, vec!["HTTP/1.1 201"; 3]);
+    let view = ann.view(&session.id).await.expect_status(200);
+    assert_eq!(view["message_count"], 3);
+}
