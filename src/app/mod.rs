@@ -151,18 +151,35 @@ pub async fn agent_caller(
 pub async fn customer_account(
     node: &Node,
     account: &crate::domain::AccountId,
+    session: &SessionId,
     token: &str,
-) -> Result<Option<Account>, Error> {
+) -> Result<CustomerCheck, Error> {
     let rate = token_rate(node);
-    let (account, verdict) = node
+    let holder = node
         .backplane
-        .account_for_token(account, token, rate)
+        .account_for_token(account, session, token, rate)
         .await?;
-    if let RateVerdict::Limited(wait) = verdict {
+    if let RateVerdict::Limited(wait) = holder.rate {
         Metrics::inc(&node.metrics.requests_rate_limited);
         return Err(Error::RateLimited(wait));
     }
-    Ok(account)
+    Ok(match holder.account {
+        None => CustomerCheck::AccountGone,
+        Some(_) if !holder.session_open => CustomerCheck::SessionClosed,
+        Some(account) => CustomerCheck::Valid(account),
+    })
+}
+
+/// What a customer token's check found.
+#[derive(Debug)]
+pub enum CustomerCheck {
+    /// The token is good: its account.
+    Valid(Account),
+    /// The account was deleted.
+    AccountGone,
+    /// Its session ended (or is past its retention): the token is no
+    /// longer good, so ending sessions cannot mint fresh request buckets.
+    SessionClosed,
 }
 
 /// The admin token had a request left (one backplane round trip).

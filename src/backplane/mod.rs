@@ -424,14 +424,17 @@ pub trait Directory: Send + Sync {
     /// The same as [`Directory::account_and_agent`] without taking from a
     /// bucket (reads only): what an agent's open streams are checked against.
     async fn token_holder(&self, account: &AccountId, agent: &AgentId) -> Result<TokenHolder>;
-    /// An account, and a request taken from a customer token's bucket, in
-    /// one round trip (every customer request starts with it).
+    /// An account, whether the token's session is still open, and (if it
+    /// is) a request taken from the customer token's bucket, in one round
+    /// trip (every customer request starts with it). The token of an ended
+    /// (or expired) session takes nothing: it no longer gets buckets.
     async fn account_for_token(
         &self,
         account: &AccountId,
+        session: &SessionId,
         token: &str,
         rate: Rate,
-    ) -> Result<(Option<Account>, RateVerdict)>;
+    ) -> Result<CustomerHolder>;
     /// Accounts in id order, after `after`, at most `limit`.
     async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>>;
     /// Agents of an account in id order, after `after`, at most `limit`.
@@ -514,6 +517,18 @@ pub struct TokenHolder {
     /// and the account's revocation).
     pub not_before: Option<DateTime<Utc>>,
     /// Whether the calling token had a request left.
+    pub rate: RateVerdict,
+}
+
+/// What checking a customer token reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerHolder {
+    /// The account, unless deleted.
+    pub account: Option<Account>,
+    /// Whether the token's session exists and has not ended.
+    pub session_open: bool,
+    /// Whether the calling token had a request left (`Allowed`, untaken,
+    /// when the session is not open).
     pub rate: RateVerdict,
 }
 

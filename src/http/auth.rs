@@ -183,11 +183,26 @@ impl FromRequest for CustomerCaller {
                 _ => return Err(ApiError::forbidden("this call needs a customer token")),
             };
             let admitted = crate::app::admit(&state.node)?;
-            let account = crate::app::customer_account(&state.node, &account, &token)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::unauthorized("the token names an account that no longer exists")
-                })?;
+            let account = match crate::app::customer_account(
+                &state.node,
+                &account,
+                &session,
+                &token,
+            )
+            .await?
+            {
+                crate::app::CustomerCheck::Valid(account) => account,
+                crate::app::CustomerCheck::AccountGone => {
+                    return Err(ApiError::unauthorized(
+                        "the token names an account that no longer exists",
+                    ));
+                }
+                crate::app::CustomerCheck::SessionClosed => {
+                    return Err(ApiError::unauthorized(
+                        "the session has ended: its customer token is no longer good",
+                    ));
+                }
+            };
             req.extensions_mut()
                 .insert(super::durable::Changed(account.id.clone()));
             Ok(CustomerCaller {

@@ -268,9 +268,10 @@ async fn an_ended_session_is_gone_after_its_retention() {
         .await
         .expect_status(201);
     ann.end(&session).await.expect_status(200);
-    // Still readable while retained …
+    // Still readable by its agents while retained (its customer token is
+    // no longer good once the session ended) …
     ann.view(&session).await.expect_status(200);
-    app.customer_messages(&customer).await.expect_status(200);
+    assert_problem(&app.customer_messages(&customer).await, 401, "unauthorized");
     // … then gone, for everyone and every read.
     eventually(EVENT_WAIT, "the ended session is deleted", || async {
         ann.view(&session).await.status == 404
@@ -278,8 +279,8 @@ async fn an_ended_session_is_gone_after_its_retention() {
     .await;
     assert_problem(&ann.view(&session).await, 404, "not_found");
     assert_problem(&ann.messages(&session).await, 404, "not_found");
-    assert_problem(&app.customer_session(&customer).await, 404, "not_found");
-    assert_problem(&app.customer_messages(&customer).await, 404, "not_found");
+    assert_problem(&app.customer_session(&customer).await, 401, "unauthorized");
+    assert_problem(&app.customer_messages(&customer).await, 401, "unauthorized");
 }
 
 #[actix_rt::test]

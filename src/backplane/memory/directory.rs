@@ -6,8 +6,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{MemoryBackplane, replaces, stored};
-use crate::backplane::{Audited, Directory, Rate, RateVerdict, Result, Stored, TokenHolder};
-use crate::domain::{Account, AccountId, Agent, AgentId, Portal, PortalId};
+use crate::backplane::{
+    Audited, CustomerHolder, Directory, Rate, RateVerdict, Result, Stored, TokenHolder,
+};
+use crate::domain::{Account, AccountId, Agent, AgentId, Portal, PortalId, SessionId};
 
 #[async_trait]
 impl Directory for MemoryBackplane {
@@ -132,16 +134,26 @@ impl Directory for MemoryBackplane {
     async fn account_for_token(
         &self,
         account: &AccountId,
+        session: &SessionId,
         token: &str,
         rate: Rate,
-    ) -> Result<(Option<Account>, RateVerdict)> {
+    ) -> Result<CustomerHolder> {
         let mut s = self.store();
-        let verdict = s.take(
-            Some((account.clone(), token.to_owned())),
+        let now = Instant::now();
+        let session_open = s
+            .data(account)
+            .and_then(|d| d.session(session, now))
+            .is_some_and(|stored| stored.delete_at.is_none());
+        let rate = if session_open {
+            s.take(Some((account.clone(), token.to_owned())), rate, now)
+        } else {
+            RateVerdict::Allowed
+        };
+        Ok(CustomerHolder {
+            account: s.data(account).and_then(|d| d.account.clone()),
+            session_open,
             rate,
-            Instant::now(),
-        );
-        Ok((s.data(account).and_then(|d| d.account.clone()), verdict))
+        })
     }
 
     async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>> {

@@ -13,9 +13,11 @@ use super::{
     RedisBackplane, audit_args, corrupt, decoded, replaces_args, set_outcome, stored, unavailable,
 };
 use crate::backplane::{
-    Audited, BackplaneError, Directory, Rate, RateVerdict, Result, Stored, TokenHolder, codec,
+    Audited, BackplaneError, CustomerHolder, Directory, Rate, RateVerdict, Result, Stored,
+    TokenHolder, codec,
 };
-use crate::domain::{Account, AccountId, Agent, AgentId, Portal, PortalId};
+use crate::domain::session::SessionStatus;
+use crate::domain::{Account, AccountId, Agent, AgentId, Portal, PortalId, SessionId};
 
 #[async_trait]
 impl Directory for RedisBackplane {
@@ -177,21 +179,29 @@ impl Directory for RedisBackplane {
     async fn account_for_token(
         &self,
         account: &AccountId,
+        session: &SessionId,
         token: &str,
         rate: Rate,
-    ) -> Result<(Option<Account>, RateVerdict)> {
+    ) -> Result<CustomerHolder> {
         let k = self.account_keys(account);
-        let (a, wait): (Option<Vec<u8>>, u64) = self
+        let (a, open, wait): (Option<Vec<u8>>, u8, u64) = self
             .scripts
             .account_for_token
             .key(k.account())
             .key(k.bucket(token))
+            .key(k.session(session))
+            .key(k.sessions_index(SessionStatus::Ended))
             .arg(rate.per_sec)
             .arg(rate.burst)
+            .arg(session.as_str())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok((decoded(a)?, verdict(wait)))
+        Ok(CustomerHolder {
+            account: decoded(a)?,
+            session_open: open == 1,
+            rate: verdict(wait),
+        })
     }
 
     async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>> {

@@ -260,16 +260,23 @@ return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], ARGV[1]),
         redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])}
 "#;
 
-/// An account and one request from a customer token's bucket.
+/// An account, whether a session is open, and (if it is) one request from
+/// its customer token's bucket.
 ///
 /// ```text
 /// KEYS[1] the account   KEYS[2] the token's bucket
-/// ARGV[1] requests a second   ARGV[2] burst
+/// KEYS[3] the session   KEYS[4] the account's ended sessions
+/// ARGV[1] requests a second   ARGV[2] burst   ARGV[3] the session id
 /// ```
 ///
-/// Returns `{account or false, wait}` (`wait` as in ACCOUNT_AND_AGENT).
+/// Returns `{account or false, open (1/0), wait}` (`wait` as in
+/// ACCOUNT_AND_AGENT; 0 when the session is not open: nothing is taken).
 pub const ACCOUNT_FOR_TOKEN: &str = r#"
-return {redis.call('GET', KEYS[1]), take(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))}
+local account = redis.call('GET', KEYS[1])
+if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('ZSCORE', KEYS[4], ARGV[3]) then
+  return {account, 0, 0}
+end
+return {account, 1, take(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))}
 "#;
 
 /// One request from a bucket (the admin token's).

@@ -305,13 +305,18 @@ pub async fn rate_buckets_allow_a_burst_then_refill(bp: &dyn Backplane) {
     }
     assert_eq!(verdicts, [RateVerdict::Allowed; 3], "the burst");
     // The same token's customer-style read takes from the same bucket.
-    let (found, verdict) = bp.account_for_token(&acc, &token, rate).await.unwrap();
+    let live = Live::started(bp, &acc, &a).await;
+    let holder = bp
+        .account_for_token(&acc, live.id(), &token, rate)
+        .await
+        .unwrap();
     assert_eq!(
-        found.map(|a| a.id),
+        holder.account.map(|a| a.id),
         Some(acc.clone()),
         "the account is read anyway"
     );
-    match verdict {
+    assert!(holder.session_open);
+    match holder.rate {
         RateVerdict::Limited(wait) => assert!(
             wait > Duration::ZERO && wait <= Duration::from_millis(100),
             "one request fits again within 1/10 s: {wait:?}"
@@ -321,7 +326,10 @@ pub async fn rate_buckets_allow_a_burst_then_refill(bp: &dyn Backplane) {
     // Another token has its own bucket.
     let other = random_id("tok");
     assert_eq!(
-        bp.account_for_token(&acc, &other, rate).await.unwrap().1,
+        bp.account_for_token(&acc, live.id(), &other, rate)
+            .await
+            .unwrap()
+            .rate,
         RateVerdict::Allowed
     );
     // Refilled after a while.

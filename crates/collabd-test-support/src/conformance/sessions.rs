@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use collabd::backplane::{
-    Backplane, Claim, Commit, Committed, Fresh, Guard, SessionCursor, Versioned,
+    Backplane, Claim, Commit, Committed, Fresh, Guard, Rate, RateVerdict, SessionCursor, Versioned,
 };
 use collabd::domain::session::{Audience, Cancel, End, Poster, SessionStatus, Target, Timer};
 use collabd::domain::{InvitationId, Policy, SessionId};
@@ -547,6 +547,17 @@ pub async fn sessions_an_ended_session_is_gone_after_its_retention(bp: &dyn Back
     let (a, b) = (agent_id(), agent_id());
     let mut live = Live::started(bp, &acc, &a).await;
     let sid = live.id().clone();
+    // Its customer token takes from its bucket while the session is open…
+    let once = Rate {
+        per_sec: 1,
+        burst: 1,
+    };
+    let customer = bp
+        .account_for_token(&acc, &sid, "cust", once)
+        .await
+        .unwrap();
+    assert!(customer.session_open);
+    assert_eq!(customer.rate, RateVerdict::Allowed);
     live.run(bp, post(Poster::Customer, "hello", Audience::Everyone))
         .await;
     live.run(
@@ -576,6 +587,16 @@ pub async fn sessions_an_ended_session_is_gone_after_its_retention(bp: &dyn Back
     live.stored(committed);
     let kept = bp.load(&acc, &sid).await.unwrap();
     assert_eq!(kept, Some(live.versioned()), "kept, ended, for a while");
+    // …and once it ended the token is no longer good: it takes nothing
+    // (its burst of 1 was spent: a take would be refused).
+    let customer = bp
+        .account_for_token(&acc, &sid, "cust", once)
+        .await
+        .unwrap();
+    assert_eq!(
+        (customer.session_open, customer.rate),
+        (false, RateVerdict::Allowed)
+    );
     assert!(
         bp.agent_sessions(&acc, &a).await.unwrap().is_empty(),
         "nobody is active in it"
@@ -592,6 +613,13 @@ pub async fn sessions_an_ended_session_is_gone_after_its_retention(bp: &dyn Back
     assert_eq!(
         bp.refresh(&acc, &sid, live.version).await.unwrap(),
         Fresh::Gone
+    );
+    assert!(
+        !bp.account_for_token(&acc, &sid, "cust", once)
+            .await
+            .unwrap()
+            .session_open,
+        "past its retention"
     );
     assert_eq!(
         transcripts(bp, &acc, &sid).await,
