@@ -2,7 +2,7 @@
 // its portal and session count, the portals with their head counts,
 // searchable and in pages, kept fresh while it is open; pick an agent or a
 // portal, then mask, comment, transfer or escalate, and invite.
-import { html, useState, useEffect, useRef } from '../lib/html.js';
+import { html, useState, useEffect, useLayoutEffect, useRef } from '../lib/html.js';
 import { enc, query, idempotencyKey } from '../lib/api.js';
 import { t } from '../lib/i18n.js';
 import { Dialog, useAction, ProblemNote, MaskIcon } from '../lib/ui.js';
@@ -101,8 +101,11 @@ function InviteForm({ session, isLead, target, portals, api, onBack, onSent }) {
   const [portal, setPortal] = useState('');
   const key = useRef(idempotencyKey());
   const form = useRef(null);
-  // The picked target's button is gone: the focus starts on the form.
-  useEffect(() => { form.current?.querySelector('input')?.focus(); }, []);
+  // The picked target's button is gone: the focus starts on the form, in
+  // the same task as the form appears (a layout effect; a plain effect
+  // runs a frame later and took the focus away from a field reached and
+  // typed in meanwhile).
+  useLayoutEffect(() => { form.current?.querySelector('input')?.focus(); }, []);
   const transfer = kind === 'transfer';
   const others = portals.filter((p) => p.id !== target.agent?.portal.id);
   const escalationPortal = portal || others[0]?.id || portals[0]?.id || '';
