@@ -106,8 +106,11 @@ pub async fn account(
     // Entries of the account's trail past its retention are trimmed when
     // it is written next; until then they are not shown either. (A deleted
     // account's trail expires whole.)
-    let kept_since =
-        stored.map(|a| Utc::now() - chrono::Duration::seconds(i64::from(a.policy.retention_secs)));
+    let kept_since = stored.and_then(|a| {
+        chrono::Duration::from_std(a.policy.trail_retention())
+            .ok()
+            .map(|r| Utc::now() - r)
+    });
     let matches = |e: &AuditEntry| {
         query
             .session

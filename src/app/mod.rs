@@ -24,14 +24,15 @@ use crate::domain::{Account, Agent, AgentId, Command, SessionId};
 
 pub use error::Error;
 
-/// `entries` as stored with a change of `account`: kept for its retention.
+/// `entries` as stored with a change of `account`: kept for its trail's
+/// retention.
 pub(crate) fn audited<'a>(
     account: &Account,
     entries: &'a [crate::domain::AuditEntry],
 ) -> crate::backplane::Audited<'a> {
     crate::backplane::Audited {
         entries,
-        retention: std::time::Duration::from_secs(u64::from(account.policy.retention_secs)),
+        retention: account.policy.trail_retention(),
         replaces: crate::backplane::Replaces::Anything,
     }
 }

@@ -148,7 +148,9 @@ pub struct Commit<'a> {
     pub publish: &'a [(Topic, BusMessage)],
     /// Checked before anything is written.
     pub guard: Option<&'a Guard>,
-    /// How long an ended session and everything of it is kept.
+    /// How long the account's trail keeps this commit's entries
+    /// (`Policy::trail_retention`; an ended session's own retention is in
+    /// its `Ended` effect).
     pub retention: Duration,
 }
 
@@ -281,7 +283,7 @@ pub type Result<T> = std::result::Result<T, BackplaneError>;
 pub struct Audited<'a> {
     /// The entries, in order.
     pub entries: &'a [AuditEntry],
-    /// The account's `retention_secs`.
+    /// How long the account's trail keeps them (`Policy::trail_retention`).
     pub retention: Duration,
     /// What the record must still be for a `put` to apply: the entries
     /// were made from it (a `put` that finds another answers

@@ -40,8 +40,24 @@ pub struct Policy {
     pub max_invitations_per_session: u32,
     /// A session without agent activity for this long ends (reason `idle`).
     pub session_idle_timeout_secs: u32,
-    /// How long an ended session, its transcript and history are kept.
+    /// How long an ended session, its transcript and history are kept;
+    /// the account's trail keeps entries this long too, but never less
+    /// than [`TRAIL_MIN_SECS`] (see [`Policy::trail_retention`]).
     pub retention_secs: u32,
+}
+
+/// The shortest time the account's trail keeps an entry, whatever
+/// `retention_secs` says: a policy change to `retention_secs = 1` would
+/// otherwise hide its own `policy_changed` entry, and every entry before
+/// it, at once. The trail holds no message or comment texts.
+pub const TRAIL_MIN_SECS: u32 = 86_400;
+
+impl Policy {
+    /// How long the account's trail keeps an entry: `retention_secs`, at
+    /// least [`TRAIL_MIN_SECS`].
+    pub fn trail_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.retention_secs.max(TRAIL_MIN_SECS)))
+    }
 }
 
 impl Default for Policy {

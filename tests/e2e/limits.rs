@@ -576,3 +576,46 @@ async fn slow_bodies_hold_no_place_among_the_nodes_requests_and_are_served_once_
     let view = ann.view(&session.id).await.expect_status(200);
     assert_eq!(view["message_count"], 3);
 }
+
+#[actix_rt::test]
+async fn a_one_second_retention_hides_neither_its_own_policy_change_nor_the_trail_before_it() {
+    let app = TestApp::spawn().await;
+    let ([ann], session) = Scene::support_session(&app, json!({}), ["ann"]).await;
+    let patch = |policy: serde_json::Value| {
+        let app = &app;
+        async move {
+            app.call(
+                awc::http::Method::PATCH,
+                &format!("/v1/accounts/{ACME}"),
+                Some(crate::common::ADMIN),
+                Some(&json!({ "policy": policy })),
+            )
+            .await
+            .expect_status(200)
+        }
+    };
+    patch(json!({"retention_secs": 1})).await;
+    ann.end(&session.id).await.expect_status(200);
+    // Past that retention, one more change (each trims the trail) …
+    actix_rt::time::sleep(Duration::from_millis(2_100)).await;
+    patch(json!({"masking": false})).await;
+    // … and the trail still has what came before, the shortening included.
+    let trail = app
+        .get(&format!("/v1/accounts/{ACME}/audit"), crate::common::ADMIN)
+        .await
+        .expect_status(200);
+    let actions: Vec<&str> = trail["entries"]
+        .as_array()
+        .map(|es| es.iter().filter_map(|e| e["action"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(actions.contains(&"agent_created"), "{actions:?}");
+    assert!(actions.contains(&"session_ended"), "{actions:?}");
+    let changes: Vec<_> = trail["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["action"] == "policy_changed")
+        .map(|e| e["details"]["fields"].clone())
+        .collect();
+    assert_eq!(changes, [json!(["retention_secs"]), json!(["masking"])]);
+}
