@@ -396,7 +396,7 @@ async fn execute(
             outcome: &outcome,
             publish: &publish,
             guard,
-            retention: policy.trail_retention(),
+            retention: Duration::from_secs(u64::from(policy.retention_secs)),
         };
         match node.backplane.commit(account, commit).await {
             Ok(Committed::Stored(version)) => {
@@ -654,7 +654,7 @@ impl Handler<Create> for SessionActor {
                     outcome: &msg.outcome,
                     publish: &[],
                     guard: Some(&msg.guard),
-                    retention: msg.policy.trail_retention(),
+                    retention: Duration::from_secs(u64::from(msg.policy.retention_secs)),
                 };
                 match node.backplane.commit(&account, commit).await? {
                     Committed::Stored(version) => {

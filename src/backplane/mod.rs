@@ -148,9 +148,9 @@ pub struct Commit<'a> {
     pub publish: &'a [(Topic, BusMessage)],
     /// Checked before anything is written.
     pub guard: Option<&'a Guard>,
-    /// How long the account's trail keeps this commit's entries
-    /// (`Policy::trail_retention`; an ended session's own retention is in
-    /// its `Ended` effect).
+    /// How long an ended session and everything of it is kept
+    /// (`retention_secs`). The account's trail keeps this commit's entries that long
+    /// too, but at least a day ([`crate::domain::policy::trail_kept`]).
     pub retention: Duration,
 }
 

@@ -56,8 +56,16 @@ impl Policy {
     /// How long the account's trail keeps an entry: `retention_secs`, at
     /// least [`TRAIL_MIN_SECS`].
     pub fn trail_retention(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(u64::from(self.retention_secs.max(TRAIL_MIN_SECS)))
+        trail_kept(std::time::Duration::from_secs(u64::from(
+            self.retention_secs,
+        )))
     }
+}
+
+/// How long the account's trail keeps an entry of a session whose ended
+/// state is kept `retention`: at least [`TRAIL_MIN_SECS`].
+pub fn trail_kept(retention: std::time::Duration) -> std::time::Duration {
+    retention.max(std::time::Duration::from_secs(u64::from(TRAIL_MIN_SECS)))
 }
 
 impl Default for Policy {

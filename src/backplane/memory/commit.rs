@@ -8,6 +8,7 @@ use super::{Store, StoredSession};
 use crate::backplane::plan::Effect;
 use crate::backplane::{Commit, SessionCursor};
 use crate::domain::AccountId;
+use crate::domain::policy::trail_kept;
 use crate::domain::session::Timer;
 
 impl Store {
@@ -62,7 +63,7 @@ impl Store {
                 audit
                     .entry(account.clone())
                     .or_default()
-                    .push(entry, now + commit.retention);
+                    .push(entry, now + trail_kept(commit.retention));
             }
             Effect::AuditTrimmed => {
                 if let Some(log) = audit.get_mut(account) {

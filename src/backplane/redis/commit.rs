@@ -11,6 +11,7 @@ use crate::backplane::plan::{self, Effect};
 use crate::backplane::{BusMessage, Commit, SessionCursor, Topic, codec};
 use crate::domain::AccountId;
 use crate::domain::audit::MAX_ACCOUNT_ENTRIES;
+use crate::domain::policy::trail_kept;
 use crate::domain::session::SessionStatus;
 
 /// Declares [`Op`], its [`Op::ALL`] and its names at once, so an op cannot
@@ -126,8 +127,11 @@ fn ops(k: &AccountKeys, commit: &Commit<'_>) -> Vec<Encoded> {
             Effect::AuditTrimmed => op(
                 k.audit(),
                 Op::Xprune,
-                number(audit_floor(commit.retention)),
-                commit.retention.as_secs().max(1).to_string().into_bytes(),
+                number(audit_floor(trail_kept(commit.retention))),
+                trail_kept(commit.retention)
+                    .as_secs()
+                    .to_string()
+                    .into_bytes(),
             ),
             Effect::Archived(invitation) => op(
                 k.history(sid),
