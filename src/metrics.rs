@@ -162,6 +162,9 @@ pub struct Metrics {
     pub open_streams: Family<RoleLabel, Gauge>,
     /// The backplane's fan-out was lost and restored.
     pub pubsub_reconnects: Counter,
+    /// Agents faded because the node they streamed from died (counted by
+    /// the node that reaped it).
+    pub agents_faded: Counter,
     /// How late a timer was handled after it fell due.
     pub timer_lag_seconds: Histogram,
     /// Requests being handled now (set when scraped).
@@ -254,6 +257,11 @@ impl Metrics {
             &mut registry,
             "collabd_pubsub_reconnects",
             "Times the backplane's fan-out was lost and restored (streams then resync)",
+        );
+        let agents_faded = counter(
+            &mut registry,
+            "collabd_agents_faded",
+            "Agents faded because the node they streamed from died (their alerts withdrawn)",
         );
         let accepts = Family::<OutcomeLabel, Counter>::default();
         registry.register(
@@ -352,6 +360,7 @@ impl Metrics {
             invitation_delivery_seconds,
             open_streams,
             pubsub_reconnects,
+            agents_faded,
             timer_lag_seconds,
             requests_in_flight,
             live_actors,

@@ -18,7 +18,7 @@ use crate::app::Error as AppError;
 use crate::app::tokens::Tokens;
 use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::RedisBackplane;
-use crate::backplane::{Backplane, Deadline};
+use crate::backplane::{Backplane, Deadline, Faded};
 use crate::domain::Command;
 use crate::domain::session::{CheckIdle, Expire, Timer};
 use crate::http::error::problem_for_plain_errors;
@@ -80,6 +80,9 @@ impl Application {
             }
         });
         arbiter.spawn(resync_on_reconnect(node.clone()));
+        if let Some(faded) = node.backplane.take_faded() {
+            arbiter.spawn(withdraw_faded(node.clone(), faded));
+        }
         let state = web::Data::new(AppState {
             node: node.clone(),
             tokens: Tokens::new(&settings.auth.secret),
@@ -161,6 +164,8 @@ fn display_addr(listen: &str, port: u16) -> String {
 
 /// Due timers handled at once.
 const TIMER_CONCURRENCY: usize = 16;
+/// How many accounts' faded agents are handled side by side.
+const FADE_CONCURRENCY: usize = 4;
 /// How long a failed timer waits before it is tried again.
 const TIMER_RETRY: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
@@ -230,6 +235,23 @@ async fn fire(node: &Arc<Node>, deadline: &Deadline) -> Result<(), AppError> {
     node.ask_session(&deadline.account, &deadline.session, execute)
         .await??;
     Ok(())
+}
+
+/// The agents of a dead node that faded: their alerts are withdrawn, a
+/// few accounts side by side. A failure is only logged: the alerts still
+/// expire by their timers.
+async fn withdraw_faded(node: Arc<Node>, faded: mpsc::Receiver<Faded>) {
+    ReceiverStream::new(faded)
+        .for_each_concurrent(FADE_CONCURRENCY, |faded| {
+            let node = node.clone();
+            async move {
+                node.metrics.agents_faded.inc_by(faded.agents.len() as u64);
+                if let Err(e) = crate::app::agents::fade(&node, &faded).await {
+                    tracing::warn!(error = %e, account = %faded.account, "faded agents' alerts not all withdrawn");
+                }
+            }
+        })
+        .await;
 }
 
 /// After the backplane's fan-out was interrupted and restored, every local

@@ -140,6 +140,10 @@ impl Actor for AgentActor {
                 .backplane
                 .subscribe(&Topic::Agent(account.clone(), agent.clone()))
                 .await?;
+            // Other nodes see at once that it streams from here: it does
+            // not fade if the node its other streams are on dies, and it is
+            // back if it faded when that node died (its client reconnected).
+            node.backplane.hold(&account, &agent).await?;
             let portal = node.backplane.presence(&account, &agent).await?;
             // Joined (and so subscribed) before any client's snapshot is read.
             if let Some(portal) = &portal {

@@ -13,7 +13,7 @@ use crate::actors::outbox::Inbox;
 use crate::actors::reads::{self, CollaboratorsView, MeView, PortalRef};
 use crate::actors::session::Want;
 use crate::actors::{Node, StreamPermit};
-use crate::backplane::{Audited, BusMessage, Topic};
+use crate::backplane::{Audited, BusMessage, Faded, Topic};
 use crate::domain::session::RecipientGone;
 use crate::domain::visibility::OfferView;
 use crate::domain::{
@@ -105,9 +105,33 @@ pub(crate) async fn log_out_by(
     node.backplane
         .logout(&account.id, agent, super::audited(account, &entries))
         .await?;
+    let failed = withdraw_alerts(node, account, agent).await.err();
+    let message = match reason {
+        None => BusMessage::Presence {
+            agent: agent.id.clone(),
+            portal: None,
+        },
+        Some(reason) => BusMessage::LoggedOut {
+            agent: agent.id.clone(),
+            reason,
+        },
+    };
+    node.backplane
+        .publish(Topic::Agent(account.id.clone(), agent.id.clone()), message)
+        .await?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Withdraws the open alerts of `agent` (gone: logged out, or faded with
+/// the node it streamed from), and runs the escalations that made due.
+/// Every session gets its withdrawal even if one of them fails; the first
+/// failure is returned.
+async fn withdraw_alerts(node: &Arc<Node>, account: &Account, agent: &Agent) -> Result<(), Error> {
     let offers = reads::offers(node, &account.id, agent).await?;
     let sessions: BTreeSet<_> = offers.into_iter().map(|o| o.invitation.session).collect();
-    // Every session gets its withdrawal even if one of them fails.
     let mut failed = None;
     for session in sessions {
         let command = RecipientGone {
@@ -129,19 +153,35 @@ pub(crate) async fn log_out_by(
             }
         }
     }
-    let message = match reason {
-        None => BusMessage::Presence {
-            agent: agent.id.clone(),
-            portal: None,
-        },
-        Some(reason) => BusMessage::LoggedOut {
-            agent: agent.id.clone(),
-            reason,
-        },
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Agents that faded because the node they streamed from died: their
+/// alerts are withdrawn as at a logout (direct invitations to them
+/// escalate now), but they stay logged in: a stream through another node
+/// brings them back. One that is back already is left alone.
+pub(crate) async fn fade(node: &Arc<Node>, faded: &Faded) -> Result<(), Error> {
+    let Some(account) = node.backplane.account(&faded.account).await? else {
+        return Ok(());
     };
-    node.backplane
-        .publish(Topic::Agent(account.id.clone(), agent.id.clone()), message)
-        .await?;
+    let mut failed = None;
+    for id in &faded.agents {
+        let gone = async {
+            if node.backplane.presence(&account.id, id).await?.is_some() {
+                return Ok(());
+            }
+            match node.backplane.agent(&account.id, id).await? {
+                Some(agent) => withdraw_alerts(node, &account, &agent).await,
+                None => Ok(()),
+            }
+        };
+        if let Err(e) = gone.await {
+            failed.get_or_insert(e);
+        }
+    }
     match failed {
         Some(e) => Err(e),
         None => Ok(()),

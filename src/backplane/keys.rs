@@ -40,6 +40,11 @@
 //! | `collabd:{ns}:rate:admin` | hash | the admin token's request bucket (one token, one bucket: the one key of no account or bucket) |
 //! | `collabd:{ns}:timer-index` (cluster: `{ns/b}`) | zset | account → when to look at its timers (ms) |
 //! | `collabd:{ns}:timer-gen` (cluster: `{ns/b}`) | hash | account → bumped whenever a timer may have become its earliest |
+//! | `collabd:{ns}:nodes` | zset | node id → the end of its lease (ms, Redis time), renewed twice a second |
+//! | `collabd:{ns}:nodes:since` | hash | node id → when its unbroken run of renewals began |
+//! | `collabd:{ns}:nodes:reaping` | hash | node id taken for dead → the node reaping it (until it is done) |
+//! | `collabd:{ns}:node:{n}:accounts` | set | accounts node n holds agents of; expires a minute after n stops renewing it |
+//! | `collabd:{ns:a}:held:{n}` | hash | agent → `s` (streams from node n) or `l` (logged in through it); expires a minute after n's last heartbeat, deleted when n is reaped |
 //!
 //! Channels: `collabd:{ns:a}:chan:session:{s}`, `…:chan:agent:{g}`,
 //! `…:chan:portal:{p}`.
@@ -132,6 +137,27 @@ impl Keyspace {
         self.bucket_key(bucket, "timer-gen")
     }
 
+    /// The nodes' leases (`lease.rs`): few members, one key of the `{ns}`
+    /// tag on a cluster too (two small calls per node per second).
+    pub fn nodes(&self) -> String {
+        format!("collabd:{{{}}}:nodes", self.namespace)
+    }
+
+    /// When each node's unbroken run of lease renewals began.
+    pub fn nodes_since(&self) -> String {
+        format!("collabd:{{{}}}:nodes:since", self.namespace)
+    }
+
+    /// Nodes taken for dead → the node reaping each.
+    pub fn nodes_reaping(&self) -> String {
+        format!("collabd:{{{}}}:nodes:reaping", self.namespace)
+    }
+
+    /// The accounts `node` holds agents of (read when it is reaped).
+    pub fn node_accounts(&self, node: &str) -> String {
+        format!("collabd:{{{}}}:node:{node}:accounts", self.namespace)
+    }
+
     /// The channel of a topic.
     pub fn channel(&self, topic: &Topic) -> String {
         match topic {
@@ -189,6 +215,12 @@ impl AccountKeys {
     /// Agent → presence expiry.
     pub fn online(&self) -> String {
         self.key(&["online"])
+    }
+
+    /// The agents `node` keeps online: `s` streams from it, `l` logged in
+    /// through it.
+    pub fn held(&self, node: &str) -> String {
+        self.key(&["held", node])
     }
 
     /// Agents logged into `portal`.
@@ -368,6 +400,7 @@ mod tests {
             keys.presence(),
             keys.online(),
             keys.portal_online(&portal),
+            keys.held("3f2a9c"),
             keys.active(),
             keys.agent_sessions(&agent),
             keys.open(&Target::Portal(portal.clone())),
@@ -392,6 +425,11 @@ mod tests {
         }
         assert_eq!(space.timer_index(0), "collabd:{prod}:timer-index");
         assert_eq!(space.accounts(0), "collabd:{prod}:accounts");
+        assert_eq!(space.nodes(), "collabd:{prod}:nodes");
+        assert_eq!(
+            space.node_accounts("3f2a"),
+            "collabd:{prod}:node:3f2a:accounts"
+        );
     }
 
     #[test]

@@ -569,6 +569,28 @@ pub trait Presence: Send + Sync {
     /// This node serves a stream of `agent` (`held`) or stopped serving
     /// one: where presence expires, the node keeps such agents online.
     fn hold_presence(&self, account: &AccountId, agent: &AgentId, held: bool);
+    /// Says at once, where other nodes can see it, that this node streams
+    /// to `agent` (after [`Presence::hold_presence`]): if the node its
+    /// streams were on died and it faded, it is online again.
+    async fn hold(&self, _account: &AccountId, _agent: &AgentId) -> Result<()> {
+        Ok(())
+    }
+    /// The stream of agents that faded because the node serving them died
+    /// (taken once, by the node's fade worker, which withdraws their
+    /// alerts). Only a backplane shared by several nodes has one.
+    fn take_faded(&self) -> Option<mpsc::Receiver<Faded>> {
+        None
+    }
+}
+
+/// Agents of one account that faded: the node their streams were on died,
+/// and no other streams to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Faded {
+    /// Whose.
+    pub account: AccountId,
+    /// Who (bounded by the account's agents on one node).
+    pub agents: Vec<AgentId>,
 }
 
 /// Session state, history, transcripts and the indexes beside them.

@@ -1,11 +1,14 @@
 //! Collaboration beyond the seed across nodes: a transfer sent through one
-//! node and accepted through another.
+//! node and accepted through another, escalations after a node's death,
+//! and a dead node's agents fading (node leases).
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::scenarios::apps;
 use super::support::{RedisServer, cluster};
-use crate::common::{ACME, EVENT_WAIT, QUIET, assert_problem, id_of, participant_ids};
+use crate::common::{
+    ACME, EVENT_WAIT, QUIET, assert_problem, id_of, participant_ids, pluck, strings,
+};
 
 #[actix_rt::test]
 async fn a_transfer_accepted_on_another_node_than_the_leads_hands_the_session_over() {
@@ -134,4 +137,124 @@ async fn an_escalation_fires_once_after_the_node_that_sent_the_invitation_was_ki
         .filter(|e| e["action"] == "invitation_escalated")
         .count();
     assert_eq!(escalations, 1, "{audit}");
+}
+
+/// `collabd_agents_faded_total` of one node.
+async fn faded_on(app: &crate::common::TestApp) -> u64 {
+    let reply = app
+        .call(awc::http::Method::GET, "/metrics", None, None)
+        .await;
+    assert_eq!(reply.status, 200);
+    let metrics = reply.text;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("collabd_agents_faded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no collabd_agents_faded_total in {metrics}"))
+}
+
+#[actix_rt::test]
+async fn a_killed_nodes_agents_fade_in_seconds_and_come_back_through_another_node() {
+    let redis = RedisServer::start();
+    let (_, mut nodes) = cluster(&redis, 3);
+    let apps = apps(&nodes);
+    apps[0].acme(json!({})).await;
+    // Ann works through node 1 only; the lead, Bob and Cid through the others.
+    let lead = apps[0].online(ACME, "lead", "Lead", "billing").await;
+    let ann = apps[1].online(ACME, "ann", "Ann", "billing").await;
+    let bob = apps[2].online(ACME, "bob", "Bob", "support").await;
+    let _cid = apps[0].online(ACME, "cid", "Cid", "billing").await;
+    // Dora logged in through node 1 but streams from node 2: she stays.
+    let dora = apps[1].online(ACME, "dora", "Dora", "billing").await;
+    let (_anns, _) = ann.events().await;
+    let (_doras, _) = dora.on(&apps[2]).events().await;
+    let (mut bobs, _) = bob.events().await;
+    let session = lead.create_session("web", "Carl").await.id;
+    // Escalation in a minute: only the fade makes it happen sooner.
+    let sent = lead
+        .invite(
+            &session,
+            json!({"target": {"agent": "ann"},
+                   "escalate": {"after_secs": 60, "portal": "support"}}),
+        )
+        .await
+        .expect_status(201);
+    let inv = id_of(&sent);
+    let online = |app: &crate::common::TestApp| {
+        let (app, token) = (app.clone(), lead.token.clone());
+        async move {
+            let window = app.collaborators(&token, None).await.expect_status(200);
+            let mut ids = pluck(&window["agents"], "id");
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(online(&apps[0]).await, ["ann", "bob", "cid", "dora"]);
+
+    let killed = std::time::Instant::now();
+    nodes[1].kill9();
+    // Well within the presence TTL (15 s) and the escalation (60 s).
+    let offer = bobs
+        .wait_for("invitation_offered", std::time::Duration::from_secs(10))
+        .await;
+    let escalated_after = killed.elapsed();
+    assert_eq!(offer["id"], inv.as_str());
+    eprintln!(
+        "kill -9 to the escalation's offer: {escalated_after:?} (bound {:?})",
+        collabd::backplane::redis::FADE_BOUND
+    );
+    assert_eq!(online(&apps[2]).await, ["bob", "cid", "dora"]);
+    // A portal invitation now goes to Cid (and Dora), not to Ann.
+    let portal = lead
+        .invite(&session, json!({"target": {"portal": "billing"}}))
+        .await
+        .expect_status(201);
+    let mut offered = strings(&portal["recipients"]);
+    offered.sort();
+    assert_eq!(offered, ["cid", "dora"], "{portal}");
+    // Reaped once, by one of the two survivors.
+    assert_eq!(faded_on(&apps[0]).await + faded_on(&apps[2]).await, 1);
+
+    // Ann's console reconnects through node 2: she is back.
+    let (_anns, snapshot) = ann.on(&apps[2]).events().await;
+    assert_eq!(snapshot["agent"]["portal"]["id"], "billing", "{snapshot}");
+    assert_eq!(online(&apps[0]).await, ["ann", "bob", "cid", "dora"]);
+}
+
+#[actix_rt::test]
+async fn a_redis_outage_that_stops_every_nodes_lease_renewal_fades_nobody() {
+    let mut redis = RedisServer::start();
+    let (_, nodes) = cluster(&redis, 2);
+    let apps = apps(&nodes);
+    apps[0].acme(json!({})).await;
+    let lead = apps[0].online(ACME, "lead", "Lead", "billing").await;
+    let ann = apps[1].online(ACME, "ann", "Ann", "billing").await;
+    let (mut anns, _) = ann.events().await;
+    let session = lead.create_session("web", "Carl").await.id;
+    let sent = lead
+        .invite(
+            &session,
+            json!({"target": {"agent": "ann"},
+                   "escalate": {"after_secs": 60, "portal": "billing"}}),
+        )
+        .await
+        .expect_status(201);
+    anns.wait_for("invitation_offered", EVENT_WAIT).await;
+
+    // Redis is away for 3 s (longer than lease + grace): every node's lease
+    // runs out, which is Redis's doing, not a node's death.
+    redis.kill();
+    actix_rt::time::sleep(std::time::Duration::from_secs(3)).await;
+    redis.restart();
+    // Time for each node to renew again, and for a wrong reap to show.
+    actix_rt::time::sleep(std::time::Duration::from_secs(4)).await;
+
+    assert_eq!(faded_on(&apps[0]).await + faded_on(&apps[1]).await, 0);
+    let offers = ann.my_invitations().await;
+    assert_eq!(pluck(&Value::from(offers), "id"), [id_of(&sent)]);
+    let window = apps[0]
+        .collaborators(&lead.token, None)
+        .await
+        .expect_status(200);
+    assert_eq!(pluck(&window["agents"], "id"), ["ann"]);
 }

@@ -13,8 +13,8 @@ use redis::{Client, TlsCertificates};
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    CLUSTER_RETRIES, REDIS_TIMEOUT, RedisBackplane, Scripts, Subscriber, durable, pubsub, shards,
-    timers, unavailable,
+    CLUSTER_RETRIES, REDIS_TIMEOUT, RedisBackplane, Scripts, Subscriber, durable, lease, pubsub,
+    shards, timers, unavailable,
 };
 use crate::backplane::keys::Keyspace;
 use crate::backplane::{BackplaneError, Result};
@@ -177,6 +177,7 @@ impl RedisBackplane {
         let (subscribe_tx, subscribe_rx) = mpsc::unbounded_channel();
         let (resync_tx, resync_rx) = watch::channel(0);
         let (due_tx, due_rx) = mpsc::channel(crate::backplane::DUE_BACKLOG);
+        let (faded_tx, faded_rx) = mpsc::channel(lease::FADED_BACKLOG);
         // A `WAIT` may block its connection for the whole wait.
         let wait_timeout = settings.wait_timeout() + REDIS_TIMEOUT;
         let (conn, subscriber, durable) = if cluster {
@@ -226,6 +227,11 @@ impl RedisBackplane {
             resync_rx,
             due_rx: Mutex::new(Some(due_rx)),
             served: Mutex::default(),
+            node_id: format!("{:016x}", rand::random::<u64>()),
+            dirty: Mutex::default(),
+            indexed: Mutex::default(),
+            faded_rx: Mutex::new(Some(faded_rx)),
+            faded_tx,
             index_retries: Mutex::default(),
         });
         let senders = backplane.senders.clone();
@@ -247,6 +253,7 @@ impl RedisBackplane {
         }
         tokio::spawn(timers::poll(Arc::downgrade(&backplane), due_tx));
         tokio::spawn(timers::heartbeat(Arc::downgrade(&backplane)));
+        tokio::spawn(lease::run(Arc::downgrade(&backplane)));
         Ok(backplane)
     }
 }

@@ -12,7 +12,12 @@
 //! - First accept wins: a claim key set if absent plus a fencing counter.
 //! - Presence: the portal each agent logged into, a per-portal set, and an
 //!   expiry score refreshed by this node's heartbeat for the agents it
-//!   serves, so a dead node's agents fade out within [`PRESENCE_TTL`].
+//!   serves. Each node holds a lease it renews twice a second and a `held`
+//!   hash per account of the agents it serves (`lease.rs`); when a lease
+//!   runs out, one surviving node fades that node's agents at once (no live
+//!   node streams to them) and the node withdraws their alerts, within
+//!   [`lease::FADE_BOUND`] of the crash rather than [`PRESENCE_TTL`]. The
+//!   cost is per node and per change of who streams where, not per agent.
 //! - Timers: a set per account and a small index of accounts with timers
 //!   (`timers.rs`, bucketed on a cluster); every node polls the index, and
 //!   leases what it takes.
@@ -37,6 +42,7 @@ mod directory;
 mod durable;
 mod health;
 mod idempotency;
+mod lease;
 mod limits;
 mod presence;
 mod pubsub;
@@ -60,6 +66,7 @@ use super::{Audited, BackplaneError, Deadline, Replaces, Result, Stored, Version
 use crate::domain::audit::MAX_ACCOUNT_ENTRIES;
 use crate::domain::{AccountId, AgentId, AuditEntry, Session};
 use connect::{Conn, Timed};
+pub use lease::FADE_BOUND;
 use pubsub::{Senders, SubCommand};
 use scripts::Scripts;
 
@@ -164,6 +171,18 @@ struct Served {
     streams: usize,
 }
 
+impl Served {
+    /// What the node's `held` hash says of it: `s` it streams from here
+    /// (it stays online when another node dies), `l` it only logged in here.
+    fn held(&self) -> Option<&'static str> {
+        match (self.streams, self.logged_in) {
+            (0, false) => None,
+            (0, true) => Some("l"),
+            _ => Some("s"),
+        }
+    }
+}
+
 /// The Redis backplane.
 pub struct RedisBackplane {
     keys: Keyspace,
@@ -178,6 +197,16 @@ pub struct RedisBackplane {
     due_rx: Mutex<Option<mpsc::Receiver<Deadline>>>,
     /// Agents this node keeps online: logged in through it, or streaming from it.
     served: Mutex<HashMap<(AccountId, AgentId), Served>>,
+    /// This node's id in the leases (random per process: a restarted node
+    /// is a new one, and the old one's agents are reaped).
+    node_id: String,
+    /// Agents whose `held` entry changed since it was written (the lease
+    /// loop writes them; bounded by the agents served).
+    dirty: Mutex<std::collections::HashSet<(AccountId, AgentId)>>,
+    /// Accounts listed in this node's `node:{n}:accounts` set.
+    indexed: Mutex<std::collections::HashSet<AccountId>>,
+    faded_rx: Mutex<Option<mpsc::Receiver<crate::backplane::Faded>>>,
+    faded_tx: mpsc::Sender<crate::backplane::Faded>,
     /// Timer index updates that failed, retried by the timer loop (the
     /// earliest per account): until one lands, that account's new earliest
     /// timer might be looked at late.
@@ -204,9 +233,14 @@ impl RedisBackplane {
         let mut served = lock(&self.served);
         let key = (account.clone(), agent.clone());
         let entry = served.entry(key.clone()).or_default();
+        let before = entry.held();
         change(entry);
-        if !entry.logged_in && entry.streams == 0 {
+        let after = entry.held();
+        if after.is_none() {
             served.remove(&key);
+        }
+        if before != after {
+            lock(&self.dirty).insert(key);
         }
     }
 

@@ -1,10 +1,13 @@
 //! Who is logged in where: the portal of each agent, the per-portal sets
-//! and the expiry scores this node's heartbeat keeps fresh.
+//! and the expiry scores this node's heartbeat keeps fresh (and a dead
+//! node's lease fades, `lease.rs`).
 
 use async_trait::async_trait;
 
-use super::{PRESENCE_TTL, RedisBackplane, audit_args, corrupt, now_ms, unavailable};
-use crate::backplane::{Audited, Presence, Result, Window, WindowAgent, codec};
+use tokio::sync::mpsc;
+
+use super::{PRESENCE_TTL, RedisBackplane, audit_args, corrupt, lock, now_ms, unavailable};
+use crate::backplane::{Audited, Faded, Presence, Result, Window, WindowAgent, codec};
 use crate::domain::{AccountId, Agent, AgentId, Portal, PortalId};
 
 #[async_trait]
@@ -15,11 +18,14 @@ impl Presence for RedisBackplane {
         agent: &Agent,
         portal: &PortalId,
     ) -> Result<Option<PortalId>> {
+        // Listed before it is held: a reaper finds every `held` hash.
+        self.index_account(account).await.map_err(unavailable)?;
         let k = self.account_keys(account);
         let mut call = self.scripts.login.prepare_invoke();
         call.key(k.presence())
             .key(k.online())
-            .key(k.portal_online(portal));
+            .key(k.portal_online(portal))
+            .key(k.held(&self.node_id));
         for other in agent.portals.iter().filter(|p| *p != portal) {
             call.key(k.portal_online(other));
         }
@@ -166,5 +172,15 @@ impl Presence for RedisBackplane {
             true => s.streams += 1,
             false => s.streams = s.streams.saturating_sub(1),
         });
+    }
+
+    async fn hold(&self, account: &AccountId, agent: &AgentId) -> Result<()> {
+        self.write_held(account, &[(agent.clone(), Some("s"))])
+            .await
+            .map_err(unavailable)
+    }
+
+    fn take_faded(&self) -> Option<mpsc::Receiver<Faded>> {
+        lock(&self.faded_rx).take()
     }
 }

@@ -1,5 +1,5 @@
 //! Every Lua script the Redis backplane runs. Each one touches the keys of
-//! one hash tag only (one account, or the `{ns}` timer index), all declared
+//! one hash tag only (one account, or a `{ns}` index), all declared
 //! in `KEYS`, so each runs on one Redis Cluster slot. Their layouts are
 //! documented at the top of each; `keys.rs` builds the keys.
 
@@ -34,6 +34,10 @@ pub(super) struct Scripts {
     pub(super) timer_complete: Script,
     pub(super) timers_earliest: Script,
     pub(super) idempotency_reserve: Script,
+    pub(super) heartbeat: Script,
+    pub(super) lease: Script,
+    pub(super) lease_done: Script,
+    pub(super) reap: Script,
 }
 
 impl Scripts {
@@ -75,6 +79,10 @@ impl Scripts {
             timer_complete: Script::new(TIMER_COMPLETE),
             timers_earliest: Script::new(TIMERS_EARLIEST),
             idempotency_reserve: Script::new(IDEMPOTENCY_RESERVE),
+            heartbeat: Script::new(HEARTBEAT),
+            lease: Script::new(LEASE),
+            lease_done: Script::new(LEASE_DONE),
+            reap: Script::new(REAP),
         }
     }
 }
@@ -474,7 +482,9 @@ return {portal, active, v, state, closed}
 ///
 /// ```text
 /// KEYS[1] presence hash   KEYS[2] online set   KEYS[3] the portal's set
-/// KEYS[4..] the sets of the agent's other portals
+/// KEYS[4] this node's `held` hash (the agent is kept there as 'l', logged
+///         in through it, unless it streams from it: 's' stays)
+/// KEYS[5..] the sets of the agent's other portals
 /// ARGV[1] agent   ARGV[2] portal   ARGV[3] presence expiry (ms)   ARGV[4] now (ms)
 /// ```
 ///
@@ -483,10 +493,11 @@ pub const LOGIN: &str = r#"
 local previous = redis.call('HGET', KEYS[1], ARGV[1])
 local expires = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not expires or tonumber(expires) <= tonumber(ARGV[4]) then previous = false end
-for k = 4, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
+for k = 5, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('HSETNX', KEYS[4], ARGV[1], 'l')
 return previous
 "#;
 
@@ -725,4 +736,138 @@ for _, item in ipairs(got) do
   out[#out + 1] = item[2][2]
 end
 return out
+"#;
+
+/// Keeps the agents one node serves in one account online.
+///
+/// ```text
+/// KEYS[1] online set   KEYS[2] this node's `held` hash
+/// ARGV[1] now (ms)   ARGV[2] presence expiry (ms)   ARGV[3] prune below (ms)
+/// ARGV[4] held's lifetime (s)   ARGV[5] n   ARGV[6..5+n] agents streaming
+/// from this node   ARGV[6+n..] agents only logged in through it
+/// ```
+///
+/// A streamed agent is refreshed (`XX`: never brought back after a logout,
+/// but brought back after a fade: it is reachable here). An agent only
+/// logged in here is kept online while it is, never brought back: if its
+/// streams were on a node that died, it faded and stays so until a stream
+/// or a login brings it back. Writes `held` again (what the ticks wrote,
+/// unless a reap that raced a comeback deleted it), prunes presence that
+/// expired long ago, and keeps `held` alive while the node is (a dead
+/// node's is reaped, or expires).
+pub const HEARTBEAT: &str = r#"
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[5])
+for i = 6, 5 + n do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], 's')
+end
+for i = 6 + n, #ARGV do
+  local expires = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i]))
+  if expires and expires > now then redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[i]) end
+  redis.call('HSET', KEYS[2], ARGV[i], 'l')
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 0
+"#;
+
+/// Renews this node's lease and takes the leases of dead nodes, each by
+/// one node at a time (the script is atomic). Time is the Redis server's
+/// (`TIME`), so the nodes' clocks do not matter.
+///
+/// ```text
+/// KEYS[1] the node leases (zset: node → lease end, ms)
+/// KEYS[2] since (hash: node → when its unbroken run of renewals began)
+/// KEYS[3] this node's `node:{n}:accounts` set (its lifetime is renewed)
+/// KEYS[4] reaping (hash: node taken for dead → the node reaping it)
+/// ARGV[1] this node   ARGV[2] lease (ms)   ARGV[3] grace (ms)
+/// ARGV[4] backstop (ms)   ARGV[5] the accounts set's lifetime (s)
+/// ARGV[6] how long a reaper has before another node takes over (ms)
+/// ```
+///
+/// A lease that ran out more than a grace ago is taken only by a node that
+/// was renewing without a break when it ran out, so a Redis outage that
+/// stopped every node's renewals reaps nobody; past the backstop it is
+/// taken anyway (the node died during such an outage). A taken lease stays,
+/// pushed a reaper's time ahead, until its reaper says it is done
+/// (`LEASE_DONE`): if this answer is lost or the reaper dies, another node
+/// takes it again. Returns `{rejoined, {dead...}, {live...}}`: `rejoined`
+/// is 1 when this node had no lease or was being reaped (it starts, or it
+/// was taken for dead) and must write what it holds again; `live` are the
+/// nodes leased and not being reaped, this one among them.
+pub const LEASE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local me = ARGV[1]
+local prev = tonumber(redis.call('ZSCORE', KEYS[1], me))
+local since = tonumber(redis.call('HGET', KEYS[2], me))
+local rejoined = 0
+if (not prev) or redis.call('HDEL', KEYS[4], me) == 1 then rejoined = 1 end
+if rejoined == 1 or prev < now or (not since) then
+  since = now
+  redis.call('HSET', KEYS[2], me, now)
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), me)
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+local dead = {}
+local lapsed = redis.call('ZRANGE', KEYS[1], '-inf', now - tonumber(ARGV[3]), 'BYSCORE', 'WITHSCORES')
+for i = 1, #lapsed, 2 do
+  local ran_out = tonumber(lapsed[i + 1])
+  if since < ran_out or ran_out < now - tonumber(ARGV[4]) then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[6]), lapsed[i])
+    redis.call('HSET', KEYS[4], lapsed[i], me)
+    dead[#dead + 1] = lapsed[i]
+  end
+end
+local live = {}
+for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('HEXISTS', KEYS[4], node) == 0 then live[#live + 1] = node end
+end
+return {rejoined, dead, live}
+"#;
+
+/// A dead node was reaped: its lease goes, unless it came back meanwhile
+/// (then `LEASE` took its `reaping` entry away, and it keeps its lease).
+///
+/// ```text
+/// KEYS[1] the node leases   KEYS[2] since   KEYS[3] reaping
+/// KEYS[4] the dead node's accounts set   ARGV[1] the dead node
+/// ```
+pub const LEASE_DONE: &str = r#"
+if redis.call('HDEL', KEYS[3], ARGV[1]) == 1 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[4])
+end
+return 0
+"#;
+
+/// Fades the agents a dead node served in one account.
+///
+/// ```text
+/// KEYS[1] the dead node's `held` hash (agent → 's' streams, 'l' logged in)
+/// KEYS[2] online set   KEYS[3..] the `held` hashes of the live nodes
+/// ARGV[1] now (ms)
+/// ```
+///
+/// An agent a live node streams to stays; any other that was online
+/// expires now (a node that streams to it later brings it back). Deletes
+/// KEYS[1]. Returns the agents it faded.
+pub const REAP: &str = r#"
+local now = tonumber(ARGV[1])
+local faded = {}
+for _, agent in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local streamed = false
+  for k = 3, #KEYS do
+    if redis.call('HGET', KEYS[k], agent) == 's' then streamed = true break end
+  end
+  local expires = tonumber(redis.call('ZSCORE', KEYS[2], agent))
+  if not streamed and expires and expires > now then
+    redis.call('ZADD', KEYS[2], now, agent)
+    faded[#faded + 1] = agent
+  end
+end
+redis.call('DEL', KEYS[1])
+return faded
 "#;

@@ -189,8 +189,9 @@ async fn poll_bucket(
 }
 
 /// Refreshes the presence of the agents this node serves (`XX`: never
-/// brings back an agent that logged out through another node), and prunes
-/// presence that expired long ago.
+/// brings back an agent that logged out through another node; one only
+/// logged in here is not brought back after it faded, `HEARTBEAT`), keeps
+/// its `held` hashes alive, and prunes presence that expired long ago.
 pub(super) async fn heartbeat(backplane: Weak<RedisBackplane>) {
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
     let mut beats: u32 = 0;
@@ -200,37 +201,41 @@ pub(super) async fn heartbeat(backplane: Weak<RedisBackplane>) {
         let Some(bp) = backplane.upgrade() else {
             return;
         };
-        let mut by_account: std::collections::HashMap<AccountId, Vec<AgentId>> =
+        // Per account: the agents streaming from here, then those only
+        // logged in through here.
+        type Split = (Vec<AgentId>, Vec<AgentId>);
+        let mut by_account: std::collections::HashMap<AccountId, Split> =
             std::collections::HashMap::new();
-        for (account, agent) in lock(&bp.served).keys() {
-            by_account
-                .entry(account.clone())
-                .or_default()
-                .push(agent.clone());
+        for ((account, agent), served) in lock(&bp.served).iter() {
+            let (streamed, logged_in) = by_account.entry(account.clone()).or_default();
+            match served.streams {
+                0 => logged_in.push(agent.clone()),
+                _ => streamed.push(agent.clone()),
+            }
         }
         if by_account.is_empty() {
             continue;
         }
         let now = now_ms();
         let expires = now + super::PRESENCE_TTL.as_millis() as i64;
-        // One pipeline per account (one hash tag each, so a cluster can
-        // route it), all sent together.
-        let pipes = by_account.iter().map(|(account, agents)| {
-            let online = bp.account_keys(account).online();
-            let mut zadd = redis::cmd("ZADD");
-            zadd.arg(&online).arg("XX");
-            for agent in agents {
-                zadd.arg(expires).arg(agent.as_str());
+        let prune_below = now - PRESENCE_PRUNE_AFTER.as_millis() as i64;
+        // One call per account (one hash tag each, so a cluster can route
+        // it), all sent together.
+        let pipes = by_account.iter().map(|(account, (streamed, logged_in))| {
+            let k = bp.account_keys(account);
+            let mut call = bp.scripts.heartbeat.prepare_invoke();
+            call.key(k.online())
+                .key(k.held(&bp.node_id))
+                .arg(now)
+                .arg(expires)
+                .arg(prune_below)
+                .arg(super::lease::HELD_LIFETIME.as_secs())
+                .arg(streamed.len());
+            for agent in streamed.iter().chain(logged_in) {
+                call.arg(agent.as_str());
             }
-            let mut pipe = redis::pipe();
-            pipe.add_command(zadd).ignore();
-            pipe.cmd("ZREMRANGEBYSCORE")
-                .arg(&online)
-                .arg("-inf")
-                .arg(now - PRESENCE_PRUNE_AFTER.as_millis() as i64)
-                .ignore();
             let mut conn = bp.conn();
-            async move { pipe.query_async::<()>(&mut conn).await }
+            async move { call.invoke_async::<()>(&mut conn).await }
         });
         for failed in futures_util::future::join_all(pipes)
             .await
