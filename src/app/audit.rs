@@ -44,8 +44,10 @@ pub async fn session(
         .map(|c| c.parse::<u64>().map_err(|_| bad_cursor()))
         .transpose()?
         .unwrap_or(0);
+    // Not only its agents: the lead at the end of a session its last agent
+    // left is in it no more, and still reads its trail.
     let read = Read {
-        participant: Some(caller.agent.id.clone()),
+        participant: None,
         want: Want {
             agent_view: true,
             ..Want::default()
@@ -56,8 +58,14 @@ pub async fn session(
         .await??
         .agent_view
         .ok_or(Error::NotFound("session"))?;
-    if view.lead.as_ref() != Some(&caller.agent.id) {
-        return Err(DomainError::NotLead.into());
+    let me = &caller.agent.id;
+    if view.lead.as_ref() != Some(me) {
+        let agent = view.participants.iter().any(|p| &p.agent.id == me);
+        return Err(match agent {
+            true => DomainError::NotLead,
+            false => DomainError::NotParticipant,
+        }
+        .into());
     }
     let items = node
         .backplane

@@ -1912,7 +1912,8 @@ fn the_last_agent_leaving_ends_the_session_and_cancels_pending_invitations() {
             reason: EndReason::LastAgentLeft
         })
     );
-    assert_eq!(spec.session.lead, None);
+    // The last to leave is the lead at the end, who reads the trail.
+    assert_eq!(spec.session.lead.as_ref().map(AgentId::as_str), Some(LEAD));
     assert_eq!(spec.closed(&i).status, InvitationStatus::Cancelled);
     assert_eq!(
         spec.closed(&i).closed_reason,

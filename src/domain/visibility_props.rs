@@ -32,12 +32,12 @@ use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
 use super::directory::AgentRef;
 use super::id::{AccountId, AgentId, InvitationId, MessageId, PortalId, SessionId};
 use super::policy::{Policy, SessionMode};
-use super::session::EndReason;
 use super::session::{
     Accept, Audience, Author, Cancel, CheckIdle, Command, Comment, CustomerReconnected, Decline,
     End, Escalate, EscalateAfter, Event, Expire, InvitationKind, Invite, Leave, Message, Post,
     Poster, RecipientGone, Role, Rules, Session, SetMasked, Target,
 };
+use super::session::{EndReason, SessionStatus};
 use super::visibility::{
     ClientEvent, Viewer, audiences, customer_session_view, message_view, view,
 };
@@ -807,7 +807,12 @@ impl Run {
             .filter(|p| p.role == Role::Lead)
             .map(|p| &p.agent.id)
             .collect();
+        // (A session its last agent left keeps that agent as its lead, with
+        // nobody in it: the lead at the end reads its trail.)
         match &self.session.lead {
+            Some(_) if self.session.participants.is_empty() => {
+                assert_eq!(self.session.status(), SessionStatus::Ended);
+            }
             Some(lead) => assert_eq!(leads, vec![lead]),
             None => assert!(leads.is_empty() && self.session.participants.is_empty()),
         }

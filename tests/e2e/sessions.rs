@@ -242,6 +242,15 @@ async fn the_last_agent_leaving_ends_the_session() {
     let view = ann.leave(&session).await.expect_status(200);
     assert_eq!(view["status"], "ended");
     assert_eq!(view["participants"], json!([]));
+    // Ann was the lead at the end: she still reads the session's trail.
+    assert_eq!(view["lead"], "ann");
+    let trail = ann.audit(&session).await.expect_status(200);
+    let actions = pluck(&trail["entries"], "action");
+    assert_eq!(
+        actions.last().map(String::as_str),
+        Some("session_ended"),
+        "{trail}"
+    );
 
     let left = anns.expect("participant_left", EVENT_WAIT).await;
     assert_eq!(left["participant"]["agent"]["id"], "ann");

@@ -109,7 +109,9 @@ impl Leave {
         out.events.push(Event::ParticipantLeft { participant });
         s.touch(rules.now);
         if s.participants.is_empty() {
-            s.lead = None;
+            // The lead stays: the lead at the end is who reads the ended
+            // session's trail (`GET /v1/sessions/{id}/audit`), and the last
+            // agent to leave was the lead.
             end(s, rules.now, EndReason::LastAgentLeft, out);
             return Ok(());
         }
