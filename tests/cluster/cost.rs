@@ -112,6 +112,12 @@ fn is_background(line: &str) -> bool {
         || line.contains("\"INFO\"")
         || line.contains("\"ZREMRANGEBYSCORE\"")
         || (line.contains("\"ZADD\"") && line.contains("\"XX\""))
+        // The node lease (twice a second) and the presence heartbeat script
+        // (keys `online`, `held`; a login's script has `presence` first).
+        || line.contains("}:nodes\"")
+        || (line.contains("\"EVALSHA\"")
+            && line.contains(":held:")
+            && !line.contains(":presence\""))
 }
 
 /// Bytes in and out of Redis so far.
