@@ -2,8 +2,9 @@
 # A three-node collabd cluster on this machine, no Docker needed: Redis and
 # N collabd nodes on loopback, all sharing one Redis namespace, one admin
 # token and one token secret. Redis is one redis-server (the default,
-# backplane.kind = "redis") or, with --redis-cluster, a Redis Cluster of six
-# redis-servers, 3 masters + 3 replicas (backplane.kind = "redis-cluster").
+# backplane.kind = "redis") or, with --redis-cluster, a Redis Cluster of
+# 3 masters with one or two replicas each (backplane.kind = "redis-cluster"):
+# six redis-servers (3 + 3) by default, nine (3 + 6) when WAIT_REPLICAS >= 1.
 #
 #   deploy/local-cluster.sh [start] [--redis-cluster] [--foreground] [--build]
 #   deploy/local-cluster.sh stop
@@ -12,33 +13,47 @@
 # start            builds target/release/collabd if missing (--build: always),
 #                  starts Redis and the nodes in the background, waits until
 #                  every node's /readyz answers 200, prints URLs and the token.
-# --redis-cluster  Redis is a Redis Cluster: six redis-servers (cluster-enabled,
-#                  AOF on, each in <state>/redis-cluster/<port>), joined with
-#                  redis-cli --cluster create --cluster-replicas 1 on the first
-#                  start (later starts reuse the cluster in the state dir);
-#                  the nodes start once every Redis reports cluster_state:ok
-#                  and every replica is in sync, with all six as seed nodes.
+# --redis-cluster  Redis is a Redis Cluster: 3 x (1 + REPLICAS_PER_MASTER)
+#                  redis-servers (cluster-enabled, AOF on, each in
+#                  <state>/redis-cluster/<port>), joined with redis-cli
+#                  --cluster create --cluster-replicas REPLICAS_PER_MASTER on
+#                  the first start (later starts reuse the cluster in the
+#                  state dir, if it has the same ports and layout); the nodes
+#                  start once every Redis reports cluster_state:ok, every
+#                  master has its replicas linked and every replica is in
+#                  sync, with all the redis-servers as seed nodes.
 # --foreground     the same, then stays attached; Ctrl-C (or SIGTERM) stops all,
 #                  and so does a node or the single Redis exiting on its own
 #                  (one Redis of a Redis Cluster exiting is only reported).
 # stop             stops everything recorded in the state directory's PID
 #                  files (nodes first, then Redis; either Redis kind).
 # status           shows what is running, each node's /readyz code and, for a
-#                  Redis Cluster, each Redis's role and cluster_state.
+#                  Redis Cluster, each Redis's role, cluster_state and its
+#                  replicas (a master) or its master and link (a replica).
 #
 # Environment (all optional):
 #   STATE_DIR        state directory (PID files, logs, Redis AOF, cluster.env)
 #                    default: <repo>/target/local-cluster
 #   REDIS_PORT       Redis port; default 6390, or the next free port above it
 #                    when 6390 is taken (an explicit REDIS_PORT must be free)
+#   REPLICAS_PER_MASTER  --redis-cluster: replicas of each master, 1 or 2;
+#                    default 2 when WAIT_REPLICAS >= 1, else 1. With
+#                    WAIT_REPLICAS=1 two are needed to survive a failover: a
+#                    promoted replica has no replica of its own with only one,
+#                    and every write of its shard answers 503 (WAIT 1 fails)
+#                    until the failed redis-server is restarted
 #   REDIS_CLUSTER_PORTS  --redis-cluster: the Redis ports, space- or comma-
-#                    separated, 6 or more, an even number (half masters, half
-#                    replicas); default "7301 7302 7303 7304 7305 7306". Each
-#                    port and port+10000 (the cluster bus) must be free, and
-#                    the port below 55535
-#   WAIT_REPLICAS    --redis-cluster: backplane.wait_replicas (0 or 1; default
-#                    0, collabd's default): 1 acknowledges a change only once
-#                    its master's replica has it (WAIT 1)
+#                    separated, a multiple of (1 + REPLICAS_PER_MASTER), at
+#                    least 3 masters' worth (the first third, or half, become
+#                    masters); default 7301-7306 with one replica per master,
+#                    7301-7309 with two. Each port and port+10000 (the
+#                    cluster bus) must be free, and the port below 55535
+#   WAIT_REPLICAS    --redis-cluster: backplane.wait_replicas, 0 to
+#                    REPLICAS_PER_MASTER (default 0, collabd's default): N
+#                    acknowledges a change only once N replicas of its master
+#                    have it (WAIT N). WAIT_REPLICAS = REPLICAS_PER_MASTER is
+#                    allowed with a warning: one Redis failure then stops the
+#                    writes of that shard until it is restarted
 #   WAIT_TIMEOUT_MS  backplane.wait_timeout_ms; default collabd's (100)
 #   NODE_PORTS       space-separated node ports; default "8081 8082 8083"
 #   NAMESPACE        backplane namespace; default "local-cluster"
@@ -126,9 +141,11 @@ expect_for() {
   if is_redis_pidfile "$1"; then echo redis-server; else echo collabd; fi
 }
 
-# The ports of REDIS_CLUSTER_PORTS (space- or comma-separated), one a line.
+# The ports of REDIS_CLUSTER_PORTS (space- or comma-separated), one a line;
+# default 3 masters x (1 + $1 replicas) ports from 7301 (7301-7306 for one
+# replica per master, 7301-7309 for two).
 cluster_ports() {
-  local spec="${REDIS_CLUSTER_PORTS:-7301 7302 7303 7304 7305 7306}"
+  local spec="${REDIS_CLUSTER_PORTS:-$(seq -s ' ' 7301 $((7300 + 3 * (1 + $1))))}"
   tr -s ', ' '\n' <<<"$spec" | sed '/^$/d'
 }
 
@@ -209,7 +226,14 @@ status() {
     elif [[ "$name" == redis-* ]]; then
       local rport="${name#redis-}"
       if pid_is "$pid" redis-server; then
-        echo "$name pid $pid running  127.0.0.1:$rport  role=$(redis_field "$rport" role info replication)  cluster_state=$(redis_field "$rport" cluster_state cluster info)"
+        local role links
+        role="$(redis_field "$rport" role info replication)"
+        if [[ "$role" == master ]]; then
+          links="replicas=$(redis_field "$rport" connected_slaves info replication)"
+        else
+          links="master=$(redis_field "$rport" master_host info replication):$(redis_field "$rport" master_port info replication)  link=$(redis_field "$rport" master_link_status info replication)"
+        fi
+        echo "$name pid $pid running  127.0.0.1:$rport  role=$role  cluster_state=$(redis_field "$rport" cluster_state cluster info)  $links"
       else
         echo "$name pid $pid DEAD"
       fi
@@ -255,43 +279,101 @@ wait_redis_ping() {
   return 1
 }
 
-# True when every Redis of the cluster reports cluster_state:ok, knows all
-# the others, and every replica's link to its master is up (so WAIT 1 can
-# succeed from the first request).
+# True when every Redis of the cluster ($2...) reports cluster_state:ok and
+# knows all the others, there are as many masters as the layout has (the
+# ports / (1 + $1 replicas per master)), every master has its replicas
+# linked and in sync (INFO replication: connected_slaves >= 1, each
+# slaveN:…,state=online) and every replica's link to its master is up with
+# no sync in progress, all replicas accounted for. So WAIT N can succeed
+# from the first request and, with two replicas per master, still after one
+# failover. A master is not required to have exactly $1: after failovers a
+# replica may have migrated to another master (start_redis_cluster warns).
 cluster_healthy() {
-  local p n=$#
+  local r=$1 p n masters=0 replicas=0 info k
+  shift
+  n=$#
   for p in "$@"; do
     [[ "$(redis_field "$p" cluster_state cluster info)" == ok ]] || return 1
     [[ "$(redis_field "$p" cluster_known_nodes cluster info)" == "$n" ]] || return 1
-    if [[ "$(redis_field "$p" role info replication)" == slave ]]; then
-      [[ "$(redis_field "$p" master_link_status info replication)" == up ]] || return 1
+    info="$(redis-cli -p "$p" info replication 2>/dev/null | tr -d '\r')" || return 1
+    case "$(sed -n 's/^role://p' <<<"$info")" in
+      master)
+        k="$(sed -n 's/^connected_slaves://p' <<<"$info")"
+        [[ "$k" =~ ^[0-9]+$ ]] || return 1
+        ((k >= 1)) || return 1
+        (($(grep -c '^slave[0-9]*:.*state=online' <<<"$info") == k)) || return 1
+        masters=$((masters + 1))
+        replicas=$((replicas + k))
+        ;;
+      slave)
+        [[ "$(sed -n 's/^master_link_status://p' <<<"$info")" == up ]] || return 1
+        [[ "$(sed -n 's/^master_sync_in_progress://p' <<<"$info")" == 0 ]] || return 1
+        ;;
+      *) return 1 ;;
+    esac
+  done
+  ((masters == n / (1 + r) && replicas == n - masters))
+}
+
+# The layout of the Redis Cluster formed earlier in this state dir, from the
+# first of its nodes.conf files that knows every node of it: "<nodes>
+# <masters>" (masters = nodes holding slots); nothing if none knows all.
+formed_layout() {
+  local f dirs=0 nodes masters
+  for f in "$STATE_DIR"/redis-cluster/*/nodes.conf; do [[ -e "$f" ]] && dirs=$((dirs + 1)); done
+  for f in "$STATE_DIR"/redis-cluster/*/nodes.conf; do
+    [[ -e "$f" ]] || continue
+    nodes="$(awk '$1 != "vars" && NF >= 8' "$f" | wc -l)"
+    masters="$(awk '$1 != "vars" && NF > 8 && $3 ~ /master/' "$f" | wc -l)"
+    if ((nodes == dirs && masters > 0)); then
+      echo "$nodes $masters"
+      return 0
     fi
   done
+  return 0
 }
 
 # True if a Redis Cluster was formed earlier in this state dir (it is then
 # reused: its nodes.conf files know each other by port); dies if that
-# cluster is on other ports than "$@".
+# cluster is on other ports than "$2...", or has another number of masters
+# than $1 replicas per master make of them (so a six-node cluster of one
+# replica per master is never mixed with a nine-node layout, or the other
+# way round).
 cluster_formed_here() {
-  local existing=() d
+  local r=$1 existing=() d layout
+  shift
   for d in "$STATE_DIR"/redis-cluster/*/nodes.conf; do
     [[ -e "$d" ]] && existing+=("$(basename "$(dirname "$d")")")
   done
   ((${#existing[@]} > 0)) || return 1
-  [[ "$(printf '%s\n' "${existing[@]}" | sort -n | paste -sd' ')" == "$(printf '%s\n' "$@" | sort -n | paste -sd' ')" ]] ||
-    die "$STATE_DIR/redis-cluster holds a Redis Cluster on ports ${existing[*]}, not $*: set REDIS_CLUSTER_PORTS=\"${existing[*]}\" or delete $STATE_DIR/redis-cluster to start afresh"
+  mapfile -t existing < <(printf '%s\n' "${existing[@]}" | sort -n)
+  layout="$(formed_layout)"
+  local nodes="${layout% *}" masters="${layout#* }" old_r="" old_desc="layout unknown"
+  if [[ -n "$layout" ]]; then
+    old_desc="$masters masters + $((nodes - masters)) replicas"
+    (((nodes - masters) % masters == 0)) && old_r=$(((nodes - masters) / masters))
+  fi
+  if [[ "${existing[*]}" != "$(printf '%s\n' "$@" | sort -n | paste -sd' ')" ]] ||
+    [[ -n "$layout" && "$masters" != $(($# / (1 + r))) ]]; then
+    local reuse="REDIS_CLUSTER_PORTS=\"${existing[*]}\""
+    [[ -z "$old_r" ]] || reuse="REPLICAS_PER_MASTER=$old_r $reuse"
+    die "$STATE_DIR/redis-cluster holds a Redis Cluster formed earlier on ports ${existing[*]} ($old_desc), but this start asks for $# ports ($*) as $(($# / (1 + r))) masters with $r replica(s) each; the two are not mixed. Either start it with its own settings ($reuse), or run '$0 stop', remove $STATE_DIR/redis-cluster (rm -rf \"$STATE_DIR/redis-cluster\"; its data is lost) and start again to form the new layout"
+  fi
   return 0
 }
 
-# Starts the Redis Cluster on ports "$@": six (or more) redis-servers, then,
-# unless the state dir already holds this cluster, redis-cli --cluster
-# create with one replica per master; returns once cluster_healthy.
+# Starts the Redis Cluster of $1 replicas per master on ports "$2...": the
+# redis-servers, then, unless the state dir already holds this cluster,
+# redis-cli --cluster create with $1 replicas per master; returns once
+# cluster_healthy.
 start_redis_cluster() {
-  local ports=("$@") p formed=0
+  local r=$1 p formed=0
+  shift
+  local ports=("$@")
   mkdir -p "$STATE_DIR/redis-cluster"
-  cluster_formed_here "${ports[@]}" && formed=1
+  cluster_formed_here "$r" "${ports[@]}" && formed=1
 
-  say "starting ${#ports[@]} redis-servers (Redis Cluster) on 127.0.0.1:${ports[*]} (AOF in $STATE_DIR/redis-cluster/<port>)"
+  say "starting ${#ports[@]} redis-servers (Redis Cluster, $((${#ports[@]} / (1 + r))) masters x $r replica(s)) on 127.0.0.1:${ports[*]} (AOF in $STATE_DIR/redis-cluster/<port>)"
   for p in "${ports[@]}"; do start_cluster_redis "$p"; done
   for p in "${ports[@]}"; do
     wait_redis_ping "$p" "$STATE_DIR/redis-$p.pid" "$STATE_DIR/redis-$p.log" || false
@@ -300,8 +382,8 @@ start_redis_cluster() {
   if ((formed == 0)); then
     local addrs=()
     for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
-    say "creating the cluster: redis-cli --cluster create ${addrs[*]} --cluster-replicas 1"
-    redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+    say "creating the cluster: redis-cli --cluster create ${addrs[*]} --cluster-replicas $r"
+    redis-cli --cluster create "${addrs[@]}" --cluster-replicas "$r" --cluster-yes \
       >"$STATE_DIR/redis-cluster-create.log" 2>&1 || {
       echo "local-cluster: redis-cli --cluster create failed; $STATE_DIR/redis-cluster-create.log:" >&2
       tail -n 20 "$STATE_DIR/redis-cluster-create.log" >&2 || true
@@ -312,22 +394,26 @@ start_redis_cluster() {
   fi
 
   local deadline=$((SECONDS + READY_TIMEOUT))
-  until cluster_healthy "${ports[@]}"; do
+  until cluster_healthy "$r" "${ports[@]}"; do
     if ((SECONDS >= deadline)); then
-      echo "local-cluster: the Redis Cluster is not healthy after ${READY_TIMEOUT}s (every node cluster_state:ok, knowing all ${#ports[@]}, replicas linked):" >&2
+      echo "local-cluster: the Redis Cluster is not healthy after ${READY_TIMEOUT}s (every node cluster_state:ok, knowing all ${#ports[@]}, $((${#ports[@]} / (1 + r))) masters each with its replicas linked and in sync):" >&2
       for p in "${ports[@]}"; do
-        echo "  127.0.0.1:$p role=$(redis_field "$p" role info replication) cluster_state=$(redis_field "$p" cluster_state cluster info) known_nodes=$(redis_field "$p" cluster_known_nodes cluster info)" >&2
+        echo "  127.0.0.1:$p role=$(redis_field "$p" role info replication) cluster_state=$(redis_field "$p" cluster_state cluster info) known_nodes=$(redis_field "$p" cluster_known_nodes cluster info) replicas=$(redis_field "$p" connected_slaves info replication) master_link=$(redis_field "$p" master_link_status info replication)" >&2
       done
       echo "  logs: $STATE_DIR/redis-<port>.log; to start afresh delete $STATE_DIR/redis-cluster" >&2
       false
     fi
     sleep 0.2
   done
-  local masters=0
+  local masters=0 k
   for p in "${ports[@]}"; do
-    [[ "$(redis_field "$p" role info replication)" == master ]] && masters=$((masters + 1))
+    [[ "$(redis_field "$p" role info replication)" == master ]] || continue
+    masters=$((masters + 1))
+    k="$(redis_field "$p" connected_slaves info replication)"
+    [[ "$k" == "$r" ]] ||
+      say "warning: master 127.0.0.1:$p has $k replica(s), not $r (a replica moved to another master after failovers); a failover of this shard may leave it without one"
   done
-  say "Redis Cluster ready: cluster_state:ok on all ${#ports[@]} nodes, $masters masters, replicas in sync"
+  say "Redis Cluster ready: cluster_state:ok on all ${#ports[@]} nodes, $masters masters, $((${#ports[@]} - masters)) replicas linked and in sync"
 }
 
 # ---------------------------------------------------------------- start
@@ -362,23 +448,53 @@ start() {
   fi
   [[ -x "$COLLABD_BIN" ]] || die "no executable at $COLLABD_BIN"
 
+  # Durability (backplane.wait_replicas / wait_timeout_ms), passed on only
+  # when set, so collabd's defaults apply otherwise; and the replicas per
+  # master of a Redis Cluster, two by default when changes wait for one.
+  local wait_replicas="${WAIT_REPLICAS:-}" wait_timeout_ms="${WAIT_TIMEOUT_MS:-}"
+  local replicas="${REPLICAS_PER_MASTER:-}"
+  if [[ -n "$wait_replicas" ]]; then
+    [[ "$wait_replicas" =~ ^[0-9]+$ ]] || die "WAIT_REPLICAS must be a number"
+    if [[ "$cluster" != 1 ]]; then
+      ((wait_replicas == 0)) || die "WAIT_REPLICAS=$wait_replicas needs --redis-cluster (the single redis-server has no replica: every change would answer 503)"
+    fi
+  fi
+  if [[ "$cluster" == 1 ]]; then
+    if [[ -z "$replicas" ]]; then
+      replicas=1
+      ((${wait_replicas:-0} < 1)) || replicas=2
+    fi
+    [[ "$replicas" == 1 || "$replicas" == 2 ]] ||
+      die "REPLICAS_PER_MASTER=$replicas: 1 or 2 replicas per master"
+    ((${wait_replicas:-0} <= replicas)) ||
+      die "WAIT_REPLICAS=$wait_replicas: each master has $replicas replica(s) here (REPLICAS_PER_MASTER), so 0 to $replicas (every change would answer 503)"
+    if ((${wait_replicas:-0} == replicas)); then
+      local better="REPLICAS_PER_MASTER=2 (the default with WAIT_REPLICAS=1) keeps it writable through a failover"
+      ((replicas < 2)) || better="WAIT_REPLICAS=1 keeps it writable through one failover"
+      say "warning: WAIT_REPLICAS=$wait_replicas and REPLICAS_PER_MASTER=$replicas: every change must reach every replica of its master, so ONE Redis failure (a master, whose promoted replica is left with $((replicas - 1)) replica(s), or a replica) stops the writes of that shard (503 unavailable) until the failed redis-server is restarted; $better" >&2
+    fi
+  elif [[ -n "$replicas" ]]; then
+    die "REPLICAS_PER_MASTER=$replicas needs --redis-cluster (the single redis-server has no replicas)"
+  fi
+  [[ -z "$wait_timeout_ms" || "$wait_timeout_ms" =~ ^[0-9]+$ ]] || die "WAIT_TIMEOUT_MS must be a number of milliseconds"
+
   # Ports.
   local redis_port="" rports=() busy=() p
   if [[ "$cluster" == 1 ]]; then
-    mapfile -t rports < <(cluster_ports)
-    ((${#rports[@]} >= 6 && ${#rports[@]} % 2 == 0)) ||
-      die "REDIS_CLUSTER_PORTS: need 6 or more ports, an even number (half masters, half replicas); got ${#rports[@]}"
+    mapfile -t rports < <(cluster_ports "$replicas")
+    ((${#rports[@]} >= 3 * (1 + replicas) && ${#rports[@]} % (1 + replicas) == 0)) ||
+      die "REDIS_CLUSTER_PORTS: with $replicas replica(s) per master (REPLICAS_PER_MASTER), need a multiple of $((1 + replicas)) ports, at least $((3 * (1 + replicas))) (3 masters or more; each master and its $replicas replica(s)); got ${#rports[@]}"
     for p in "${rports[@]}"; do
       [[ "$p" =~ ^[0-9]+$ ]] || die "REDIS_CLUSTER_PORTS: $p is not a port"
       ((p > 0 && p < 55535)) ||
         die "REDIS_CLUSTER_PORTS: $p is not a port below 55535 (its cluster bus is port+10000)"
-      port_in_use "$p" && die "Redis Cluster port $p is already in use; set REDIS_CLUSTER_PORTS (e.g. REDIS_CLUSTER_PORTS=\"7401 7402 7403 7404 7405 7406\")"
+      port_in_use "$p" && die "Redis Cluster port $p is already in use; set REDIS_CLUSTER_PORTS (e.g. REDIS_CLUSTER_PORTS=\"$(seq -s ' ' 7401 $((7400 + ${#rports[@]})))\")"
       port_in_use $((p + 10000)) && die "port $((p + 10000)) (the cluster bus of Redis port $p) is already in use; set REDIS_CLUSTER_PORTS"
       busy+=("$p" $((p + 10000)))
     done
     [[ "$(printf '%s\n' "${busy[@]}" | sort | uniq -d)" == "" ]] ||
       die "REDIS_CLUSTER_PORTS: ports and their cluster bus ports (port+10000) overlap: ${rports[*]}"
-    cluster_formed_here "${rports[@]}" || true
+    cluster_formed_here "$replicas" "${rports[@]}" || true
   elif [[ -n "${REDIS_PORT:-}" ]]; then
     redis_port=$REDIS_PORT
     port_in_use "$redis_port" && die "REDIS_PORT=$redis_port is already in use; pick a free port"
@@ -402,18 +518,6 @@ start() {
     done
   done
 
-  # Durability (backplane.wait_replicas / wait_timeout_ms), passed on only
-  # when set, so collabd's defaults apply otherwise.
-  local wait_replicas="${WAIT_REPLICAS:-}" wait_timeout_ms="${WAIT_TIMEOUT_MS:-}"
-  if [[ -n "$wait_replicas" ]]; then
-    [[ "$wait_replicas" =~ ^[0-9]+$ ]] || die "WAIT_REPLICAS must be a number"
-    if [[ "$cluster" == 1 ]]; then
-      ((wait_replicas <= 1)) || die "WAIT_REPLICAS=$wait_replicas: each master has one replica here, so 0 or 1"
-    else
-      ((wait_replicas == 0)) || die "WAIT_REPLICAS=$wait_replicas needs --redis-cluster (the single redis-server has no replica: every change would answer 503)"
-    fi
-  fi
-  [[ -z "$wait_timeout_ms" || "$wait_timeout_ms" =~ ^[0-9]+$ ]] || die "WAIT_TIMEOUT_MS must be a number of milliseconds"
 
   # Credentials: explicit env > the ones this state dir already used
   # (tokens minted earlier stay valid across restarts) > fresh random ones.
@@ -432,9 +536,10 @@ start() {
 
   local redis_urls="" redis_desc
   if [[ "$cluster" == 1 ]]; then
-    start_redis_cluster "${rports[@]}"
+    start_redis_cluster "$replicas" "${rports[@]}"
     for p in "${rports[@]}"; do redis_urls+="${redis_urls:+,}redis://127.0.0.1:$p"; done
-    redis_desc="Redis Cluster on 127.0.0.1 ports ${rports[*]}: $((${#rports[@]} / 2)) masters + $((${#rports[@]} / 2)) replicas, AOF on, wait_replicas ${wait_replicas:-0}"
+    local nmasters=$((${#rports[@]} / (1 + replicas)))
+    redis_desc="Redis Cluster on 127.0.0.1 ports ${rports[*]}: $nmasters masters + $((${#rports[@]} - nmasters)) replicas ($replicas per master), AOF on, wait_replicas ${wait_replicas:-0}"
   else
     # Redis, persistence on (append-only file in the state dir).
     mkdir -p "$STATE_DIR/redis"
@@ -464,6 +569,7 @@ start() {
     if [[ "$cluster" == 1 ]]; then
       echo "REDIS_KIND=redis-cluster"
       echo "REDIS_CLUSTER_PORTS=${rports[*]}"
+      echo "REPLICAS_PER_MASTER=$replicas"
       echo "REDIS_URLS=$redis_urls"
       echo "WAIT_REPLICAS=${wait_replicas:-0}"
     else
@@ -548,8 +654,8 @@ start() {
     echo
     trap 'echo; say "stopping"; stop_all; exit 0' INT TERM
     # Stay attached until a node or Redis exits on its own, or Ctrl-C. One
-    # redis-server of a Redis Cluster exiting is reported, not fatal: its
-    # replica takes over (a failover to watch); `stop` still cleans it up.
+    # redis-server of a Redis Cluster exiting is reported, not fatal: one of
+    # its replicas takes over (a failover to watch); `stop` still cleans it up.
     local -A reported=()
     while :; do
       mapfile -t files < <(pid_files)
@@ -560,7 +666,7 @@ start() {
         if ! pid_is "$pid" "$expect"; then
           if [[ "$cluster" == 1 ]] && is_redis_pidfile "$f"; then
             [[ -n "${reported[$f]:-}" ]] ||
-              say "$(basename "$f" .pid) (pid $pid) exited; the Redis Cluster fails over to its replica (still attached)"
+              say "$(basename "$f" .pid) (pid $pid) exited; if it was a master, the Redis Cluster fails over to one of its replicas (still attached)"
             reported[$f]=1
             continue
           fi
