@@ -235,16 +235,22 @@ async fn the_hot_paths_cost_what_they_change_in_redis_commands_and_bytes() {
         .expect_status(200);
 
     // Bytes of one portal invitation to 100 agents, on a fresh session…
-    let mut first = String::new();
-    let first_bytes = traffic(&redis, async {
-        first = scene.invite(&session).await;
-    })
-    .await;
-    scene.alerts(&first).await;
-    scene.apps[0]
-        .cancel(&scene.lead.token, &session, &first)
-        .await
-        .expect_status(200);
+    // The least of two: the nodes' background (the lease twice a second,
+    // the 5 s heartbeat with every agent) may land in one window.
+    let mut first_bytes = u64::MAX;
+    for _ in 0..2 {
+        let mut first = String::new();
+        let bytes = traffic(&redis, async {
+            first = scene.invite(&session).await;
+        })
+        .await;
+        first_bytes = first_bytes.min(bytes);
+        scene.alerts(&first).await;
+        scene.apps[0]
+            .cancel(&scene.lead.token, &session, &first)
+            .await
+            .expect_status(200);
+    }
     // … and after 50 more invitations in the same session, each answered:
     // the history grows, the cost of the next one does not.
     for i in 0..EARLIER_INVITATIONS {
@@ -267,12 +273,21 @@ async fn the_hot_paths_cost_what_they_change_in_redis_commands_and_bytes() {
                 .expect_status(200);
         }
     }
-    let mut later = String::new();
-    let later_bytes = traffic(&redis, async {
-        later = scene.invite(&session).await;
-    })
-    .await;
-    scene.alerts(&later).await;
+    // The least of two here too (the second after one more invitation).
+    let mut later_bytes = u64::MAX;
+    for _ in 0..2 {
+        let mut later = String::new();
+        let bytes = traffic(&redis, async {
+            later = scene.invite(&session).await;
+        })
+        .await;
+        later_bytes = later_bytes.min(bytes);
+        scene.alerts(&later).await;
+        scene.apps[0]
+            .cancel(&scene.lead.token, &session, &later)
+            .await
+            .expect_status(200);
+    }
     eprintln!(
         "redis traffic of a portal invitation to {PORTAL_AGENTS} agents: \
          {first_bytes} B fresh, {later_bytes} B after {EARLIER_INVITATIONS} earlier invitations"
