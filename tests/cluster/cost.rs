@@ -144,6 +144,27 @@ async fn traffic<F: std::future::Future<Output = ()>>(redis: &RedisServer, op: F
     net_bytes(redis) - before - probe
 }
 
+/// The least Redis traffic of two portal invitations in `session` (each
+/// answered, then cancelled): the nodes' background (the lease twice a
+/// second, the 5 s heartbeat with every agent) may land in one window.
+async fn least_invitation_bytes(redis: &RedisServer, scene: &mut Scene, session: &str) -> u64 {
+    let mut least = u64::MAX;
+    for _ in 0..2 {
+        let mut sent = String::new();
+        let bytes = traffic(redis, async {
+            sent = scene.invite(session).await;
+        })
+        .await;
+        least = least.min(bytes);
+        scene.alerts(&sent).await;
+        scene.apps[0]
+            .cancel(&scene.lead.token, session, &sent)
+            .await
+            .expect_status(200);
+    }
+    least
+}
+
 struct Scene {
     apps: Vec<TestApp>,
     lead: AgentLogin,
@@ -237,20 +258,7 @@ async fn the_hot_paths_cost_what_they_change_in_redis_commands_and_bytes() {
     // Bytes of one portal invitation to 100 agents, on a fresh session…
     // The least of two: the nodes' background (the lease twice a second,
     // the 5 s heartbeat with every agent) may land in one window.
-    let mut first_bytes = u64::MAX;
-    for _ in 0..2 {
-        let mut first = String::new();
-        let bytes = traffic(&redis, async {
-            first = scene.invite(&session).await;
-        })
-        .await;
-        first_bytes = first_bytes.min(bytes);
-        scene.alerts(&first).await;
-        scene.apps[0]
-            .cancel(&scene.lead.token, &session, &first)
-            .await
-            .expect_status(200);
-    }
+    let first_bytes = least_invitation_bytes(&redis, &mut scene, &session).await;
     // … and after 50 more invitations in the same session, each answered:
     // the history grows, the cost of the next one does not.
     for i in 0..EARLIER_INVITATIONS {
@@ -274,20 +282,7 @@ async fn the_hot_paths_cost_what_they_change_in_redis_commands_and_bytes() {
         }
     }
     // The least of two here too (the second after one more invitation).
-    let mut later_bytes = u64::MAX;
-    for _ in 0..2 {
-        let mut later = String::new();
-        let bytes = traffic(&redis, async {
-            later = scene.invite(&session).await;
-        })
-        .await;
-        later_bytes = later_bytes.min(bytes);
-        scene.alerts(&later).await;
-        scene.apps[0]
-            .cancel(&scene.lead.token, &session, &later)
-            .await
-            .expect_status(200);
-    }
+    let later_bytes = least_invitation_bytes(&redis, &mut scene, &session).await;
     eprintln!(
         "redis traffic of a portal invitation to {PORTAL_AGENTS} agents: \
          {first_bytes} B fresh, {later_bytes} B after {EARLIER_INVITATIONS} earlier invitations"
