@@ -73,12 +73,16 @@ function withSession(state, id, change) {
   return { ...state, sessions: { ...state.sessions, [id]: change(current) } };
 }
 
+/** How many times in a row a session read that events overtook is read again. */
+const MAX_REREADS = 3;
+
 function withView(state, id, change) {
   if (!state.sessions[id]?.view) {
     // An event for a session this tab has not loaded: load it.
-    return withSession(state, id, (s) => ({ ...s, stale: true }));
+    return withSession(state, id, (s) => ({ ...s, stale: true, epoch: (s.epoch || 0) + 1 }));
   }
-  return withSession(state, id, (s) => ({ ...s, view: change(s.view) }));
+  // Counted, so a read that was in flight meanwhile knows it may be older.
+  return withSession(state, id, (s) => ({ ...s, view: change(s.view), epoch: (s.epoch || 0) + 1 }));
 }
 
 function upsertInvitation(view, inv) {
@@ -241,9 +245,22 @@ export function reduce(state, action) {
     case 'portal':
       return { ...state, me: state.me && { ...state.me, portal: action.portal }, loggedOut: null };
     case 'view':
-      return withSession(state, action.view.id, (s) => ({
-        ...s, view: action.view, stale: false, races: racesFrom(action.view, s.races),
-      }));
+      return withSession(state, action.view.id, (s) => {
+        // A read of the session that events overtook (a mask, a join while
+        // it was in flight) may be older than they are: shown, and read
+        // again, a few times in a row at most.
+        const overtaken = action.epoch !== undefined && action.epoch !== (s.epoch || 0);
+        const rereads = overtaken ? (s.rereads || 0) + 1 : 0;
+        const again = overtaken && rereads <= MAX_REREADS;
+        return {
+          ...s,
+          view: action.view,
+          stale: again,
+          rereads,
+          reread: (s.reread || 0) + (again ? 1 : 0),
+          races: racesFrom(action.view, s.races),
+        };
+      });
     case 'messages':
       return withSession(state, action.session, (s) => ({
         ...s,

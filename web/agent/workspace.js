@@ -27,12 +27,13 @@ export function Workspace({ state, session, dispatch, api }) {
   useEffect(() => {
     if (!session.stale && session.messages) return undefined;
     let live = true;
+    const epoch = session.epoch || 0;
     (async () => {
       try {
         const fresh = await api('GET', `/v1/sessions/${enc(id)}`);
         const page = await api('GET', `/v1/sessions/${enc(id)}/messages${query({ limit: MESSAGES_PAGE })}`);
         if (!live) return;
-        dispatch({ type: 'view', view: fresh });
+        dispatch({ type: 'view', view: fresh, epoch });
         dispatch({
           type: 'messages', session: id, messages: page.messages.slice().reverse(), hasMore: !!page.next_before,
         });
@@ -44,7 +45,7 @@ export function Workspace({ state, session, dispatch, api }) {
       }
     })();
     return () => { live = false; };
-  }, [id, session.stale]);
+  }, [id, session.stale, session.reread]);
 
   if (!view) return html`<p>${t('loading')}</p><${ProblemNote} problem=${problem} />`;
   const me = myPart(state, view);
