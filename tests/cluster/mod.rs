@@ -11,5 +11,6 @@ mod cluster_mode;
 mod conformance;
 mod cost;
 mod durability;
+mod faults;
 mod scenarios;
 mod tls;

@@ -309,6 +309,11 @@ impl RedisCluster {
         });
     }
 
+    /// The process id of the server on `port`, while the cluster runs it.
+    pub fn pid(&self, port: u16) -> Option<u32> {
+        self.servers.get(&port)?.as_ref().map(Child::id)
+    }
+
     /// `kill -9` the master that owns `key`'s slot; returns its port.
     pub fn kill_master_for_key(&mut self, key: &str) -> u16 {
         let slot = self.keyslot(key);
@@ -323,6 +328,11 @@ impl RedisCluster {
     /// Starts a killed server again on its port and data: it rejoins as a
     /// replica of whoever took over (see [`RedisCluster::whole`]).
     pub fn restart(&mut self, port: u16) {
+        // Killed from outside (a load run's fault): reap it first.
+        if let Some(Some(mut old)) = self.servers.remove(&port) {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
         let child = self.launch(port);
         self.servers.insert(port, Some(child));
     }

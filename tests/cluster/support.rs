@@ -241,6 +241,11 @@ impl Node {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `kill -9`: no shutdown, no goodbye.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

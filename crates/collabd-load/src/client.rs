@@ -7,11 +7,13 @@
 //! the caller as borrowed text, so reading an event allocates nothing.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use awc::error::PayloadError;
+use awc::error::{PayloadError, SendRequestError};
 use awc::http::Method;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
@@ -24,12 +26,38 @@ use tokio::time::Instant;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest ordinary response body read.
 const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+/// How long [`Nodes::alive`] waits for a node's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often, and how far apart, a create whose first try is still being
+/// answered elsewhere (409 `idempotency_in_progress`) is sent again.
+const IN_PROGRESS_RETRIES: u32 = 20;
+const IN_PROGRESS_PAUSE: Duration = Duration::from_millis(100);
+/// How long a node that refused a connection is passed over, as a
+/// balancer's health check would, before it is tried again.
+const NODE_DOWN_FOR: Duration = Duration::from_secs(1);
 
-/// The nodes under load and a client to reach them.
+/// The nodes under load and a client to reach them, as a client behind a
+/// balancer sees them: a call or a stream that cannot reach its node goes
+/// to the next one, and that node is passed over for [`NODE_DOWN_FOR`].
 #[derive(Clone)]
 pub struct Nodes {
     client: awc::Client,
     urls: Vec<String>,
+    /// Per node: passed over until then.
+    down_until: Rc<Vec<Cell<Option<Instant>>>>,
+    /// Calls and streams that went to another node than asked.
+    failovers: Rc<Cell<u64>>,
+}
+
+/// Whether a failed send may be sent again elsewhere: always when nothing
+/// reached a server (no connection), and for any failure but a timeout
+/// when the request is idempotent (it carries an `Idempotency-Key`).
+fn may_resend(error: &SendRequestError, idempotent: bool) -> bool {
+    match error {
+        SendRequestError::Connect(_) => true,
+        SendRequestError::Timeout => false,
+        _ => idempotent,
+    }
 }
 
 /// An HTTP answer: its status and raw body, parsed only as far as a caller
@@ -96,7 +124,29 @@ impl Nodes {
                 .iter()
                 .map(|u| u.trim_end_matches('/').to_owned())
                 .collect(),
+            down_until: Rc::new(urls.iter().map(|_| Cell::new(None)).collect()),
+            failovers: Rc::new(Cell::new(0)),
         }
+    }
+
+    /// Node `preferred % len` unless it is passed over, else the next one
+    /// that is not (or `preferred` when every node is).
+    pub fn pick(&self, preferred: usize) -> usize {
+        let n = self.urls.len();
+        let now = Instant::now();
+        (0..n)
+            .map(|i| (preferred + i) % n)
+            .find(|i| self.down_until[*i].get().is_none_or(|until| now >= until))
+            .unwrap_or(preferred % n)
+    }
+
+    fn mark_down(&self, node: usize) {
+        self.down_until[node % self.urls.len()].set(Some(Instant::now() + NODE_DOWN_FOR));
+    }
+
+    /// Calls and streams sent to another node than asked, so far.
+    pub fn failovers(&self) -> u64 {
+        self.failovers.get()
     }
 
     /// How many nodes there are.
@@ -109,8 +159,8 @@ impl Nodes {
         self.urls.is_empty()
     }
 
-    /// Sends a request to node `node % len`; `Err` carries a transport
-    /// failure (no HTTP answer at all).
+    /// Sends a request to node `node % len` (or the next node that takes
+    /// it, see [`Nodes`]); `Err` carries a transport failure (no HTTP answer).
     pub async fn call(
         &self,
         node: usize,
@@ -119,13 +169,97 @@ impl Nodes {
         token: &str,
         body: Option<&Value>,
     ) -> Result<Answer, String> {
-        let url = format!("{}{path}", self.urls[node % self.urls.len()]);
-        let request = self.client.request(method, url).bearer_auth(token);
-        let sent = match body {
-            Some(body) => request.send_json(body).await,
-            None => request.send().await,
+        self.call_with(node, method, path, token, body, None).await
+    }
+
+    /// [`Nodes::call`] with an `Idempotency-Key`: then a send that failed
+    /// in any way but a timeout is sent again to another node, and an answer
+    /// 409 `idempotency_in_progress` (the first try, sent to a node that went
+    /// away, is still held) is asked again shortly.
+    pub async fn call_with(
+        &self,
+        node: usize,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Answer, String> {
+        let mut tries = 0;
+        loop {
+            let answer = self
+                .send_once(node, method.clone(), path, token, body, idempotency_key)
+                .await?;
+            tries += 1;
+            if idempotency_key.is_none()
+                || answer.status != 409
+                || answer.code().as_deref() != Some("idempotency_in_progress")
+                || tries > IN_PROGRESS_RETRIES
+            {
+                return Ok(answer);
+            }
+            tokio::time::sleep(IN_PROGRESS_PAUSE).await;
+        }
+    }
+
+    /// `send(url)` to node `node` (or the next one not passed over) and,
+    /// when it fails in a way `resend` allows, to the next nodes; says
+    /// which node answered.
+    async fn failover<F, Fut, R>(
+        &self,
+        node: usize,
+        path: &str,
+        resend: impl Fn(&SendRequestError) -> bool,
+        send: F,
+    ) -> Result<(usize, R), SendRequestError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<R, SendRequestError>>,
+    {
+        let mut at = self.pick(node);
+        let mut attempt = 0;
+        loop {
+            match send(format!("{}{path}", self.urls[at])).await {
+                Ok(response) => return Ok((at, response)),
+                Err(e) => {
+                    attempt += 1;
+                    if attempt >= self.urls.len() || !resend(&e) {
+                        return Err(e);
+                    }
+                    self.mark_down(at);
+                    at = self.pick(at + 1);
+                    self.failovers.set(self.failovers.get() + 1);
+                }
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        node: usize,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Answer, String> {
+        let send = |url: String| {
+            let mut request = self.client.request(method.clone(), url).bearer_auth(token);
+            if let Some(key) = idempotency_key {
+                request = request.insert_header(("Idempotency-Key", key));
+            }
+            async move {
+                match body {
+                    Some(body) => request.send_json(body).await,
+                    None => request.send().await,
+                }
+            }
         };
-        let mut response = sent.map_err(|e| format!("{e}"))?;
+        let resend = |e: &SendRequestError| may_resend(e, idempotency_key.is_some());
+        let (_, mut response) = self
+            .failover(node, path, resend, send)
+            .await
+            .map_err(|e| format!("{e}"))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -168,23 +302,56 @@ impl Nodes {
         }
     }
 
-    /// Opens an event stream on node `node % len` and returns its body once
-    /// the server answered 200; `Err` names the status or the failure.
+    /// Opens an event stream on node `node % len` (or the next node that
+    /// takes it) and returns its body once the server answered 200; `Err`
+    /// names the status or the failure.
     pub async fn open_stream(&self, node: usize, path: &str, token: &str) -> Result<Body, String> {
-        let url = format!("{}{path}", self.urls[node % self.urls.len()]);
-        let response = self
-            .client
-            .get(url)
-            .bearer_auth(token)
-            .insert_header(("Accept", "text/event-stream"))
-            .send()
+        self.open_stream_at(node, path, token)
+            .await
+            .map(|(_, body)| body)
+    }
+
+    /// [`Nodes::open_stream`], also saying which node took it.
+    pub async fn open_stream_at(
+        &self,
+        node: usize,
+        path: &str,
+        token: &str,
+    ) -> Result<(usize, Body), String> {
+        let send = |url: String| {
+            self.client
+                .get(url)
+                .bearer_auth(token)
+                .insert_header(("Accept", "text/event-stream"))
+                .send()
+        };
+        // Opening a stream changes nothing: any failure but a timeout may go elsewhere.
+        let resend = |e: &SendRequestError| !matches!(e, SendRequestError::Timeout);
+        let (at, response) = self
+            .failover(node, path, resend, send)
             .await
             .map_err(|e| format!("{path}: {e}"))?;
         let status = response.status().as_u16();
         if status != 200 {
             return Err(format!("{path}: HTTP {status}"));
         }
-        Ok(Box::pin(response))
+        Ok((at, Box::pin(response)))
+    }
+
+    /// Whether node `node` takes connections at all (`GET /healthz`): after
+    /// a stream broke, this tells a dead node from a live one that closed it.
+    pub async fn alive(&self, node: usize) -> bool {
+        let url = format!("{}/healthz", self.urls[node % self.urls.len()]);
+        match self.client.get(url).timeout(PROBE_TIMEOUT).send().await {
+            Ok(_) => true,
+            Err(SendRequestError::Connect(_)) => {
+                self.mark_down(node);
+                false
+            }
+            // No answer in time: a node that hangs is as good as dead to its clients.
+            Err(SendRequestError::Timeout) => false,
+            Err(_) => true,
+        }
     }
 }
 
@@ -413,6 +580,24 @@ mod tests {
             buffer.next_frame(),
             Some(frame(Some("10"), "e", "\u{fffd}"))
         );
+    }
+
+    #[test]
+    fn a_node_that_refused_is_passed_over_for_a_while() {
+        let urls: Vec<String> = (1..=3).map(|i| format!("http://127.0.0.1:{i}")).collect();
+        let nodes = Nodes::new(&urls);
+        assert_eq!((nodes.pick(1), nodes.pick(4)), (1, 1));
+        nodes.mark_down(1);
+        assert_eq!((nodes.pick(1), nodes.pick(0)), (2, 0));
+        nodes.mark_down(2);
+        assert_eq!(nodes.pick(1), 0);
+        nodes.mark_down(0);
+        // Every node passed over: the one asked for.
+        assert_eq!(nodes.pick(1), 1);
+        assert!(!may_resend(&SendRequestError::Timeout, false));
+        assert!(!may_resend(&SendRequestError::Timeout, true));
+        assert!(may_resend(&SendRequestError::TunnelNotSupported, true));
+        assert!(!may_resend(&SendRequestError::TunnelNotSupported, false));
     }
 
     #[test]

@@ -7,14 +7,24 @@
 //! account and runs the schedule, [`ledger`] keeps what is known of each
 //! invitation in play and judges it once settled, [`report`] turns what was
 //! observed into figures, a table and JSON, [`floor`] measures raw Redis
-//! round trips, [`cpu`] reads the nodes' and the generator's CPU time.
+//! round trips, [`cpu`] reads the nodes' and the generator's CPU time,
+//! [`timeline`] keeps the run second by second, [`faults`] runs the
+//! `--fault` commands on schedule and [`html`] draws the `--html` page.
+//!
+//! The generator is a client behind a balancer: a request or a stream that
+//! cannot reach its node goes to another of `--nodes` (and the node is
+//! skipped for a second), and a stream that comes back is reconciled with
+//! what its snapshot shows (late alerts and withdrawals).
 
 pub mod client;
 pub mod cpu;
+pub mod faults;
 pub mod floor;
+pub mod html;
 pub mod ledger;
 pub mod report;
 pub mod scenario;
+pub mod timeline;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -116,6 +126,34 @@ pub struct LoadArgs {
     /// generator's own CPU is reported the same way with or without this.
     #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "PID[,PID...]")]
     pub node_pids: Vec<u32>,
+    /// A fault to inject: `AT=COMMAND` runs COMMAND under `sh -c` at AT
+    /// after the first invitation (e.g. `40s=deploy/local-cluster.sh
+    /// kill-master-of "$COLLABD_LOAD_ACCOUNT"`), marked on the timeline
+    /// with its exit status. Repeat for more.
+    #[arg(long = "fault", value_name = "AT=COMMAND")]
+    pub faults: Vec<faults::Fault>,
+    /// The run's account id (and the prefix of every id it creates), so a
+    /// fault script can find the account's Redis master before the run;
+    /// random (`ld` + 8 hex digits) when not given. It must be new.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// After the drain, read back every accept answered 2xx: its invitation
+    /// must name that agent as its winner (an acknowledged write lost is an
+    /// invariant break).
+    #[arg(long)]
+    pub read_back: bool,
+    /// Write the report as an HTML page with the timeline's plots here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// How long a dead node's agents may still be offered invitations: an
+    /// offer to an agent whose stream has been down longer counts as a
+    /// ghost offer (the server's `FADE_BOUND` is 3 s).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub fade_bound: Duration,
+    /// How long an agent's console waits before it reopens a stream the
+    /// server closed or lost (a crash's cut-off agents stay away this long).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub reconnect_pause: Duration,
 }
 
 impl LoadArgs {
@@ -139,6 +177,15 @@ impl LoadArgs {
         }
         if !self.rate.is_finite() || self.rate < 0.0 {
             return bad("--rate must be a non-negative number");
+        }
+        if let Some(account) = &self.account
+            && (account.is_empty()
+                || account.len() > 40
+                || !account
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        {
+            return bad("--account: 1 to 40 lower-case letters and digits");
         }
         if self.racers == 0 {
             return bad("--racers must be at least 1");
@@ -183,6 +230,9 @@ pub async fn run(args: LoadArgs) -> Result<Report, LoadError> {
     let report = Report::build(&args, observed, floor);
     if let Some(path) = &args.report {
         std::fs::write(path, report.to_json())?;
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, html::render(&report))?;
     }
     Ok(report)
 }

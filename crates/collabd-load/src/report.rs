@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use super::cpu::CpuUse;
 use super::floor::Floor;
+use super::timeline::{self, FaultMark, Outage, Second, Timeline};
 use super::{LoadArgs, LoadError};
 
 /// Schedule lag p99 above which the figures include a starved generator.
@@ -132,6 +133,27 @@ pub struct Observed {
     pub missing_alerts: u64,
     /// Recipients other than the winner whose alert was never withdrawn.
     pub missing_withdrawals: u64,
+    /// Alerts missing for agents whose stream was down meanwhile.
+    pub missing_alerts_while_down: u64,
+    /// Withdrawals missing for agents whose stream was down meanwhile.
+    pub missing_withdrawals_while_down: u64,
+    /// Alerts learned from a reopened stream's snapshot.
+    pub late_alerts: u64,
+    /// Invitation sent → its offer in a reopened stream's snapshot.
+    pub late_alert: Latency,
+    /// Withdrawals learned from a reopened stream's snapshot (the offer was gone).
+    pub late_withdrawals: u64,
+    /// Offers (recipients of a 201) to agents whose stream had been down
+    /// longer than the fade bound.
+    pub ghost_offers: u64,
+    /// Offers to agents whose stream had been down less than the fade bound.
+    pub offers_while_down: u64,
+    /// The run second by second, and its faults.
+    pub timeline: Timeline,
+    /// Acknowledged accepts read back after the drain (`--read-back`).
+    pub read_back: u64,
+    /// Of those, the ones the state did not have: acknowledged writes lost.
+    pub acknowledged_lost: u64,
     /// Customer stream events carrying something a customer must not see.
     pub customer_leaks: u64,
     /// The same, by kind.
@@ -196,6 +218,16 @@ impl Observed {
             no_winners: 0,
             missing_alerts: 0,
             missing_withdrawals: 0,
+            missing_alerts_while_down: 0,
+            missing_withdrawals_while_down: 0,
+            late_alerts: 0,
+            late_alert: Latency::new()?,
+            late_withdrawals: 0,
+            ghost_offers: 0,
+            offers_while_down: 0,
+            timeline: Timeline::default(),
+            read_back: 0,
+            acknowledged_lost: 0,
             customer_leaks: 0,
             leaks: LeakCounts::default(),
             lead_breaks: 0,
@@ -371,6 +403,32 @@ pub struct Report {
     pub missing_alerts: u64,
     /// Invariant break: alerts never withdrawn.
     pub missing_withdrawals: u64,
+    /// Alerts missing for agents whose stream was down meanwhile (a
+    /// crash's cost to the agents it cut off; not a break).
+    pub missing_alerts_while_down: u64,
+    /// Withdrawals missing for agents whose stream was down meanwhile.
+    pub missing_withdrawals_while_down: u64,
+    /// Alerts learned late, from a reopened stream's snapshot (included in `alerts`).
+    pub late_alerts: u64,
+    /// Withdrawals learned from a reopened stream's snapshot.
+    pub late_withdrawals: u64,
+    /// Offers to agents whose stream had been down longer than
+    /// `--fade-bound` (a dead node's agents still offered to).
+    pub ghost_offers: u64,
+    /// Offers to agents whose stream had been down less than the bound.
+    pub offers_while_down: u64,
+    /// The fade bound the offers were judged by, in seconds.
+    pub fade_bound_s: f64,
+    /// Runs of seconds in which invitation POSTs were refused or failed.
+    pub outages: Vec<Outage>,
+    /// Faults injected (`--fault`), with their exit status.
+    pub faults: Vec<FaultMark>,
+    /// The run second by second.
+    pub timeline: Vec<Second>,
+    /// Acknowledged accepts read back after the drain (`--read-back`).
+    pub read_back: u64,
+    /// Invariant break: acknowledged accepts the state did not have.
+    pub acknowledged_lost: u64,
     /// Invariant break: customer events carrying agent ids, comments,
     /// masked agents' names or invitation ids.
     pub customer_leaks: u64,
@@ -439,6 +497,8 @@ pub struct Latencies {
     pub decline_to_offer: Quantiles,
     /// Invitation POST round trip.
     pub invite: Quantiles,
+    /// Invitation sent → its offer in a reopened stream's snapshot.
+    pub late_alert: Quantiles,
     /// How late the generator sent each invitation against its schedule.
     pub schedule_lag: Quantiles,
 }
@@ -498,6 +558,7 @@ impl Report {
             withdraw: observed.withdraw.quantiles(),
             decline_to_offer: observed.decline_to_offer.quantiles(),
             invite: observed.invite.quantiles(),
+            late_alert: observed.late_alert.quantiles(),
             schedule_lag: observed.schedule_lag.quantiles(),
         };
         let floor_ms = floor.map(|f| FloorQuantiles {
@@ -539,6 +600,7 @@ impl Report {
             None => (None, None),
         };
         let generator_lagged = latency_ms.schedule_lag.p99 > LAG_WARNING_MS;
+        let seconds = observed.timeline.seconds();
         Self {
             run: observed.run,
             nodes: args.nodes.clone(),
@@ -563,6 +625,18 @@ impl Report {
             no_winners: observed.no_winners,
             missing_alerts: observed.missing_alerts,
             missing_withdrawals: observed.missing_withdrawals,
+            missing_alerts_while_down: observed.missing_alerts_while_down,
+            missing_withdrawals_while_down: observed.missing_withdrawals_while_down,
+            late_alerts: observed.late_alerts,
+            late_withdrawals: observed.late_withdrawals,
+            ghost_offers: observed.ghost_offers,
+            offers_while_down: observed.offers_while_down,
+            fade_bound_s: args.fade_bound.as_secs_f64(),
+            outages: timeline::outages(&seconds),
+            faults: observed.timeline.faults.clone(),
+            timeline: seconds,
+            read_back: observed.read_back,
+            acknowledged_lost: observed.acknowledged_lost,
             customer_leaks: observed.customer_leaks,
             customer_leaks_by_kind: observed.leaks,
             lead_breaks: observed.lead_breaks,
@@ -595,6 +669,7 @@ impl Report {
             + self.missing_withdrawals
             + self.customer_leaks
             + self.lead_breaks
+            + self.acknowledged_lost
     }
 
     /// The report as pretty JSON.
@@ -642,6 +717,70 @@ impl Report {
                 t.sent, t.completed, t.superseded, t.stale_lead, e.sent, e.escalated, e.won
             );
         }
+        if self.late_alerts
+            + self.late_withdrawals
+            + self.missing_alerts_while_down
+            + self.missing_withdrawals_while_down
+            + self.offers_while_down
+            + self.ghost_offers
+            > 0
+        {
+            let _ = writeln!(
+                out,
+                "streams cut: alerts {} late, {} missing while down; withdrawals {} late, {} missing while down; offers to agents cut off {} within the {}s fade bound, {} past it",
+                self.late_alerts,
+                self.missing_alerts_while_down,
+                self.late_withdrawals,
+                self.missing_withdrawals_while_down,
+                self.offers_while_down,
+                self.fade_bound_s,
+                self.ghost_offers
+            );
+        }
+        if self.read_back > 0 {
+            let _ = writeln!(
+                out,
+                "read back {} acknowledged accepts: {} lost",
+                self.read_back, self.acknowledged_lost
+            );
+        }
+        if !self.faults.is_empty() || !self.outages.is_empty() {
+            let faults: Vec<String> = self
+                .faults
+                .iter()
+                .map(|f| match f.exit {
+                    Some(c) => format!("{:.1}s `{}` (exit {c})", f.at_s, f.command),
+                    None => format!("{:.1}s `{}` (no exit status)", f.at_s, f.command),
+                })
+                .collect();
+            let outages: Vec<String> = self
+                .outages
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}–{}s ({} s, {} refused)",
+                        o.from_s,
+                        o.to_s,
+                        o.seconds(),
+                        o.refused
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "faults: {}; invitation outages: {}",
+                if faults.is_empty() {
+                    "none".to_owned()
+                } else {
+                    faults.join(", ")
+                },
+                if outages.is_empty() {
+                    "none".to_owned()
+                } else {
+                    outages.join(", ")
+                }
+            );
+        }
         let _ = writeln!(
             out,
             "\n{:<22}{:>9}{:>10}{:>10}{:>10}{:>10}{:>10}",
@@ -665,6 +804,9 @@ impl Report {
         if let Some(floor) = &self.floor_ms {
             row("floor: PUBLISH → sub", &floor.publish);
             row("floor: SET NX", &floor.set_nx);
+        }
+        if self.latency_ms.late_alert.count > 0 {
+            row("late alert (snapshot)", &self.latency_ms.late_alert);
         }
         if let Some(r) = &self.ratios {
             let _ = writeln!(

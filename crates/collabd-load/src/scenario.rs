@@ -29,7 +29,8 @@ use super::client::{Answer, Frame, Nodes, StreamEnd, pump};
 use super::cpu;
 use super::ledger::{self, AcceptPlan, Key, Ledger, Lookup, Reply};
 use super::report::{Latency, Observed};
-use super::{LoadArgs, LoadError};
+use super::timeline::Timeline;
+use super::{LoadArgs, LoadError, faults};
 
 /// Set-up requests in flight at once: enough to provision a thousand agents
 /// in seconds, few enough not to look like the load being measured.
@@ -68,6 +69,9 @@ struct Agent {
     /// Where its event stream is held: another node when there is one, so
     /// every alert crosses the backplane.
     stream_node: usize,
+    /// Since when its stream is cut off by its node's death (`None`: open,
+    /// or closed by a live node).
+    down_since: Cell<Option<Instant>>,
 }
 
 /// One live session. Its lead is the ledger's to know: a transfer moves it.
@@ -94,6 +98,12 @@ struct Counters {
     escalations: Cell<u64>,
     /// Invitations refused because their inviter stopped leading meanwhile.
     stale_lead: Cell<u64>,
+    /// Event streams open now (agents' and customers').
+    open_streams: Cell<u64>,
+    /// Recipients of a 201 whose stream had been down past the fade bound.
+    ghost_offers: Cell<u64>,
+    /// Recipients of a 201 whose stream had been down less than that.
+    offers_while_down: Cell<u64>,
 }
 
 impl Counters {
@@ -128,7 +138,15 @@ struct Run {
     /// accept made while the agent has another one in flight or is still in
     /// the session is rightly refused with `already_participant`.
     in_session: RefCell<HashMap<(u32, u32), u32>>,
+    /// The run second by second (shared with the ledger and the faults).
+    timeline: Rc<RefCell<Timeline>>,
+    /// With `--read-back`: every accept answered 2xx (invitation, session,
+    /// agent), to be read back after the drain; at most [`MAX_READ_BACK`].
+    acknowledged: RefCell<Vec<(Rc<str>, u32, u32)>>,
 }
+
+/// The most acknowledged accepts a run keeps to read back (40 bytes each).
+const MAX_READ_BACK: usize = 1_000_000;
 
 impl Run {
     fn enter(&self, agent: u32, session: u32) -> u32 {
@@ -181,11 +199,9 @@ impl Run {
     }
 
     fn error(&self, call: &str, what: &str) {
-        *self
-            .errors
-            .borrow_mut()
-            .entry(format!("{call} {what}"))
-            .or_default() += 1;
+        let key = format!("{call} {what}");
+        self.timeline.borrow_mut().refused(Instant::now(), &key);
+        *self.errors.borrow_mut().entry(key).or_default() += 1;
     }
 
     /// `agent` POSTs to `path` (no body); a failure or a refusal is counted
@@ -223,7 +239,26 @@ impl Run {
         token: &str,
         body: Option<&Value>,
     ) -> Option<Answer> {
-        let sent = self.nodes.call(node, method, path, token, body);
+        self.call_with(label, node, method, path, token, body, None)
+            .await
+    }
+
+    /// [`Run::call`] with an `Idempotency-Key` (sent again elsewhere on any
+    /// transport failure but a timeout).
+    #[allow(clippy::too_many_arguments)]
+    async fn call_with(
+        &self,
+        label: &str,
+        node: usize,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Option<Answer> {
+        let sent = self
+            .nodes
+            .call_with(node, method, path, token, body, idempotency_key);
         match tokio::time::timeout_at(self.end.get(), sent).await {
             Err(_) => {
                 self.error(label, "unanswered by the end");
@@ -241,7 +276,10 @@ impl Run {
 /// Runs the scenario and returns what it observed.
 pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     let began = Instant::now();
-    let prefix = format!("ld{:08x}", rand::random::<u32>());
+    let prefix = args
+        .account
+        .clone()
+        .unwrap_or_else(|| format!("ld{:08x}", rand::random::<u32>()));
     let nodes = Nodes::new(&args.nodes);
     let n = nodes.len();
     let (stop_tx, stop) = watch::channel(false);
@@ -252,6 +290,7 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
             portal: i % args.portals,
             login_node: i % n,
             stream_node: (i + 1) % n,
+            down_since: Cell::new(None),
         })
         .collect();
     let expected = (args.rate * args.duration.as_secs_f64()).ceil() as u64;
@@ -263,6 +302,9 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
         accept_delay: args.accept_delay,
         expected_invitations: usize::try_from(expected).unwrap_or(usize::MAX / 2),
     })?;
+    let timeline = Rc::new(RefCell::new(Timeline::default()));
+    let mut ledger = ledger;
+    ledger.set_timeline(Rc::clone(&timeline));
     let mut run = Run {
         nodes,
         prefix: prefix.clone(),
@@ -279,6 +321,8 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
         errors: RefCell::new(Default::default()),
         counters: Counters::default(),
         in_session: RefCell::default(),
+        timeline: Rc::clone(&timeline),
+        acknowledged: RefCell::default(),
     };
     let progress = progress_bar();
     progress.set_message(format!("provisioning account {prefix}"));
@@ -299,6 +343,13 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     let cpu_start = cpu::Reading::take(&args.node_pids);
     let delivered_start = run.counters.delivered();
     let start = Instant::now();
+    timeline.borrow_mut().start(start);
+    let faults = actix_web::rt::spawn(faults::run(
+        args.faults.clone(),
+        start,
+        run.prefix.clone(),
+        Rc::clone(&timeline),
+    ));
     let schedule_end = start + args.duration;
     let end = schedule_end + args.grace;
     run.end.set(end);
@@ -335,6 +386,7 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     let _ = stop_tx.send(true);
     ticker.abort();
     sweeper.abort();
+    faults.abort();
     // Accepts still waiting for an answer give up at `end`: let them record
     // that, so every lost answer is known before the lookups.
     let limit = Instant::now() + ACCEPTS_SETTLE_LIMIT;
@@ -346,11 +398,19 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     let lookups = run.ledger.borrow_mut().finish_run();
     look_up(&run, &lookups).await;
     leave_learned(&run).await;
+    let (read_back_count, acknowledged_lost) = if args.read_back {
+        progress.set_message("reading back the acknowledged accepts");
+        read_back(&run).await
+    } else {
+        (0, 0)
+    };
     progress.set_message("checking the transferred sessions' leads");
     let (lead_checks, lead_breaks) = check_leads(&run).await;
     progress.finish_and_clear();
 
     let mut observed = run.ledger.borrow_mut().finish();
+    observed.read_back = read_back_count;
+    observed.acknowledged_lost = acknowledged_lost;
     observed.sent = run.counters.sent.get();
     observed.lead_checks = lead_checks;
     observed.lead_breaks = lead_breaks;
@@ -360,6 +420,8 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     observed.setup = setup;
     observed.sending = sending;
     observed.stream_drops = run.counters.drops.get();
+    observed.ghost_offers = run.counters.ghost_offers.get();
+    observed.offers_while_down = run.counters.offers_while_down.get();
     observed.schedule_lag = lag;
     observed.cpu = Some(cpu::CpuUse::between(
         &args.node_pids,
@@ -370,6 +432,9 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     ));
     clean_up(&run).await;
     observed.errors = run.errors.borrow().clone();
+    // Fault commands still running (a restart waiting for readiness) may
+    // finish meanwhile: their exit lands on the timeline until here.
+    observed.timeline = timeline.borrow().clone();
     Ok(observed)
 }
 
@@ -429,6 +494,40 @@ async fn look_up(run: &Rc<Run>, lookups: &[Lookup]) {
         }
     })
     .await;
+}
+
+/// Reads back every accept answered 2xx: its invitation must say it was
+/// accepted by that agent. Returns (read, lost): an acknowledged accept
+/// the state does not have is a lost write; a read that failed is counted
+/// as an error, not as lost.
+async fn read_back(run: &Rc<Run>) -> (u64, u64) {
+    let acknowledged = run.acknowledged.borrow().clone();
+    let outcomes = for_each(acknowledged.len(), |i| {
+        let (id, session, agent) = &acknowledged[i];
+        async move {
+            let session_id = run.sessions.borrow()[*session as usize].id.clone();
+            let lead = &run.agents[run.lead(*session)];
+            let path = format!("/v1/sessions/{session_id}/invitations/{id}");
+            match run.call_as("read back", lead, Method::GET, &path).await {
+                Some(a) if a.ok() => Some(
+                    a.json::<LookedUp<'_>>()
+                        .and_then(|found| found.accepted_by.and_then(|by| run.agent_index(&by)))
+                        == Some(*agent),
+                ),
+                // Gone: the state does not have the acknowledged accept.
+                Some(a) if a.status == 404 => Some(false),
+                Some(a) => {
+                    run.error("read back", &a.error_key());
+                    None
+                }
+                None => None,
+            }
+        }
+    })
+    .await;
+    let read = outcomes.iter().flatten().count() as u64;
+    let lost = outcomes.iter().flatten().filter(|kept| !**kept).count() as u64;
+    (read, lost)
 }
 
 /// Winners learned after the drain leave too, as answered winners do.
@@ -566,6 +665,9 @@ fn bar_style() -> ProgressStyle {
 async fn show_progress(run: Rc<Run>, bar: ProgressBar) {
     loop {
         let c = &run.counters;
+        run.timeline
+            .borrow_mut()
+            .open_streams(Instant::now(), c.open_streams.get());
         bar.set_position(c.sent.get());
         let (live, pending) = run.ledger.borrow().in_play();
         bar.set_message(format!(
@@ -783,7 +885,7 @@ async fn open_sessions(run: &Rc<Run>) -> Result<(), LoadError> {
             .open_stream(node, "/v1/customer/events", &token)
             .await
             .map_err(LoadError::Setup)?;
-        actix_web::rt::spawn(customer_stream(Rc::clone(run), s, body));
+        actix_web::rt::spawn(customer_stream(Rc::clone(run), s, node, token, body));
     }
     Ok(())
 }
@@ -906,41 +1008,97 @@ struct EscalationHead<'a> {
 }
 
 /// Reads agent `i`'s stream until the stop flag, reopening it when the
-/// server closes it (a slow client is dropped and resyncs, by design).
+/// server closes it or its node goes away (a slow client is dropped and
+/// resyncs, by design; a dead node's agents come back through another
+/// node), after `--reconnect-pause`. Each reopened stream's snapshot is
+/// reconciled with what the ledger expected.
 async fn agent_stream(run: Rc<Run>, i: usize, mut body: Option<super::client::Body>) {
     let mut first = true;
+    let mut node = run.agents[i].stream_node;
+    let agent = &run.agents[i];
     loop {
         let current = match body.take() {
             Some(b) => b,
             None => {
-                let agent = &run.agents[i];
-                match run
-                    .nodes
-                    .open_stream(agent.stream_node, "/v1/me/events", &agent.token)
-                    .await
-                {
-                    Ok(b) => b,
-                    Err(_) => {
-                        run.error("stream", "reopen failed");
-                        if *run.stop.borrow() {
-                            return;
-                        }
-                        tokio::time::sleep(RECONNECT_PAUSE).await;
-                        continue;
-                    }
-                }
+                // Reaching out again: from now on the server may rightly
+                // take it back (it does as the stream opens, before its
+                // snapshot arrives here), so offers are no ghosts.
+                agent.down_since.set(None);
+                let Some((at, b)) = reopen(
+                    &run,
+                    "stream",
+                    agent.stream_node,
+                    "/v1/me/events",
+                    &agent.token,
+                )
+                .await
+                else {
+                    return;
+                };
+                node = at;
+                b
             }
         };
-        let ended = pump(current, run.stop.clone(), |frame, at| {
+        let ended = pump_counted(&run, current, |frame, at| {
             on_agent_event(&run, i as u32, frame, at, &mut first)
         })
         .await;
         if ended == StreamEnd::Deadline || *run.stop.borrow() {
             return;
         }
+        let now = Instant::now();
+        run.ledger.borrow_mut().stream_down(i as u32, now);
+        // Cut off by a dead node, or closed by a live one (a slow client,
+        // a resync that failed): only the first is the fade's to end.
+        if !run.nodes.alive(node).await {
+            agent.down_since.set(Some(now));
+        }
         bump(&run.counters.drops);
-        tokio::time::sleep(RECONNECT_PAUSE).await;
+        tokio::time::sleep(run.args.reconnect_pause).await;
     }
+}
+
+/// Opens a stream again (through another node when its own is gone),
+/// trying every [`RECONNECT_PAUSE`]; `None` once the run is over.
+async fn reopen(
+    run: &Run,
+    label: &str,
+    node: usize,
+    path: &str,
+    token: &str,
+) -> Option<(usize, super::client::Body)> {
+    loop {
+        match run.nodes.open_stream_at(node, path, token).await {
+            Ok(opened) => return Some(opened),
+            Err(_) => {
+                run.error(label, "reopen failed");
+                if *run.stop.borrow() {
+                    return None;
+                }
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// [`pump`], counting the stream as open meanwhile.
+async fn pump_counted(
+    run: &Run,
+    body: super::client::Body,
+    on_event: impl FnMut(&Frame<'_>, Instant),
+) -> StreamEnd {
+    let open = &run.counters.open_streams;
+    open.set(open.get() + 1);
+    let ended = pump(body, run.stop.clone(), on_event).await;
+    open.set(open.get().saturating_sub(1));
+    ended
+}
+
+/// What the generator reads of a snapshot: the open offers.
+#[derive(Deserialize)]
+struct SnapshotHead<'a> {
+    #[serde(borrow, default)]
+    invitations: Vec<OfferHead<'a>>,
 }
 
 fn on_agent_event(run: &Rc<Run>, me: u32, frame: &Frame<'_>, at: Instant, first: &mut bool) {
@@ -948,6 +1106,22 @@ fn on_agent_event(run: &Rc<Run>, me: u32, frame: &Frame<'_>, at: Instant, first:
         "snapshot" if *first => {
             *first = false;
             bump(&run.counters.ready);
+        }
+        // A reopened stream: what it missed meanwhile, from the truth.
+        "snapshot" => {
+            run.agents[me as usize].down_since.set(None);
+            match serde_json::from_str::<SnapshotHead<'_>>(&frame.data) {
+                Ok(snap) => {
+                    let offers: Vec<(&str, Option<u32>)> = snap
+                        .invitations
+                        .iter()
+                        .map(|o| (o.id.as_ref(), o.to_portal()))
+                        .collect();
+                    run.ledger.borrow_mut().reconciled(me, &offers, at);
+                    dispatch(run);
+                }
+                Err(_) => run.error("stream", "unreadable snapshot"),
+            }
         }
         "invitation_offered" => {
             bump(&run.counters.alerts);
@@ -1009,23 +1183,42 @@ fn on_agent_event(run: &Rc<Run>, me: u32, frame: &Frame<'_>, at: Instant, first:
 }
 
 /// Reads session `s`'s customer stream; every frame is checked for leaks
-/// as it arrives and only counts are kept.
-async fn customer_stream(run: Rc<Run>, s: usize, body: super::client::Body) {
+/// as it arrives and only counts are kept. A stream the server closed or
+/// lost is reopened (through another node when its node is gone).
+async fn customer_stream(
+    run: Rc<Run>,
+    s: usize,
+    node: usize,
+    token: String,
+    body: super::client::Body,
+) {
     let mut first = true;
-    let ended = pump(body, run.stop.clone(), |frame, _| {
-        if first && frame.name == "snapshot" {
-            first = false;
-            bump(&run.counters.ready);
+    let mut body = Some(body);
+    loop {
+        let current = match body.take() {
+            Some(b) => b,
+            None => {
+                match reopen(&run, "customer stream", node, "/v1/customer/events", &token).await {
+                    Some((_, b)) => b,
+                    None => return,
+                }
+            }
+        };
+        let ended = pump_counted(&run, current, |frame, _| {
+            if first && frame.name == "snapshot" {
+                first = false;
+                bump(&run.counters.ready);
+            }
+            run.ledger
+                .borrow_mut()
+                .customer_frame(s as u32, &frame.name, &frame.data);
+        })
+        .await;
+        if ended == StreamEnd::Deadline || *run.stop.borrow() {
+            return;
         }
-        run.ledger
-            .borrow_mut()
-            .customer_frame(s as u32, &frame.name, &frame.data);
-    })
-    .await;
-    if ended == StreamEnd::Closed && !*run.stop.borrow() {
-        // A customer stream is not reopened: what it would have shown is
-        // lost to the leak check, so the drop is reported.
         bump(&run.counters.drops);
+        tokio::time::sleep(run.args.reconnect_pause).await;
     }
 }
 
@@ -1128,14 +1321,19 @@ async fn invite(run: Rc<Run>, k: u64) {
         bump(&run.counters.escalations);
     }
     let sent_at = Instant::now();
+    run.timeline.borrow_mut().sent(sent_at);
+    // The key makes a resend to another node safe (API.md: a retry with the
+    // same key answers the first result).
+    let key = format!("{}-inv{k}", run.prefix);
     let answer = run
-        .call(
+        .call_with(
             "invite",
             agent.login_node,
             Method::POST,
             &format!("/v1/sessions/{}/invitations", plan.session_id),
             &agent.token,
             Some(&plan.body),
+            Some(&key),
         )
         .await;
     let answered_at = Instant::now();
@@ -1173,7 +1371,7 @@ async fn invite(run: Rc<Run>, k: u64) {
         }
         return;
     };
-    let recipients = created
+    let recipients: Vec<u32> = created
         .recipients
         .iter()
         .filter_map(|r| run.agent_index(r))
@@ -1188,6 +1386,8 @@ async fn invite(run: Rc<Run>, k: u64) {
         escalation,
     };
     bump(&run.counters.created);
+    run.timeline.borrow_mut().created(sent_at, answered_at);
+    count_offers_while_down(&run, &recipients, sent_at);
     run.ledger.borrow_mut().invited(
         &created.id,
         session,
@@ -1198,6 +1398,24 @@ async fn invite(run: Rc<Run>, k: u64) {
         kind,
     );
     dispatch(&run);
+}
+
+/// Recipients of a new invitation whose stream is down: sent within the
+/// fade bound a node's death allows, or past it (a ghost offer: the server
+/// still took a dead node's agent for reachable). Judged by when the POST
+/// left, so its own round trip does not count against the server.
+fn count_offers_while_down(run: &Run, recipients: &[u32], at: Instant) {
+    for r in recipients {
+        let Some(since) = run.agents.get(*r as usize).and_then(|a| a.down_since.get()) else {
+            continue;
+        };
+        if at.saturating_duration_since(since) > run.args.fade_bound {
+            bump(&run.counters.ghost_offers);
+            run.timeline.borrow_mut().ghost_offer(at);
+        } else {
+            bump(&run.counters.offers_while_down);
+        }
+    }
 }
 
 /// The invitee of an escalating invitation declines it, so it goes to the
@@ -1262,6 +1480,12 @@ async fn accept(run: Rc<Run>, plan: AcceptPlan) {
             Reply::Refused
         }
     };
+    if reply == Reply::Won && run.args.read_back {
+        let mut acknowledged = run.acknowledged.borrow_mut();
+        if acknowledged.len() < MAX_READ_BACK {
+            acknowledged.push((Rc::clone(&plan.id), plan.session, plan.agent));
+        }
+    }
     run.ledger.borrow_mut().replied(
         plan.key,
         plan.agent,

@@ -47,9 +47,11 @@ mod fixtures;
 mod leads;
 mod lost_answers;
 mod races;
+mod reconcile;
 mod settle;
 mod verdict;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
@@ -58,6 +60,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::report::{LeakCounts, Observed};
+use super::timeline::Timeline;
 use super::{Delay, LoadError};
 
 use escalation::Esc;
@@ -200,6 +203,9 @@ struct Inv {
     withdrawn_bits: Vec<u64>,
     /// First withdrawal per recipient.
     withdrawn: Vec<(u32, Instant)>,
+    /// Recipients whose withdrawal was learned from a reopened stream's
+    /// snapshot (the offer was gone from it): not timed.
+    late: Vec<u32>,
     /// Accepts planned or in flight.
     inflight: u32,
     attempts: Vec<Attempt>,
@@ -275,7 +281,19 @@ pub struct Ledger {
     plans: Vec<AcceptPlan>,
     leaves: Vec<Leave>,
     scratch: Vec<Key>,
+    /// Per agent: since when its stream is down (`None`: open), and when it
+    /// last came back.
+    down: Vec<Down>,
+    /// The run's timeline, when it keeps one: live and late alerts land there.
+    timeline: Option<Rc<RefCell<Timeline>>>,
     tally: Observed,
+}
+
+/// One agent's stream, as far as judging its alerts goes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Down {
+    since: Option<Instant>,
+    back_at: Option<Instant>,
 }
 
 impl Ledger {
@@ -301,9 +319,16 @@ impl Ledger {
             plans: Vec::new(),
             leaves: Vec::new(),
             scratch: Vec::new(),
+            down: vec![Down::default(); cfg.agents],
+            timeline: None,
             tally,
             cfg,
         })
+    }
+
+    /// Live and late alerts are also counted per second on `timeline`.
+    pub fn set_timeline(&mut self, timeline: Rc<RefCell<Timeline>>) {
+        self.timeline = Some(timeline);
     }
 
     /// Alerts arriving from now on start no accept.

@@ -121,6 +121,7 @@ impl Ledger {
             alerts: 0,
             withdrawn_bits: vec![0; words],
             withdrawn: Vec::new(),
+            late: Vec::new(),
             recipients: sorted,
             inflight: 0,
             attempts: Vec::new(),
@@ -130,7 +131,7 @@ impl Ledger {
         self.live.insert(k, inv);
         if let Some(pending) = self.pending.remove(&k) {
             for (agent, at) in pending.alerts {
-                self.alert_known(k, agent, at, answered_at, None);
+                self.alert_known(k, agent, at, answered_at, None, false);
             }
         }
         self.maybe_settle(k);
@@ -147,7 +148,7 @@ impl Ledger {
     pub fn offered(&mut self, id: &str, agent: u32, at: Instant, to_portal: Option<u32>) {
         let k = key(id);
         if self.live.contains_key(&k) {
-            self.alert_known(k, agent, at, at, to_portal);
+            self.alert_known(k, agent, at, at, to_portal, false);
             self.maybe_settle(k);
         } else if let Some(pending) = self.pending.get_mut(&k) {
             pending.alerts.push((agent, at));
@@ -165,13 +166,15 @@ impl Ledger {
         }
     }
 
-    fn alert_known(
+    /// `late`: learned from a reopened stream's snapshot, not pushed live.
+    pub(super) fn alert_known(
         &mut self,
         k: Key,
         agent: u32,
         at: Instant,
         now: Instant,
         to_portal: Option<u32>,
+        late: bool,
     ) {
         let Some(inv) = self.live.get_mut(&k) else {
             return;
@@ -186,9 +189,6 @@ impl Ledger {
                 return;
             }
             invitee.alerted = true;
-            self.tally
-                .invite_to_alert
-                .record(at.saturating_duration_since(sent_at));
             if in_time && !invitee.declined {
                 invitee.declined = true;
                 invitee.declined_at = Some(at.max(now));
@@ -202,6 +202,7 @@ impl Ledger {
                     decline: true,
                 });
             }
+            self.alert_timed(at, sent_at, late, true);
             return;
         }
         // Escalated from its invitee: its recipients are whoever the
@@ -241,28 +242,24 @@ impl Ledger {
         }
         set_bit(&mut inv.alerted, p);
         inv.alerts += 1;
-        match (inv.esc, since_decline) {
-            // Measured from the invitee's decline: the time it took to
-            // escalate, not the invitee's own delay.
-            (
-                Some(Esc {
-                    invitee: Some(_), ..
-                }),
-                Some(declined),
-            ) => self
-                .tally
+        // Timed from the POST unless it is the portal's offer of an
+        // escalated invitation (timed from the decline below).
+        let from_post = !matches!(
+            inv.esc,
+            Some(Esc {
+                invitee: Some(_),
+                ..
+            })
+        );
+        // Measured from the invitee's decline: the time it took to
+        // escalate, not the invitee's own delay.
+        if !late
+            && !from_post
+            && let Some(declined) = since_decline
+        {
+            self.tally
                 .decline_to_offer
-                .record(at.saturating_duration_since(declined)),
-            (
-                Some(Esc {
-                    invitee: Some(_), ..
-                }),
-                None,
-            ) => {}
-            _ => self
-                .tally
-                .invite_to_alert
-                .record(at.saturating_duration_since(sent_at)),
+                .record(at.saturating_duration_since(declined));
         }
         if in_time && inv.racers.contains(&agent) {
             let delay = self.cfg.accept_delay.sample(&mut rand::rng());
@@ -279,6 +276,29 @@ impl Ledger {
                 transfer: inv.transfer,
                 decline: false,
             });
+        }
+        if late || from_post {
+            self.alert_timed(at, sent_at, late, from_post);
+        }
+    }
+
+    /// Times an alert from its invitation's POST (`from_post`), live or late,
+    /// and counts it on the timeline.
+    fn alert_timed(&mut self, at: Instant, sent_at: Instant, late: bool, from_post: bool) {
+        let latency = at.saturating_duration_since(sent_at);
+        if late {
+            self.tally.late_alerts += 1;
+            self.tally.late_alert.record(latency);
+        } else if from_post {
+            self.tally.invite_to_alert.record(latency);
+        }
+        if let Some(t) = &self.timeline {
+            let mut t = t.borrow_mut();
+            if late {
+                t.late_alert(at);
+            } else {
+                t.alert(at, latency);
+            }
         }
     }
 

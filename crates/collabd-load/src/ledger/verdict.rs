@@ -19,7 +19,6 @@ impl Ledger {
         }
         let o = &mut self.tally;
         o.alerts += u64::from(inv.alerts);
-        o.missing_alerts += (inv.recipient_count() - inv.alerts as usize) as u64;
         let escalated = inv.esc.is_some_and(|e| e.escalated);
         if let Some(invitee) = inv.esc.and_then(|e| e.invitee) {
             o.alerts += u64::from(invitee.alerted);
@@ -89,16 +88,22 @@ impl Ledger {
                     .map(|a| a.sent_at)
                     .min();
                 if let Some(closed) = closed_at {
-                    for (_, at) in inv.withdrawn.iter().filter(|(a, _)| a != w) {
+                    for (_, at) in inv
+                        .withdrawn
+                        .iter()
+                        .filter(|(a, _)| a != w && !inv.late.contains(a))
+                    {
                         o.withdraw.record(at.saturating_duration_since(closed));
                     }
                 }
-                let owed = inv.recipient_count() - usize::from(inv.position(*w).is_some());
-                let got = inv.withdrawn.iter().filter(|(a, _)| a != w).count();
-                o.missing_withdrawals += owed.saturating_sub(got) as u64;
             }
             _ => o.double_winners += 1,
         }
+        let single = match winners.as_slice() {
+            [w] => Some(*w),
+            _ => None,
+        };
+        self.count_missing(&inv, single);
         if !inv.masked {
             for w in winners {
                 let allowed = self.allowed.entry((inv.session, w)).or_default();
