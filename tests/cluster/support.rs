@@ -188,7 +188,24 @@ impl Node {
 
     /// Like [`Node::start`], with more `COLLABD__…` variables.
     pub fn start_with(redis_url: &str, namespace: &str, name: &str, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_collabd"))
+        Self::start_bin(
+            env!("CARGO_BIN_EXE_collabd"),
+            redis_url,
+            namespace,
+            name,
+            env,
+        )
+    }
+
+    /// Like [`Node::start_with`], running `bin` (e.g. a release build).
+    pub fn start_bin(
+        bin: &str,
+        redis_url: &str,
+        namespace: &str,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut child = Command::new(bin)
             .env("COLLABD__HTTP__LISTEN", "127.0.0.1:0")
             .env("COLLABD__HTTP__WORKERS", "1")
             .env("COLLABD__HTTP__SHUTDOWN_TIMEOUT_SECS", "1")
