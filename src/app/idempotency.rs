@@ -30,8 +30,25 @@ const RUNNING_FOR: Duration = Duration::from_secs(30);
 /// What a creating request answers when it succeeds.
 const CREATED: u16 = 201;
 
+/// Which side of a session a caller is on. Customers' records are kept
+/// apart from agents' (their slots start with [`CUSTOMER_SLOT`]), so a
+/// store that bounds records per account bounds each side on its own: a
+/// customer cannot push the agents' records out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// An agent (its own id is the caller).
+    Agent,
+    /// A session's customer.
+    Customer,
+}
+
+/// How a customer's record slot starts (an agent's is the bare digest).
+pub const CUSTOMER_SLOT: &str = "c:";
+
 /// One use of a key: whose key, and the request it came with.
 pub struct Keyed<'a> {
+    /// The caller's side.
+    pub side: Side,
     /// The caller's own name (its agent id or its customer token), so two
     /// callers never share a key.
     pub caller: &'a str,
@@ -84,7 +101,10 @@ where
         return Ok(Answer::Created(create.await?));
     };
     let fingerprint = digest(keyed.request);
-    let slot = digest(&[keyed.caller, keyed.key]);
+    let slot = match keyed.side {
+        Side::Agent => digest(&[keyed.caller, keyed.key]),
+        Side::Customer => format!("{CUSTOMER_SLOT}{}", digest(&[keyed.caller, keyed.key])),
+    };
     let running = record_json(&Record {
         request: fingerprint.clone(),
         status: None,

@@ -10,6 +10,7 @@ use super::body::Object;
 use super::error::ApiError;
 use super::{AppState, PageQuery, sse};
 use crate::app::customer as use_case;
+use crate::app::idempotency::Side;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/customer/session", web::get().to(session))
@@ -54,7 +55,7 @@ async fn post_message(
         &req,
         &state.node,
         &caller.account.id,
-        &owner,
+        (Side::Customer, &owner),
         &body,
         async {
             let message = use_case::post(&state.node, &caller, body.text.clone()).await?;

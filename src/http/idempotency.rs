@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use crate::actors::Node;
-use crate::app::idempotency::{self, Answer, Keyed};
+use crate::app::idempotency::{self, Answer, Keyed, Side};
 use crate::domain::AccountId;
 
 /// The request header.
@@ -28,7 +28,7 @@ pub async fn once<R, F>(
     req: &HttpRequest,
     node: &Node,
     account: &AccountId,
-    caller: &str,
+    (side, caller): (Side, &str),
     request: &R,
     create: F,
 ) -> Result<HttpResponse, ApiError>
@@ -44,6 +44,7 @@ where
     };
     let parts = [req.method().as_str(), req.path(), &body];
     let keyed = key.map(|key| Keyed {
+        side,
         caller,
         key,
         request: &parts,

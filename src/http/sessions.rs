@@ -10,6 +10,7 @@ use super::body::Object;
 use super::error::ApiError;
 use super::idempotency;
 use super::{AppState, PageQuery, lookup_id};
+use crate::app::idempotency::Side;
 use crate::app::sessions::{self as use_case, InviteRequest};
 use crate::domain::session::{Audience, Comment, EscalateAfter, InvitationKind, Target};
 use crate::domain::{AgentId, DisplayName, InvitationId, SessionId, SessionMode};
@@ -74,7 +75,7 @@ async fn create(
         &req,
         &state.node,
         &caller.account.id,
-        &owner,
+        (Side::Agent, &owner),
         &body,
         async {
             let created = use_case::create(
@@ -126,7 +127,7 @@ async fn invite(
         &req,
         &state.node,
         &caller.account.id,
-        &owner,
+        (Side::Agent, &owner),
         &body,
         async {
             let request = InviteRequest {
@@ -194,7 +195,7 @@ async fn post_message(
         &req,
         &state.node,
         &caller.account.id,
-        &owner,
+        (Side::Agent, &owner),
         &body,
         async {
             let message = use_case::post(

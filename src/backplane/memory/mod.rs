@@ -90,8 +90,8 @@ struct AccountData {
     active_index: BTreeSet<SessionCursor>,
     /// Ended sessions (until their retention ends) in the order they ended.
     ended_index: BTreeSet<SessionCursor>,
-    /// Idempotency records by key: until when, and the value.
-    idempotency: HashMap<String, (Instant, String)>,
+    /// Idempotency records, agents' and customers' apart.
+    idempotency: idempotency::Records,
 }
 
 impl AccountData {
