@@ -183,8 +183,14 @@ async fn a_load_run_through_a_master_kill_and_a_node_kill_keeps_every_acknowledg
     // failover).
     for (k, at) in faults.iter().enumerate() {
         let pid_file = dir.join(format!("fault-{k}.pid"));
-        load.arg("--fault")
-            .arg(format!("{at}s=kill -9 \"$(cat {})\"", pid_file.display()));
+        let what = match target(k as u64) {
+            Target::Master => "the account's Redis master".to_owned(),
+            Target::Node(i) => format!("collabd node {i}"),
+        };
+        load.arg("--fault").arg(format!(
+            "{at}s=kill -9 \"$(cat {})\" # {what}",
+            pid_file.display()
+        ));
     }
     let run = actix_rt::task::spawn_blocking(move || load.output());
 

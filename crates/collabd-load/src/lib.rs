@@ -57,9 +57,19 @@ pub use report::Report;
                   invitations of the session go out from it. With --mix escalate=F, that share of \
                   direct invitations escalates to another portal after 5 s; the invitee declines at \
                   once, so the portal's agents race for the same invitation.\n\n\
+                  It is a client behind a balancer: a call or a stream that cannot reach its node \
+                  goes to the next one of --nodes (invitations carry an Idempotency-Key, so a \
+                  resend is safe); a reopened or resynced stream's snapshot is reconciled (open \
+                  offers never seen count as late alerts, seen offers gone as late withdrawals), \
+                  and what an agent missed while its stream was down is counted apart from \
+                  missing alerts. --fault AT=COMMAND runs a command (a kill, a restart) on \
+                  schedule and marks it on the report's per-second timeline; --html draws the \
+                  timeline with the faults; --read-back reads every acknowledged accept back \
+                  after the drain.\n\n\
                   Exit status: 0 when no invariant broke, 3 when any did (two winners, no winner \
                   although someone accepted in time, a missing alert or withdrawal, a customer \
-                  leak, a session whose lead after a transfer is not the one the run tracked), 1 when the run could not be carried out, 2 for bad arguments."
+                  leak, a session whose lead after a transfer is not the one the run tracked, an \
+                  acknowledged accept not read back), 1 when the run could not be carried out, 2 for bad arguments."
 )]
 pub struct LoadArgs {
     /// Base URLs of the nodes to drive, comma-separated
