@@ -394,9 +394,11 @@ async fn an_unreadable_stored_session_is_a_logged_500_not_a_retry() {
     assert_eq!(reply.header("retry-after"), "");
     assert!(
         nodes[1]
-            .logs()
-            .iter()
-            .any(|l| l.contains("stored data is unreadable")),
+            .logged(
+                "stored data is unreadable",
+                std::time::Duration::from_secs(5)
+            )
+            .await,
         "the node logs it"
     );
     let (other, _) = apps[1].create_session(&ann.token, "web", "Dora").await;

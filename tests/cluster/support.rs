@@ -258,6 +258,22 @@ impl Node {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether it logs a line containing `text` within `limit`: its output
+    /// is read by a thread of its own, so a line written just before an
+    /// answer may not be in [`Node::logs`] yet when the answer arrives.
+    pub async fn logged(&self, text: &str, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.logs().iter().any(|l| l.contains(text)) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Its process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
