@@ -1,10 +1,14 @@
 //! The node-to-node wire format: a one-byte format version followed by a
 //! bincode (v2, serde mode) body. Only this module names bincode.
 //!
-//! Version 3 is what this release writes: invitations have a kind
-//! (collaborate or transfer). Version 2 (the session's bounded hot state,
-//! messages numbered for the customer, accounts with the v2 policy limits)
-//! and version 1 (the first release) are still read by [`decode`], through
+//! The version is per type: a type's shape changes, its version goes up,
+//! and everything else keeps being written as before (so that nodes of the
+//! previous release still read it). Sessions are at version 4 (each side's
+//! message and mask budgets counted apart); everything else, bus messages
+//! and timers included, at version 3 (invitations have a kind: collaborate
+//! or transfer). Versions 3 of a session, 2 (the session's bounded hot
+//! state, messages numbered for the customer, accounts with the v2 policy
+//! limits) and 1 (the first release) are still read by [`decode`], through
 //! the shapes in `legacy.rs`, so a node of this release reads what an older
 //! one stored.
 
@@ -14,8 +18,11 @@ use serde::de::DeserializeOwned;
 use super::legacy;
 use crate::domain::{Account, Agent, AgentId, Invitation, Message, Portal, Session};
 
-/// The envelope's current format version.
+/// The envelope's current format version: of every type whose shape has
+/// not changed since (see [`Wire::VERSION`]), and of bus messages and timers.
 pub const FORMAT_VERSION: u8 = 3;
+/// A session's current format version (v3 plus each side's budgets).
+pub const SESSION_FORMAT: u8 = 4;
 /// The second release's format, still read.
 pub const FORMAT_V2: u8 = 2;
 /// The first release's format, still read.
@@ -39,9 +46,13 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// A type stored or sent between nodes: how to read it when an older
-/// release wrote it. Types whose shape did not change read v1 as v2.
+/// A type stored or sent between nodes: the version it is written at, and
+/// how to read it when an older release wrote it. Types whose shape did not
+/// change read v1 as v2 and v2 as v3.
 pub trait Wire: Serialize + DeserializeOwned {
+    /// The version this release writes the type at.
+    const VERSION: u8 = FORMAT_VERSION;
+
     /// Reads a v1 body.
     fn from_v1(body: &[u8]) -> Result<Self, CodecError> {
         body_of(body)
@@ -49,6 +60,11 @@ pub trait Wire: Serialize + DeserializeOwned {
 
     /// Reads a v2 body.
     fn from_v2(body: &[u8]) -> Result<Self, CodecError> {
+        body_of(body)
+    }
+
+    /// Reads a v3 body (of a type now written at a later version).
+    fn from_v3(body: &[u8]) -> Result<Self, CodecError> {
         body_of(body)
     }
 }
@@ -73,12 +89,18 @@ impl Wire for Account {
 }
 
 impl Wire for Session {
+    const VERSION: u8 = SESSION_FORMAT;
+
     fn from_v1(body: &[u8]) -> Result<Self, CodecError> {
         body_of::<legacy::SessionV1>(body).map(Into::into)
     }
 
     fn from_v2(body: &[u8]) -> Result<Self, CodecError> {
         body_of::<legacy::SessionV2>(body).map(Into::into)
+    }
+
+    fn from_v3(body: &[u8]) -> Result<Self, CodecError> {
+        body_of::<legacy::SessionV3>(body).map(Into::into)
     }
 }
 
@@ -88,16 +110,23 @@ impl Wire for Message {
     }
 }
 
-/// Encodes a value in the current envelope.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+/// Encodes a stored value at its type's current version.
+pub fn encode<T: Wire>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    encode_into(value, &mut out);
+    encode_at(T::VERSION, value, &mut out);
     out
 }
 
-/// Appends a value in the current envelope to `out`.
-pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
-    out.push(FORMAT_VERSION);
+/// Encodes a value that exists only in the current format (bus messages,
+/// timers; read back with [`decode_current`]).
+pub fn encode_current<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    encode_at(FORMAT_VERSION, value, &mut out);
+    out
+}
+
+fn encode_at<T: Serialize + ?Sized>(version: u8, value: &T, out: &mut Vec<u8>) {
+    out.push(version);
     // Encoding our own serde types into a Vec cannot fail: no I/O, no
     // unsupported serde features (no flatten/tag/untagged/skip on wire types).
     if let Err(e) = bincode::serde::encode_into_std_write(value, out, config()) {
@@ -108,8 +137,11 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
 /// Decodes a value from an envelope of a known version.
 pub fn decode<T: Wire>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version == T::VERSION {
+        return body_of(body);
+    }
     match version {
-        FORMAT_VERSION => body_of(body),
+        FORMAT_VERSION => T::from_v3(body),
         FORMAT_V2 => T::from_v2(body),
         FORMAT_V1 => T::from_v1(body),
         other => Err(CodecError::UnknownVersion(other)),
@@ -251,7 +283,7 @@ mod tests {
             expires_at: i.expires_at,
             closed_reason: i.closed_reason,
         };
-        let mut bytes = encode(&v2_invitation);
+        let mut bytes = encode_current(&v2_invitation);
         bytes[0] = FORMAT_V2;
         assert_eq!(decode::<Invitation>(&bytes).unwrap(), i);
         let s = session.clone();
@@ -272,11 +304,92 @@ mod tests {
             },
             last_activity: s.last_activity,
         };
-        let mut bytes = encode(&v2_session);
+        let mut bytes = encode_current(&v2_session);
         bytes[0] = FORMAT_V2;
         assert_eq!(decode::<Session>(&bytes).unwrap(), session);
-        // And v3 writes the kind: it round-trips.
+        // And today's writes the kind: it round-trips.
         assert_eq!(decode::<Session>(&encode(&session)).unwrap(), session);
+    }
+
+    /// A session just created by its lead.
+    fn fresh_session() -> Session {
+        let policy = Policy::default();
+        let rules = crate::domain::session::Rules {
+            policy: &policy,
+            now: chrono::Utc::now(),
+        };
+        let lead = crate::domain::AgentRef {
+            id: AgentId::parse("lead").unwrap(),
+            name: display("Lead"),
+        };
+        Session::create(
+            crate::domain::SessionId::random(),
+            AccountId::parse("acme").unwrap(),
+            SessionMode::Web,
+            lead,
+            display("Carl"),
+            rules,
+        )
+        .unwrap()
+        .0
+    }
+
+    /// Sessions alone moved to v4: everything else is written as before,
+    /// so a node of the previous release still reads it.
+    #[test]
+    fn only_sessions_are_written_at_v4() {
+        let session = fresh_session();
+        assert_eq!(encode(&session)[0], SESSION_FORMAT);
+        assert_eq!(encode(&account())[0], FORMAT_VERSION);
+        // A v4 envelope is no account, a v3 body under a v4 byte no session.
+        let mut bytes = encode(&account());
+        bytes[0] = SESSION_FORMAT;
+        assert!(matches!(
+            decode::<Account>(&bytes),
+            Err(CodecError::UnknownVersion(4))
+        ));
+    }
+
+    /// A v3 session counted one message budget and one mask budget: read
+    /// today, every message the customer could read counts on its side
+    /// (at least what it wrote), and every mask change on the lead's.
+    #[test]
+    fn v3_sessions_read_with_each_sides_budget() {
+        let s = fresh_session();
+        let v3 = legacy::SessionV3 {
+            id: s.id.clone(),
+            account: s.account.clone(),
+            mode: s.mode,
+            created_at: s.created_at,
+            ended: s.ended,
+            lead: s.lead.clone(),
+            participants: s.participants.clone(),
+            customer: s.customer.clone(),
+            invitations: s.invitations.clone(),
+            counters: legacy::CountersV3 {
+                messages: 10,
+                customer_messages: 7,
+                invitations: 2,
+                mask_changes: 5,
+            },
+            last_activity: s.last_activity,
+        };
+        let bytes = encode_current(&v3);
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        let read = decode::<Session>(&bytes).unwrap();
+        assert_eq!(read.counters.messages, 10);
+        assert_eq!(read.counters.customer_posts, 7);
+        assert_eq!(read.counters.agent_posts(), 3);
+        assert_eq!(read.counters.mask_changes, 5);
+        assert_eq!(read.counters.collaborator_mask_changes, 0);
+        assert_eq!(read.counters.invitations, 2);
+        // Under a v4 byte, v3's shorter body does not pass for a session.
+        let mut wrong = bytes.clone();
+        wrong[0] = SESSION_FORMAT;
+        assert!(matches!(
+            decode::<Session>(&wrong),
+            Err(CodecError::Malformed(_))
+        ));
     }
 
     /// Golden bytes of v1, as the first release wrote them: still read, with

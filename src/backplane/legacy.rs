@@ -1,6 +1,7 @@
-//! What earlier releases stored (wire formats 1 and 2) or sent on the bus
-//! (the previous release's session events), and how it reads today. Only the shapes that changed are here; the codec decodes older
-//! bodies into them and converts.
+//! What earlier releases stored (wire formats 1 and 2, and sessions of
+//! format 3) or sent on the bus (the previous release's session events), and
+//! how it reads today. Only the shapes that changed are here; the codec
+//! decodes older bodies into them and converts.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -139,7 +140,7 @@ impl From<SessionV1> for Session {
                 messages: s.message_count,
                 customer_messages: s.message_count,
                 invitations: invitations.len() as u64,
-                mask_changes: 0,
+                ..Counters::default()
             },
             invitations,
             last_activity: s.created_at,
@@ -231,12 +232,76 @@ impl From<SessionV2> for Session {
             participants: s.participants,
             customer: s.customer,
             invitations: s.invitations.into_iter().map(Invitation::from).collect(),
-            counters: Counters {
+            counters: CountersV3 {
                 messages: s.counters.messages,
                 customer_messages: s.counters.customer_messages,
                 invitations: s.counters.invitations,
                 mask_changes: 0,
-            },
+            }
+            .into(),
+            last_activity: s.last_activity,
+        }
+    }
+}
+
+/// A v3 session: today's, without each side's budgets.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(super) struct SessionV3 {
+    pub(super) id: SessionId,
+    pub(super) account: AccountId,
+    pub(super) mode: SessionMode,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) ended: Option<Ending>,
+    pub(super) lead: Option<AgentId>,
+    pub(super) participants: Vec<Participant>,
+    pub(super) customer: Customer,
+    pub(super) invitations: Vec<Invitation>,
+    pub(super) counters: CountersV3,
+    pub(super) last_activity: DateTime<Utc>,
+}
+
+/// v3's running counts: one message budget and one mask budget for the
+/// whole session.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(super) struct CountersV3 {
+    pub(super) messages: u64,
+    pub(super) customer_messages: u64,
+    pub(super) invitations: u64,
+    pub(super) mask_changes: u64,
+}
+
+impl From<CountersV3> for Counters {
+    /// Who wrote a v3 session's messages was not counted. Every message the
+    /// customer can read is taken for the customer's (at least as many as
+    /// it wrote), so that each side stays within its budget; and every mask
+    /// change for the lead's.
+    fn from(c: CountersV3) -> Self {
+        Counters {
+            messages: c.messages,
+            customer_messages: c.customer_messages,
+            invitations: c.invitations,
+            mask_changes: c.mask_changes,
+            customer_posts: c.customer_messages.min(c.messages),
+            collaborator_mask_changes: 0,
+        }
+    }
+}
+
+impl From<SessionV3> for Session {
+    fn from(s: SessionV3) -> Self {
+        Session {
+            id: s.id,
+            account: s.account,
+            mode: s.mode,
+            created_at: s.created_at,
+            ended: s.ended,
+            lead: s.lead,
+            participants: s.participants,
+            customer: s.customer,
+            invitations: s.invitations,
+            counters: s.counters.into(),
             last_activity: s.last_activity,
         }
     }

@@ -51,8 +51,11 @@ pub enum DomainError {
     /// A bound of the policy is reached (the name of the policy field).
     #[error("the policy's {0} is reached")]
     LimitReached(&'static str),
-    /// The session's agents were masked and unmasked as often as allowed.
-    #[error("a session's agents may be masked or unmasked at most 1000 times")]
+    /// The caller's side (the lead, or the collaborators masking
+    /// themselves) masked and unmasked as often as allowed.
+    #[error(
+        "the lead, and the collaborators of themselves, may each mask or unmask at most 1000 times per session"
+    )]
     TooManyMaskChanges,
     /// The client's view is out of date (e.g. an old customer generation).
     #[error("{0}")]

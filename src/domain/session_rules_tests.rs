@@ -1839,22 +1839,43 @@ fn the_customers_numbering_counts_only_the_messages_it_may_read() {
 }
 
 #[test]
-fn a_session_holds_at_most_the_policys_messages() {
-    let mut spec = Spec::with(policy(|p| p.max_messages_per_session = 3));
-    spec.run(post(LEAD, "a", Audience::Everyone));
+fn each_side_of_a_session_holds_at_most_the_policys_messages() {
+    let mut spec = Spec::with(policy(|p| p.max_messages_per_session = 2));
+    spec.run(customer_post("a"));
     spec.run(customer_post("b"));
-    spec.run(post(LEAD, "c", Audience::Agents));
+    // The customer used up its side: it is refused ...
+    spec.refuse(
+        customer_post("c"),
+        DomainError::LimitReached("max_messages_per_session"),
+    );
+    // ... and the agents still have theirs, notes to each other included.
+    spec.run(post(LEAD, "d", Audience::Agents));
+    spec.run(post(LEAD, "e", Audience::Everyone));
     for command in [
-        post(LEAD, "d", Audience::Everyone),
-        post(LEAD, "e", Audience::Agents),
-        customer_post("f"),
+        post(LEAD, "f", Audience::Everyone),
+        post(LEAD, "g", Audience::Agents),
+        customer_post("h"),
     ] {
         spec.refuse(
             command,
             DomainError::LimitReached("max_messages_per_session"),
         );
     }
-    assert_eq!(spec.session.counters.messages, 3);
+    assert_eq!(spec.session.counters.messages, 4);
+    assert_eq!(spec.session.counters.customer_posts, 2);
+    assert_eq!(spec.session.counters.agent_posts(), 2);
+}
+
+#[test]
+fn agents_using_up_their_side_leave_the_customer_its_own() {
+    let mut spec = Spec::with(policy(|p| p.max_messages_per_session = 1));
+    spec.run(post(LEAD, "a", Audience::Everyone));
+    spec.refuse(
+        post(LEAD, "b", Audience::Agents),
+        DomainError::LimitReached("max_messages_per_session"),
+    );
+    spec.run(customer_post("c"));
+    assert_eq!(spec.session.counters.messages, 2);
 }
 
 // ---------------------------------------------------------------------------
@@ -2210,7 +2231,7 @@ fn a_refused_command_returns_the_broken_rule_and_the_session_is_unchanged() {
             invalid("text must not be empty"),
         ),
         (
-            customer_post("one too many"),
+            post(LEAD, "one too many", Audience::Agents),
             DomainError::LimitReached("max_messages_per_session"),
         ),
         (leave("eve"), DomainError::NotParticipant),
@@ -2524,6 +2545,26 @@ fn a_session_allows_at_most_1000_masks_and_unmasks() {
     );
     // Asking for the state it is in is no change, and still answers.
     spec.run(set_masked("ann", LEAD, false));
+}
+
+#[test]
+fn a_collaborator_masking_itself_cannot_use_up_the_leads_masks() {
+    let mut spec = Spec::new();
+    spec.join_masked("ann");
+    spec.session.counters.collaborator_mask_changes = MAX_MASK_CHANGES - 1;
+    spec.run(set_masked("ann", "ann", false));
+    spec.refuse(
+        set_masked("ann", "ann", true),
+        DomainError::TooManyMaskChanges,
+    );
+    // The lead's budget is its own: it still masks and unmasks her.
+    spec.run(set_masked("ann", LEAD, true));
+    spec.run(set_masked("ann", LEAD, false));
+    assert_eq!(spec.session.counters.mask_changes, 2);
+    assert_eq!(
+        spec.session.counters.collaborator_mask_changes,
+        MAX_MASK_CHANGES
+    );
 }
 
 // ---------------------------------------------------------------------------

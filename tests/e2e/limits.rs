@@ -92,27 +92,37 @@ async fn a_session_sends_at_most_the_policys_invitations_in_its_life() {
 }
 
 #[actix_rt::test]
-async fn a_session_holds_at_most_the_policys_messages_from_anyone() {
+async fn each_side_of_a_session_holds_at_most_the_policys_messages() {
     let app = TestApp::spawn().await;
     let ([ann], session) =
-        Scene::support_session(&app, json!({"max_messages_per_session": 3}), ["ann"]).await;
+        Scene::support_session(&app, json!({"max_messages_per_session": 2}), ["ann"]).await;
     let (session, customer) = (session.id, session.customer);
     for text in ["one", "two"] {
-        ann.say(&session, text, "everyone").await.expect_status(201);
+        app.customer_say(&customer, text).await.expect_status(201);
     }
-    app.customer_say(&customer, "three")
+    // The customer used up its side, and only its side.
+    let refused = app.customer_say(&customer, "three").await;
+    assert_problem(&refused, 409, "limit_reached");
+    assert!(refused.text.contains("max_messages_per_session"));
+    ann.say(&session, "a note", "agents")
         .await
         .expect_status(201);
-    let refused = ann.say(&session, "four", "agents").await;
+    ann.say(&session, "four", "everyone")
+        .await
+        .expect_status(201);
+    let refused = ann.say(&session, "five", "agents").await;
     assert_problem(&refused, 409, "limit_reached");
     assert!(refused.text.contains("max_messages_per_session"));
     assert_problem(
-        &app.customer_say(&customer, "five").await,
+        &app.customer_say(&customer, "six").await,
         409,
         "limit_reached",
     );
     let all = ann.messages(&session).await.expect_status(200);
-    assert_eq!(pluck(&all["messages"], "text"), ["three", "two", "one"]);
+    assert_eq!(
+        pluck(&all["messages"], "text"),
+        ["four", "a note", "two", "one"]
+    );
 }
 
 #[actix_rt::test]

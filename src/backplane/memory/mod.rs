@@ -254,13 +254,13 @@ async fn drive_timers(
 }
 
 /// A record with the bytes it is stored as (here: its encoding).
-fn stored<T: serde::Serialize>(value: T) -> Stored<T> {
+fn stored<T: codec::Wire>(value: T) -> Stored<T> {
     let bytes = codec::encode(&value);
     Stored { value, bytes }
 }
 
 /// Whether `current` is what an audited `put` expects to replace.
-fn replaces<T: serde::Serialize>(current: Option<&T>, expected: Replaces<'_>) -> Result<()> {
+fn replaces<T: codec::Wire>(current: Option<&T>, expected: Replaces<'_>) -> Result<()> {
     let holds = match expected {
         Replaces::Anything => true,
         Replaces::Nothing => current.is_none(),

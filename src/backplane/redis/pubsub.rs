@@ -97,7 +97,7 @@ pub(super) fn encode(message: &BusMessage) -> Vec<u8> {
             reason: *reason,
         },
     };
-    codec::encode(&wire)
+    codec::encode_current(&wire)
 }
 
 fn decode(payload: &[u8]) -> Result<BusMessage, codec::CodecError> {
@@ -376,7 +376,8 @@ mod tests {
                 ),
             ],
         };
-        let BusMessage::Session { events, .. } = decode(&codec::encode(&old)).unwrap() else {
+        let BusMessage::Session { events, .. } = decode(&codec::encode_current(&old)).unwrap()
+        else {
             panic!("a session message");
         };
         assert_eq!(

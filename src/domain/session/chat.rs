@@ -116,7 +116,14 @@ impl Post {
                 Audience::Everyone,
             ),
         };
-        if s.counters.messages >= u64::from(rules.policy.max_messages_per_session) {
+        // Each side has its own budget: a customer who used up its own
+        // still leaves the agents theirs (agents-only notes included).
+        let written = if by_agent {
+            s.counters.agent_posts()
+        } else {
+            s.counters.customer_posts
+        };
+        if written >= u64::from(rules.policy.max_messages_per_session) {
             return Err(DomainError::LimitReached("max_messages_per_session"));
         }
         let mut message = Message {
@@ -129,6 +136,9 @@ impl Post {
             sent_at: rules.now,
         };
         s.counters.messages += 1;
+        if !by_agent {
+            s.counters.customer_posts += 1;
+        }
         if visibility::customer_may_read(&message) {
             s.counters.customer_messages += 1;
             message.customer_seq = Some(s.counters.customer_messages);

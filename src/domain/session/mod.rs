@@ -57,18 +57,32 @@ pub enum SessionStatus {
 /// not be read to number or bound what comes next.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
-    /// Chat messages written (the last message's `seq`).
+    /// Chat messages written (the last message's `seq`), by either side.
     pub messages: u64,
     /// Messages the customer may see (the last one's customer `seq`).
     pub customer_messages: u64,
     /// Invitations sent.
     pub invitations: u64,
-    /// Masks and unmasks of its agents (each one is an audit entry: they
-    /// are bounded like everything else a session keeps).
+    /// Masks and unmasks made by the lead (each one is an audit entry:
+    /// they are bounded like everything else a session keeps).
     pub mask_changes: u64,
+    /// Messages the customer wrote: the customer's side of the message
+    /// budget, so that a customer alone cannot use up the agents' side.
+    pub customer_posts: u64,
+    /// Masks and unmasks collaborators made of themselves: their own
+    /// budget, so that a collaborator cannot use up the lead's.
+    pub collaborator_mask_changes: u64,
 }
 
-/// The most masks and unmasks one session's agents may have.
+impl Counters {
+    /// Messages the session's agents wrote.
+    pub fn agent_posts(&self) -> u64 {
+        self.messages.saturating_sub(self.customer_posts)
+    }
+}
+
+/// The most masks and unmasks of one side of a session: the lead's, and
+/// the collaborators' of themselves, each.
 pub const MAX_MASK_CHANGES: u64 = 1000;
 
 /// The session aggregate's hot state.

@@ -160,7 +160,15 @@ impl SetMasked {
                     .into(),
             ));
         }
-        if s.counters.mask_changes >= MAX_MASK_CHANGES {
+        // The lead and the collaborators masking themselves have a budget
+        // each: a collaborator toggling itself cannot use up the lead's.
+        let by_lead = s.lead.as_ref() == Some(&self.by);
+        let made = if by_lead {
+            s.counters.mask_changes
+        } else {
+            s.counters.collaborator_mask_changes
+        };
+        if made >= MAX_MASK_CHANGES {
             return Err(DomainError::TooManyMaskChanges);
         }
         let p = s
@@ -170,7 +178,11 @@ impl SetMasked {
             .ok_or(DomainError::ParticipantNotFound)?;
         p.masked = self.masked;
         let participant = p.clone();
-        s.counters.mask_changes += 1;
+        if by_lead {
+            s.counters.mask_changes += 1;
+        } else {
+            s.counters.collaborator_mask_changes += 1;
+        }
         s.touch(rules.now);
         out.events.push(Event::ParticipantUpdated { participant });
         Ok(())
