@@ -166,6 +166,12 @@ pub struct LimitSettings {
     pub admin_rate: u32,
     /// Requests the admin token may make at once.
     pub admin_burst: u32,
+    /// Requests a second all the customer tokens of one account may make
+    /// together, across every node: a bound on customer traffic that the
+    /// account's agents cannot raise by creating sessions.
+    pub customer_rate_per_account: u32,
+    /// Requests they may make at once after a quiet spell.
+    pub customer_burst_per_account: u32,
 }
 
 /// The web console (`/`, `/customer`, `/admin`), served from the binary.
@@ -492,6 +498,11 @@ impl Settings {
                 (1..=1_000_000).contains(&self.limits.admin_rate)
                     && (1..=1_000_000).contains(&self.limits.admin_burst),
                 "limits.admin_rate and limits.admin_burst must be 1 to 1000000",
+            ),
+            (
+                (1..=1_000_000).contains(&self.limits.customer_rate_per_account)
+                    && (1..=1_000_000).contains(&self.limits.customer_burst_per_account),
+                "limits.customer_rate_per_account and limits.customer_burst_per_account must be 1 to 1000000",
             ),
             (
                 (1..=3600).contains(&self.http.request_timeout_secs),

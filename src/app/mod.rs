@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::actors::outbox::{Connect, Inbox, Outbox};
 use crate::actors::session::{Execute, Executed, Want};
 use crate::actors::{Admitted, Metrics, Node, StreamPermit};
-use crate::backplane::{Guard, Rate, RateVerdict};
+use crate::backplane::{CustomerRates, Guard, Rate, RateVerdict};
 use crate::domain::{Account, Agent, AgentId, Command, SessionId};
 
 pub use error::Error;
@@ -155,10 +155,17 @@ pub async fn customer_account(
     session: &SessionId,
     token: &str,
 ) -> Result<CustomerCheck, Error> {
-    let rate = token_rate(node);
+    let limits = &node.settings.limits;
+    let rates = CustomerRates {
+        token: token_rate(node),
+        account: Rate {
+            per_sec: limits.customer_rate_per_account,
+            burst: limits.customer_burst_per_account,
+        },
+    };
     let holder = node
         .backplane
-        .account_for_token(account, session, token, rate)
+        .account_for_token(account, session, token, rates)
         .await?;
     if let RateVerdict::Limited(wait) = holder.rate {
         Metrics::inc(&node.metrics.requests_rate_limited);

@@ -314,6 +314,11 @@ impl AccountKeys {
         self.key(&["rate", token])
     }
 
+    /// The bucket every customer of the account takes a request from.
+    pub fn customers_bucket(&self) -> String {
+        self.key(&["customers-rate"])
+    }
+
     /// A `SCAN` pattern matching every key of the account (ids and
     /// namespaces hold no glob characters).
     pub fn pattern(&self) -> String {

@@ -429,13 +429,16 @@ pub trait Directory: Send + Sync {
     /// An account, whether the token's session is still open, and (if it
     /// is) a request taken from the customer token's bucket, in one round
     /// trip (every customer request starts with it). The token of an ended
-    /// (or expired) session takes nothing: it no longer gets buckets.
+    /// (or expired) session takes nothing: it no longer gets buckets. A
+    /// request the token's bucket allows is then taken from the account's
+    /// bucket of customer requests, which every customer of the account
+    /// shares (a request the token's bucket refuses takes nothing from it).
     async fn account_for_token(
         &self,
         account: &AccountId,
         session: &SessionId,
         token: &str,
-        rate: Rate,
+        rates: CustomerRates,
     ) -> Result<CustomerHolder>;
     /// Accounts in id order, after `after`, at most `limit`.
     async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>>;
@@ -486,6 +489,17 @@ pub struct Rate {
     pub per_sec: u32,
     /// Requests at once after a quiet spell (at least 1).
     pub burst: u32,
+}
+
+/// The two buckets of a customer's request: its token's, and its
+/// account's (every customer of the account together), so that an account's
+/// agents creating sessions cannot mint customer traffic without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CustomerRates {
+    /// The token's bucket.
+    pub token: Rate,
+    /// The account's bucket of customer requests.
+    pub account: Rate,
 }
 
 /// Whether a request could be taken from its bucket.

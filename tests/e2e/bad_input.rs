@@ -620,3 +620,47 @@ async fn requests_racing_for_a_session_that_does_not_exist_are_all_404() {
         }
     }
 }
+
+/// Sends `head` (and nothing else) on a fresh connection: what came back
+/// until it was closed. Blocking: run it off the test's runtime, which
+/// serves the node.
+fn raw_exchange(port: u16, head: &[u8]) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    socket.write_all(head)?;
+    let mut seen = Vec::new();
+    // A read error (a reset after the answer) ends it as a close does.
+    let _ = socket.read_to_end(&mut seen);
+    Ok(String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// A request head HTTP/1.1's grammar refuses (a DEL in a header value) is
+/// answered by actix-http's parser before any of collabd's code runs: a 400
+/// without a body (so without problem+json: no hook of actix-web 4 reaches
+/// it), and the connection is closed. It changes nothing, and the node goes
+/// on serving.
+#[actix_rt::test]
+async fn a_request_head_http_refuses_is_a_bare_400_that_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let body = r#"{"name": "Acme", "policy": {}}"#;
+    let head = format!(
+        "PUT /v1/accounts/delme HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer {ADMIN}\r\n\
+         X-Note: a\x7fb\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let port = app.port;
+    let exchange = |head: String| {
+        actix_rt::task::spawn_blocking(move || raw_exchange(port, head.as_bytes()).unwrap())
+    };
+    let answer = exchange(head.clone()).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    let (_, rest) = answer.split_once("\r\n\r\n").unwrap();
+    assert_eq!(rest, "", "no body: {answer:?}");
+    // Nothing was created, and the node still answers.
+    let read = app.get("/v1/accounts/delme", ADMIN).await;
+    assert_problem(&read, 404, "not_found");
+    let answer = exchange(head.replace("a\x7fb", "ab")).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201 "), "{answer:?}");
+}

@@ -496,6 +496,41 @@ async fn a_token_past_its_rate_is_429_with_retry_after_and_other_tokens_go_on() 
 }
 
 #[actix_rt::test]
+async fn an_accounts_customers_share_one_bucket_that_agents_cannot_raise() {
+    let app = TestApp::spawn_with(|s| {
+        s.limits.customer_rate_per_account = 1;
+        s.limits.customer_burst_per_account = 4;
+    })
+    .await;
+    app.acme(json!({})).await;
+    let ann = app.online(ACME, "ann", "Ann", "support").await;
+    // Every new session is a new customer token with a full bucket of its
+    // own, but they all draw on the account's.
+    let mut customers = Vec::new();
+    for name in ["Carl", "Cora", "Cyd", "Cleo", "Cy"] {
+        customers.push(ann.create_session("web", name).await.customer);
+    }
+    let mut statuses = Vec::new();
+    for customer in &customers {
+        statuses.push(app.customer_session(customer).await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429], "{statuses:?}");
+    let refused = app.customer_say(&customers[0], "hello").await;
+    assert_problem(&refused, 429, "rate_limited");
+    assert!(!refused.retry_after.is_empty(), "{}", refused.text);
+    // The agents and another account's customers are not touched.
+    ann.me().await.expect_status(200);
+    app.account("other", json!({})).await;
+    app.portal("other", "desk", "Desk").await;
+    let olga = app.online("other", "olga", "Olga", "desk").await;
+    let theirs = olga.create_session("web", "Ola").await.customer;
+    app.customer_session(&theirs).await.expect_status(200);
+    // Refilled at 1 a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.customer_session(&customers[4]).await.expect_status(200);
+}
+
+#[actix_rt::test]
 async fn the_admin_token_has_its_own_rate() {
     let app = TestApp::spawn_with(|s| {
         s.limits.admin_rate = 1;

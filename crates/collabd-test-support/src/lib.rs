@@ -32,6 +32,8 @@ pub fn settings() -> Settings {
     s.limits.rate_burst = 1_000_000;
     s.limits.admin_rate = 1_000_000;
     s.limits.admin_burst = 1_000_000;
+    s.limits.customer_rate_per_account = 1_000_000;
+    s.limits.customer_burst_per_account = 1_000_000;
     s
 }
 

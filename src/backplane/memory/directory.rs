@@ -7,9 +7,14 @@ use chrono::{DateTime, Utc};
 
 use super::{MemoryBackplane, replaces, stored};
 use crate::backplane::{
-    Audited, CustomerHolder, Directory, Rate, RateVerdict, Result, Stored, TokenHolder,
+    Audited, CustomerHolder, CustomerRates, Directory, Rate, RateVerdict, Result, Stored,
+    TokenHolder,
 };
 use crate::domain::{Account, AccountId, Agent, AgentId, Portal, PortalId, SessionId};
+
+/// The name of an account's bucket of customer requests among its tokens'
+/// buckets (no token is blank-led).
+const CUSTOMERS_BUCKET: &str = " customers";
 
 #[async_trait]
 impl Directory for MemoryBackplane {
@@ -136,7 +141,7 @@ impl Directory for MemoryBackplane {
         account: &AccountId,
         session: &SessionId,
         token: &str,
-        rate: Rate,
+        rates: CustomerRates,
     ) -> Result<CustomerHolder> {
         let mut s = self.store();
         let now = Instant::now();
@@ -145,7 +150,14 @@ impl Directory for MemoryBackplane {
             .and_then(|d| d.session(session, now))
             .is_some_and(|stored| stored.delete_at.is_none());
         let rate = if session_open {
-            s.take(Some((account.clone(), token.to_owned())), rate, now)
+            match s.take(Some((account.clone(), token.to_owned())), rates.token, now) {
+                RateVerdict::Allowed => s.take(
+                    Some((account.clone(), CUSTOMERS_BUCKET.to_owned())),
+                    rates.account,
+                    now,
+                ),
+                limited => limited,
+            }
         } else {
             RateVerdict::Allowed
         };

@@ -13,8 +13,8 @@ use super::{
     RedisBackplane, audit_args, corrupt, decoded, replaces_args, set_outcome, stored, unavailable,
 };
 use crate::backplane::{
-    Audited, BackplaneError, CustomerHolder, Directory, Rate, RateVerdict, Result, Stored,
-    TokenHolder, codec,
+    Audited, BackplaneError, CustomerHolder, CustomerRates, Directory, Rate, RateVerdict, Result,
+    Stored, TokenHolder, codec,
 };
 use crate::domain::session::SessionStatus;
 use crate::domain::{Account, AccountId, Agent, AgentId, Portal, PortalId, SessionId};
@@ -181,7 +181,7 @@ impl Directory for RedisBackplane {
         account: &AccountId,
         session: &SessionId,
         token: &str,
-        rate: Rate,
+        rates: CustomerRates,
     ) -> Result<CustomerHolder> {
         let k = self.account_keys(account);
         let (a, open, wait): (Option<Vec<u8>>, u8, u64) = self
@@ -191,9 +191,12 @@ impl Directory for RedisBackplane {
             .key(k.bucket(token))
             .key(k.session(session))
             .key(k.sessions_index(SessionStatus::Ended))
-            .arg(rate.per_sec)
-            .arg(rate.burst)
+            .key(k.customers_bucket())
+            .arg(rates.token.per_sec)
+            .arg(rates.token.burst)
             .arg(session.as_str())
+            .arg(rates.account.per_sec)
+            .arg(rates.account.burst)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

@@ -269,22 +269,30 @@ return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], ARGV[1]),
 "#;
 
 /// An account, whether a session is open, and (if it is) one request from
-/// its customer token's bucket.
+/// its customer token's bucket, then (if that had one) from the account's
+/// bucket of customer requests.
 ///
 /// ```text
 /// KEYS[1] the account   KEYS[2] the token's bucket
 /// KEYS[3] the session   KEYS[4] the account's ended sessions
+/// KEYS[5] the account's customers' bucket
 /// ARGV[1] requests a second   ARGV[2] burst   ARGV[3] the session id
+/// ARGV[4] the account's customer requests a second   ARGV[5] their burst
 /// ```
 ///
 /// Returns `{account or false, open (1/0), wait}` (`wait` as in
-/// ACCOUNT_AND_AGENT; 0 when the session is not open: nothing is taken).
+/// ACCOUNT_AND_AGENT, of the bucket that refused; 0 when the session is not
+/// open: nothing is taken).
 pub const ACCOUNT_FOR_TOKEN: &str = r#"
 local account = redis.call('GET', KEYS[1])
 if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('ZSCORE', KEYS[4], ARGV[3]) then
   return {account, 0, 0}
 end
-return {account, 1, take(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))}
+local wait = take(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))
+if wait == 0 then
+  wait = take(KEYS[5], tonumber(ARGV[4]), tonumber(ARGV[5]))
+end
+return {account, 1, wait}
 "#;
 
 /// One request from a bucket (the admin token's).

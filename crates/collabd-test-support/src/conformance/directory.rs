@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use collabd::backplane::{Audited, Backplane, Rate, RateVerdict};
+use collabd::backplane::{Audited, Backplane, CustomerRates, Rate, RateVerdict};
 use collabd::domain::id::random_id;
 use collabd::domain::session::SessionStatus;
 use collabd::domain::{AccountId, AgentId, PortalId};
@@ -307,7 +307,7 @@ pub async fn rate_buckets_allow_a_burst_then_refill(bp: &dyn Backplane) {
     // The same token's customer-style read takes from the same bucket.
     let live = Live::started(bp, &acc, &a).await;
     let holder = bp
-        .account_for_token(&acc, live.id(), &token, rate)
+        .account_for_token(&acc, live.id(), &token, token_only(rate))
         .await
         .unwrap();
     assert_eq!(
@@ -326,7 +326,7 @@ pub async fn rate_buckets_allow_a_burst_then_refill(bp: &dyn Backplane) {
     // Another token has its own bucket.
     let other = random_id("tok");
     assert_eq!(
-        bp.account_for_token(&acc, live.id(), &other, rate)
+        bp.account_for_token(&acc, live.id(), &other, token_only(rate))
             .await
             .unwrap()
             .rate,
@@ -352,6 +352,84 @@ pub async fn rate_buckets_allow_a_burst_then_refill(bp: &dyn Backplane) {
         limited |= matches!(bp.take_admin(admin).await.unwrap(), RateVerdict::Limited(_));
     }
     assert!(limited, "the admin's bucket empties too");
+}
+
+/// A customer token's bucket, with the account's bucket of customer
+/// requests out of the way.
+pub(super) fn token_only(token: Rate) -> CustomerRates {
+    CustomerRates {
+        token,
+        account: Rate {
+            per_sec: 1_000_000,
+            burst: 1_000_000,
+        },
+    }
+}
+
+/// Every customer token of an account takes from the account's bucket of
+/// customer requests too, once its own bucket allowed the request (a
+/// request its own bucket refuses takes nothing from the account's); the
+/// customers of another account have their own.
+pub async fn rate_customers_of_an_account_share_its_bucket(bp: &dyn Backplane) {
+    let (acc, other_acc) = (account_id(), account_id());
+    let a = agent_id();
+    for id in [&acc, &other_acc] {
+        bp.put_account(&account(id, "Acme"), Audited::NONE)
+            .await
+            .unwrap();
+    }
+    let live = Live::started(bp, &acc, &a).await;
+    let elsewhere = Live::started(bp, &other_acc, &a).await;
+    let rates = CustomerRates {
+        token: Rate {
+            per_sec: 1,
+            burst: 1,
+        },
+        account: Rate {
+            per_sec: 1,
+            burst: 3,
+        },
+    };
+    let take = |account: AccountId, session: collabd::domain::SessionId, token: String| async move {
+        bp.account_for_token(&account, &session, &token, rates)
+            .await
+            .unwrap()
+            .rate
+    };
+    let first = random_id("tok");
+    let id = live.id().clone();
+    // One token, over its own rate: one request, then refused by its own
+    // bucket, which spends nothing of the account's.
+    assert_eq!(
+        take(acc.clone(), id.clone(), first.clone()).await,
+        RateVerdict::Allowed
+    );
+    for _ in 0..3 {
+        assert!(matches!(
+            take(acc.clone(), id.clone(), first.clone()).await,
+            RateVerdict::Limited(_)
+        ));
+    }
+    // Two more tokens of the account get the account's two left ...
+    for _ in 0..2 {
+        assert_eq!(
+            take(acc.clone(), id.clone(), random_id("tok")).await,
+            RateVerdict::Allowed
+        );
+    }
+    // ... and then a fresh token is refused: the account's bucket is empty.
+    match take(acc.clone(), id.clone(), random_id("tok")).await {
+        RateVerdict::Limited(wait) => assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "one request fits again within a second: {wait:?}"
+        ),
+        RateVerdict::Allowed => panic!("a fresh token went past the account's bucket"),
+    }
+    // Another account's customers are not touched.
+    assert_eq!(
+        take(other_acc.clone(), elsewhere.id().clone(), random_id("tok")).await,
+        RateVerdict::Allowed
+    );
 }
 
 /// Accounts and agents are listed in id order, in pages after a cursor;

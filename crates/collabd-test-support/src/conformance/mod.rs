@@ -95,6 +95,7 @@ pub use directory::{
     directory_agents_are_scoped_by_account, directory_lists_in_pages_and_deletes,
     directory_portals_are_scoped_by_account_and_listed_sorted,
     directory_revocation_marks_refuse_older_tokens, rate_buckets_allow_a_burst_then_refill,
+    rate_customers_of_an_account_share_its_bucket,
 };
 pub use fanout::{
     bus_a_late_subscriber_sees_only_later_messages,

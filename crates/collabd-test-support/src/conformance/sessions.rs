@@ -553,7 +553,7 @@ pub async fn sessions_an_ended_session_is_gone_after_its_retention(bp: &dyn Back
         burst: 1,
     };
     let customer = bp
-        .account_for_token(&acc, &sid, "cust", once)
+        .account_for_token(&acc, &sid, "cust", super::directory::token_only(once))
         .await
         .unwrap();
     assert!(customer.session_open);
@@ -590,7 +590,7 @@ pub async fn sessions_an_ended_session_is_gone_after_its_retention(bp: &dyn Back
     // …and once it ended the token is no longer good: it takes nothing
     // (its burst of 1 was spent: a take would be refused).
     let customer = bp
-        .account_for_token(&acc, &sid, "cust", once)
+        .account_for_token(&acc, &sid, "cust", super::directory::token_only(once))
         .await
         .unwrap();
     assert_eq!(
@@ -615,7 +615,7 @@ pub async fn sessions_an_ended_session_is_gone_after_its_retention(bp: &dyn Back
         Fresh::Gone
     );
     assert!(
-        !bp.account_for_token(&acc, &sid, "cust", once)
+        !bp.account_for_token(&acc, &sid, "cust", super::directory::token_only(once))
             .await
             .unwrap()
             .session_open,

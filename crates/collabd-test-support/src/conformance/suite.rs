@@ -51,6 +51,7 @@ macro_rules! backplane_conformance_suite {
             directory_account_and_agent_reads_both,
             directory_revocation_marks_refuse_older_tokens,
             rate_buckets_allow_a_burst_then_refill,
+            rate_customers_of_an_account_share_its_bucket,
             directory_lists_in_pages_and_deletes,
             sessions_are_listed_by_status_in_pages,
             presence_login_returns_previous_and_logout_clears,
