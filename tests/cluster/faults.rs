@@ -300,6 +300,10 @@ async fn a_load_run_through_a_master_kill_and_a_node_kill_keeps_every_acknowledg
     // The killed node's streams (a third of the agents and customers) broke
     // and were held again through the other nodes.
     assert!(count(&report, "stream_drops") >= agents / 3, "{stdout}");
+    assert!(
+        count(&report, "failovers") > 0,
+        "calls to the dead node went to another:\n{stdout}"
+    );
     let held = count(&timeline[timeline.len() - 1], "open_streams");
     assert_eq!(
         held,

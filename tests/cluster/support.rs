@@ -3,7 +3,7 @@
 //! with a certificate the test generated, and collabd nodes run from the
 //! built binary that a test can `kill -9`. Everything is cleaned up on drop.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -224,6 +224,8 @@ impl Node {
             .env("COLLABD__LIMITS__RATE_BURST", "1000000")
             .env("COLLABD__LIMITS__ADMIN_RATE", "1000000")
             .env("COLLABD__LIMITS__ADMIN_BURST", "1000000")
+            .env("COLLABD__LIMITS__CUSTOMER_RATE_PER_ACCOUNT", "1000000")
+            .env("COLLABD__LIMITS__CUSTOMER_BURST_PER_ACCOUNT", "1000000")
             .env("COLLABD__LOG__FORMAT", "json")
             .env("COLLABD__LOG__LEVEL", "warn,collabd::startup=info")
             .envs(env.iter().copied())
@@ -235,10 +237,22 @@ impl Node {
         let (tx, rx) = mpsc::channel();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let kept = logs.clone();
+        // To look into a run afterwards: every node's lines also go to
+        // `$COLLABD_TEST_NODE_LOGS/<name>.log`.
+        let mut copy = std::env::var_os("COLLABD_TEST_NODE_LOGS").and_then(|dir| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(Path::new(&dir).join(format!("{name}.log")))
+                .ok()
+        });
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(port) = listening_port(&line) {
                     let _ = tx.send(port);
+                }
+                if let Some(file) = copy.as_mut() {
+                    let _ = writeln!(file, "{line}");
                 }
                 kept.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }

@@ -148,6 +148,9 @@ pub struct Observed {
     pub ghost_offers: u64,
     /// Offers to agents whose stream had been down less than the fade bound.
     pub offers_while_down: u64,
+    /// Calls and streams that went to another node than the one picked
+    /// (the picked one could not be reached).
+    pub failovers: u64,
     /// The run second by second, and its faults.
     pub timeline: Timeline,
     /// Acknowledged accepts read back after the drain (`--read-back`).
@@ -225,6 +228,7 @@ impl Observed {
             late_withdrawals: 0,
             ghost_offers: 0,
             offers_while_down: 0,
+            failovers: 0,
             timeline: Timeline::default(),
             read_back: 0,
             acknowledged_lost: 0,
@@ -417,6 +421,9 @@ pub struct Report {
     pub ghost_offers: u64,
     /// Offers to agents whose stream had been down less than the bound.
     pub offers_while_down: u64,
+    /// Calls and streams sent to another node because the one picked
+    /// could not be reached.
+    pub failovers: u64,
     /// The fade bound the offers were judged by, in seconds.
     pub fade_bound_s: f64,
     /// Runs of seconds in which invitation POSTs were refused or failed.
@@ -631,6 +638,7 @@ impl Report {
             late_withdrawals: observed.late_withdrawals,
             ghost_offers: observed.ghost_offers,
             offers_while_down: observed.offers_while_down,
+            failovers: observed.failovers,
             fade_bound_s: args.fade_bound.as_secs_f64(),
             outages: timeline::outages(&seconds),
             faults: observed.timeline.faults.clone(),
@@ -735,6 +743,13 @@ impl Report {
                 self.offers_while_down,
                 self.fade_bound_s,
                 self.ghost_offers
+            );
+        }
+        if self.failovers > 0 {
+            let _ = writeln!(
+                out,
+                "failovers: {} calls and streams went to another node",
+                self.failovers
             );
         }
         if self.read_back > 0 {

@@ -422,6 +422,7 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     observed.stream_drops = run.counters.drops.get();
     observed.ghost_offers = run.counters.ghost_offers.get();
     observed.offers_while_down = run.counters.offers_while_down.get();
+    observed.failovers = run.nodes.failovers();
     observed.schedule_lag = lag;
     observed.cpu = Some(cpu::CpuUse::between(
         &args.node_pids,

@@ -131,18 +131,55 @@ impl redis::aio::ConnectionLike for Conn {
 }
 
 /// The shared connection, each round trip timed for `/metrics`
-/// (`collabd_redis_command_duration_seconds`).
+/// (`collabd_redis_command_duration_seconds`) and bounded by a deadline of
+/// its own. The client's response timeout covers an answer that does not
+/// come on a live connection; the deadline covers everything else a
+/// command may wait on inside the client (a slot refresh, a reconnect, a
+/// redirect, its retries): after a master's failover under load one node
+/// held ~150 requests for minutes while the others answered 503 at once,
+/// each holding a place among the node's requests and its session actor.
 #[derive(Clone)]
-pub(super) struct Timed(pub(super) Conn);
+pub(super) struct Timed<C = Conn> {
+    conn: C,
+    deadline: Duration,
+}
 
-impl redis::aio::ConnectionLike for Timed {
+/// How long any one command may take, whatever the client does inside:
+/// its retries (`CLUSTER_RETRIES`, each up to `REDIS_TIMEOUT` plus a wait
+/// of at most 500 ms) fit, with room.
+pub(super) const COMMAND_DEADLINE: Duration = Duration::from_secs(6);
+
+impl<C> Timed<C> {
+    /// Commands on `conn`, each within [`COMMAND_DEADLINE`].
+    pub(super) fn new(conn: C) -> Self {
+        Self::within(conn, COMMAND_DEADLINE)
+    }
+
+    /// Commands on `conn`, each within `deadline`.
+    pub(super) fn within(conn: C, deadline: Duration) -> Self {
+        Self { conn, deadline }
+    }
+}
+
+/// The error of a command past its deadline: the backplane is unavailable.
+pub(super) fn past_deadline(deadline: Duration) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {} ms", deadline.as_millis()),
+    ))
+}
+
+impl<C: redis::aio::ConnectionLike + Send> redis::aio::ConnectionLike for Timed<C> {
     fn req_packed_command<'a>(
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let answer = self.0.req_packed_command(cmd).await;
+            let deadline = self.deadline;
+            let answer = tokio::time::timeout(deadline, self.conn.req_packed_command(cmd))
+                .await
+                .unwrap_or_else(|_| Err(past_deadline(deadline)));
             crate::metrics::redis_round_trip(started.elapsed());
             answer
         })
@@ -156,14 +193,20 @@ impl redis::aio::ConnectionLike for Timed {
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let answer = self.0.req_packed_commands(pipeline, offset, count).await;
+            let deadline = self.deadline;
+            let answer = tokio::time::timeout(
+                deadline,
+                self.conn.req_packed_commands(pipeline, offset, count),
+            )
+            .await
+            .unwrap_or_else(|_| Err(past_deadline(deadline)));
             crate::metrics::redis_round_trip(started.elapsed());
             answer
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        self.conn.get_db()
     }
 }
 
@@ -255,5 +298,53 @@ impl RedisBackplane {
         tokio::spawn(timers::heartbeat(Arc::downgrade(&backplane)));
         tokio::spawn(lease::run(Arc::downgrade(&backplane)));
         Ok(backplane)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that takes every command and never answers.
+    struct Silent;
+
+    impl redis::aio::ConnectionLike for Silent {
+        fn req_packed_command<'a>(
+            &'a mut self,
+            _: &'a redis::Cmd,
+        ) -> redis::RedisFuture<'a, redis::Value> {
+            Box::pin(std::future::pending())
+        }
+
+        fn req_packed_commands<'a>(
+            &'a mut self,
+            _: &'a redis::Pipeline,
+            _: usize,
+            _: usize,
+        ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+            Box::pin(std::future::pending())
+        }
+
+        fn get_db(&self) -> i64 {
+            0
+        }
+    }
+
+    /// A command the client never answers fails at its deadline, as a
+    /// timeout (so the request is a 503), commands and pipelines alike.
+    #[tokio::test]
+    async fn a_command_never_answered_fails_at_its_deadline() {
+        let mut conn = Timed::within(Silent, Duration::from_millis(20));
+        let got: redis::RedisResult<String> =
+            redis::cmd("GET").arg("k").query_async(&mut conn).await;
+        let e = got.expect_err("no answer is an error");
+        assert!(e.is_timeout(), "{e}");
+        assert!(e.to_string().contains("no answer within 20 ms"), "{e}");
+        let got: redis::RedisResult<(String,)> = redis::pipe()
+            .cmd("GET")
+            .arg("k")
+            .query_async(&mut conn)
+            .await;
+        assert!(got.expect_err("no answer").is_timeout());
     }
 }

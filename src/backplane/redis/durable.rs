@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::{Conn, Timed, unavailable};
+use super::{COMMAND_DEADLINE, Conn, Timed, unavailable};
 use crate::backplane::{BackplaneError, Result};
 
 /// Connections kept for `WAIT`: how many confirmations run at once (each
@@ -92,7 +92,8 @@ impl Durable {
             .cmd("WAIT")
             .arg(self.replicas)
             .arg(timeout_ms);
-        let mut timed = Timed(conn.clone());
+        // The WAIT may take its whole timeout on top of any command's time.
+        let mut timed = Timed::within(conn.clone(), self.timeout + COMMAND_DEADLINE);
         let (acknowledged,): (u32,) = pipe.query_async(&mut timed).await.map_err(unavailable)?;
         drop(conn);
         if acknowledged >= self.replicas {

@@ -65,7 +65,7 @@ use super::keys::{AccountKeys, Keyspace};
 use super::{Audited, BackplaneError, Deadline, Replaces, Result, Stored, Versioned, codec};
 use crate::domain::audit::MAX_ACCOUNT_ENTRIES;
 use crate::domain::{AccountId, AgentId, AuditEntry, Session};
-use connect::{Conn, Timed};
+use connect::{COMMAND_DEADLINE, Conn, Timed};
 pub use lease::FADE_BOUND;
 use pubsub::{Senders, SubCommand};
 use scripts::Scripts;
@@ -220,7 +220,7 @@ impl RedisBackplane {
     }
 
     fn conn(&self) -> Timed {
-        Timed(self.conn.clone())
+        Timed::new(self.conn.clone())
     }
 
     fn account_keys(&self, account: &AccountId) -> AccountKeys {
@@ -280,7 +280,12 @@ impl RedisBackplane {
                     Route::new(slot, SlotAddr::Master),
                 ));
                 let started = std::time::Instant::now();
-                let value = cluster.clone().route_command(cmd, route).await;
+                let value = tokio::time::timeout(
+                    COMMAND_DEADLINE,
+                    cluster.clone().route_command(cmd, route),
+                )
+                .await
+                .unwrap_or_else(|_| Err(connect::past_deadline(COMMAND_DEADLINE)));
                 crate::metrics::redis_round_trip(started.elapsed());
                 Ok(redis::from_redis_value(value?)?)
             }
