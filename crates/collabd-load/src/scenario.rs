@@ -41,8 +41,13 @@ const SETUP_LIMIT: Duration = Duration::from_secs(120);
 const PROGRESS_TICK: Duration = Duration::from_millis(200);
 /// How often invitations past their grace are judged.
 const SWEEP_TICK: Duration = Duration::from_millis(50);
-/// Pause before reopening a stream the server closed.
+/// Pause before reopening a stream the server closed, doubled after each
+/// failed try up to [`RECONNECT_PAUSE_MAX`] (as a console backs off: a
+/// node answering 503 through a failover is not asked ten times a second
+/// by every stream).
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two tries to reopen a stream.
+const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(2);
 /// The account's invitation TTL: far longer than any run's accept delay,
 /// so expiry never decides a race.
 const INVITATION_TTL_SECS: u64 = 120;
@@ -1060,7 +1065,8 @@ async fn agent_stream(run: Rc<Run>, i: usize, mut body: Option<super::client::Bo
 }
 
 /// Opens a stream again (through another node when its own is gone),
-/// trying every [`RECONNECT_PAUSE`]; `None` once the run is over.
+/// backing off from [`RECONNECT_PAUSE`] to [`RECONNECT_PAUSE_MAX`]; `None`
+/// once the run is over.
 async fn reopen(
     run: &Run,
     label: &str,
@@ -1068,6 +1074,7 @@ async fn reopen(
     path: &str,
     token: &str,
 ) -> Option<(usize, super::client::Body)> {
+    let mut pause = RECONNECT_PAUSE;
     loop {
         match run.nodes.open_stream_at(node, path, token).await {
             Ok(opened) => return Some(opened),
@@ -1076,10 +1083,16 @@ async fn reopen(
                 if *run.stop.borrow() {
                     return None;
                 }
-                tokio::time::sleep(RECONNECT_PAUSE).await;
+                tokio::time::sleep(pause).await;
+                pause = backoff(pause);
             }
         }
     }
+}
+
+/// The pause after `pause`: twice as long, at most [`RECONNECT_PAUSE_MAX`].
+fn backoff(pause: Duration) -> Duration {
+    (pause * 2).min(RECONNECT_PAUSE_MAX)
 }
 
 /// [`pump`], counting the stream as open meanwhile.
@@ -1529,6 +1542,17 @@ async fn leave_now(run: &Run, agent: u32, session: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_reopen_backs_off_to_two_seconds() {
+        let mut pause = RECONNECT_PAUSE;
+        let mut seen = vec![pause.as_millis()];
+        for _ in 0..7 {
+            pause = backoff(pause);
+            seen.push(pause.as_millis());
+        }
+        assert_eq!(seen, [100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+    }
 
     #[test]
     fn event_heads_read_only_what_they_need_and_borrow_ids() {
