@@ -2,7 +2,7 @@
 //! URL says `rediss://`), the connection every command goes through, timed
 //! for `/metrics`, and the start of the backplane with its tasks.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,7 +96,7 @@ pub(super) fn cluster_connection(
 #[derive(Clone)]
 pub(super) enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Cluster),
 }
 
 impl redis::aio::ConnectionLike for Conn {
@@ -106,7 +106,11 @@ impl redis::aio::ConnectionLike for Conn {
     ) -> redis::RedisFuture<'a, redis::Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => Box::pin(async move {
+                let answer = c.current().req_packed_command(cmd).await;
+                c.observe(&answer);
+                answer
+            }),
         }
     }
 
@@ -118,7 +122,14 @@ impl redis::aio::ConnectionLike for Conn {
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => Box::pin(async move {
+                let answer = c
+                    .current()
+                    .req_packed_commands(pipeline, offset, count)
+                    .await;
+                c.observe(&answer);
+                answer
+            }),
         }
     }
 
@@ -127,6 +138,117 @@ impl redis::aio::ConnectionLike for Conn {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(_) => 0,
         }
+    }
+}
+
+/// A Redis Cluster command connection that replaces itself when it wedges.
+///
+/// Seen under load (redis 1.8.1): after a master's failover, one node's
+/// client began a slot refresh that never ended; from then on every command
+/// waited out its response timeout, for minutes, while the other nodes and
+/// the cluster itself were fine. So: when commands time out and none has
+/// succeeded for [`WEDGED_AFTER`], a new client is connected in its place
+/// (at most once per [`REPLACE_EVERY`]); commands running on the old one
+/// finish or time out on it.
+#[derive(Clone)]
+pub(super) struct Cluster {
+    inner: Arc<ClusterInner>,
+}
+
+struct ClusterInner {
+    current: std::sync::RwLock<ClusterConnection>,
+    connect: Box<dyn Fn() -> Result<ClusterConnection> + Send + Sync>,
+    epoch: std::time::Instant,
+    /// When a command last succeeded, in ms since `epoch`.
+    last_ok: AtomicU64,
+    /// When the client was last connected, in ms since `epoch`.
+    connected: AtomicU64,
+}
+
+/// Commands timing out with none succeeding for this long: the client is
+/// wedged (longer than a failover's retries, which end in errors anyway).
+pub(super) const WEDGED_AFTER: Duration = Duration::from_secs(5);
+/// The least time between two replacements of a cluster client.
+pub(super) const REPLACE_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether a client whose last success was at `last_ok` and which was
+/// connected at `connected` (ms) should be replaced at `now` after a
+/// timeout.
+fn wedged(now: u64, last_ok: u64, connected: u64) -> bool {
+    now.saturating_sub(last_ok) >= WEDGED_AFTER.as_millis() as u64
+        && now.saturating_sub(connected) >= REPLACE_EVERY.as_millis() as u64
+}
+
+impl Cluster {
+    /// A client from `connect`, which is called again to replace it.
+    pub(super) fn new(
+        connect: impl Fn() -> Result<ClusterConnection> + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let first = connect()?;
+        Ok(Self {
+            inner: Arc::new(ClusterInner {
+                current: std::sync::RwLock::new(first),
+                connect: Box::new(connect),
+                epoch: std::time::Instant::now(),
+                last_ok: AtomicU64::new(0),
+                connected: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn current(&self) -> ClusterConnection {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn now(&self) -> u64 {
+        self.inner.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Notes how a command went; a timeout of a wedged client replaces it.
+    fn observe<T>(&self, answer: &redis::RedisResult<T>) {
+        let inner = &self.inner;
+        match answer {
+            Ok(_) => inner.last_ok.store(self.now(), Ordering::Relaxed),
+            Err(e) if e.is_timeout() => {
+                let now = self.now();
+                let connected = inner.connected.load(Ordering::Relaxed);
+                if wedged(now, inner.last_ok.load(Ordering::Relaxed), connected)
+                    && inner
+                        .connected
+                        .compare_exchange(connected, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    match (inner.connect)() {
+                        Ok(fresh) => {
+                            *inner.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                            tracing::warn!(
+                                "Redis Cluster client wedged (commands timing out, none answered for {} s): replaced",
+                                WEDGED_AFTER.as_secs()
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot replace a wedged Redis Cluster client")
+                        }
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// [`ClusterConnection::route_command`] on the current client.
+    pub(super) async fn route_command(
+        &self,
+        cmd: redis::Cmd,
+        routing: redis::cluster_routing::RoutingInfo,
+    ) -> redis::RedisResult<redis::Value> {
+        let answer = self.current().route_command(cmd, routing).await;
+        self.observe(&answer);
+        answer
     }
 }
 
@@ -226,9 +348,14 @@ impl RedisBackplane {
         let (conn, subscriber, durable) = if cluster {
             let durable =
                 durable::Durable::new(settings.wait_replicas, settings.wait_timeout(), || {
-                    cluster_connection(settings, wait_timeout).map(Conn::Cluster)
+                    let settings = settings.clone();
+                    Cluster::new(move || cluster_connection(&settings, wait_timeout))
+                        .map(Conn::Cluster)
                 })?;
-            let conn = cluster_connection(settings, REDIS_TIMEOUT)?;
+            let conn = {
+                let settings = settings.clone();
+                Cluster::new(move || cluster_connection(&settings, REDIS_TIMEOUT))?
+            };
             let shards = shards::ShardClients::new(settings, tls_certificates(settings)?)?;
             (
                 Conn::Cluster(conn.clone()),
@@ -346,5 +473,30 @@ mod tests {
             .query_async(&mut conn)
             .await;
         assert!(got.expect_err("no answer").is_timeout());
+    }
+}
+
+#[cfg(test)]
+mod wedge_tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_replaced_only_when_nothing_succeeded_for_a_while_and_not_too_often() {
+        let (wedged_ms, every_ms) = (
+            WEDGED_AFTER.as_millis() as u64,
+            REPLACE_EVERY.as_millis() as u64,
+        );
+        let start = every_ms;
+        // A success a moment ago: a timeout is a failover's, not a wedge.
+        assert!(!wedged(start + 1_000, start, 0));
+        // Nothing answered for WEDGED_AFTER: replace.
+        assert!(wedged(start + wedged_ms, start, 0));
+        // Replaced a moment ago: not again yet, however long it fails.
+        assert!(!wedged(start + wedged_ms, start, start + wedged_ms - 1));
+        assert!(wedged(
+            start + wedged_ms + every_ms,
+            start,
+            start + wedged_ms
+        ));
     }
 }

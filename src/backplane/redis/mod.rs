@@ -57,7 +57,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
-use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Client};
 use tokio::sync::{mpsc, watch};
 
@@ -159,7 +158,7 @@ enum Subscriber {
     Single(Client),
     /// One connection per shard of the cluster (`shards.rs`); the command
     /// connection reads the slot map.
-    Shards(ClusterConnection, shards::ShardClients),
+    Shards(connect::Cluster, shards::ShardClients),
 }
 
 /// Why this node keeps an agent's presence fresh.

@@ -36,8 +36,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::connect::Cluster;
 use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
@@ -149,7 +149,7 @@ fn owner(slots: &Slots, of: u16) -> Option<Addr> {
 }
 
 struct Subscriber {
-    cluster: ClusterConnection,
+    cluster: Cluster,
     clients: ShardClients,
     senders: Senders,
     pushes: mpsc::UnboundedSender<(Addr, u64, PushInfo)>,
@@ -169,7 +169,7 @@ struct Subscriber {
 /// Keeps this node's sharded subscriptions (see the module documentation)
 /// and bumps `resync` after each gap closed.
 pub(super) async fn run(
-    cluster: ClusterConnection,
+    cluster: Cluster,
     clients: ShardClients,
     senders: Senders,
     mut commands: mpsc::UnboundedReceiver<SubCommand>,
