@@ -120,6 +120,15 @@ pub fn redis_round_trip(took: Duration) {
     REDIS_SECONDS.observe(took.as_secs_f64());
 }
 
+/// Redis Cluster clients replaced because they had wedged, by every Redis
+/// backplane of the process.
+pub static REDIS_CLIENTS_REPLACED: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// Counts one wedged Redis Cluster client replaced.
+pub fn redis_client_replaced() {
+    REDIS_CLIENTS_REPLACED.inc();
+}
+
 /// Everything a node counts and times.
 #[derive(Debug)]
 pub struct Metrics {
@@ -297,6 +306,11 @@ impl Metrics {
             "collabd_redis_command_duration_seconds",
             "Round trips to Redis (commands, scripts, pipelines) of this process",
             REDIS_SECONDS.clone(),
+        );
+        registry.register(
+            "collabd_redis_clients_replaced",
+            "Redis Cluster clients this process replaced because they had wedged (commands timing out, none answered for 5 s)",
+            REDIS_CLIENTS_REPLACED.clone(),
         );
         let open_streams = Family::<RoleLabel, Gauge>::default();
         registry.register(

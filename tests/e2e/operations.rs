@@ -61,6 +61,7 @@ async fn metrics_are_prometheus_text_with_collabd_counters() {
         "collabd_slow_clients_dropped",
         "collabd_http_requests",
         "collabd_pubsub_reconnects",
+        "collabd_redis_clients_replaced",
     ] {
         assert!(
             reply.text.contains(&format!("# TYPE {name} counter")),

@@ -225,6 +225,7 @@ impl Cluster {
                     match (inner.connect)() {
                         Ok(fresh) => {
                             *inner.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                            crate::metrics::redis_client_replaced();
                             tracing::warn!(
                                 "Redis Cluster client wedged (commands timing out, none answered for {} s): replaced",
                                 WEDGED_AFTER.as_secs()
