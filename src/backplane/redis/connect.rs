@@ -284,12 +284,23 @@ impl<C> Timed<C> {
     }
 }
 
-/// The error of a command past its deadline: the backplane is unavailable.
-pub(super) fn past_deadline(deadline: Duration) -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("no answer within {} ms", deadline.as_millis()),
-    ))
+/// One round trip, timed for `/metrics` and cut at `deadline` (then a
+/// timeout error: the backplane is unavailable).
+pub(super) async fn round_trip<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} ms", deadline.as_millis()),
+            )))
+        });
+    crate::metrics::redis_round_trip(started.elapsed());
+    answer
 }
 
 impl<C: redis::aio::ConnectionLike + Send> redis::aio::ConnectionLike for Timed<C> {
@@ -297,15 +308,7 @@ impl<C: redis::aio::ConnectionLike + Send> redis::aio::ConnectionLike for Timed<
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let deadline = self.deadline;
-            let answer = tokio::time::timeout(deadline, self.conn.req_packed_command(cmd))
-                .await
-                .unwrap_or_else(|_| Err(past_deadline(deadline)));
-            crate::metrics::redis_round_trip(started.elapsed());
-            answer
-        })
+        Box::pin(round_trip(self.deadline, self.conn.req_packed_command(cmd)))
     }
 
     fn req_packed_commands<'a>(
@@ -314,18 +317,10 @@ impl<C: redis::aio::ConnectionLike + Send> redis::aio::ConnectionLike for Timed<
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let deadline = self.deadline;
-            let answer = tokio::time::timeout(
-                deadline,
-                self.conn.req_packed_commands(pipeline, offset, count),
-            )
-            .await
-            .unwrap_or_else(|_| Err(past_deadline(deadline)));
-            crate::metrics::redis_round_trip(started.elapsed());
-            answer
-        })
+        Box::pin(round_trip(
+            self.deadline,
+            self.conn.req_packed_commands(pipeline, offset, count),
+        ))
     }
 
     fn get_db(&self) -> i64 {

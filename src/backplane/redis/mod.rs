@@ -278,15 +278,10 @@ impl RedisBackplane {
                 let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
                     Route::new(slot, SlotAddr::Master),
                 ));
-                let started = std::time::Instant::now();
-                let value = tokio::time::timeout(
-                    COMMAND_DEADLINE,
-                    cluster.clone().route_command(cmd, route),
-                )
-                .await
-                .unwrap_or_else(|_| Err(connect::past_deadline(COMMAND_DEADLINE)));
-                crate::metrics::redis_round_trip(started.elapsed());
-                Ok(redis::from_redis_value(value?)?)
+                let value =
+                    connect::round_trip(COMMAND_DEADLINE, cluster.route_command(cmd, route))
+                        .await?;
+                Ok(redis::from_redis_value(value)?)
             }
         }
     }
