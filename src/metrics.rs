@@ -180,6 +180,27 @@ pub struct Metrics {
     pub requests_in_flight: Gauge,
     /// Actors running, by kind (set when scraped).
     pub live_actors: Family<KindLabel, Gauge>,
+    /// The allocator's figures, by kind (set when scraped; see [`heap`]).
+    pub heap_bytes: Family<KindLabel, Gauge>,
+}
+
+/// jemalloc's own figures, in bytes: `allocated` (what live allocations
+/// hold), `active` (pages holding them), `resident` (pages the allocator
+/// keeps in memory, the part of RSS that is the heap) and `retained` (pages
+/// given back to the system but kept mapped). Resident well above allocated
+/// is the allocator holding freed pages, not live memory. Near 0 where the
+/// binary's allocator is not jemalloc (the test harnesses).
+pub fn heap() -> [(&'static str, u64); 4] {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // The figures are cached until the epoch advances.
+    let _ = epoch::advance();
+    let read = |r: tikv_jemalloc_ctl::Result<usize>| r.map_or(0, |v| v as u64);
+    [
+        ("allocated", read(stats::allocated::read())),
+        ("active", read(stats::active::read())),
+        ("resident", read(stats::resident::read())),
+        ("retained", read(stats::retained::read())),
+    ]
 }
 
 impl Default for Metrics {
@@ -338,6 +359,12 @@ impl Metrics {
             "Actors running on this node, by kind",
             live_actors.clone(),
         );
+        let heap_bytes = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "collabd_heap_bytes",
+            "The allocator's memory, by kind: allocated (live allocations), active, resident (the heap's part of RSS), retained",
+            heap_bytes.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -378,6 +405,7 @@ impl Metrics {
             timer_lag_seconds,
             requests_in_flight,
             live_actors,
+            heap_bytes,
         }
     }
 

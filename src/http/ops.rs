@@ -55,6 +55,13 @@ fn render_metrics(state: &AppState) -> HttpResponse {
             })
             .set(n as i64);
     }
+    for (kind, bytes) in crate::metrics::heap() {
+        m.heap_bytes
+            .get_or_create(&crate::metrics::KindLabel {
+                kind: kind.to_owned(),
+            })
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(m.render())

@@ -76,12 +76,24 @@ async fn metrics_are_prometheus_text_with_collabd_counters() {
         ("collabd_redis_command_duration_seconds", "histogram"),
         ("collabd_open_streams", "gauge"),
         ("collabd_live_actors", "gauge"),
+        ("collabd_heap_bytes", "gauge"),
         ("collabd_build_info", "gauge"),
     ] {
         assert!(
             reply.text.contains(&format!("# TYPE {name} {kind}"))
                 && reply.text.contains(&format!("# HELP {name} ")),
             "{name} ({kind}) missing from:\n{}",
+            reply.text
+        );
+    }
+    // The allocator's four figures are there on every scrape (near 0 where the
+    // binary's allocator is not jemalloc, as in this harness).
+    for kind in ["allocated", "active", "resident", "retained"] {
+        assert!(
+            reply
+                .text
+                .contains(&format!("collabd_heap_bytes{{kind=\"{kind}\"}} ")),
+            "heap {kind} missing from:\n{}",
             reply.text
         );
     }
