@@ -17,7 +17,7 @@
 //! node 1). The environment makes it the README's runs:
 //! `COLLABD_FAULT_RUN_SECS`, `…_RATE`, `…_EVERY` (seconds between faults;
 //! they alternate: the account's current master, then node 1, node 2, …
-//! never node 0, whose resident memory is sampled every 10 s and printed),
+//! never node 0, whose memory is sampled every 2 s and printed by minute),
 //! `…_AGENTS` and `…_SESSIONS` (60 and 15), `…_BIN` (the collabd binary for the nodes and the load, e.g. a release
 //! build) and `…_OUT` (a directory to keep the JSON and HTML reports in).
 
@@ -54,14 +54,96 @@ fn exited(pid: u32) -> bool {
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS:`, `RssFile:`, …).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
         .ok()
+}
+
+/// Node 0's memory at one instant: resident in all, the part of it that
+/// is the binary's own pages (`RssFile`: code, touched once and kept), the
+/// bytes its live allocations hold (jemalloc's, from `/metrics`), and its
+/// open file descriptors (mostly connections: streams and requests).
+#[derive(Debug, Clone, Copy)]
+struct MemorySample {
+    at_s: u64,
+    rss_kib: u64,
+    file_kib: u64,
+    allocated_kib: u64,
+    fds: u64,
+}
+
+/// Samples node 0 every 2 s until `stop` turns true.
+async fn sample_memory(
+    pid: u32,
+    url: String,
+    stop: std::rc::Rc<std::cell::Cell<bool>>,
+) -> Vec<MemorySample> {
+    let client = awc::Client::default();
+    let began = std::time::Instant::now();
+    let mut samples = Vec::new();
+    while !stop.get() {
+        let metrics = match client.get(format!("{url}/metrics")).send().await {
+            Ok(mut r) => r.body().limit(4 << 20).await.unwrap_or_default(),
+            Err(_) => Default::default(),
+        };
+        let allocated = String::from_utf8_lossy(&metrics)
+            .lines()
+            .find_map(|l| l.strip_prefix("collabd_heap_bytes{kind=\"allocated\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64);
+        if let (Some(rss), Some(file), Some(allocated), Ok(fds)) =
+            (rss_kib(pid), status_kib(pid, "RssFile:"), allocated, fds)
+        {
+            samples.push(MemorySample {
+                at_s: began.elapsed().as_secs(),
+                rss_kib: rss,
+                file_kib: file,
+                allocated_kib: allocated / 1024,
+                fds,
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    samples
+}
+
+/// Per minute of the run: the medians of node 0's samples, as a table.
+fn memory_by_minute(samples: &[MemorySample]) -> String {
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    let mut out = String::from(
+        "minute | RSS KiB | of it the binary's pages | heap allocated KiB | fds | allocated per fd KiB\n",
+    );
+    let last = samples.last().map_or(0, |s| s.at_s / 60);
+    for minute in 0..=last {
+        let within: Vec<&MemorySample> = samples.iter().filter(|s| s.at_s / 60 == minute).collect();
+        if within.is_empty() {
+            continue;
+        }
+        let (alloc, fds) = (
+            median(within.iter().map(|s| s.allocated_kib).collect()),
+            median(within.iter().map(|s| s.fds).collect()),
+        );
+        out.push_str(&format!(
+            "{minute} | {} | {} | {alloc} | {fds} | {:.1}\n",
+            median(within.iter().map(|s| s.rss_kib).collect()),
+            median(within.iter().map(|s| s.file_kib).collect()),
+            alloc as f64 / fds.max(1) as f64,
+        ));
+    }
+    out
 }
 
 /// What fault `k` (from 0) kills: the account's master on even `k`, a
@@ -199,6 +281,12 @@ async fn a_load_run_through_a_master_kill_and_a_node_kill_keeps_every_acknowledg
     let run_limit = Duration::from_secs(secs + 120);
     let node0 = nodes[0].pid().expect("node 0 runs");
     let mut rss = vec![rss_kib(node0)];
+    let stop_sampling = std::rc::Rc::new(std::cell::Cell::new(false));
+    let sampler = actix_rt::spawn(sample_memory(
+        node0,
+        urls[0].clone(),
+        std::rc::Rc::clone(&stop_sampling),
+    ));
     for k in 0..faults.len() as u64 {
         let pid_file = dir.join(format!("fault-{k}.pid"));
         match target(k) {
@@ -236,9 +324,16 @@ async fn a_load_run_through_a_master_kill_and_a_node_kill_keeps_every_acknowledg
         .expect("the waiting thread")
         .expect("collabd load runs");
     rss.push(rss_kib(node0));
+    stop_sampling.set(true);
+    let memory = sampler.await.expect("the memory sampler");
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}");
     println!("node 0 resident memory (KiB) at the start, after each fault and at the end: {rss:?}");
+    println!(
+        "node 0's memory, sampled every 2 s:\n{}",
+        memory_by_minute(&memory)
+    );
+    assert!(!memory.is_empty(), "node 0's memory was never sampled");
     if let Ok(out) = std::env::var("COLLABD_FAULT_RUN_OUT") {
         let out = Path::new(&out);
         let _ = std::fs::create_dir_all(out);
