@@ -12,7 +12,11 @@ use crate::common::{ADMIN, TestApp};
 /// extra arguments (one node, 40 agents, 4 portals, 8 sessions, 20 inv/s)
 /// and returns its JSON report; the run must exit 0.
 async fn load_report(extra: &[&str]) -> Value {
-    let app = TestApp::spawn().await;
+    load_report_on(&TestApp::spawn().await, extra).await
+}
+
+/// [`load_report`] against `app`, so the test can look at the node after.
+async fn load_report_on(app: &TestApp, extra: &[&str]) -> Value {
     let report = std::env::temp_dir().join(format!(
         "collabd-load-{}-{}.json",
         std::process::id(),
@@ -131,4 +135,47 @@ async fn transfers_and_escalations_keep_every_invariant_on_one_node() {
     );
     // Refusals to a lead that handed over are right outcomes, not errors.
     assert_eq!(count(&report, "errors"), 0, "{report}");
+}
+
+/// `--accounts 3`: portals, agents and sessions spread over three accounts
+/// (portal p in account p mod 3), and every invitation stays inside its
+/// session's account: one to another account's portal or agent would be
+/// refused, and the run would count it as an error.
+#[actix_rt::test]
+async fn a_run_spread_over_accounts_keeps_every_invitation_inside_its_account() {
+    let app = TestApp::spawn().await;
+    let report = load_report_on(
+        &app,
+        &[
+            "--duration",
+            "3s",
+            "--accounts",
+            "3",
+            "--account",
+            "ldspread",
+            "--mix",
+            "portal=0.5",
+        ],
+    )
+    .await;
+    assert_intact(&report);
+    assert_eq!(count(&report, "accounts"), 3, "{report}");
+    assert_eq!(count(&report, "errors"), 0, "{report}");
+    // 40 agents in 4 portals: account 0 holds portals 0 and 3, accounts 1
+    // and 2 one portal each; the run's own id is no account.
+    for (account, agents) in [("ldspreada0", 20), ("ldspreada1", 10), ("ldspreada2", 10)] {
+        let listed = app
+            .get(&format!("/v1/accounts/{account}/agents"), ADMIN)
+            .await
+            .expect_status(200);
+        assert_eq!(
+            listed["agents"].as_array().map(Vec::len),
+            Some(agents),
+            "{account}: {listed}"
+        );
+    }
+    assert_eq!(
+        app.get("/v1/accounts/ldspread/agents", ADMIN).await.status,
+        404
+    );
 }

@@ -22,6 +22,7 @@ pub mod faults;
 pub mod floor;
 pub mod html;
 pub mod ledger;
+pub mod peer;
 pub mod report;
 pub mod scenario;
 pub mod timeline;
@@ -85,6 +86,14 @@ pub struct LoadArgs {
     /// Portals; agent i is a member of portal i mod P and logs in there.
     #[arg(long, default_value_t = 4)]
     pub portals: usize,
+    /// Accounts to spread the run over: portal p belongs to account
+    /// p mod N, so an agent (and a session, through its lead) belongs to its
+    /// portal's account, and every invitation stays inside its session's
+    /// account. On Redis Cluster each account's keys live on one master, so
+    /// N accounts spread the work over the masters. With N = 1 the account
+    /// is the run's id; else the run's id + `a0` … `a{N-1}`.
+    #[arg(long, default_value_t = 1)]
+    pub accounts: usize,
     /// Live sessions, each with its own lead agent and customer stream;
     /// every invitation goes out from one of them, chosen at random.
     #[arg(long, default_value_t = 10)]
@@ -180,6 +189,13 @@ impl LoadArgs {
         }
         if self.portals == 0 || self.sessions == 0 {
             return bad("--portals and --sessions must be at least 1");
+        }
+        if self.accounts == 0 || self.accounts > self.portals {
+            return bad("--accounts must be at least 1 and at most --portals");
+        }
+        // Every account needs a lead and someone for it to invite.
+        if self.accounts > 1 && self.agents < 2 * self.portals {
+            return bad("--agents must be at least twice --portals with --accounts above 1");
         }
         // Every session needs its own lead and someone else to invite.
         if self.agents < self.sessions + 1 || self.agents < self.portals {

@@ -369,6 +369,8 @@ pub struct Report {
     pub agents: usize,
     /// Portals.
     pub portals: usize,
+    /// Accounts the portals, agents and sessions were spread over.
+    pub accounts: usize,
     /// Sessions.
     pub sessions: usize,
     /// Invitations per second asked for.
@@ -613,6 +615,7 @@ impl Report {
             nodes: args.nodes.clone(),
             agents: args.agents,
             portals: args.portals,
+            accounts: args.accounts,
             sessions: args.sessions,
             rate: args.rate,
             duration_s: args.duration.as_secs_f64(),

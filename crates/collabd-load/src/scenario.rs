@@ -69,6 +69,8 @@ struct Agent {
     id: String,
     token: String,
     portal: usize,
+    /// Its account's index: its portal's ([`account_of_portal`]).
+    account: usize,
     /// Where it logged in, accepts and leaves.
     login_node: usize,
     /// Where its event stream is held: another node when there is one, so
@@ -131,6 +133,10 @@ struct Run {
     /// Session id key → session index.
     session_keys: RefCell<HashMap<Key, u32>>,
     portals: Vec<String>,
+    /// Account ids (`--accounts`), and per account its portals and agents.
+    accounts: Vec<String>,
+    account_portals: Vec<Vec<usize>>,
+    account_agents: Vec<Vec<u32>>,
     args: LoadArgs,
     /// Flips to true when every reader must stop.
     stop: watch::Receiver<bool>,
@@ -293,6 +299,7 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
             id: format!("{prefix}-ag{i}"),
             token: String::new(),
             portal: i % args.portals,
+            account: account_of_portal(i % args.portals, args.accounts),
             login_node: i % n,
             stream_node: (i + 1) % n,
             down_since: Cell::new(None),
@@ -307,6 +314,21 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
         accept_delay: args.accept_delay,
         expected_invitations: usize::try_from(expected).unwrap_or(usize::MAX / 2),
     })?;
+    let accounts: Vec<String> = if args.accounts == 1 {
+        vec![prefix.clone()]
+    } else {
+        (0..args.accounts)
+            .map(|a| format!("{prefix}a{a}"))
+            .collect()
+    };
+    let mut account_portals = vec![Vec::new(); args.accounts];
+    for p in 0..args.portals {
+        account_portals[account_of_portal(p, args.accounts)].push(p);
+    }
+    let mut account_agents = vec![Vec::new(); args.accounts];
+    for i in 0..args.agents {
+        account_agents[account_of_portal(i % args.portals, args.accounts)].push(i as u32);
+    }
     let timeline = Rc::new(RefCell::new(Timeline::default()));
     let mut ledger = ledger;
     ledger.set_timeline(Rc::clone(&timeline));
@@ -319,6 +341,9 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
         portals: (0..args.portals)
             .map(|p| format!("{prefix}-p{p}"))
             .collect(),
+        accounts,
+        account_portals,
+        account_agents,
         args: args.clone(),
         stop,
         end: Cell::new(began + SETUP_LIMIT),
@@ -352,7 +377,7 @@ pub async fn run(args: &LoadArgs) -> Result<Observed, LoadError> {
     let faults = actix_web::rt::spawn(faults::run(
         args.faults.clone(),
         start,
-        run.prefix.clone(),
+        run.accounts[0].clone(),
         Rc::clone(&timeline),
     ));
     let schedule_end = start + args.duration;
@@ -712,31 +737,35 @@ fn setup_failed(what: &str, answer: Result<Answer, String>) -> LoadError {
     }
 }
 
-/// The account, its portals, its agents and their tokens.
+/// The accounts, their portals, their agents and the agents' tokens.
 async fn provision(run: &mut Run) -> Result<(), LoadError> {
     let admin = run.args.admin_token.clone();
     let nodes = &run.nodes;
-    let policy = json!({"name": format!("collabd load {}", run.prefix),
-    "policy": {
-        "invitation_ttl_secs": INVITATION_TTL_SECS,
-        "max_invitations_per_session": MAX_INVITATIONS_PER_SESSION,
-        "max_pending_invitations_per_session": MAX_PENDING_INVITATIONS_PER_SESSION,
-    }});
-    let put = nodes
-        .call_paced(
-            0,
-            Method::PUT,
-            &format!("/v1/accounts/{}", run.prefix),
-            &admin,
-            Some(&policy),
-        )
-        .await;
-    if !matches!(&put, Ok(a) if a.ok()) {
-        return Err(setup_failed("creating the account", put));
+    let accounts = &run.accounts;
+    let results = for_each(accounts.len(), |a| {
+        let policy = json!({"name": format!("collabd load {}", accounts[a]),
+        "policy": {
+            "invitation_ttl_secs": INVITATION_TTL_SECS,
+            "max_invitations_per_session": MAX_INVITATIONS_PER_SESSION,
+            "max_pending_invitations_per_session": MAX_PENDING_INVITATIONS_PER_SESSION,
+        }});
+        let path = format!("/v1/accounts/{}", accounts[a]);
+        let admin = &admin;
+        async move {
+            nodes
+                .call_paced(a, Method::PUT, &path, admin, Some(&policy))
+                .await
+        }
+    })
+    .await;
+    for put in results {
+        if !matches!(&put, Ok(a) if a.ok()) {
+            return Err(setup_failed("creating an account", put));
+        }
     }
-    let account = run.prefix.clone();
     let portals = &run.portals;
     let results = for_each(portals.len(), |p| {
+        let account = &accounts[account_of_portal(p, accounts.len())];
         let path = format!("/v1/accounts/{account}/portals/{}", portals[p]);
         let body = json!({"name": format!("Portal {p}")});
         let admin = &admin;
@@ -756,7 +785,7 @@ async fn provision(run: &mut Run) -> Result<(), LoadError> {
     let tokens = for_each(agents.len(), |i| {
         let agent = &agents[i];
         let admin = &admin;
-        let account = &account;
+        let account = &accounts[agent.account];
         let portal = &portals[agent.portal];
         async move {
             let path = format!("/v1/accounts/{account}/agents/{}", agent.id);
@@ -1240,6 +1269,11 @@ async fn customer_stream(
 /// API allows (the invitee declines at once anyway).
 const ESCALATE_AFTER_SECS: u64 = 5;
 
+/// The account (index) portal `p` belongs to, of `accounts`.
+fn account_of_portal(p: usize, accounts: usize) -> usize {
+    p % accounts.max(1)
+}
+
 /// What [`invite`] decided to send.
 struct Plan {
     session: u32,
@@ -1262,34 +1296,49 @@ fn plan_invitation(run: &Run, k: u64) -> Plan {
     let session = s as u32;
     let mix = run.args.mix;
     let lead = run.lead(session);
+    // Everything stays inside the session's account (its first lead's;
+    // a transfer's winner is of the same account).
+    let account = run.agents[sessions[s].opened_by].account;
+    let own_portals = &run.account_portals[account];
+    let own_agents = &run.account_agents[account];
     let transfer = rng.random_bool(mix.transfer) && run.ledger.borrow_mut().begin_transfer(session);
     let mut direct = None;
     let mut escalate = None;
     let target = if rng.random_bool(mix.portal) {
-        json!({"portal": run.portals[rng.random_range(0..run.portals.len())]})
+        let p = own_portals[rng.random_range(0..own_portals.len())];
+        json!({"portal": run.portals[p]})
     } else {
-        // Anyone but the lead, and not an agent the run knows to be in
-        // (or joining) the session: that one would rightly be refused.
-        let mut agent = rng.random_range(0..run.agents.len() - 1);
-        for _ in 0..run.agents.len() {
-            if agent >= lead {
-                agent += 1;
-            }
-            if !run.inside(agent as u32, session) {
+        // Anyone of the account but the lead, and not an agent the run
+        // knows to be in (or joining) the session: that one would rightly
+        // be refused.
+        let pick = |rng: &mut rand::rngs::ThreadRng| {
+            own_agents[rng.random_range(0..own_agents.len())] as usize
+        };
+        let mut agent = pick(&mut rng);
+        for _ in 0..own_agents.len() {
+            if agent != lead && !run.inside(agent as u32, session) {
                 break;
             }
-            agent = rng.random_range(0..run.agents.len() - 1);
+            agent = pick(&mut rng);
+        }
+        if agent == lead {
+            // Every draw hit the lead: anyone else of the account.
+            agent = own_agents
+                .iter()
+                .map(|a| *a as usize)
+                .find(|a| *a != lead)
+                .unwrap_or(agent);
         }
         direct = Some(agent as u32);
         if rng.random_bool(mix.escalate) {
-            // Another portal than the invitee's, when there is one, so
-            // other agents take it over.
+            // Another portal of the account than the invitee's, when there
+            // is one, so other agents take it over.
             let own = run.agents[agent].portal;
-            let n = run.portals.len();
-            let portal = if n > 1 {
-                (own + 1 + rng.random_range(0..n - 1)) % n
-            } else {
+            let others: Vec<usize> = own_portals.iter().copied().filter(|p| *p != own).collect();
+            let portal = if others.is_empty() {
                 own
+            } else {
+                others[rng.random_range(0..others.len())]
             };
             escalate =
                 Some(json!({"after_secs": ESCALATE_AFTER_SECS, "portal": run.portals[portal]}));
