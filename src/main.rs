@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use collabd::settings::{BackplaneKind, Settings};
 use collabd::startup::Application;
+use collabd_load::peer::PeerArgs;
 use collabd_load::{LoadArgs, LoadError};
 
 /// jemalloc rather than the system allocator: about 2 KiB less resident
@@ -41,6 +42,9 @@ enum Command {
     /// Drives running nodes and checks every outcome (see `collabd load --help`).
     #[command(name = "load")]
     Load(Box<LoadArgs>),
+    /// Drives nginx + nchan with the same shape, for comparison (benches/peer).
+    #[command(name = "peer-load")]
+    PeerLoad(Box<PeerArgs>),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let serve_args = match cli.command {
         Some(Command::Load(args)) => return load(*args),
+        Some(Command::PeerLoad(args)) => return peer_load(*args),
         Some(Command::Serve(args)) => args,
         None => cli.serve,
     };
@@ -94,6 +99,27 @@ fn load(args: LoadArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("collabd load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn peer_load(args: PeerArgs) -> ExitCode {
+    match actix_web::rt::System::new().block_on(collabd_load::peer::run(args)) {
+        Ok(report) => {
+            println!("{}", report.line());
+            if report.clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_INVARIANT_BROKEN)
+            }
+        }
+        Err(e @ LoadError::Arguments(_)) => {
+            eprintln!("collabd peer-load: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("collabd peer-load: {e}");
             ExitCode::FAILURE
         }
     }

@@ -278,6 +278,20 @@ impl Nodes {
         })
     }
 
+    /// POSTs raw bytes to node `node % len` (or the next node that takes
+    /// it) and returns the status; for `collabd peer-load`'s publishes.
+    pub async fn post_bytes(&self, node: usize, path: &str, body: Bytes) -> Result<u16, String> {
+        let send = |url: String| self.client.post(url).send_body(body.clone());
+        let resend = |e: &SendRequestError| may_resend(e, false);
+        let (_, mut response) = self
+            .failover(node, path, resend, send)
+            .await
+            .map_err(|e| format!("{e}"))?;
+        // Read the (small) answer so the connection can be reused.
+        let _ = response.body().limit(MAX_REPLY_BYTES).await;
+        Ok(response.status().as_u16())
+    }
+
     /// Like [`Nodes::call`], for setting a run up: a 429 (the admin token's
     /// rate limit, or a token's) is retried after its `Retry-After`, so
     /// provisioning thousands of agents paces itself to the nodes' limits.

@@ -10,6 +10,7 @@
 //! round trips, [`cpu`] reads the nodes' and the generator's CPU time,
 //! [`timeline`] keeps the run second by second, [`faults`] runs the
 //! `--fault` commands on schedule and [`html`] draws the `--html` page.
+//! [`peer`] is `collabd peer-load`: the same shape against nginx + nchan.
 //!
 //! The generator is a client behind a balancer: a request or a stream that
 //! cannot reach its node goes to another of `--nodes` (and the node is
