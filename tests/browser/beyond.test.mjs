@@ -1,10 +1,11 @@
 // Beyond the seed, in the browser: mask and unmask mid-session (what the
 // customer's page shows follows), an escalation that goes to the portal
-// when its agent declines, and a transfer that hands the lead over.
+// when its agent declines, and a transfer that hands the lead over; and
+// the collaboration window's pages against its search pause.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startNode, startBrowser, person, scene, openConsole, shoot, cleanup, WAIT,
+  startNode, startBrowser, person, scene, openConsole, shoot, cleanup, sleep, WAIT,
 } from './harness.mjs';
 
 after(cleanup);
@@ -87,4 +88,49 @@ test('mask and unmask, escalation and transfer, as the consoles and the customer
   await cat.page.getByRole('button', { name: 'Sitzung beenden' }).waitFor();
   await bob.page.locator('.participants li', { hasText: 'Cat' }).getByText('Leitung').waitFor({ timeout: WAIT });
   for (const p of [ann, bob, cat, dan, erik]) assert.deepEqual(p.page.errors, []);
+});
+
+test('a page of the collaboration window turned before the search pause ends stays turned', async () => {
+  const node = await startNode();
+  const agents = [['ann', 'Ann'], ...Array.from({ length: 60 }, (_, i) => [`agent-${i}`, `Agent ${String(i).padStart(2, '0')}`])];
+  const { tokens } = await scene(node.url, agents);
+  const browser = await startBrowser();
+  const { page } = await person(browser);
+  await page.clock.install();
+  await openConsole(page, node.url, tokens.ann);
+  await page.getByRole('button', { name: 'Neue Sitzung' }).click();
+  await page.getByLabel('Name des Kunden').fill('Carl');
+  await page.getByRole('button', { name: 'Sitzung beginnen' }).click();
+  // From here the page's time moves only as the test lets it, 10 ms at a
+  // time until what it waits for shows, so the page is turned inside the
+  // 250 ms the window waits after typing, however fast the machine.
+  await page.clock.pauseAt(await page.evaluate(() => Date.now() + 500));
+  let passed = 0;
+  const until = async (locator) => {
+    for (let i = 0; i < 500 && !(await locator.isVisible()); i++) {
+      await page.clock.runFor(10);
+      passed += 10;
+      await sleep(10);
+    }
+    await locator.waitFor({ timeout: WAIT });
+  };
+  await page.getByRole('button', { name: 'Einladen …' }).click();
+  const dialog = page.getByRole('dialog');
+  await until(dialog.getByRole('cell', { name: 'Agent 00', exact: true }));
+  await dialog.getByRole('button', { name: 'Nächste Seite' }).click();
+  await until(dialog.getByRole('cell', { name: 'Agent 50', exact: true }));
+  assert.ok(passed < 250, `${passed} ms passed before the page turned`);
+  for (let i = 0; i < 10; i++) {
+    await page.clock.runFor(100);
+    await sleep(50);
+  }
+  assert.equal(await dialog.getByText('Seite 2').count(), 1);
+  assert.equal(await dialog.getByRole('cell', { name: 'Agent 50', exact: true }).count(), 1);
+  assert.equal(await dialog.locator('tbody tr').count(), 10);
+  // A search typed then still starts on its first page, once typing pauses.
+  await dialog.getByLabel('Suchen').fill('Agent 0');
+  await until(dialog.getByText('Seite 1'));
+  await until(dialog.getByRole('cell', { name: 'Agent 09', exact: true }));
+  assert.equal(await dialog.locator('tbody tr').count(), 10);
+  assert.deepEqual(page.errors, []);
 });

@@ -25,10 +25,15 @@ export function CollaborationWindow({ session, isLead, api, onClose }) {
   const [target, setTarget] = useState(null);
   const cursor = cursors[cursors.length - 1];
 
+  // A pause in typing starts the new search on its first page. Only a
+  // query that differs from the one shown does: on opening (or a space
+  // typed) nothing is sent, and a page turned meanwhile stays turned.
   useEffect(() => {
-    const id = setTimeout(() => { setSearch(q.trim()); setCursors([null]); }, TYPING_MS);
+    const typed = q.trim();
+    if (typed === search) return undefined;
+    const id = setTimeout(() => { setSearch(typed); setCursors([null]); }, TYPING_MS);
     return () => clearTimeout(id);
-  }, [q]);
+  }, [q, search]);
 
   useEffect(() => {
     let live = true;
