@@ -16,43 +16,34 @@ use crate::domain::session::SessionStatus;
 use crate::domain::{AccountId, AgentId, DisplayName, PortalId, SessionId};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/accounts", web::get().to(accounts))
-        .route("/accounts/{account}", web::get().to(account))
-        .route("/accounts/{account}", web::patch().to(patch_account))
-        .route("/accounts/{account}", web::delete().to(delete_account))
-        .route("/accounts/{account}/portals", web::get().to(portals))
+    cfg.route("", web::get().to(accounts))
+        .route("/{account}", web::get().to(account))
+        .route("/{account}", web::patch().to(patch_account))
+        .route("/{account}", web::delete().to(delete_account))
+        .route("/{account}/portals", web::get().to(portals))
+        .route("/{account}/portals/{portal}", web::get().to(portal))
         .route(
-            "/accounts/{account}/portals/{portal}",
-            web::get().to(portal),
-        )
-        .route(
-            "/accounts/{account}/portals/{portal}",
+            "/{account}/portals/{portal}",
             web::delete().to(delete_portal),
         )
-        .route("/accounts/{account}/agents", web::get().to(agents))
-        .route("/accounts/{account}/agents/{agent}", web::get().to(agent))
+        .route("/{account}/agents", web::get().to(agents))
+        .route("/{account}/agents/{agent}", web::get().to(agent))
+        .route("/{account}/agents/{agent}", web::delete().to(delete_agent))
         .route(
-            "/accounts/{account}/agents/{agent}",
-            web::delete().to(delete_agent),
-        )
-        .route(
-            "/accounts/{account}/agents/{agent}/logout",
+            "/{account}/agents/{agent}/logout",
             web::post().to(force_logout),
         )
         .route(
-            "/accounts/{account}/agents/{agent}/tokens/revoke",
+            "/{account}/agents/{agent}/tokens/revoke",
             web::post().to(revoke),
         )
-        .route("/accounts/{account}/sessions", web::get().to(sessions))
+        .route("/{account}/sessions", web::get().to(sessions))
+        .route("/{account}/sessions/{session}", web::get().to(session))
         .route(
-            "/accounts/{account}/sessions/{session}",
-            web::get().to(session),
-        )
-        .route(
-            "/accounts/{account}/sessions/{session}/end",
+            "/{account}/sessions/{session}/end",
             web::post().to(end_session),
         )
-        .route("/accounts/{account}/audit", web::get().to(audit));
+        .route("/{account}/audit", web::get().to(audit));
 }
 
 /// `?session=&agent=&since=&cursor=&limit=` of the account's audit trail.

@@ -90,16 +90,21 @@ pub fn configure(max_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
             web::PathConfig::default()
                 .error_handler(|err, _| ApiError::not_found(&format!("path ({err})")).into()),
         )
-        .configure(ops::routes)
-        .configure(console::routes)
         .service(
             web::scope("/v1")
-                .configure(provisioning::routes)
-                .configure(admin::routes)
-                .configure(agents::routes)
                 .configure(sessions::routes)
-                .configure(customer::routes),
+                .configure(agents::routes)
+                .configure(customer::routes)
+                .service(
+                    // One scope for both: a request under /v1/accounts
+                    // never falls through to a later sibling scope.
+                    web::scope("/accounts")
+                        .configure(provisioning::routes)
+                        .configure(admin::routes),
+                ),
         )
+        .configure(ops::routes)
+        .configure(console::routes)
         .default_service(web::to(guard::no_route));
     }
 }

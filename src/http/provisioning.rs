@@ -14,17 +14,11 @@ use crate::domain::{
 };
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/accounts/{account}", web::put().to(put_account))
+    cfg.route("/{account}", web::put().to(put_account))
+        .route("/{account}/portals/{portal}", web::put().to(put_portal))
+        .route("/{account}/agents/{agent}", web::put().to(put_agent))
         .route(
-            "/accounts/{account}/portals/{portal}",
-            web::put().to(put_portal),
-        )
-        .route(
-            "/accounts/{account}/agents/{agent}",
-            web::put().to(put_agent),
-        )
-        .route(
-            "/accounts/{account}/agents/{agent}/tokens",
+            "/{account}/agents/{agent}/tokens",
             web::post().to(mint_token),
         );
 }
