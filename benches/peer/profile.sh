@@ -47,10 +47,10 @@ for _ in $(seq 1 600); do
     sleep 0.5
 done
 sleep 5
-perf record -F 999 --call-graph dwarf,32768 -p "$node1" -o "$WORK/perf.data" \
+perf record -e cpu-clock -F 999 --call-graph dwarf,32768 -p "$node1" -o "$WORK/perf.data" \
     -- sleep "$SECONDS_PROFILED" 2>"$WORK/perf.log"
 wait "$load" || true
 perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf >"$OUT/profile-$RATE.folded"
-inferno-flamegraph --title "collabd node at $RATE inv/s (1,000 agents, 10 portals)" \
+inferno-flamegraph --minwidth 0.5 --title "collabd node at $RATE inv/s (1,000 agents, 10 portals)" \
     <"$OUT/profile-$RATE.folded" >"$OUT/profile-$RATE.svg"
 echo "$OUT/profile-$RATE.svg"
