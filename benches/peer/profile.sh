@@ -2,17 +2,19 @@
 # Where one collabd node's CPU goes under the peer benchmark's shape: three
 # nodes on one Redis (deploy/local-cluster.sh), `collabd load` with 1,000
 # agents in 10 portals at RATE invitations/s, and `perf record` of node 1
-# for SECONDS in the middle of the run. Writes the folded stacks and a
-# flamegraph (inferno) to $OUT.
+# (or of the generator, WHO=generator) for SECONDS_PROFILED in the middle of
+# the run. Writes the folded stacks and a flamegraph (inferno) to $OUT.
 #
-#   benches/peer/profile.sh                   # 200 inv/s
+#   benches/peer/profile.sh                   # node 1 at 200 inv/s
 #   RATE=500 benches/peer/profile.sh
+#   WHO=generator benches/peer/profile.sh     # the load generator itself
 #
 # Needs perf (Debian's linux-perf) and inferno (`cargo install inferno`).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RATE="${RATE:-200}"
+WHO="${WHO:-node}"
 SECONDS_PROFILED="${SECONDS_PROFILED:-10}"
 OUT="${OUT:-$ROOT/target/peer}"
 BIN="${BIN:-$ROOT/target/release/collabd}"
@@ -47,10 +49,15 @@ for _ in $(seq 1 600); do
     sleep 0.5
 done
 sleep 5
-perf record -e cpu-clock -F 999 --call-graph dwarf,32768 -p "$node1" -o "$WORK/perf.data" \
+case "$WHO" in
+    node) target="$node1" name="profile-$RATE" title="collabd node" ;;
+    generator) target="$load" name="profile-generator-$RATE" title="collabd load (the generator)" ;;
+    *) echo "WHO is node or generator, not $WHO" >&2; exit 2 ;;
+esac
+perf record -e cpu-clock -F 999 --call-graph dwarf,32768 -p "$target" -o "$WORK/perf.data" \
     -- sleep "$SECONDS_PROFILED" 2>"$WORK/perf.log"
 wait "$load" || true
-perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf >"$OUT/profile-$RATE.folded"
-inferno-flamegraph --minwidth 0.5 --title "collabd node at $RATE inv/s (1,000 agents, 10 portals)" \
-    <"$OUT/profile-$RATE.folded" >"$OUT/profile-$RATE.svg"
-echo "$OUT/profile-$RATE.svg"
+perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf >"$OUT/$name.folded"
+inferno-flamegraph --minwidth 0.5 --title "$title at $RATE inv/s (1,000 agents, 10 portals)" \
+    <"$OUT/$name.folded" >"$OUT/$name.svg"
+echo "$OUT/$name.svg"

@@ -400,19 +400,21 @@ pub async fn pump(
     mut stop: watch::Receiver<bool>,
     mut on_event: impl FnMut(&Frame<'_>, Instant),
 ) -> StreamEnd {
+    if *stop.borrow_and_update() {
+        return StreamEnd::Deadline;
+    }
+    // One wait for the stop, registered once for the stream's life rather
+    // than once per received chunk (a chunk is about one event).
+    let stopped = async move {
+        // A dropped sender means the run is over as well.
+        while stop.changed().await.is_ok() && !*stop.borrow() {}
+    };
+    let mut stopped = std::pin::pin!(stopped);
     let mut buffer = FrameBuffer::default();
     loop {
-        if *stop.borrow_and_update() {
-            return StreamEnd::Deadline;
-        }
         tokio::select! {
             biased;
-            changed = stop.changed() => {
-                // A dropped sender means the run is over as well.
-                if changed.is_err() || *stop.borrow() {
-                    return StreamEnd::Deadline;
-                }
-            }
+            () = &mut stopped => return StreamEnd::Deadline,
             chunk = body.next() => match chunk {
                 None | Some(Err(_)) => return StreamEnd::Closed,
                 Some(Ok(chunk)) => {
@@ -456,7 +458,9 @@ impl FrameBuffer {
         let range = loop {
             // A blank line split across chunks: look again from one byte back.
             let from = self.scanned.max(self.start + 1) - 1;
-            let Some(at) = self.bytes[from..].windows(2).position(|w| w == b"\n\n") else {
+            let rest = &self.bytes[from..];
+            let blank = memchr::memchr_iter(b'\n', rest).find(|&i| rest.get(i + 1) == Some(&b'\n'));
+            let Some(at) = blank else {
                 self.scanned = self.bytes.len();
                 return None;
             };
