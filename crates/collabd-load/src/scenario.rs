@@ -861,8 +861,7 @@ async fn open_sessions(run: &Rc<Run>) -> Result<(), LoadError> {
     let results = for_each(count, |s| {
         let run = Rc::clone(run);
         async move {
-            // Leads spread evenly over agents, hence over portals and nodes.
-            let lead = s * run.agents.len() / count;
+            let lead = lead_of(s, count, run.agents.len(), run.args.portals);
             let agent = &run.agents[lead];
             let body = json!({"mode": "web", "customer": {"name": format!("Customer {s}")}});
             let created = run
@@ -1269,6 +1268,23 @@ async fn customer_stream(
 /// API allows (the invitee declines at once anyway).
 const ESCALATE_AFTER_SECS: u64 = 5;
 
+/// The lead agent of session `s` of `sessions`: sessions go round the
+/// portals (so over the accounts too), and each portal's leads are spread
+/// evenly over its agents (agent `i` is in portal `i mod portals`, on node
+/// `i mod nodes`). Distinct for distinct sessions, as `agents > sessions`.
+/// A stride over all agents instead (`s * agents / sessions`) put every
+/// lead in one portal whenever the stride was a multiple of `portals`
+/// (1,000 agents, 50 sessions, 10 or 30 portals), hence every session in
+/// one account of a multi-account run.
+fn lead_of(s: usize, sessions: usize, agents: usize, portals: usize) -> usize {
+    let portals = portals.max(1);
+    let (p, j) = (s % portals, s / portals);
+    // Sessions led from portal p, and agents in it.
+    let led = sessions / portals + usize::from(p < sessions % portals);
+    let members = (agents + portals - 1 - p) / portals;
+    p + portals * (j * (members / led.max(1)).max(1))
+}
+
 /// The account (index) portal `p` belongs to, of `accounts`.
 fn account_of_portal(p: usize, accounts: usize) -> usize {
     p % accounts.max(1)
@@ -1590,6 +1606,36 @@ async fn leave_now(run: &Run, agent: u32, session: u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn leads_are_distinct_agents_spread_over_every_portal() {
+        for (sessions, agents, portals) in [
+            (50, 1000, 10),
+            (50, 1000, 30),
+            (250, 1000, 10),
+            (10, 11, 10),
+            (59, 60, 30),
+            (7, 8, 1),
+        ] {
+            let leads: Vec<usize> = (0..sessions)
+                .map(|s| super::lead_of(s, sessions, agents, portals))
+                .collect();
+            let distinct: std::collections::HashSet<_> = leads.iter().collect();
+            assert_eq!(distinct.len(), sessions, "{sessions} {agents} {portals}");
+            assert!(leads.iter().all(|l| *l < agents));
+            let mut per_portal = vec![0; portals];
+            for l in &leads {
+                per_portal[l % portals] += 1;
+            }
+            let (least, most) = (per_portal.iter().min(), per_portal.iter().max());
+            assert!(
+                most.zip(least).is_some_and(|(m, l)| m - l <= 1),
+                "{per_portal:?}"
+            );
+        }
+        // Within a portal, spread over its agents (not its first few).
+        assert_eq!(super::lead_of(10, 50, 1000, 10), 10 * 20);
+    }
+
     use super::*;
 
     #[test]
